@@ -1,0 +1,4 @@
+//! Socket.IO protocol 5 over Engine.IO 4: the packet codecs and both roles.
+
+pub mod engineio;
+pub mod packet;

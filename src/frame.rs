@@ -1,0 +1,225 @@
+//! The dialect-neutral frame model that every server role and client role meets in.
+//!
+//! Owns: the operations a client asks of a backend ([`ClientOp`]) and the events a backend
+//! produces ([`BackendEvent`]), with channel, event and payload kept as `Bytes` slices of the
+//! WebSocket message they were received in.
+//!
+//! Must not touch: parsing, I/O, configuration. Nothing here knows a wire format.
+
+use bytes::Bytes;
+
+/// A subscription id, allocated by the downstream (server-role) leg, unique within a session.
+pub type SubId = u64;
+
+/// A correlation id for a publish that wants an answer, allocated by the downstream leg.
+/// Each leg keeps its own wire ids (STOMP receipt, Socket.IO ack id) in its own table.
+pub type ReplyId = u64;
+
+/// How a payload's bytes are to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// One complete, valid JSON value.
+    Json,
+    /// UTF-8 text that is not (known to be) JSON.
+    Text,
+    /// Opaque octets.
+    Binary,
+}
+
+/// A message body: raw bytes plus how to read them. Never re-parsed unless a wire forces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// The bytes, a slice of the received WebSocket message where possible.
+    pub data: Bytes,
+    /// How `data` is to be read.
+    pub kind: PayloadKind,
+}
+
+impl Payload {
+    /// A JSON payload.
+    pub fn json(data: Bytes) -> Self {
+        Self { data, kind: PayloadKind::Json }
+    }
+    /// A text payload.
+    pub fn text(data: Bytes) -> Self {
+        Self { data, kind: PayloadKind::Text }
+    }
+    /// A binary payload.
+    pub fn binary(data: Bytes) -> Self {
+        Self { data, kind: PayloadKind::Binary }
+    }
+    /// The JSON `null`, used where a wire needs an argument but none was given.
+    pub fn null() -> Self {
+        Self::json(Bytes::from_static(b"null"))
+    }
+}
+
+/// Credentials found in the client's handshake, to be presented to the backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// A bearer token (`Authorization: Bearer`, STOMP `passcode`, Socket.IO `auth.token`, query `token`).
+    pub token: Option<Bytes>,
+    /// A login name (STOMP `login`).
+    pub login: Option<Bytes>,
+    /// A password (STOMP `passcode` when a login is given as well).
+    pub passcode: Option<Bytes>,
+    /// The raw auth object a Socket.IO client sent in CONNECT, when it was one (JSON).
+    pub auth_json: Option<Bytes>,
+}
+
+/// What the client side asks of the backend, in the downstream dialect's naming until the
+/// translator rewrites `channel` into the upstream dialect's naming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOp {
+    /// Open the upstream session with these credentials.
+    Connect {
+        /// Credentials collected from the downstream handshake.
+        credentials: Credentials,
+    },
+    /// Start receiving what is published on `channel`.
+    Subscribe {
+        /// Downstream-allocated id.
+        sub: SubId,
+        /// Channel, destination or event name.
+        channel: Bytes,
+    },
+    /// Stop a subscription.
+    Unsubscribe {
+        /// The id given in `Subscribe`.
+        sub: SubId,
+    },
+    /// Publish (send, emit, perform) a payload.
+    Publish {
+        /// Channel, destination or event name.
+        channel: Bytes,
+        /// An explicit event name where the dialect carries one apart from the channel.
+        event: Option<Bytes>,
+        /// Leading arguments filled from a route template (Socket.IO extra args), raw JSON.
+        args: Vec<Bytes>,
+        /// The body.
+        payload: Payload,
+        /// Set when the client wants to hear that the publish was done.
+        reply: Option<ReplyId>,
+    },
+    /// Acknowledge (or refuse) a delivered message, for upstreams with client acks.
+    Ack {
+        /// The upstream's own ack token as it was handed down in `BackendEvent::Message`.
+        token: Bytes,
+        /// `false` for a NACK.
+        positive: bool,
+    },
+    /// The client is leaving.
+    Disconnect,
+}
+
+/// Why a backend refused or ended something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Credentials refused.
+    Unauthorized,
+    /// The backend could not be reached or went away.
+    Unavailable,
+    /// The backend broke its protocol, or refused ours.
+    Protocol,
+    /// A request timed out.
+    Timeout,
+    /// A frame could not be translated to the other dialect.
+    Untranslatable,
+    /// A size or count limit was exceeded.
+    Limit,
+}
+
+impl ErrorKind {
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Unavailable => "unavailable",
+            Self::Protocol => "protocol",
+            Self::Timeout => "timeout",
+            Self::Untranslatable => "untranslatable",
+            Self::Limit => "limit",
+        }
+    }
+}
+
+/// An error that ends or refuses something, with the backend's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// Human-readable message, in the backend's words where it gave some.
+    pub message: Bytes,
+    /// Extra detail (a JSON value or text), e.g. Socket.IO `data`, STOMP ERROR body.
+    pub detail: Option<Payload>,
+}
+
+impl ErrorInfo {
+    /// An error with a static message.
+    pub fn new(kind: ErrorKind, message: impl Into<Bytes>) -> Self {
+        Self { kind, message: message.into(), detail: None }
+    }
+}
+
+/// What the backend side tells the client side, in the upstream dialect's naming until the
+/// translator rewrites it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendEvent {
+    /// The upstream session is open.
+    Ready {
+        /// The backend's session id, if it gave one.
+        session: Option<Bytes>,
+    },
+    /// A subscription was confirmed.
+    Subscribed {
+        /// The id from `ClientOp::Subscribe`.
+        sub: SubId,
+    },
+    /// A subscription was refused.
+    SubscribeFailed {
+        /// The id from `ClientOp::Subscribe`.
+        sub: SubId,
+        /// Why.
+        reason: ErrorInfo,
+    },
+    /// A published message.
+    Message {
+        /// The subscription it was delivered for, when the upstream wire says.
+        sub: Option<SubId>,
+        /// Channel, destination or event name.
+        channel: Bytes,
+        /// Explicit event name, where the upstream dialect carries one apart from the channel.
+        event: Option<Bytes>,
+        /// Leading arguments before the payload (Socket.IO extra args), raw JSON.
+        args: Vec<Bytes>,
+        /// The body.
+        payload: Payload,
+        /// The upstream's ack token when it expects the client to acknowledge.
+        ack: Option<Bytes>,
+    },
+    /// The answer to a publish that asked for one.
+    Reply {
+        /// The id from `ClientOp::Publish`.
+        id: ReplyId,
+        /// `Ok` with the backend's answer (if any), or the failure.
+        result: Result<Option<Payload>, ErrorInfo>,
+    },
+    /// A presence change on a channel.
+    Presence {
+        /// The channel.
+        channel: Bytes,
+        /// The member that came or went, raw JSON.
+        member: Bytes,
+        /// `true` when added, `false` when removed.
+        added: bool,
+    },
+    /// A fatal error: the upstream session is over.
+    Error(ErrorInfo),
+    /// The backend is closing the session.
+    Closing {
+        /// Why.
+        reason: ErrorInfo,
+        /// Whether a client may reconnect at once.
+        retry: bool,
+    },
+}
