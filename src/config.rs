@@ -1,1 +1,713 @@
-//! (in progress)
+//! Configuration: figment layering (built-in defaults, then the TOML file, then
+//! `SWITCHBOARD_*` environment variables), validation, and the `check` report.
+//!
+//! Owns: the config types, their defaults and `validate()`. Every key is documented in the
+//! shipped `config.toml`.
+//!
+//! Must not touch: sockets, files other than the config file itself, TLS material (only
+//! checks that paths are set in pairs), any protocol.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::dialect::Dialect;
+
+/// A config that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key is missing, of the wrong type, unknown, or its value is invalid.
+    #[error("{}", format_invalid(.key, .line, .reason))]
+    Invalid {
+        /// Dotted key path, e.g. `route[0].upstream.url`.
+        key: String,
+        /// 1-based line in the TOML file, when known.
+        line: Option<usize>,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn format_invalid(key: &str, line: &Option<usize>, reason: &str) -> String {
+    match line {
+        Some(l) => format!("key `{key}` (line {l}): {reason}"),
+        None => format!("key `{key}`: {reason}"),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The admin listener.
+    pub admin: Admin,
+    /// Process-wide limits.
+    pub limits: Limits,
+    /// Graceful shutdown.
+    pub shutdown: Shutdown,
+    /// Log settings.
+    pub log: Log,
+    /// Routes; several may share a `listen` address with different paths.
+    #[serde(rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            admin: Admin::default(),
+            limits: Limits::default(),
+            shutdown: Shutdown::default(),
+            log: Log::default(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `[admin]`: serves `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Address of the admin HTTP listener.
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// `[limits]`: apply to every listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Connections accepted at once, over all listeners; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// TLS + HTTP upgrade must finish within this many milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Largest WebSocket message accepted from either peer, in bytes.
+    pub max_message_size: usize,
+    /// Messages queued toward one peer before the sender waits (backpressure).
+    pub queue_depth: usize,
+    /// A queued message that cannot be written for this long ends the session.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshake_timeout_ms: 10_000,
+            max_message_size: 1_048_576,
+            queue_depth: 256,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shutdown {
+    /// After SIGTERM/SIGINT, sessions get this long to close before they are dropped.
+    pub grace_period_ms: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            grace_period_ms: 10_000,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// A `tracing` filter directive, e.g. `info` or `switchboard=debug`. `RUST_LOG` wins.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// How a route handles messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Terminate both legs and translate every frame.
+    #[default]
+    Translate,
+    /// Forward WebSocket messages unchanged (same dialect only); the performance baseline.
+    Passthrough,
+}
+
+/// `[[route]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name; used as the `route` metric label.
+    pub name: String,
+    /// Listener address; routes may share one.
+    pub listen: SocketAddr,
+    /// HTTP path of the WebSocket endpoint (exact match, query ignored).
+    pub path: String,
+    /// The dialect clients speak.
+    pub client: Dialect,
+    /// `translate` or `passthrough`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// TLS for this listener.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// The backend.
+    pub upstream: Upstream,
+    /// STOMP server-role settings (when `client = "stomp"`).
+    #[serde(default)]
+    pub stomp: StompServer,
+    /// Socket.IO server-role settings (when `client = "socketio"`).
+    #[serde(default)]
+    pub socketio: SocketioServer,
+    /// Channel/event templates, tried in order before the defaults.
+    #[serde(default, rename = "map")]
+    pub maps: Vec<MapRule>,
+}
+
+/// `[route.tls]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[route.upstream]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// The backend's endpoint as its users know it (`ws://`, `wss://`).
+    pub url: String,
+    /// The dialect the backend speaks.
+    pub dialect: Dialect,
+    /// Dial + WebSocket handshake + protocol handshake must finish within this.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Extra CA certificates (PEM) for `wss://`; the system roots are always trusted.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Wait for the backend's own ack (Socket.IO ack, STOMP RECEIPT) before confirming a
+    /// publish to the client; otherwise confirm once written upstream.
+    #[serde(default)]
+    pub acks: bool,
+    /// Pending acks/receipts fail after this long.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_ms: u64,
+    /// Socket.IO upstream: the namespace to join.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// STOMP upstream: heart-beat we offer, `send,receive` in ms.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: (u64, u64),
+    /// STOMP upstream: the `host` header (virtual host).
+    #[serde(default)]
+    pub vhost: Option<String>,
+    /// How the client's credentials are presented upstream.
+    #[serde(default)]
+    pub credentials: UpstreamCredentials,
+}
+
+/// `[route.upstream.credentials]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamCredentials {
+    /// STOMP upstream: where the client's bearer token goes: `passcode` (login from
+    /// `login`), `authorization` (header `Authorization: Bearer <token>`), or `none`.
+    pub token_as: Option<String>,
+    /// STOMP upstream: fixed login to use (when the client gave none).
+    pub login: Option<String>,
+    /// STOMP upstream: fixed passcode to use (when the client gave none).
+    pub passcode: Option<String>,
+}
+
+/// `[route.stomp]`: the STOMP server role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StompServer {
+    /// Heart-beat the proxy offers, `send,receive` in ms (CONNECTED `heart-beat`).
+    pub heartbeat_ms: (u64, u64),
+    /// Largest STOMP frame, in bytes.
+    pub max_frame_size: usize,
+    /// Most headers in one frame.
+    pub max_headers: usize,
+    /// Longest header line, in bytes.
+    pub max_header_len: usize,
+    /// Most subscriptions per session.
+    pub max_subscriptions: usize,
+    /// The client must send CONNECT within this many ms.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for StompServer {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: (10_000, 10_000),
+            max_frame_size: 1_048_576,
+            max_headers: 64,
+            max_header_len: 8192,
+            max_subscriptions: 256,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[route.socketio]`: the Socket.IO server role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketioServer {
+    /// Engine.IO `pingInterval`.
+    pub ping_interval_ms: u64,
+    /// Engine.IO `pingTimeout`.
+    pub ping_timeout_ms: u64,
+    /// Engine.IO `maxPayload`, and the long-polling body limit.
+    pub max_payload: usize,
+    /// Namespaces this route serves.
+    pub namespaces: Vec<String>,
+    /// Origins allowed for browser long-polling (CORS); empty allows none, `*` any.
+    pub cors_origins: Vec<String>,
+    /// Most binary attachments in one packet.
+    pub max_attachments: usize,
+    /// A namespace CONNECT must arrive within this many ms.
+    pub connect_timeout_ms: u64,
+    /// Subscriptions made at connect: destination templates filled from the handshake's
+    /// `auth` and `query`, e.g. `/v1/topic/conversation/{conversation}`.
+    pub auto_subscribe: Vec<String>,
+}
+
+impl Default for SocketioServer {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            max_payload: 1_000_000,
+            namespaces: vec!["/".into()],
+            cors_origins: Vec::new(),
+            max_attachments: 10,
+            connect_timeout_ms: 45_000,
+            auto_subscribe: Vec::new(),
+        }
+    }
+}
+
+/// `[[route.map]]`: one template pair. `{name}` captures one path segment (no `/`), and
+/// the same names fill the other side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapRule {
+    /// Template in the client's dialect (STOMP destination, Socket.IO event).
+    pub client: String,
+    /// Template in the upstream's dialect.
+    pub upstream: String,
+    /// Leading event arguments filled from captures (Socket.IO upstream): a fixed event name
+    /// with the id carried in the payload's argument list instead of the name.
+    #[serde(default)]
+    pub upstream_args: Vec<String>,
+}
+
+fn default_connect_timeout() -> u64 {
+    5_000
+}
+fn default_ack_timeout() -> u64 {
+    10_000
+}
+fn default_namespace() -> String {
+    "/".into()
+}
+fn default_heartbeat() -> (u64, u64) {
+    (10_000, 10_000)
+}
+
+impl Limits {
+    /// Handshake timeout as a `Duration`.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// Write timeout as a `Duration`.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}
+
+impl Config {
+    /// Load with figment layering: defaults, then `path`, then `SWITCHBOARD_*` env
+    /// (`SWITCHBOARD_ADMIN__LISTEN=...`, double underscore for nesting).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_with_env(&text)
+    }
+
+    /// Parse TOML text (layered over defaults and under the environment) and validate.
+    pub fn from_toml_with_env(text: &str) -> Result<Self, ConfigError> {
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .merge(Env::prefixed("SWITCHBOARD_").split("__"));
+        Self::extract(figment, text)
+    }
+
+    /// Parse TOML text without the environment layer (tests, `check` of a pure file).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        Self::extract(figment, text)
+    }
+
+    fn extract(figment: Figment, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let key = if e.path.is_empty() {
+                "<root>".to_owned()
+            } else {
+                e.path.join(".")
+            };
+            let line = locate(text, &e.path);
+            ConfigError::Invalid {
+                key,
+                line,
+                reason: e.kind.to_string(),
+            }
+        })?;
+        config.validate(text)
+    }
+
+    /// Semantic checks that types alone cannot express.
+    pub fn validate(self, text: &str) -> Result<Self, ConfigError> {
+        let bad = |key: String, reason: String| {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            ConfigError::Invalid {
+                line: locate(text, &path),
+                key,
+                reason,
+            }
+        };
+        if self.routes.is_empty() {
+            return Err(bad(
+                "route".into(),
+                "at least one [[route]] is required".into(),
+            ));
+        }
+        let mut names = HashMap::new();
+        let mut paths = HashMap::new();
+        let mut tls_by_addr: HashMap<SocketAddr, Option<(PathBuf, PathBuf)>> = HashMap::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let k = |field: &str| format!("route.{i}.{field}");
+            if r.name.is_empty() {
+                return Err(bad(k("name"), "must not be empty".into()));
+            }
+            if names.insert(r.name.clone(), i).is_some() {
+                return Err(bad(k("name"), format!("duplicate route name `{}`", r.name)));
+            }
+            if !r.path.starts_with('/') {
+                return Err(bad(k("path"), "must start with `/`".into()));
+            }
+            if let Some(j) = paths.insert((r.listen, r.path.clone()), i) {
+                return Err(bad(
+                    k("path"),
+                    format!("route {j} already serves {} on {}", r.path, r.listen),
+                ));
+            }
+            if r.listen == self.admin.listen {
+                return Err(bad(k("listen"), "is the admin listener's address".into()));
+            }
+            let tls = r.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone()));
+            match tls_by_addr.get(&r.listen) {
+                Some(prev) if *prev != tls => {
+                    return Err(bad(
+                        k("tls"),
+                        format!("routes sharing {} must use the same TLS settings", r.listen),
+                    ));
+                }
+                _ => {
+                    tls_by_addr.insert(r.listen, tls);
+                }
+            }
+            let url = url::Url::parse(&r.upstream.url)
+                .map_err(|e| bad(k("upstream.url"), format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "ws" | "wss") {
+                return Err(bad(k("upstream.url"), "scheme must be ws or wss".into()));
+            }
+            if url.host_str().is_none() {
+                return Err(bad(k("upstream.url"), "has no host".into()));
+            }
+            if r.mode == Mode::Passthrough && r.client != r.upstream.dialect {
+                return Err(bad(
+                    k("mode"),
+                    "passthrough needs client and upstream.dialect to be the same".into(),
+                ));
+            }
+            let supported = |d: Dialect| matches!(d, Dialect::Stomp | Dialect::Socketio);
+            if !supported(r.client) {
+                return Err(bad(
+                    k("client"),
+                    format!("dialect `{}` is not implemented yet", r.client.label()),
+                ));
+            }
+            if !supported(r.upstream.dialect) {
+                return Err(bad(
+                    k("upstream.dialect"),
+                    format!(
+                        "dialect `{}` is not implemented yet",
+                        r.upstream.dialect.label()
+                    ),
+                ));
+            }
+            if let Some(t) = r.upstream.credentials.token_as.as_deref()
+                && !matches!(t, "passcode" | "authorization" | "none")
+            {
+                return Err(bad(
+                    k("upstream.credentials.token_as"),
+                    "must be `passcode`, `authorization` or `none`".into(),
+                ));
+            }
+            if !r.upstream.namespace.starts_with('/') {
+                return Err(bad(k("upstream.namespace"), "must start with `/`".into()));
+            }
+            if r.socketio.namespaces.iter().any(|n| !n.starts_with('/')) {
+                return Err(bad(
+                    k("socketio.namespaces"),
+                    "each must start with `/`".into(),
+                ));
+            }
+            for (m, rule) in r.maps.iter().enumerate() {
+                if let Err(why) = crate::translate::Template::check_pair(rule) {
+                    return Err(bad(format!("route.{i}.map.{m}"), why));
+                }
+            }
+            for t in &r.socketio.auto_subscribe {
+                if let Err(why) = crate::translate::Template::parse(t) {
+                    return Err(bad(k("socketio.auto_subscribe"), why));
+                }
+            }
+        }
+        if self.limits.max_connections == 0 {
+            return Err(bad(
+                "limits.max_connections".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.limits.queue_depth == 0 {
+            return Err(bad(
+                "limits.queue_depth".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(bad("log.format".into(), "must be `text` or `json`".into()));
+        }
+        Ok(self)
+    }
+}
+
+/// Find the 1-based line of a key path in TOML text, following `[table]`, `[[array]]`
+/// headers and array indexes well enough for error messages. Best effort: `None` when the
+/// key is not written in the file (a default or an environment value).
+fn locate(text: &str, path: &[String]) -> Option<usize> {
+    let path: Vec<&str> = path
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut table: Vec<String> = Vec::new();
+    let mut counters: HashMap<String, usize> = HashMap::new();
+    let mut best: Option<(usize, usize)> = None; // (match length, line)
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let name = name.trim().to_owned();
+            let idx = counters.entry(name.clone()).or_insert(0);
+            let mut segs: Vec<String> = name.split('.').map(str::to_owned).collect();
+            segs.push(idx.to_string());
+            *idx += 1;
+            // Nested arrays under an indexed parent: reset children counters.
+            counters.retain(|k, _| !k.starts_with(&format!("{name}.")));
+            table = expand_parent(&segs, &counters);
+            consider(&mut best, &path, &table, n + 1);
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            let segs: Vec<String> = name.trim().split('.').map(str::to_owned).collect();
+            table = expand_parent(&segs, &counters);
+            consider(&mut best, &path, &table, n + 1);
+            continue;
+        }
+        if let Some((key, _)) = line.split_once('=') {
+            let mut full = table.clone();
+            full.extend(
+                key.trim()
+                    .split('.')
+                    .map(|s| s.trim().trim_matches('"').to_owned()),
+            );
+            consider(&mut best, &path, &full, n + 1);
+        }
+    }
+    best.map(|(_, l)| l)
+}
+
+/// Insert the current index of every enclosing array-of-tables (`route` in
+/// `route.upstream`) so table paths line up with figment's `route.0.upstream`.
+fn expand_parent(segs: &[String], counters: &HashMap<String, usize>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut prefix = String::new();
+    let last = segs.len().saturating_sub(1);
+    for (i, s) in segs.iter().enumerate() {
+        out.push(s.clone());
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(s);
+        if i < last
+            && let Some(c) = counters.get(&prefix)
+            && !segs.get(i + 1).is_some_and(|n| n.parse::<usize>().is_ok())
+        {
+            out.push(c.saturating_sub(1).to_string());
+        }
+    }
+    out
+}
+
+fn consider(best: &mut Option<(usize, usize)>, want: &[&str], have: &[String], line: usize) {
+    let common = want
+        .iter()
+        .zip(have.iter())
+        .take_while(|(a, b)| **a == b.as_str())
+        .count();
+    if common == 0 || common < have.len() {
+        return;
+    }
+    match best {
+        Some((len, _)) if *len >= common => {}
+        _ => *best = Some((common, line)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[admin]
+listen = "127.0.0.1:9191"
+
+[[route]]
+name = "chat"
+listen = "127.0.0.1:8181"
+path = "/ws"
+client = "stomp"
+
+[route.upstream]
+url = "ws://127.0.0.1:3000/socket.io/"
+dialect = "socketio"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].upstream.connect_timeout_ms, 5000);
+        assert_eq!(c.routes[0].stomp.heartbeat_ms, (10_000, 10_000));
+        assert_eq!(c.limits.queue_depth, 256);
+        assert_eq!(c.routes[0].mode, Mode::Translate);
+    }
+
+    #[test]
+    fn unknown_key_reports_key_and_line() {
+        let text = MINIMAL.replace(
+            "dialect = \"socketio\"",
+            "dialect = \"socketio\"\nbogus = 1",
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bogus"), "{msg}");
+        assert!(msg.contains("line 14"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_reports_key_and_line() {
+        let text = MINIMAL.replace("client = \"stomp\"", "client = \"smtp\"");
+        let err = Config::from_toml(&text).unwrap_err();
+        let ConfigError::Invalid { key, line, .. } = err else {
+            panic!()
+        };
+        assert_eq!(key, "route.0.client");
+        assert_eq!(line, Some(9));
+    }
+
+    #[test]
+    fn semantic_error_reports_line() {
+        let text = MINIMAL.replace("ws://127.0.0.1:3000/socket.io/", "http://x/");
+        let err = Config::from_toml(&text).unwrap_err();
+        let ConfigError::Invalid { key, line, reason } = err else {
+            panic!()
+        };
+        assert_eq!(key, "route.0.upstream.url");
+        assert_eq!(line, Some(12));
+        assert!(reason.contains("ws or wss"));
+    }
+
+    #[test]
+    fn second_route_is_located() {
+        let text = format!(
+            "{MINIMAL}\n[[route]]\nname = \"chat\"\nlisten = \"127.0.0.1:8182\"\npath = \"/x\"\nclient = \"stomp\"\n[route.upstream]\nurl = \"ws://127.0.0.1:1/\"\ndialect = \"stomp\"\n"
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        let ConfigError::Invalid { key, line, .. } = err else {
+            panic!()
+        };
+        assert_eq!(key, "route.1.name");
+        assert_eq!(line, Some(16));
+    }
+
+    #[test]
+    fn passthrough_needs_same_dialect() {
+        let text = MINIMAL.replace(
+            "client = \"stomp\"",
+            "client = \"stomp\"\nmode = \"passthrough\"",
+        );
+        assert!(
+            Config::from_toml(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("passthrough")
+        );
+    }
+}

@@ -38,15 +38,24 @@ pub struct Payload {
 impl Payload {
     /// A JSON payload.
     pub fn json(data: Bytes) -> Self {
-        Self { data, kind: PayloadKind::Json }
+        Self {
+            data,
+            kind: PayloadKind::Json,
+        }
     }
     /// A text payload.
     pub fn text(data: Bytes) -> Self {
-        Self { data, kind: PayloadKind::Text }
+        Self {
+            data,
+            kind: PayloadKind::Text,
+        }
     }
     /// A binary payload.
     pub fn binary(data: Bytes) -> Self {
-        Self { data, kind: PayloadKind::Binary }
+        Self {
+            data,
+            kind: PayloadKind::Binary,
+        }
     }
     /// The JSON `null`, used where a wire needs an argument but none was given.
     pub fn null() -> Self {
@@ -157,7 +166,11 @@ pub struct ErrorInfo {
 impl ErrorInfo {
     /// An error with a static message.
     pub fn new(kind: ErrorKind, message: impl Into<Bytes>) -> Self {
-        Self { kind, message: message.into(), detail: None }
+        Self {
+            kind,
+            message: message.into(),
+            detail: None,
+        }
     }
 }
 

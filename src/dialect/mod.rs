@@ -85,11 +85,17 @@ pub struct Close {
 impl Close {
     /// Normal closure.
     pub fn normal() -> Self {
-        Self { code: 1000, reason: String::new() }
+        Self {
+            code: 1000,
+            reason: String::new(),
+        }
     }
     /// A close with a code and reason.
     pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self { code, reason: reason.into() }
+        Self {
+            code,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -100,6 +106,8 @@ pub struct Keepalive {
     pub send_every: Option<Duration>,
     /// Consider the peer dead when nothing was received for this long.
     pub expect_within: Option<Duration>,
+    /// Send a heartbeat every `send_every` even when other traffic flows (Engine.IO pings).
+    pub periodic: bool,
 }
 
 /// What a server role (downstream leg) wants done after handling an input.
@@ -142,6 +150,10 @@ pub trait ServerRole: Send {
     fn on_peer_silent(&mut self, out: &mut ServerOut);
     /// Fail correlation entries older than their deadline.
     fn expire(&mut self, now: Instant, out: &mut ServerOut);
+    /// Payload bytes copied since the last call (reassembly, escaping, re-encoding).
+    fn take_copied(&mut self) -> u64 {
+        0
+    }
 }
 
 /// The proxy playing a client of one dialect toward a backend.
@@ -162,6 +174,10 @@ pub trait ClientRole: Send {
     fn expire(&mut self, now: Instant, out: &mut ClientOut);
     /// The backend connection ended: fail every pending entry.
     fn on_closed(&mut self, reason: ErrorInfo, out: &mut ClientOut);
+    /// Payload bytes copied since the last call (reassembly, escaping, re-encoding).
+    fn take_copied(&mut self) -> u64 {
+        0
+    }
 }
 
 /// A `Bytes` from a static string, for building wire frames.

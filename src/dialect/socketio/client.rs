@@ -1,0 +1,857 @@
+//! The Socket.IO client role: the proxy plays a socket.io-client toward a Socket.IO v4 backend.
+//!
+//! Owns: the Engine.IO open/ping/pong exchange and its liveness deadline, the namespace CONNECT
+//! with the auth payload, emit with or without ack ids, the ack correlation table with
+//! timeouts, binary attachments both ways, and turning CONNECT_ERROR/DISCONNECT into neutral
+//! errors.
+//!
+//! Must not touch: I/O, timers, naming (the translator has already rewritten names).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::engineio::{self, Packet as Eio};
+use super::packet::{self, Decoder, Packet, PacketType};
+use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg};
+use crate::frame::{
+    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId,
+};
+
+/// Settings of the Socket.IO client role, from `[route.upstream]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespace to join.
+    pub namespace: String,
+    /// Ask the backend to ack publishes that want a reply.
+    pub acks: bool,
+    /// Pending acks fail after this long.
+    pub ack_timeout: Duration,
+    /// Most attachments accepted in one binary packet.
+    pub max_attachments: usize,
+    /// Most operations held while the namespace CONNECT is in flight.
+    pub max_queued_ops: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: "/".into(),
+            acks: false,
+            ack_timeout: Duration::from_secs(10),
+            max_attachments: 10,
+            max_queued_ops: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the Engine.IO open packet.
+    AwaitOpen,
+    /// Namespace CONNECT sent.
+    Connecting,
+    Connected,
+    Closed,
+}
+
+/// The Socket.IO client role of one session.
+#[derive(Debug)]
+pub struct SocketioClient {
+    settings: Settings,
+    credentials: Credentials,
+    state: State,
+    nsp: Bytes,
+    decoder: Decoder,
+    keepalive: Keepalive,
+    max_payload: usize,
+    /// Set when the CONNECT reply had a `pid`: stored events then carry a trailing offset.
+    recovery: bool,
+    queued: VecDeque<ClientOp>,
+    next_ack: u64,
+    pending: HashMap<u64, (ReplyId, Instant)>,
+    copied: u64,
+}
+
+impl SocketioClient {
+    /// A client role that will authenticate with `credentials`.
+    pub fn new(settings: Settings, credentials: Credentials) -> Self {
+        let nsp = Bytes::from(settings.namespace.clone());
+        Self {
+            decoder: Decoder::new(settings.max_attachments),
+            settings,
+            credentials,
+            state: State::AwaitOpen,
+            nsp,
+            keepalive: Keepalive::default(),
+            max_payload: 1_000_000,
+            recovery: false,
+            queued: VecDeque::new(),
+            next_ack: 0,
+            pending: HashMap::new(),
+            copied: 0,
+        }
+    }
+
+    fn send_packet(&self, p: &Packet, out: &mut ClientOut) -> Result<(), ErrorInfo> {
+        let text = packet::encode(p);
+        let size = text.len() + 1 + p.attachments.iter().map(Bytes::len).sum::<usize>();
+        if size > self.max_payload {
+            return Err(ErrorInfo::new(
+                ErrorKind::Limit,
+                format!(
+                    "message of {size} bytes exceeds the backend's maxPayload of {}",
+                    self.max_payload
+                ),
+            ));
+        }
+        let mut b = BytesMut::with_capacity(text.len() + 1);
+        b.extend_from_slice(b"4");
+        b.extend_from_slice(&text);
+        out.to_backend.push(WsMsg::Text(b.freeze()));
+        for a in &p.attachments {
+            out.to_backend
+                .push(engineio::encode_ws(&Eio::Binary(a.clone())));
+        }
+        Ok(())
+    }
+
+    fn auth_payload(&mut self) -> Option<Bytes> {
+        if let Some(a) = &self.credentials.auth_json {
+            return Some(a.clone());
+        }
+        let token = self.credentials.token.as_ref()?;
+        let s = packet::json_string(token);
+        let mut b = BytesMut::with_capacity(s.len() + 10);
+        b.extend_from_slice(b"{\"token\":");
+        b.extend_from_slice(&s);
+        b.extend_from_slice(b"}");
+        Some(b.freeze())
+    }
+
+    fn fail(&mut self, e: ErrorInfo, out: &mut ClientOut) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.fail_pending(&e, out);
+        out.events.push(BackendEvent::Error(e));
+        out.close = Some(Close::normal());
+    }
+
+    fn fail_pending(&mut self, e: &ErrorInfo, out: &mut ClientOut) {
+        let mut ids: Vec<(u64, ReplyId)> = self.pending.drain().map(|(k, (r, _))| (k, r)).collect();
+        ids.sort_unstable();
+        for (_, id) in ids {
+            out.events.push(BackendEvent::Reply {
+                id,
+                result: Err(e.clone()),
+            });
+        }
+        for op in self.queued.drain(..) {
+            if let ClientOp::Publish {
+                reply: Some(id), ..
+            } = op
+            {
+                out.events.push(BackendEvent::Reply {
+                    id,
+                    result: Err(e.clone()),
+                });
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        event: Bytes,
+        args: Vec<Bytes>,
+        payload: Payload,
+        reply: Option<ReplyId>,
+        now: Instant,
+        out: &mut ClientOut,
+    ) {
+        let Ok(name) = std::str::from_utf8(&event) else {
+            return reply_err(
+                reply,
+                ErrorInfo::new(ErrorKind::Untranslatable, "event name is not UTF-8"),
+                out,
+            );
+        };
+        if packet::RESERVED_EVENTS.contains(&name) {
+            let e = ErrorInfo::new(
+                ErrorKind::Untranslatable,
+                format!("`{name}` is a reserved Socket.IO event"),
+            );
+            return reply_err(reply, e, out);
+        }
+        let mut attachments = Vec::new();
+        let last = match payload.kind {
+            PayloadKind::Json => payload.data,
+            PayloadKind::Text => {
+                let s = packet::json_string(&payload.data);
+                self.copied += s.len() as u64;
+                s
+            }
+            PayloadKind::Binary => {
+                attachments.push(payload.data);
+                packet::placeholder(0)
+            }
+        };
+        let mut parts: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+        parts.push(&last);
+        let data = packet::build_event(name, &parts);
+        let id = match reply {
+            Some(rid) if self.settings.acks => {
+                let id = self.next_ack;
+                self.next_ack += 1;
+                self.pending
+                    .insert(id, (rid, now + self.settings.ack_timeout));
+                Some(id)
+            }
+            _ => None,
+        };
+        let kind = if attachments.is_empty() {
+            PacketType::Event
+        } else {
+            PacketType::BinaryEvent
+        };
+        let p = Packet {
+            kind,
+            nsp: self.nsp.clone(),
+            id,
+            data: Some(data),
+            attachments,
+        };
+        match self.send_packet(&p, out) {
+            Ok(()) => {
+                // Without backend acks the publish is confirmed once written upstream; the
+                // session delivers events only after `to_backend` is written.
+                if let (Some(rid), None) = (reply, id) {
+                    out.events.push(BackendEvent::Reply {
+                        id: rid,
+                        result: Ok(None),
+                    });
+                }
+            }
+            Err(e) => {
+                if let Some(id) = id {
+                    self.pending.remove(&id);
+                }
+                reply_err(reply, e, out);
+            }
+        }
+    }
+
+    fn on_sio(&mut self, p: Packet, out: &mut ClientOut) {
+        if p.nsp != self.nsp {
+            return;
+        }
+        match p.kind {
+            PacketType::Connect => {
+                if self.state != State::Connecting {
+                    return;
+                }
+                let info = p
+                    .data
+                    .as_deref()
+                    .and_then(|d| serde_json::from_slice::<ConnectReply>(d).ok());
+                self.recovery = info.as_ref().is_some_and(|i| i.pid.is_some());
+                self.state = State::Connected;
+                out.events.push(BackendEvent::Ready {
+                    session: info.and_then(|i| i.sid).map(Bytes::from),
+                });
+                let now = Instant::now();
+                while let Some(op) = self.queued.pop_front() {
+                    self.on_op(op, now, out);
+                }
+            }
+            PacketType::ConnectError => {
+                let (message, detail) = connect_error(p.data.as_ref());
+                self.fail(
+                    ErrorInfo {
+                        kind: ErrorKind::Unauthorized,
+                        message,
+                        detail,
+                    },
+                    out,
+                );
+            }
+            PacketType::Disconnect => {
+                self.fail(
+                    ErrorInfo::new(ErrorKind::Unavailable, "backend disconnected the namespace"),
+                    out,
+                );
+            }
+            PacketType::Event | PacketType::BinaryEvent => {
+                let Some(data) = p.data else { return };
+                let Ok((name, mut args)) = packet::split_event(&data) else {
+                    return self.fail(
+                        ErrorInfo::new(ErrorKind::Protocol, "malformed event from backend"),
+                        out,
+                    );
+                };
+                if self.recovery && p.id.is_none() && args.len() > 1 {
+                    // Connection-state recovery appends an offset to stored events.
+                    args.pop();
+                }
+                if let Some(id) = p.id {
+                    // The downstream cannot answer a backend's ack request: confirm receipt.
+                    let ack = Packet {
+                        kind: PacketType::Ack,
+                        nsp: self.nsp.clone(),
+                        id: Some(id),
+                        data: Some(Bytes::from_static(b"[]")),
+                        attachments: vec![],
+                    };
+                    let _ = self.send_packet(&ack, out);
+                }
+                let payload = match args.pop() {
+                    Some(last) => {
+                        match packet::placeholder_num(&last).and_then(|n| p.attachments.get(n)) {
+                            Some(bin) => Payload::binary(bin.clone()),
+                            None => Payload::json(last),
+                        }
+                    }
+                    None => Payload::null(),
+                };
+                out.events.push(BackendEvent::Message {
+                    sub: None,
+                    channel: Bytes::from(name),
+                    event: None,
+                    args,
+                    payload,
+                    ack: None,
+                });
+            }
+            PacketType::Ack | PacketType::BinaryAck => {
+                let Some(id) = p.id else { return };
+                let Some((rid, _)) = self.pending.remove(&id) else {
+                    return;
+                };
+                let result = p.data.map(|d| match packet::split_args(&d) {
+                    Ok(mut a) if a.len() == 1 => match a.pop() {
+                        Some(x) => {
+                            match packet::placeholder_num(&x).and_then(|n| p.attachments.get(n)) {
+                                Some(bin) => Payload::binary(bin.clone()),
+                                None => Payload::json(x),
+                            }
+                        }
+                        None => Payload::json(d),
+                    },
+                    _ => Payload::json(d),
+                });
+                out.events.push(BackendEvent::Reply {
+                    id: rid,
+                    result: Ok(result),
+                });
+            }
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ConnectReply {
+    sid: Option<String>,
+    pid: Option<String>,
+}
+
+fn connect_error(data: Option<&Bytes>) -> (Bytes, Option<Payload>) {
+    #[derive(serde::Deserialize)]
+    struct E<'a> {
+        #[serde(borrow)]
+        message: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        data: Option<&'a serde_json::value::RawValue>,
+    }
+    let Some(d) = data else {
+        return (Bytes::from_static(b"connection refused"), None);
+    };
+    if let Ok(e) = serde_json::from_slice::<E<'_>>(d) {
+        let message = e
+            .message
+            .map(|m| Bytes::from(m.into_owned()))
+            .unwrap_or_else(|| Bytes::from_static(b"connection refused"));
+        let detail = e
+            .data
+            .map(|r| Payload::json(d.slice_ref(r.get().as_bytes())));
+        return (message, detail);
+    }
+    // Legacy servers send a bare string.
+    match serde_json::from_slice::<String>(d) {
+        Ok(s) => (Bytes::from(s), None),
+        Err(_) => (Bytes::from_static(b"connection refused"), None),
+    }
+}
+
+fn reply_err(reply: Option<ReplyId>, e: ErrorInfo, out: &mut ClientOut) {
+    match reply {
+        Some(id) => out.events.push(BackendEvent::Reply { id, result: Err(e) }),
+        // Nobody asked for an answer, but dropping silently would lose data unseen.
+        None => out.events.push(BackendEvent::Error(e)),
+    }
+}
+
+impl ClientRole for SocketioClient {
+    fn start(&mut self, _now: Instant, _out: &mut ClientOut) {
+        // The server speaks first (Engine.IO open packet).
+    }
+
+    fn on_op(&mut self, op: ClientOp, now: Instant, out: &mut ClientOut) {
+        match self.state {
+            State::Closed => {
+                if let ClientOp::Publish {
+                    reply: Some(id), ..
+                } = op
+                {
+                    out.events.push(BackendEvent::Reply {
+                        id,
+                        result: Err(ErrorInfo::new(
+                            ErrorKind::Unavailable,
+                            "backend connection closed",
+                        )),
+                    });
+                }
+                return;
+            }
+            State::AwaitOpen | State::Connecting if !matches!(op, ClientOp::Connect { .. }) => {
+                if self.queued.len() >= self.settings.max_queued_ops {
+                    return self.fail(
+                        ErrorInfo::new(
+                            ErrorKind::Limit,
+                            "too many operations before the backend was ready",
+                        ),
+                        out,
+                    );
+                }
+                self.queued.push_back(op);
+                return;
+            }
+            _ => {}
+        }
+        match op {
+            ClientOp::Connect { credentials } => self.credentials = credentials,
+            // Socket.IO has no subscribe on the wire: every event the backend sends reaches us,
+            // and the translator delivers it to the subscriptions that match.
+            ClientOp::Subscribe { sub, .. } => out.events.push(BackendEvent::Subscribed { sub }),
+            ClientOp::Unsubscribe { .. } | ClientOp::Ack { .. } => {}
+            ClientOp::Publish {
+                channel,
+                event: _,
+                args,
+                payload,
+                reply,
+            } => {
+                self.publish(channel, args, payload, reply, now, out);
+            }
+            ClientOp::Disconnect => {
+                let p = Packet {
+                    kind: PacketType::Disconnect,
+                    nsp: self.nsp.clone(),
+                    id: None,
+                    data: None,
+                    attachments: vec![],
+                };
+                let _ = self.send_packet(&p, out);
+                self.state = State::Closed;
+                self.fail_pending(
+                    &ErrorInfo::new(ErrorKind::Unavailable, "client disconnected"),
+                    out,
+                );
+                out.close = Some(Close::normal());
+            }
+        }
+    }
+
+    fn on_backend(&mut self, msg: WsMsg, _now: Instant, out: &mut ClientOut) {
+        if self.state == State::Closed {
+            return;
+        }
+        let eio = match engineio::decode_ws(&msg) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.fail(
+                    ErrorInfo::new(ErrorKind::Protocol, format!("bad Engine.IO packet: {e}")),
+                    out,
+                );
+            }
+        };
+        match eio {
+            Eio::Open(json) => {
+                if self.state != State::AwaitOpen {
+                    return;
+                }
+                let info = match engineio::parse_open(&json) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        return self.fail(
+                            ErrorInfo::new(ErrorKind::Protocol, format!("bad open packet: {e}")),
+                            out,
+                        );
+                    }
+                };
+                self.max_payload = usize::try_from(info.max_payload).unwrap_or(usize::MAX);
+                // The server pings every pingInterval; no ping for pingInterval + pingTimeout
+                // means the link is dead.
+                self.keepalive.expect_within = Some(Duration::from_millis(
+                    info.ping_interval.saturating_add(info.ping_timeout),
+                ));
+                self.state = State::Connecting;
+                let p = Packet {
+                    kind: PacketType::Connect,
+                    nsp: self.nsp.clone(),
+                    id: None,
+                    data: self.auth_payload(),
+                    attachments: vec![],
+                };
+                if let Err(e) = self.send_packet(&p, out) {
+                    self.fail(e, out);
+                }
+            }
+            Eio::Ping(data) => out.to_backend.push(engineio::encode_ws(&Eio::Pong(data))),
+            Eio::Pong(_) | Eio::Noop | Eio::Upgrade => {}
+            Eio::Close => self.fail(
+                ErrorInfo::new(ErrorKind::Unavailable, "backend closed the connection"),
+                out,
+            ),
+            Eio::Message(text) => match self.decoder.decode_text(text) {
+                Ok(Some(p)) => self.on_sio(p, out),
+                Ok(None) => {}
+                Err(e) => self.fail(
+                    ErrorInfo::new(ErrorKind::Protocol, format!("bad Socket.IO packet: {e}")),
+                    out,
+                ),
+            },
+            Eio::Binary(data) => match self.decoder.decode_binary(data) {
+                Ok(Some(p)) => self.on_sio(p, out),
+                Ok(None) => {}
+                Err(e) => self.fail(
+                    ErrorInfo::new(
+                        ErrorKind::Protocol,
+                        format!("bad Socket.IO attachment: {e}"),
+                    ),
+                    out,
+                ),
+            },
+        }
+    }
+
+    fn keepalive(&self) -> Keepalive {
+        self.keepalive
+    }
+
+    fn heartbeat(&mut self) -> Option<WsMsg> {
+        None
+    }
+
+    fn on_peer_silent(&mut self, out: &mut ClientOut) {
+        self.fail(
+            ErrorInfo::new(ErrorKind::Timeout, "backend ping timeout"),
+            out,
+        );
+    }
+
+    fn expire(&mut self, now: Instant, out: &mut ClientOut) {
+        let mut late: Vec<(u64, ReplyId)> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(k, (r, _))| (*k, *r))
+            .collect();
+        late.sort_unstable();
+        for (k, rid) in late {
+            self.pending.remove(&k);
+            out.events.push(BackendEvent::Reply {
+                id: rid,
+                result: Err(ErrorInfo::new(
+                    ErrorKind::Timeout,
+                    "backend did not acknowledge in time",
+                )),
+            });
+        }
+    }
+
+    fn on_closed(&mut self, reason: ErrorInfo, out: &mut ClientOut) {
+        self.state = State::Closed;
+        self.fail_pending(&reason, out);
+    }
+
+    fn take_copied(&mut self) -> u64 {
+        std::mem::take(&mut self.copied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn txt(s: &str) -> WsMsg {
+        WsMsg::Text(Bytes::from(s.to_owned()))
+    }
+    fn s(m: &WsMsg) -> String {
+        String::from_utf8(m.bytes().to_vec()).unwrap()
+    }
+    const OPEN: &str =
+        r#"0{"sid":"x","upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":1000}"#;
+
+    fn connected(settings: Settings) -> SocketioClient {
+        let creds = Credentials {
+            token: Some(Bytes::from("t\"k")),
+            ..Default::default()
+        };
+        let mut c = SocketioClient::new(settings, creds);
+        let mut out = ClientOut::default();
+        c.on_backend(txt(OPEN), Instant::now(), &mut out);
+        assert_eq!(s(&out.to_backend[0]), r#"40{"token":"t\"k"}"#);
+        assert_eq!(
+            c.keepalive().expect_within,
+            Some(Duration::from_millis(500))
+        );
+        let mut out = ClientOut::default();
+        c.on_backend(txt(r#"40{"sid":"abc"}"#), Instant::now(), &mut out);
+        assert_eq!(
+            out.events,
+            vec![BackendEvent::Ready {
+                session: Some(Bytes::from("abc"))
+            }]
+        );
+        c
+    }
+
+    #[test]
+    fn ping_is_answered_with_pong() {
+        let mut c = connected(Settings::default());
+        let mut out = ClientOut::default();
+        c.on_backend(txt("2"), Instant::now(), &mut out);
+        assert_eq!(s(&out.to_backend[0]), "3");
+    }
+
+    #[test]
+    fn ops_before_ready_are_queued() {
+        let mut c = SocketioClient::new(Settings::default(), Credentials::default());
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                channel: Bytes::from("a"),
+                event: None,
+                args: vec![],
+                payload: Payload::json(Bytes::from("1")),
+                reply: None,
+            },
+            Instant::now(),
+            &mut out,
+        );
+        assert!(out.to_backend.is_empty());
+        c.on_backend(txt(OPEN), Instant::now(), &mut out);
+        assert_eq!(s(&out.to_backend[0]), "40");
+        let mut out = ClientOut::default();
+        c.on_backend(txt(r#"40{"sid":"abc"}"#), Instant::now(), &mut out);
+        assert_eq!(s(&out.to_backend[0]), r#"42["a",1]"#);
+    }
+
+    #[test]
+    fn connect_error_is_unauthorized_with_backend_message() {
+        let mut c = SocketioClient::new(Settings::default(), Credentials::default());
+        let mut out = ClientOut::default();
+        c.on_backend(txt(OPEN), Instant::now(), &mut out);
+        let mut out = ClientOut::default();
+        c.on_backend(
+            txt(r#"44{"message":"invalid token","data":{"reason":"jwt"}}"#),
+            Instant::now(),
+            &mut out,
+        );
+        let BackendEvent::Error(e) = &out.events[0] else {
+            panic!("{:?}", out.events)
+        };
+        assert_eq!(e.kind, ErrorKind::Unauthorized);
+        assert_eq!(e.message, "invalid token");
+        assert_eq!(e.detail.as_ref().unwrap().data, r#"{"reason":"jwt"}"#);
+    }
+
+    #[test]
+    fn event_becomes_message_with_zero_copy_payload() {
+        let mut c = connected(Settings::default());
+        let mut out = ClientOut::default();
+        let msg = Bytes::from(r#"42["message_created",{"id":17}]"#);
+        c.on_backend(WsMsg::Text(msg.clone()), Instant::now(), &mut out);
+        let BackendEvent::Message {
+            channel, payload, ..
+        } = &out.events[0]
+        else {
+            panic!()
+        };
+        assert_eq!(channel, "message_created");
+        assert_eq!(payload.data, r#"{"id":17}"#);
+        let range = msg.as_ptr() as usize..msg.as_ptr() as usize + msg.len();
+        assert!(range.contains(&(payload.data.as_ptr() as usize)));
+    }
+
+    #[test]
+    fn publish_with_ack_waits_for_backend_ack_and_times_out() {
+        let mut c = connected(Settings {
+            acks: true,
+            ack_timeout: Duration::from_millis(50),
+            ..Default::default()
+        });
+        let now = Instant::now();
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                channel: Bytes::from("m"),
+                event: None,
+                args: vec![],
+                payload: Payload::json(Bytes::from("{}")),
+                reply: Some(7),
+            },
+            now,
+            &mut out,
+        );
+        assert_eq!(s(&out.to_backend[0]), r#"420["m",{}]"#);
+        assert!(out.events.is_empty());
+        let mut out = ClientOut::default();
+        c.on_backend(txt(r#"430[{"ok":true}]"#), now, &mut out);
+        assert_eq!(
+            out.events,
+            vec![BackendEvent::Reply {
+                id: 7,
+                result: Ok(Some(Payload::json(Bytes::from(r#"{"ok":true}"#))))
+            }]
+        );
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                channel: Bytes::from("m"),
+                event: None,
+                args: vec![],
+                payload: Payload::json(Bytes::from("{}")),
+                reply: Some(8),
+            },
+            now,
+            &mut out,
+        );
+        let mut out = ClientOut::default();
+        c.expire(now + Duration::from_millis(60), &mut out);
+        assert!(
+            matches!(&out.events[0], BackendEvent::Reply { id: 8, result: Err(e) } if e.kind == ErrorKind::Timeout)
+        );
+    }
+
+    #[test]
+    fn publish_without_acks_is_confirmed_after_write() {
+        let mut c = connected(Settings::default());
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                channel: Bytes::from("m"),
+                event: None,
+                args: vec![Bytes::from("\"42\"")],
+                payload: Payload::text(Bytes::from("hi")),
+                reply: Some(1),
+            },
+            Instant::now(),
+            &mut out,
+        );
+        assert_eq!(s(&out.to_backend[0]), r#"42["m","42","hi"]"#);
+        assert_eq!(
+            out.events,
+            vec![BackendEvent::Reply {
+                id: 1,
+                result: Ok(None)
+            }]
+        );
+    }
+
+    #[test]
+    fn binary_payload_becomes_binary_event_and_back() {
+        let mut c = connected(Settings::default());
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                channel: Bytes::from("up"),
+                event: None,
+                args: vec![],
+                payload: Payload::binary(Bytes::from_static(&[1, 2])),
+                reply: None,
+            },
+            Instant::now(),
+            &mut out,
+        );
+        assert_eq!(
+            s(&out.to_backend[0]),
+            r#"451-["up",{"_placeholder":true,"num":0}]"#
+        );
+        assert_eq!(
+            out.to_backend[1],
+            WsMsg::Binary(Bytes::from_static(&[1, 2]))
+        );
+        let mut out = ClientOut::default();
+        c.on_backend(
+            txt(r#"451-["echo",{"_placeholder":true,"num":0}]"#),
+            Instant::now(),
+            &mut out,
+        );
+        assert!(out.events.is_empty());
+        c.on_backend(
+            WsMsg::Binary(Bytes::from_static(&[9])),
+            Instant::now(),
+            &mut out,
+        );
+        assert!(
+            matches!(&out.events[0], BackendEvent::Message { payload, .. } if payload.kind == PayloadKind::Binary && payload.data == [9][..])
+        );
+    }
+
+    #[test]
+    fn oversize_publish_is_refused_locally() {
+        let mut c = connected(Settings::default());
+        let mut out = ClientOut::default();
+        let big = Bytes::from(format!("\"{}\"", "x".repeat(2000)));
+        c.on_op(
+            ClientOp::Publish {
+                channel: Bytes::from("m"),
+                event: None,
+                args: vec![],
+                payload: Payload::json(big),
+                reply: Some(3),
+            },
+            Instant::now(),
+            &mut out,
+        );
+        assert!(out.to_backend.is_empty());
+        assert!(
+            matches!(&out.events[0], BackendEvent::Reply { id: 3, result: Err(e) } if e.kind == ErrorKind::Limit)
+        );
+    }
+
+    #[test]
+    fn namespace_disconnect_and_close_fail_pending() {
+        let mut c = connected(Settings {
+            acks: true,
+            ..Default::default()
+        });
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                channel: Bytes::from("m"),
+                event: None,
+                args: vec![],
+                payload: Payload::null(),
+                reply: Some(5),
+            },
+            Instant::now(),
+            &mut out,
+        );
+        let mut out = ClientOut::default();
+        c.on_backend(txt("41"), Instant::now(), &mut out);
+        assert!(matches!(
+            &out.events[0],
+            BackendEvent::Reply {
+                id: 5,
+                result: Err(_)
+            }
+        ));
+        assert!(
+            matches!(&out.events[1], BackendEvent::Error(e) if e.kind == ErrorKind::Unavailable)
+        );
+    }
+}

@@ -1,0 +1,1015 @@
+//! The STOMP server role: the proxy plays a STOMP 1.0/1.1/1.2 broker for downstream clients.
+//!
+//! Owns: version and heart-beat negotiation, the CONNECT → CONNECTED handshake (held until the
+//! upstream is ready), subscription ids and ack modes, receipts, transactions (buffered until
+//! COMMIT), and turning fatal conditions into `ERROR` then close.
+//!
+//! Must not touch: I/O, timers (the session asks [`ServerRole::keepalive`]), other dialects,
+//! channel naming (the translator rewrites destinations).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
+use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat};
+use crate::frame::{
+    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
+};
+
+/// Settings of the STOMP server role, from `[route.stomp]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Heart-beat the proxy offers: (send every, expect every) in ms.
+    pub heartbeat: (u64, u64),
+    /// Frame limits.
+    pub limits: Limits,
+    /// Most subscriptions per session.
+    pub max_subscriptions: usize,
+    /// CONNECT must arrive within this.
+    pub connect_timeout: Duration,
+    /// The `server` header.
+    pub server_name: &'static str,
+    /// Most SEND/ACK frames buffered in one transaction.
+    pub max_transaction_frames: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            heartbeat: (10_000, 10_000),
+            limits: Limits::default(),
+            max_subscriptions: 256,
+            connect_timeout: Duration::from_secs(10),
+            server_name: concat!("switchboard/", env!("CARGO_PKG_VERSION")),
+            max_transaction_frames: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitConnect,
+    /// CONNECT forwarded; CONNECTED waits for the upstream.
+    Connecting,
+    Connected,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckMode {
+    Auto,
+    Client,
+    ClientIndividual,
+}
+
+#[derive(Debug)]
+struct Sub {
+    stomp_id: Bytes,
+    ack: AckMode,
+    receipt: Option<Bytes>,
+}
+
+/// The STOMP server role of one session.
+#[derive(Debug)]
+pub struct StompServer {
+    settings: Settings,
+    decoder: Decoder,
+    state: State,
+    version: Version,
+    /// The WebSocket upgrade's bearer token, if any.
+    upgrade_token: Option<Bytes>,
+    session_id: String,
+    keepalive: Keepalive,
+    connect_receipt: Option<Bytes>,
+    subs: HashMap<SubId, Sub>,
+    by_stomp_id: HashMap<Bytes, SubId>,
+    next_sub: SubId,
+    replies: HashMap<ReplyId, Bytes>,
+    next_reply: ReplyId,
+    next_message: u64,
+    /// Our MESSAGE `ack` value → the upstream's own ack token, for client-ack upstreams.
+    ack_tokens: HashMap<Bytes, Bytes>,
+    transactions: HashMap<Bytes, Vec<ClientOp>>,
+    copied: u64,
+}
+
+impl StompServer {
+    /// A new session's server role. `upgrade_token` is the bearer token from the HTTP
+    /// upgrade's `Authorization` header.
+    pub fn new(settings: Settings, upgrade_token: Option<Bytes>, session_id: String) -> Self {
+        let keepalive = Keepalive {
+            send_every: None,
+            expect_within: Some(settings.connect_timeout),
+            periodic: false,
+        };
+        Self {
+            decoder: Decoder::new(settings.limits.clone()),
+            settings,
+            state: State::AwaitConnect,
+            version: Version::V1_2,
+            upgrade_token,
+            session_id,
+            keepalive,
+            connect_receipt: None,
+            subs: HashMap::new(),
+            by_stomp_id: HashMap::new(),
+            next_sub: 1,
+            replies: HashMap::new(),
+            next_reply: 1,
+            next_message: 1,
+            ack_tokens: HashMap::new(),
+            transactions: HashMap::new(),
+            copied: 0,
+        }
+    }
+
+    /// The negotiated version (1.2 until CONNECT says otherwise).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    fn send(&self, frame: &Frame, out: &mut ServerOut) {
+        let bytes = codec::encode_to_bytes(frame, self.version);
+        // A body that is not UTF-8 cannot ride in a text message.
+        if frame.body.is_empty() || std::str::from_utf8(&frame.body).is_ok() {
+            out.to_client.push(WsMsg::Text(bytes));
+        } else {
+            out.to_client.push(WsMsg::Binary(bytes));
+        }
+    }
+
+    /// Send `ERROR` and close: STOMP errors are always fatal.
+    fn fatal(
+        &mut self,
+        message: &str,
+        detail: &[u8],
+        receipt: Option<Bytes>,
+        code: u16,
+        out: &mut ServerOut,
+    ) {
+        if self.state == State::Closed {
+            return;
+        }
+        let mut f = Frame::new(Command::Error).with_header("message", sanitize(message));
+        if let Some(r) = receipt {
+            f.push_header("receipt-id", r);
+        }
+        f.push_header("content-type", "text/plain");
+        f.push_header("content-length", detail.len().to_string());
+        let f = f.with_body(Bytes::copy_from_slice(detail));
+        self.send(&f, out);
+        self.state = State::Closed;
+        out.close = Some(Close::new(code, truncate(message)));
+    }
+
+    fn receipt(&self, id: Bytes, out: &mut ServerOut) {
+        let f = Frame::new(Command::Receipt).with_header("receipt-id", id);
+        self.send(&f, out);
+    }
+
+    fn on_frame(&mut self, f: Frame, out: &mut ServerOut) {
+        let receipt = f.header("receipt").cloned();
+        match (self.state, f.command) {
+            (State::Closed, _) => {}
+            (State::AwaitConnect, Command::Connect | Command::Stomp) => self.on_connect(f, out),
+            (State::AwaitConnect, c) => self.fatal(
+                "expected CONNECT",
+                format!("{} before CONNECT", c.as_str()).as_bytes(),
+                receipt,
+                1002,
+                out,
+            ),
+            (_, Command::Connect | Command::Stomp) => {
+                self.fatal("already connected", b"", receipt, 1002, out);
+            }
+            (_, Command::Subscribe) => self.on_subscribe(f, receipt, out),
+            (_, Command::Unsubscribe) => self.on_unsubscribe(f, receipt, out),
+            (_, Command::Send) => self.on_send(f, receipt, out),
+            (_, Command::Ack | Command::Nack) => self.on_ack(f, receipt, out),
+            (_, Command::Begin) => self.on_begin(f, receipt, out),
+            (_, Command::Commit | Command::Abort) => self.on_end_tx(f, receipt, out),
+            (_, Command::Disconnect) => {
+                out.ops.push(ClientOp::Disconnect);
+                if let Some(r) = receipt {
+                    self.receipt(r, out);
+                }
+                self.state = State::Closed;
+                out.close = Some(Close::normal());
+            }
+            (_, c) => self.fatal(
+                "unexpected frame",
+                format!("a client may not send {}", c.as_str()).as_bytes(),
+                receipt,
+                1002,
+                out,
+            ),
+        }
+    }
+
+    fn on_connect(&mut self, f: Frame, out: &mut ServerOut) {
+        let offered = f.header_str("accept-version").unwrap_or("1.0");
+        let best = offered
+            .split(',')
+            .filter_map(|v| Version::parse(v.trim().as_bytes()))
+            .max();
+        let Some(version) = best else {
+            let mut e = Frame::new(Command::Error)
+                .with_header("version", "1.0,1.1,1.2")
+                .with_header("message", "unsupported protocol version")
+                .with_header("content-type", "text/plain");
+            let body = Bytes::from_static(b"Supported protocol versions are 1.0 1.1 1.2");
+            e.push_header("content-length", body.len().to_string());
+            let e = e.with_body(body);
+            self.send(&e, out);
+            self.state = State::Closed;
+            out.close = Some(Close::new(1002, "unsupported protocol version"));
+            return;
+        };
+        self.version = version;
+        self.decoder.set_version(version);
+        let (cx, cy) = f
+            .header_str("heart-beat")
+            .map(parse_heartbeat)
+            .unwrap_or(Some((0, 0)))
+            .unwrap_or((0, 0));
+        let (sx, sy) = self.settings.heartbeat;
+        // Client → server every max(cx, sy); server → client every max(sx, cy); 0 disables.
+        let recv = (cx != 0 && sy != 0).then(|| cx.max(sy));
+        let send = (sx != 0 && cy != 0).then(|| sx.max(cy));
+        self.keepalive = Keepalive {
+            send_every: send.map(Duration::from_millis),
+            // Lenient, like stomp-js: allow twice the interval before calling the peer dead.
+            expect_within: recv.map(|ms| Duration::from_millis(ms.saturating_mul(2))),
+            periodic: false,
+        };
+        let bearer = f
+            .header("Authorization")
+            .or_else(|| f.header("authorization"))
+            .map(strip_bearer);
+        let login = f.header("login").cloned();
+        let passcode = f.header("passcode").cloned();
+        let token = bearer.or_else(|| self.upgrade_token.clone()).or_else(|| {
+            if login.is_none() {
+                passcode.clone()
+            } else {
+                None
+            }
+        });
+        let credentials = Credentials {
+            token,
+            login,
+            passcode,
+            auth_json: None,
+        };
+        self.connect_receipt = f.header("receipt").cloned();
+        self.state = State::Connecting;
+        out.ops.push(ClientOp::Connect { credentials });
+    }
+
+    fn on_subscribe(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
+        let Some(dest) = f.header("destination").cloned() else {
+            return self.fatal(
+                "missing destination",
+                b"SUBSCRIBE needs a destination header",
+                receipt,
+                1002,
+                out,
+            );
+        };
+        // STOMP 1.0 allows SUBSCRIBE without an id: the destination then names it.
+        let id = match f.header("id") {
+            Some(id) => id.clone(),
+            None if self.version == Version::V1_0 => dest.clone(),
+            None => {
+                return self.fatal(
+                    "missing id",
+                    b"SUBSCRIBE needs an id header",
+                    receipt,
+                    1002,
+                    out,
+                );
+            }
+        };
+        if self.by_stomp_id.contains_key(&id) {
+            return self.fatal("duplicate subscription id", &id, receipt, 1002, out);
+        }
+        if self.subs.len() >= self.settings.max_subscriptions {
+            return self.fatal("too many subscriptions", b"", receipt, 1008, out);
+        }
+        let ack = match f.header_str("ack").unwrap_or("auto") {
+            "auto" => AckMode::Auto,
+            "client" => AckMode::Client,
+            "client-individual" => AckMode::ClientIndividual,
+            other => {
+                let detail = format!("unknown ack mode {other}");
+                return self.fatal("bad ack mode", detail.as_bytes(), receipt, 1002, out);
+            }
+        };
+        let sub = self.next_sub;
+        self.next_sub += 1;
+        self.by_stomp_id.insert(id.clone(), sub);
+        self.subs.insert(
+            sub,
+            Sub {
+                stomp_id: id,
+                ack,
+                receipt,
+            },
+        );
+        out.ops.push(ClientOp::Subscribe { sub, channel: dest });
+    }
+
+    fn on_unsubscribe(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
+        let id = f.header("id").or_else(|| f.header("destination")).cloned();
+        let Some(id) = id else {
+            return self.fatal(
+                "missing id",
+                b"UNSUBSCRIBE needs an id header",
+                receipt,
+                1002,
+                out,
+            );
+        };
+        if let Some(sub) = self.by_stomp_id.remove(&id) {
+            self.subs.remove(&sub);
+            out.ops.push(ClientOp::Unsubscribe { sub });
+        }
+        if let Some(r) = receipt {
+            self.receipt(r, out);
+        }
+    }
+
+    fn on_send(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
+        let Some(dest) = f.header("destination").cloned() else {
+            return self.fatal(
+                "missing destination",
+                b"SEND needs a destination header",
+                receipt,
+                1002,
+                out,
+            );
+        };
+        let kind = payload_kind(f.header_str("content-type"), &f.body);
+        if kind == PayloadKind::Json && f.header_str("content-type").is_some() && !is_json(&f.body)
+        {
+            return self.fatal(
+                "invalid JSON body",
+                b"content-type is application/json but the body is not JSON",
+                receipt,
+                1007,
+                out,
+            );
+        }
+        let reply = receipt.map(|r| {
+            let id = self.next_reply;
+            self.next_reply += 1;
+            self.replies.insert(id, r);
+            id
+        });
+        let op = ClientOp::Publish {
+            channel: dest,
+            event: f.header("event").cloned(),
+            args: Vec::new(),
+            payload: Payload {
+                data: f.body.clone(),
+                kind,
+            },
+            reply,
+        };
+        self.op_or_buffer(f.header("transaction"), op, out);
+    }
+
+    fn op_or_buffer(&mut self, tx: Option<&Bytes>, op: ClientOp, out: &mut ServerOut) {
+        match tx {
+            None => out.ops.push(op),
+            Some(tx) => match self.transactions.get_mut(tx) {
+                Some(buf) if buf.len() < self.settings.max_transaction_frames => buf.push(op),
+                Some(_) => self.fatal(
+                    "transaction too large",
+                    tx.clone().as_ref(),
+                    None,
+                    1008,
+                    out,
+                ),
+                None => self.fatal("unknown transaction", tx.clone().as_ref(), None, 1002, out),
+            },
+        }
+    }
+
+    fn on_ack(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
+        // 1.2 acks by `id`; 1.0/1.1 by `message-id`.
+        let id = f.header("id").or_else(|| f.header("message-id")).cloned();
+        let Some(id) = id else {
+            return self.fatal(
+                "missing id",
+                b"ACK/NACK needs an id header",
+                receipt,
+                1002,
+                out,
+            );
+        };
+        // Upstreams without client acks redeliver nothing: the ACK is a no-op there.
+        if let Some(token) = self.ack_tokens.remove(&id) {
+            let op = ClientOp::Ack {
+                token,
+                positive: f.command == Command::Ack,
+            };
+            self.op_or_buffer(f.header("transaction"), op, out);
+        }
+        if let Some(r) = receipt {
+            self.receipt(r, out);
+        }
+    }
+
+    fn on_begin(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
+        let Some(tx) = f.header("transaction").cloned() else {
+            return self.fatal("missing transaction", b"", receipt, 1002, out);
+        };
+        if self.transactions.len() >= 16 || self.transactions.contains_key(&tx) {
+            return self.fatal("bad transaction", tx.as_ref(), receipt, 1002, out);
+        }
+        self.transactions.insert(tx, Vec::new());
+        if let Some(r) = receipt {
+            self.receipt(r, out);
+        }
+    }
+
+    fn on_end_tx(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
+        let Some(tx) = f.header("transaction").cloned() else {
+            return self.fatal("missing transaction", b"", receipt, 1002, out);
+        };
+        let Some(ops) = self.transactions.remove(&tx) else {
+            return self.fatal("unknown transaction", tx.as_ref(), receipt, 1002, out);
+        };
+        if f.command == Command::Commit {
+            out.ops.extend(ops);
+        }
+        if let Some(r) = receipt {
+            self.receipt(r, out);
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        sub: SubId,
+        channel: Bytes,
+        event: Option<Bytes>,
+        args: Vec<Bytes>,
+        payload: Payload,
+        ack: Option<Bytes>,
+        out: &mut ServerOut,
+    ) {
+        let Some(s) = self.subs.get(&sub) else { return };
+        let (body, kind) = if args.is_empty() {
+            (payload.data, payload.kind)
+        } else {
+            // Several arguments become one JSON array body.
+            let mut parts: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+            let tail = payload_as_json(&payload);
+            parts.push(&tail);
+            let arr = json_array(&parts);
+            self.copied += arr.len() as u64;
+            (arr, PayloadKind::Json)
+        };
+        let message_id = format!("{}-{}", self.session_id, self.next_message);
+        self.next_message += 1;
+        let mut f = Frame::new(Command::Message)
+            .with_header("subscription", s.stomp_id.clone())
+            .with_header("message-id", message_id.clone())
+            .with_header("destination", channel);
+        if s.ack != AckMode::Auto {
+            let ack_id = Bytes::from(message_id);
+            if self.version == Version::V1_2 {
+                f.push_header("ack", ack_id.clone());
+            }
+            if let Some(token) = ack {
+                if self.ack_tokens.len() < 65_536 {
+                    self.ack_tokens.insert(ack_id, token);
+                }
+            }
+        }
+        f.push_header("content-type", content_type(kind));
+        f.push_header("content-length", body.len().to_string());
+        if let Some(e) = event {
+            f.push_header("event", e);
+        }
+        let f = f.with_body(body);
+        if kind == PayloadKind::Binary {
+            out.to_client
+                .push(WsMsg::Binary(codec::encode_to_bytes(&f, self.version)));
+        } else {
+            self.send(&f, out);
+        }
+    }
+}
+
+impl ServerRole for StompServer {
+    fn on_client(&mut self, msg: WsMsg, _now: Instant, out: &mut ServerOut) {
+        let bytes = match msg {
+            WsMsg::Text(b) | WsMsg::Binary(b) => b,
+        };
+        let mut items = Vec::new();
+        let res = self.decoder.decode(bytes, &mut items);
+        self.copied += self.decoder.take_copied_bytes();
+        for item in items {
+            if let Item::Frame(f) = item {
+                self.on_frame(f, out);
+            }
+            if out.close.is_some() {
+                return;
+            }
+        }
+        if let Err(e) = res {
+            let detail = e.to_string();
+            self.fatal(&e.message(), detail.as_bytes(), None, 1002, out);
+        }
+    }
+
+    fn on_backend(&mut self, ev: BackendEvent, _now: Instant, out: &mut ServerOut) {
+        if self.state == State::Closed {
+            return;
+        }
+        match ev {
+            BackendEvent::Ready { session } => {
+                if self.state != State::Connecting {
+                    return;
+                }
+                self.state = State::Connected;
+                if let Some(s) = session.and_then(|s| String::from_utf8(s.to_vec()).ok()) {
+                    self.session_id = s;
+                }
+                let (sx, sy) = self.settings.heartbeat;
+                let hb = format!(
+                    "{},{}",
+                    self.keepalive.send_every.map_or(0, |_| sx),
+                    self.keepalive.expect_within.map_or(0, |_| sy)
+                );
+                let mut f =
+                    Frame::new(Command::Connected).with_header("version", self.version.as_str());
+                f.push_header("heart-beat", hb);
+                f.push_header("session", self.session_id.clone());
+                f.push_header("server", self.settings.server_name);
+                self.send(&f, out);
+                if let Some(r) = self.connect_receipt.take() {
+                    self.receipt(r, out);
+                }
+            }
+            BackendEvent::Subscribed { sub } => {
+                if let Some(r) = self.subs.get_mut(&sub).and_then(|s| s.receipt.take()) {
+                    self.receipt(r, out);
+                }
+            }
+            BackendEvent::SubscribeFailed { sub, reason } => {
+                let receipt = self.subs.get_mut(&sub).and_then(|s| s.receipt.take());
+                let msg = String::from_utf8_lossy(&reason.message).into_owned();
+                self.fatal(
+                    &format!("subscription refused: {msg}"),
+                    &detail_bytes(&reason),
+                    receipt,
+                    1008,
+                    out,
+                );
+            }
+            BackendEvent::Message {
+                sub: Some(sub),
+                channel,
+                event,
+                args,
+                payload,
+                ack,
+            } => {
+                self.deliver(sub, channel, event, args, payload, ack, out);
+            }
+            BackendEvent::Message { sub: None, .. } => {}
+            BackendEvent::Reply { id, result } => {
+                let Some(r) = self.replies.remove(&id) else {
+                    return;
+                };
+                match result {
+                    Ok(_) => self.receipt(r, out),
+                    Err(e) => {
+                        let msg = String::from_utf8_lossy(&e.message).into_owned();
+                        self.fatal(&msg, &detail_bytes(&e), Some(r), 1011, out);
+                    }
+                }
+            }
+            BackendEvent::Presence { .. } => {}
+            BackendEvent::Error(e) | BackendEvent::Closing { reason: e, .. } => {
+                let msg = String::from_utf8_lossy(&e.message).into_owned();
+                let code = if e.kind == ErrorKind::Unauthorized {
+                    1008
+                } else {
+                    1011
+                };
+                self.fatal(&msg, &detail_bytes(&e), None, code, out);
+            }
+        }
+    }
+
+    fn on_upstream_lost(&mut self, reason: ErrorInfo, out: &mut ServerOut) {
+        let msg = String::from_utf8_lossy(&reason.message).into_owned();
+        let text = if reason.kind == ErrorKind::Unauthorized {
+            msg
+        } else {
+            format!("upstream unavailable: {msg}")
+        };
+        self.fatal(&text, &detail_bytes(&reason), None, 1011, out);
+    }
+
+    fn on_shutdown(&mut self, out: &mut ServerOut) {
+        self.fatal(
+            "server shutting down",
+            b"the proxy is restarting; reconnect",
+            None,
+            1001,
+            out,
+        );
+    }
+
+    fn keepalive(&self) -> Keepalive {
+        match self.state {
+            State::AwaitConnect | State::Connecting => Keepalive {
+                send_every: None,
+                expect_within: Some(self.settings.connect_timeout),
+                periodic: false,
+            },
+            _ => self.keepalive,
+        }
+    }
+
+    fn heartbeat(&mut self) -> Option<WsMsg> {
+        (self.state == State::Connected).then(|| WsMsg::Text(stat("\n")))
+    }
+
+    fn on_peer_silent(&mut self, out: &mut ServerOut) {
+        let what = if self.state == State::AwaitConnect {
+            "no CONNECT received in time"
+        } else {
+            "heart-beat timeout"
+        };
+        self.fatal(what, b"", None, 1002, out);
+    }
+
+    fn expire(&mut self, _now: Instant, _out: &mut ServerOut) {}
+
+    fn take_copied(&mut self) -> u64 {
+        std::mem::take(&mut self.copied)
+    }
+}
+
+/// Parse `cx,cy`.
+fn parse_heartbeat(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// `Bearer xyz` → `xyz` (other schemes are passed whole).
+pub fn strip_bearer(v: &Bytes) -> Bytes {
+    let s = v.as_ref();
+    match s.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case(b"bearer ") => v.slice(7..),
+        _ => v.clone(),
+    }
+}
+
+fn payload_kind(content_type: Option<&str>, body: &[u8]) -> PayloadKind {
+    match content_type.map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    }) {
+        Some(ct) if ct == "application/json" || ct.ends_with("+json") => PayloadKind::Json,
+        Some(ct) if ct.starts_with("text/") => PayloadKind::Text,
+        Some(ct) if ct == "application/octet-stream" => PayloadKind::Binary,
+        // No content-type: STOMP says octets, but stomp-js omits it for strings; read what is there.
+        None if !body.is_empty() && is_json(body) => PayloadKind::Json,
+        _ if std::str::from_utf8(body).is_ok() => PayloadKind::Text,
+        _ => PayloadKind::Binary,
+    }
+}
+
+/// Validate JSON without building a DOM.
+pub fn is_json(b: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+}
+
+fn content_type(kind: PayloadKind) -> &'static str {
+    match kind {
+        PayloadKind::Json => "application/json",
+        PayloadKind::Text => "text/plain;charset=utf-8",
+        PayloadKind::Binary => "application/octet-stream",
+    }
+}
+
+fn payload_as_json(p: &Payload) -> Bytes {
+    match p.kind {
+        PayloadKind::Json => p.data.clone(),
+        _ => Bytes::from(
+            serde_json::Value::String(String::from_utf8_lossy(&p.data).into_owned()).to_string(),
+        ),
+    }
+}
+
+fn json_array(parts: &[&[u8]]) -> Bytes {
+    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1;
+    let mut b = BytesMut::with_capacity(len);
+    b.extend_from_slice(b"[");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            b.extend_from_slice(b",");
+        }
+        b.extend_from_slice(p);
+    }
+    b.extend_from_slice(b"]");
+    b.freeze()
+}
+
+fn detail_bytes(e: &ErrorInfo) -> Vec<u8> {
+    match &e.detail {
+        Some(p) => p.data.to_vec(),
+        None => e.message.to_vec(),
+    }
+}
+
+/// Header values may not carry line breaks even escaped in CONNECT-era parsers; keep it plain.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
+
+fn truncate(s: &str) -> String {
+    let mut t: String = s.chars().take(100).collect();
+    while t.len() > 120 {
+        t.pop();
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role() -> StompServer {
+        StompServer::new(Settings::default(), None, "s1".into())
+    }
+
+    fn feed(r: &mut StompServer, s: &str) -> ServerOut {
+        let mut out = ServerOut::default();
+        r.on_client(
+            WsMsg::Text(Bytes::from(s.to_owned())),
+            Instant::now(),
+            &mut out,
+        );
+        out
+    }
+
+    fn text(m: &WsMsg) -> String {
+        String::from_utf8(m.bytes().to_vec()).unwrap()
+    }
+
+    fn connected(r: &mut StompServer) {
+        let out = feed(
+            r,
+            "CONNECT\naccept-version:1.1,1.2\nheart-beat:5000,20000\nAuthorization:Bearer tok\n\n\0",
+        );
+        assert_eq!(out.ops.len(), 1);
+        let mut o = ServerOut::default();
+        r.on_backend(
+            BackendEvent::Ready { session: None },
+            Instant::now(),
+            &mut o,
+        );
+        assert_eq!(
+            text(&o.to_client[0]),
+            format!(
+                "CONNECTED\nversion:1.2\nheart-beat:10000,10000\nsession:s1\nserver:{}\n\n\0",
+                Settings::default().server_name
+            )
+        );
+    }
+
+    #[test]
+    fn connect_negotiates_version_heartbeat_and_token() {
+        let mut r = role();
+        let out = feed(
+            &mut r,
+            "CONNECT\naccept-version:1.0,1.1\nheart-beat:5000,20000\npasscode:pw\n\n\0",
+        );
+        assert_eq!(r.version(), Version::V1_1);
+        match &out.ops[0] {
+            ClientOp::Connect { credentials } => {
+                assert_eq!(credentials.token.as_deref(), Some(&b"pw"[..]))
+            }
+            o => panic!("{o:?}"),
+        }
+        // server sends every max(10000, 20000); expects every max(5000, 10000) (×2 leniency)
+        let k = r.keepalive;
+        assert_eq!(k.send_every, Some(Duration::from_millis(20_000)));
+        assert_eq!(k.expect_within, Some(Duration::from_millis(20_000)));
+        connected(&mut role());
+    }
+
+    #[test]
+    fn no_common_version_is_an_error() {
+        let mut r = role();
+        let out = feed(&mut r, "CONNECT\naccept-version:2.1\n\n\0");
+        assert!(text(&out.to_client[0]).starts_with("ERROR\nversion:1.0,1.1,1.2\n"));
+        assert!(out.close.is_some());
+    }
+
+    #[test]
+    fn frame_before_connect_is_fatal() {
+        let mut r = role();
+        let out = feed(&mut r, "SEND\ndestination:/app/x\n\nhi\0");
+        assert!(text(&out.to_client[0]).starts_with("ERROR\nmessage:expected CONNECT\n"));
+        assert!(out.close.is_some() && out.ops.is_empty());
+    }
+
+    #[test]
+    fn subscribe_receipt_waits_for_subscribed_and_message_is_encoded() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "SUBSCRIBE\nid:sub-0\ndestination:/topic/message_created\nack:client-individual\nreceipt:r1\n\n\0",
+        );
+        assert_eq!(
+            out.ops,
+            vec![ClientOp::Subscribe {
+                sub: 1,
+                channel: Bytes::from("/topic/message_created")
+            }]
+        );
+        assert!(out.to_client.is_empty());
+        let mut o = ServerOut::default();
+        r.on_backend(BackendEvent::Subscribed { sub: 1 }, Instant::now(), &mut o);
+        assert_eq!(text(&o.to_client[0]), "RECEIPT\nreceipt-id:r1\n\n\0");
+        let mut o = ServerOut::default();
+        r.on_backend(
+            BackendEvent::Message {
+                sub: Some(1),
+                channel: Bytes::from("/topic/message_created"),
+                event: None,
+                args: vec![],
+                payload: Payload::json(Bytes::from("{\"id\":17}")),
+                ack: None,
+            },
+            Instant::now(),
+            &mut o,
+        );
+        assert_eq!(
+            text(&o.to_client[0]),
+            "MESSAGE\nsubscription:sub-0\nmessage-id:s1-1\ndestination:/topic/message_created\nack:s1-1\ncontent-type:application/json\ncontent-length:9\n\n{\"id\":17}\0"
+        );
+        // ACK of a message from an upstream without acks is a no-op that still answers receipts.
+        let out = feed(&mut r, "ACK\nid:s1-1\nreceipt:r2\n\n\0");
+        assert!(out.ops.is_empty());
+        assert_eq!(text(&out.to_client[0]), "RECEIPT\nreceipt-id:r2\n\n\0");
+    }
+
+    #[test]
+    fn send_with_receipt_becomes_publish_with_reply() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "SEND\ndestination:/app/message_created\ncontent-type:application/json\nreceipt:77\n\n{\"a\":1}\0",
+        );
+        let ClientOp::Publish {
+            reply: Some(id),
+            payload,
+            ..
+        } = &out.ops[0]
+        else {
+            panic!()
+        };
+        assert_eq!(payload.kind, PayloadKind::Json);
+        let mut o = ServerOut::default();
+        r.on_backend(
+            BackendEvent::Reply {
+                id: *id,
+                result: Ok(None),
+            },
+            Instant::now(),
+            &mut o,
+        );
+        assert_eq!(text(&o.to_client[0]), "RECEIPT\nreceipt-id:77\n\n\0");
+    }
+
+    #[test]
+    fn invalid_json_body_is_refused() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "SEND\ndestination:/app/x\ncontent-type:application/json\n\n{nope\0",
+        );
+        assert!(text(&out.to_client[0]).starts_with("ERROR\nmessage:invalid JSON body\n"));
+        assert!(out.ops.is_empty());
+    }
+
+    #[test]
+    fn transactions_buffer_until_commit() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "BEGIN\ntransaction:t1\n\n\0SEND\ndestination:/app/a\ntransaction:t1\n\nx\0",
+        );
+        assert!(out.ops.is_empty());
+        let out = feed(&mut r, "COMMIT\ntransaction:t1\n\n\0");
+        assert_eq!(out.ops.len(), 1);
+        let out = feed(
+            &mut r,
+            "BEGIN\ntransaction:t2\n\n\0SEND\ndestination:/app/a\ntransaction:t2\n\nx\0ABORT\ntransaction:t2\n\n\0",
+        );
+        assert!(out.ops.is_empty());
+    }
+
+    #[test]
+    fn disconnect_with_receipt_then_close() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(&mut r, "DISCONNECT\nreceipt:9\n\n\0");
+        assert_eq!(text(&out.to_client[0]), "RECEIPT\nreceipt-id:9\n\n\0");
+        assert_eq!(out.close, Some(Close::normal()));
+        assert_eq!(out.ops, vec![ClientOp::Disconnect]);
+    }
+
+    #[test]
+    fn backend_auth_error_becomes_error_frame() {
+        let mut r = role();
+        feed(&mut r, "CONNECT\naccept-version:1.2\n\n\0");
+        let mut o = ServerOut::default();
+        r.on_backend(
+            BackendEvent::Error(ErrorInfo::new(ErrorKind::Unauthorized, "invalid token")),
+            Instant::now(),
+            &mut o,
+        );
+        assert_eq!(
+            text(&o.to_client[0]),
+            "ERROR\nmessage:invalid token\ncontent-type:text/plain\ncontent-length:13\n\ninvalid token\0"
+        );
+        assert_eq!(o.close.unwrap().code, 1008);
+    }
+
+    #[test]
+    fn header_escaping_follows_version() {
+        let mut r = role();
+        feed(&mut r, "CONNECT\naccept-version:1.0\n\n\0");
+        let mut o = ServerOut::default();
+        r.on_backend(
+            BackendEvent::Ready { session: None },
+            Instant::now(),
+            &mut o,
+        );
+        feed(&mut r, "SUBSCRIBE\ndestination:/topic/a\n\n\0");
+        let mut o = ServerOut::default();
+        r.on_backend(
+            BackendEvent::Message {
+                sub: Some(1),
+                channel: Bytes::from("/topic/a:b"),
+                event: None,
+                args: vec![],
+                payload: Payload::text(Bytes::from("hi")),
+                ack: None,
+            },
+            Instant::now(),
+            &mut o,
+        );
+        // 1.0: no escaping of ':' in values.
+        assert!(text(&o.to_client[0]).contains("destination:/topic/a:b\n"));
+    }
+
+    #[test]
+    fn binary_payload_goes_out_as_binary_message() {
+        let mut r = role();
+        connected(&mut r);
+        feed(&mut r, "SUBSCRIBE\nid:0\ndestination:/topic/f\n\n\0");
+        let mut o = ServerOut::default();
+        r.on_backend(
+            BackendEvent::Message {
+                sub: Some(1),
+                channel: Bytes::from("/topic/f"),
+                event: None,
+                args: vec![],
+                payload: Payload::binary(Bytes::from_static(&[0xff, 0, 1])),
+                ack: None,
+            },
+            Instant::now(),
+            &mut o,
+        );
+        let WsMsg::Binary(b) = &o.to_client[0] else {
+            panic!()
+        };
+        assert!(b.ends_with(
+            b"content-type:application/octet-stream\ncontent-length:3\n\n\xff\x00\x01\x00"
+        ));
+    }
+}

@@ -1,0 +1,213 @@
+//! The runtime: builds every route, binds listeners and the admin endpoint, reports
+//! readiness, and drains on shutdown within the grace period.
+//!
+//! Owns: startup order (bind everything, then READY=1), the session `TaskTracker`, the
+//! grace period. Knows no protocol.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, Health};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::listener::{Bound, RouteEntry};
+use crate::metrics::RouteMetrics;
+use crate::session::RouteCtx;
+use crate::tls;
+use crate::translate::Mapping;
+use crate::upstream::Dialer;
+
+/// Startup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS material could not be loaded.
+    #[error("route {route}: {source}")]
+    Tls {
+        /// Route name.
+        route: String,
+        /// Why.
+        source: tls::TlsError,
+    },
+    /// A route could not be built.
+    #[error("route {route}: {why}")]
+    Route {
+        /// Route name.
+        route: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A started proxy.
+pub struct Running {
+    /// Where the admin endpoint listens.
+    pub admin_addr: SocketAddr,
+    /// Where each listener is bound.
+    pub listen_addrs: Vec<SocketAddr>,
+    health: Arc<Health>,
+    tracker: TaskTracker,
+    listeners: tokio::task::JoinSet<()>,
+    accept_stop: CancellationToken,
+    sessions_stop: CancellationToken,
+    grace: Duration,
+}
+
+/// Build and bind everything. Returns once every listener is bound.
+pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running, StartError> {
+    let mut client_tls = None;
+    let mut by_addr: BTreeMap<SocketAddr, (Option<tokio_rustls::TlsAcceptor>, Vec<RouteEntry>)> =
+        BTreeMap::new();
+    for r in &config.routes {
+        let tls_for_upstream = if r.upstream.url.starts_with("wss:") {
+            if r.upstream.ca_file.is_some() || client_tls.is_none() {
+                let cfg = tls::client_config(r.upstream.ca_file.as_deref()).map_err(|source| {
+                    StartError::Tls {
+                        route: r.name.clone(),
+                        source,
+                    }
+                })?;
+                if r.upstream.ca_file.is_none() {
+                    client_tls = Some(cfg.clone());
+                }
+                Some(cfg)
+            } else {
+                client_tls.clone()
+            }
+        } else {
+            None
+        };
+        let dialer = Dialer::new(
+            &r.name,
+            &r.upstream.url,
+            r.upstream.dialect,
+            tls_for_upstream,
+            Duration::from_millis(r.upstream.connect_timeout_ms),
+            config.limits.max_message_size,
+        )
+        .map_err(|e| StartError::Route {
+            route: r.name.clone(),
+            why: e.to_string(),
+        })?;
+        let mapping = Mapping::new(&r.maps, r.client, r.upstream.dialect).map_err(|why| {
+            StartError::Route {
+                route: r.name.clone(),
+                why,
+            }
+        })?;
+        let ctx = Arc::new(RouteCtx {
+            config: r.clone(),
+            mapping,
+            dialer,
+            metrics: RouteMetrics::new(&r.name, r.client.label(), r.upstream.dialect.label()),
+            queue_depth: config.limits.queue_depth,
+            write_timeout: config.limits.write_timeout(),
+            max_message_size: config.limits.max_message_size,
+        });
+        let engine = (r.client == crate::dialect::Dialect::Socketio)
+            .then(|| Arc::new(Engine::new(ctx.clone())));
+        let entry = by_addr.entry(r.listen).or_insert((None, Vec::new()));
+        if let (Some(t), None) = (&r.tls, &entry.0) {
+            let cfg = tls::server_config(&t.cert, &t.key).map_err(|source| StartError::Tls {
+                route: r.name.clone(),
+                source,
+            })?;
+            entry.0 = Some(tokio_rustls::TlsAcceptor::from(cfg));
+        }
+        entry.1.push(RouteEntry { ctx, engine });
+    }
+
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.admin.listen,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.admin.listen,
+            source,
+        })?;
+    let mut bound = Vec::new();
+    for (addr, (tls, routes)) in by_addr {
+        let b = Bound::bind(addr, tls, routes)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        bound.push(b);
+    }
+
+    let health = Arc::new(Health::default());
+    let accept_stop = CancellationToken::new();
+    let sessions_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(config.limits.max_connections));
+    let mut listeners = tokio::task::JoinSet::new();
+    let mut listen_addrs = Vec::new();
+    // The admin endpoint keeps answering during the drain; it is aborted at the very end.
+    listeners.spawn(admin::serve(
+        admin_listener,
+        metrics,
+        health.clone(),
+        CancellationToken::new(),
+    ));
+    for b in bound {
+        if let Ok(a) = b.local_addr() {
+            listen_addrs.push(a);
+        }
+        listeners.spawn(b.serve(
+            limit.clone(),
+            config.limits.handshake_timeout(),
+            tracker.clone(),
+            sessions_stop.clone(),
+        ));
+    }
+    health.set_ready(true);
+    tracing::info!(admin = %admin_addr, listeners = ?listen_addrs, "switchboard ready");
+    Ok(Running {
+        admin_addr,
+        listen_addrs,
+        health,
+        tracker,
+        listeners,
+        accept_stop,
+        sessions_stop,
+        grace: Duration::from_millis(config.shutdown.grace_period_ms),
+    })
+}
+
+impl Running {
+    /// Drain: stop accepting, tell every session to close in its dialect, wait up to the
+    /// grace period, then drop what is left. Returns the number of sessions cut off.
+    pub async fn shutdown(mut self) -> usize {
+        self.health.set_ready(false);
+        self.accept_stop.cancel();
+        self.sessions_stop.cancel();
+        self.tracker.close();
+        let left = if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            self.tracker.len()
+        } else {
+            0
+        };
+        self.listeners.abort_all();
+        left
+    }
+}

@@ -1,0 +1,750 @@
+//! The session pump: one task per client connection, owning its upstream connection.
+//!
+//! Owns: the only `select!` loops of the proxy, the bounded queues toward each peer (with a
+//! writer task per peer), keepalive deadlines of both legs, correlation-table expiry ticks,
+//! and the order of effects (a publish is confirmed only after its frame is written).
+//!
+//! Must not touch: wire bytes. Roles decode and encode; the translator renames. Every
+//! `select!` branch is cancel-safe: state lives on [`Session`], never in a branch future.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Mode, Route};
+use crate::dialect::socketio::client::{self as sio_client, SocketioClient};
+use crate::dialect::stomp::client::{self as stomp_client, StompClient};
+use crate::dialect::{ClientOut, ClientRole, Close, Dialect, ServerOut, ServerRole, WsMsg};
+use crate::frame::{BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind};
+use crate::metrics::{self as m, LegCounters, RouteMetrics};
+use crate::translate::{Mapping, Translator};
+use crate::upstream::{Dialer, Io, UpstreamError, Ws};
+
+/// Why a link stopped delivering messages.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    /// The peer closed the connection.
+    #[error("closed by peer")]
+    Closed,
+    /// The transport failed.
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// What a writer task is asked to do.
+#[derive(Debug)]
+pub enum LinkOut {
+    /// Write one message.
+    Msg(WsMsg),
+    /// Send a close frame and stop.
+    Close(Close),
+    /// Signal once everything queued before it has been flushed to the socket.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Messages from a peer, in order.
+pub type Inbound = Pin<Box<dyn Stream<Item = Result<WsMsg, LinkError>> + Send>>;
+
+/// One peer connection as the session sees it: a message stream and a bounded queue to a
+/// writer task.
+pub struct Link {
+    /// Messages from the peer.
+    pub inbound: Inbound,
+    /// The bounded queue toward the peer.
+    pub outbound: mpsc::Sender<LinkOut>,
+    /// The writer task, awaited (bounded) when the session ends.
+    pub writer: Option<JoinHandle<()>>,
+}
+
+impl Link {
+    /// Wrap a WebSocket: spawns its writer task, counts messages and bytes.
+    pub fn websocket<S>(
+        ws: WebSocketStream<S>,
+        depth: usize,
+        write_timeout: Duration,
+        counters: LegCounters,
+    ) -> Self
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sink, stream) = ws.split();
+        let (tx, rx) = mpsc::channel(depth);
+        let c_in = counters.clone();
+        let inbound = stream.filter_map(move |r| {
+            let out = match r {
+                Ok(Message::Text(t)) => {
+                    c_in.frames_in.increment(1);
+                    c_in.bytes_in.increment(t.len() as u64);
+                    Some(Ok(WsMsg::Text(Bytes::from(t))))
+                }
+                Ok(Message::Binary(b)) => {
+                    c_in.frames_in.increment(1);
+                    c_in.bytes_in.increment(b.len() as u64);
+                    Some(Ok(WsMsg::Binary(b)))
+                }
+                Ok(Message::Close(_)) => Some(Err(LinkError::Closed)),
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => None,
+                Err(e) => Some(Err(LinkError::Transport(e.to_string()))),
+            };
+            std::future::ready(out)
+        });
+        let writer = tokio::spawn(write_loop(sink, rx, write_timeout, counters));
+        Self {
+            inbound: Box::pin(inbound),
+            outbound: tx,
+            writer: Some(writer),
+        }
+    }
+
+    /// Queue a message; `false` when the writer is gone.
+    async fn send(&mut self, msg: WsMsg) -> bool {
+        self.outbound.send(LinkOut::Msg(msg)).await.is_ok()
+    }
+
+    /// Queue a close and let the writer drain, within `limit`.
+    async fn finish(&mut self, close: Option<Close>, limit: Duration) {
+        if let Some(c) = close {
+            let _ = self.outbound.try_send(LinkOut::Close(c));
+        }
+        let (tx, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.outbound, tx));
+        if let Some(w) = self.writer.take() {
+            let abort = w.abort_handle();
+            if tokio::time::timeout(limit, w).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn write_loop<S>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<LinkOut>,
+    write_timeout: Duration,
+    counters: LegCounters,
+) where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    while let Some(item) = rx.recv().await {
+        let ok = match item {
+            LinkOut::Msg(msg) => {
+                counters.frames_out.increment(1);
+                counters.bytes_out.increment(msg.len() as u64);
+                let m = match msg {
+                    WsMsg::Text(b) => {
+                        match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b.clone()) {
+                            Ok(t) => Message::Text(t),
+                            Err(_) => Message::Binary(b),
+                        }
+                    }
+                    WsMsg::Binary(b) => Message::Binary(b),
+                };
+                matches!(
+                    tokio::time::timeout(write_timeout, sink.feed(m)).await,
+                    Ok(Ok(()))
+                )
+            }
+            LinkOut::Close(c) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(c.code),
+                    reason: c.reason.into(),
+                };
+                let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(frame))))
+                    .await;
+                let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+                return;
+            }
+            LinkOut::Barrier(done) => {
+                let ok = matches!(
+                    tokio::time::timeout(write_timeout, sink.flush()).await,
+                    Ok(Ok(()))
+                );
+                let _ = done.send(());
+                ok
+            }
+        };
+        if !ok {
+            return;
+        }
+        // Batch: flush only when nothing else is queued.
+        if rx.is_empty()
+            && !matches!(
+                tokio::time::timeout(write_timeout, sink.flush()).await,
+                Ok(Ok(()))
+            )
+        {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+}
+
+/// Everything a route's sessions share.
+pub struct RouteCtx {
+    /// The route's config.
+    pub config: Route,
+    /// Compiled mapping.
+    pub mapping: Mapping,
+    /// How to reach the backend.
+    pub dialer: Dialer,
+    /// Metric handles.
+    pub metrics: RouteMetrics,
+    /// Queue depth per peer.
+    pub queue_depth: usize,
+    /// Writer timeout.
+    pub write_timeout: Duration,
+    /// Largest WebSocket message.
+    pub max_message_size: usize,
+}
+
+impl RouteCtx {
+    fn client_role(&self, credentials: Credentials) -> Box<dyn ClientRole> {
+        let up = &self.config.upstream;
+        match up.dialect {
+            Dialect::Stomp => Box::new(StompClient::new(
+                stomp_client::Settings::from_route(&self.config),
+                credentials,
+            )),
+            _ => Box::new(SocketioClient::new(
+                sio_client::Settings {
+                    namespace: up.namespace.clone(),
+                    acks: up.acks,
+                    ack_timeout: Duration::from_millis(up.ack_timeout_ms),
+                    max_attachments: self.config.socketio.max_attachments,
+                    max_queued_ops: 1024,
+                },
+                credentials,
+            )),
+        }
+    }
+}
+
+type Dialing = Pin<Box<dyn Future<Output = Result<Ws, UpstreamError>> + Send>>;
+
+struct Up {
+    link: Link,
+    role: Box<dyn ClientRole>,
+    last_recv: Instant,
+    last_send: Instant,
+}
+
+enum Ev {
+    Shutdown,
+    Down(Option<Result<WsMsg, LinkError>>),
+    DownGone,
+    Up(Option<Result<WsMsg, LinkError>>),
+    UpGone,
+    Dialed(Result<Ws, UpstreamError>),
+    Tick,
+}
+
+/// How a session ended, for `switchboard_sessions_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    ClientClosed,
+    UpstreamLost,
+    UpstreamUnavailable,
+    ProtocolError,
+    Shutdown,
+    Timeout,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::UpstreamLost => "upstream_lost",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::ProtocolError => "protocol_error",
+            Self::Shutdown => "shutdown",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// How often correlation tables are checked for expired entries.
+const EXPIRE_TICK: Duration = Duration::from_millis(250);
+/// Most client operations held while the upstream is being dialed.
+const MAX_PENDING_OPS: usize = 1024;
+
+/// One translating session.
+pub struct Session {
+    ctx: Arc<RouteCtx>,
+    translator: Translator,
+    down: Link,
+    server: Box<dyn ServerRole>,
+    down_last_recv: Instant,
+    down_last_send: Instant,
+    down_last_hb: Instant,
+    up: Option<Up>,
+    dialing: Option<Dialing>,
+    credentials: Option<Credentials>,
+    pending_ops: VecDeque<ClientOp>,
+    last_expire: Instant,
+    /// Set once the client connection is being closed; the loop then ends.
+    done: Option<Outcome>,
+    shutting: bool,
+}
+
+impl Session {
+    /// A session for a freshly upgraded client connection.
+    pub fn new(ctx: Arc<RouteCtx>, down: Link, server: Box<dyn ServerRole>) -> Self {
+        let now = Instant::now();
+        Self {
+            translator: Translator::new(ctx.mapping.clone()),
+            ctx,
+            down,
+            server,
+            down_last_recv: now,
+            down_last_send: now,
+            down_last_hb: now,
+            up: None,
+            dialing: None,
+            credentials: None,
+            pending_ops: VecDeque::new(),
+            last_expire: now,
+            done: None,
+            shutting: false,
+        }
+    }
+
+    /// Run to completion.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let metrics = self.ctx.metrics.clone();
+        metrics.active.increment(1.0);
+        let outcome = self.pump(&shutdown).await;
+        let limit = self.ctx.write_timeout.min(Duration::from_secs(2));
+        if let Some(mut up) = self.up.take() {
+            up.link.finish(Some(Close::normal()), limit).await;
+        }
+        // The server role already queued its close when it decided to end.
+        self.down.finish(None, limit).await;
+        metrics.active.decrement(1.0);
+        metrics.session_ended(outcome.label());
+        tracing::debug!(route = %metrics.route, outcome = outcome.label(), "session ended");
+    }
+
+    fn deadline(&self, now: Instant) -> Instant {
+        let mut d = now + Duration::from_secs(3600);
+        let k = self.server.keepalive();
+        if let Some(e) = k.send_every {
+            d = d.min(
+                if k.periodic {
+                    self.down_last_hb
+                } else {
+                    self.down_last_send
+                } + e,
+            );
+        }
+        if let Some(e) = k.expect_within {
+            d = d.min(self.down_last_recv + e);
+        }
+        if let Some(up) = &self.up {
+            let k = up.role.keepalive();
+            if let Some(e) = k.send_every {
+                d = d.min(up.last_send + e);
+            }
+            if let Some(e) = k.expect_within {
+                d = d.min(up.last_recv + e);
+            }
+            d = d.min(self.last_expire + EXPIRE_TICK);
+        }
+        d
+    }
+
+    async fn pump(&mut self, shutdown: &CancellationToken) -> Outcome {
+        loop {
+            if let Some(o) = self.done {
+                return o;
+            }
+            let now = Instant::now();
+            let deadline = tokio::time::Instant::from_std(self.deadline(now));
+            // Backpressure: read a side only while the queue its frames go to has room.
+            let down_ready = self
+                .up
+                .as_ref()
+                .is_none_or(|u| u.link.outbound.capacity() > 0);
+            let up_ready = self.down.outbound.capacity() > 0;
+            let ev = tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !self.shutting => Ev::Shutdown,
+                _ = self.down.outbound.closed() => Ev::DownGone,
+                r = dialing(&mut self.dialing) => Ev::Dialed(r),
+                m = self.down.inbound.next(), if down_ready => Ev::Down(m),
+                e = up_next(&mut self.up, up_ready) => e,
+                _ = tokio::time::sleep_until(deadline) => Ev::Tick,
+            };
+            match ev {
+                Ev::Shutdown => {
+                    self.shutting = true;
+                    let mut out = ServerOut::default();
+                    self.server.on_shutdown(&mut out);
+                    self.apply_server(out).await;
+                    self.done.get_or_insert(Outcome::Shutdown);
+                }
+                Ev::DownGone => return Outcome::ClientClosed,
+                Ev::Down(None | Some(Err(_))) => {
+                    if let Some(up) = &mut self.up {
+                        let mut out = ClientOut::default();
+                        up.role
+                            .on_op(ClientOp::Disconnect, Instant::now(), &mut out);
+                        self.apply_client(out).await;
+                    }
+                    return Outcome::ClientClosed;
+                }
+                Ev::Down(Some(Ok(msg))) => {
+                    self.down_last_recv = Instant::now();
+                    let mut out = ServerOut::default();
+                    self.server.on_client(msg, self.down_last_recv, &mut out);
+                    self.apply_server(out).await;
+                }
+                Ev::UpGone | Ev::Up(None) => {
+                    self.upstream_lost(ErrorInfo::new(
+                        ErrorKind::Unavailable,
+                        "backend closed the connection",
+                    ))
+                    .await
+                }
+                Ev::Up(Some(Err(e))) => {
+                    let reason = match e {
+                        LinkError::Closed => "backend closed the connection".to_owned(),
+                        LinkError::Transport(t) => format!("backend connection failed: {t}"),
+                    };
+                    self.upstream_lost(ErrorInfo::new(ErrorKind::Unavailable, reason))
+                        .await;
+                }
+                Ev::Up(Some(Ok(msg))) => {
+                    let now = Instant::now();
+                    let mut out = ClientOut::default();
+                    if let Some(up) = &mut self.up {
+                        up.last_recv = now;
+                        up.role.on_backend(msg, now, &mut out);
+                    }
+                    self.apply_client(out).await;
+                }
+                Ev::Dialed(r) => self.on_dialed(r).await,
+                Ev::Tick => self.on_tick().await,
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        let k = self.server.keepalive();
+        if k.expect_within
+            .is_some_and(|e| now >= self.down_last_recv + e)
+        {
+            let mut out = ServerOut::default();
+            self.server.on_peer_silent(&mut out);
+            self.apply_server(out).await;
+            self.done.get_or_insert(Outcome::Timeout);
+            return;
+        }
+        let since = if k.periodic {
+            self.down_last_hb
+        } else {
+            self.down_last_send
+        };
+        if k.send_every.is_some_and(|e| now >= since + e) {
+            self.down_last_hb = now;
+            self.down_last_send = now;
+            if let Some(hb) = self.server.heartbeat()
+                && !self.down.send(hb).await
+            {
+                self.done.get_or_insert(Outcome::ClientClosed);
+            }
+        }
+        let Some(up) = &mut self.up else { return };
+        let k = up.role.keepalive();
+        let mut out = ClientOut::default();
+        if k.expect_within.is_some_and(|e| now >= up.last_recv + e) {
+            up.role.on_peer_silent(&mut out);
+        } else if k.send_every.is_some_and(|e| now >= up.last_send + e) {
+            if let Some(hb) = up.role.heartbeat() {
+                out.to_backend.push(hb);
+            } else {
+                up.last_send = now;
+            }
+        }
+        if now >= self.last_expire + EXPIRE_TICK {
+            self.last_expire = now;
+            up.role.expire(now, &mut out);
+        }
+        self.apply_client(out).await;
+    }
+
+    async fn on_dialed(&mut self, r: Result<Ws, UpstreamError>) {
+        self.dialing = None;
+        match r {
+            Ok(ws) => {
+                let counters = self.ctx.metrics.up.clone();
+                let link =
+                    Link::websocket(ws, self.ctx.queue_depth, self.ctx.write_timeout, counters);
+                let creds = self.credentials.take().unwrap_or_default();
+                let role = self.ctx.client_role(creds);
+                let now = Instant::now();
+                self.up = Some(Up {
+                    link,
+                    role,
+                    last_recv: now,
+                    last_send: now,
+                });
+                let mut out = ClientOut::default();
+                if let Some(up) = &mut self.up {
+                    up.role.start(now, &mut out);
+                    for op in self.pending_ops.drain(..) {
+                        up.role.on_op(op, now, &mut out);
+                    }
+                }
+                self.apply_client(out).await;
+            }
+            Err(e) => {
+                tracing::info!(route = %self.ctx.metrics.route, error = %e, "upstream unavailable");
+                let mut out = ServerOut::default();
+                self.server.on_upstream_lost(
+                    ErrorInfo::new(ErrorKind::Unavailable, e.to_string()),
+                    &mut out,
+                );
+                self.apply_server(out).await;
+                self.done.get_or_insert(Outcome::UpstreamUnavailable);
+            }
+        }
+    }
+
+    async fn upstream_lost(&mut self, reason: ErrorInfo) {
+        let Some(mut up) = self.up.take() else { return };
+        let mut out = ClientOut::default();
+        up.role.on_closed(reason.clone(), &mut out);
+        up.link.finish(None, Duration::from_millis(100)).await;
+        self.deliver_events(out.events).await;
+        let mut sout = ServerOut::default();
+        self.server.on_upstream_lost(reason, &mut sout);
+        self.apply_server(sout).await;
+        self.done.get_or_insert(Outcome::UpstreamLost);
+    }
+
+    /// Carry out what the server role asked: write to the client, route ops upstream.
+    async fn apply_server(&mut self, out: ServerOut) {
+        self.ctx.metrics.copied(self.server.take_copied());
+        for msg in out.to_client {
+            if !self.down.send(msg).await {
+                self.done.get_or_insert(Outcome::ClientClosed);
+                return;
+            }
+            self.down_last_send = Instant::now();
+        }
+        if let Some(c) = out.close {
+            let _ = self.down.outbound.send(LinkOut::Close(c.clone())).await;
+            let outcome = if c.code == 1000 {
+                Outcome::ClientClosed
+            } else if c.code == 1001 {
+                Outcome::Shutdown
+            } else {
+                Outcome::ProtocolError
+            };
+            self.done.get_or_insert(outcome);
+        }
+        for op in out.ops {
+            self.route_op(op).await;
+        }
+    }
+
+    async fn route_op(&mut self, op: ClientOp) {
+        if let ClientOp::Connect { credentials } = op {
+            if self.up.is_none() && self.dialing.is_none() {
+                self.credentials = Some(credentials);
+                let dialer = self.ctx.dialer.clone();
+                self.dialing = Some(Box::pin(async move { dialer.connect(&[]).await }));
+            }
+            return;
+        }
+        let op = match self.translator.down_op(op.clone()) {
+            Ok(op) => op,
+            Err(e) => {
+                m::translation_error(&self.ctx.metrics.route, e.kind.label());
+                let ev = match op {
+                    ClientOp::Subscribe { sub, .. } => {
+                        BackendEvent::SubscribeFailed { sub, reason: e }
+                    }
+                    ClientOp::Publish {
+                        reply: Some(id), ..
+                    } => BackendEvent::Reply { id, result: Err(e) },
+                    _ => BackendEvent::Error(e),
+                };
+                let mut out = ServerOut::default();
+                self.server.on_backend(ev, Instant::now(), &mut out);
+                Box::pin(self.apply_server(out)).await;
+                return;
+            }
+        };
+        match &mut self.up {
+            Some(up) => {
+                let mut out = ClientOut::default();
+                up.role.on_op(op, Instant::now(), &mut out);
+                Box::pin(self.apply_client(out)).await;
+            }
+            None if self.pending_ops.len() < MAX_PENDING_OPS => self.pending_ops.push_back(op),
+            None => {
+                let mut out = ServerOut::default();
+                self.server.on_upstream_lost(
+                    ErrorInfo::new(
+                        ErrorKind::Limit,
+                        "too many frames before the backend was ready",
+                    ),
+                    &mut out,
+                );
+                Box::pin(self.apply_server(out)).await;
+            }
+        }
+    }
+
+    /// Carry out what the client role asked: write upstream, then deliver events downstream.
+    async fn apply_client(&mut self, out: ClientOut) {
+        let Some(up) = &mut self.up else {
+            return self.deliver_events(out.events).await;
+        };
+        self.ctx.metrics.copied(up.role.take_copied());
+        let wrote = !out.to_backend.is_empty();
+        let mut alive = true;
+        for msg in out.to_backend {
+            if !up.link.send(msg).await {
+                alive = false;
+                break;
+            }
+            up.last_send = Instant::now();
+        }
+        // A confirmation must not overtake the frame it confirms onto the wire.
+        let confirms = out
+            .events
+            .iter()
+            .any(|e| matches!(e, BackendEvent::Reply { result: Ok(_), .. }));
+        if alive && wrote && confirms {
+            let (tx, rx) = oneshot::channel();
+            alive = up.link.outbound.send(LinkOut::Barrier(tx)).await.is_ok() && rx.await.is_ok();
+        }
+        if let Some(c) = out.close {
+            if let Some(mut up) = self.up.take() {
+                up.link.finish(Some(c), Duration::from_millis(500)).await;
+            }
+        }
+        self.deliver_events(out.events).await;
+        if !alive {
+            self.upstream_lost(ErrorInfo::new(
+                ErrorKind::Unavailable,
+                "backend connection failed",
+            ))
+            .await;
+        }
+    }
+
+    async fn deliver_events(&mut self, events: Vec<BackendEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut translated = Vec::with_capacity(events.len());
+        for ev in events {
+            self.translator.up_event(ev, &mut translated);
+        }
+        let mut out = ServerOut::default();
+        let now = Instant::now();
+        for ev in translated {
+            self.server.on_backend(ev, now, &mut out);
+        }
+        Box::pin(self.apply_server(out)).await;
+    }
+}
+
+async fn dialing(d: &mut Option<Dialing>) -> Result<Ws, UpstreamError> {
+    match d {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The upstream's next message, or its writer going away; reads only when `ready`.
+async fn up_next(up: &mut Option<Up>, ready: bool) -> Ev {
+    match up {
+        Some(u) => tokio::select! {
+            _ = u.link.outbound.closed() => Ev::UpGone,
+            m = u.link.inbound.next(), if ready => Ev::Up(m),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A passthrough session: the upstream is dialed at once and WebSocket messages are
+/// forwarded unchanged both ways. Each leg still has its own queue, limits and metrics.
+pub async fn passthrough(
+    ctx: Arc<RouteCtx>,
+    mut down: Link,
+    headers: Vec<(&'static str, String)>,
+    shutdown: CancellationToken,
+) {
+    let metrics = ctx.metrics.clone();
+    metrics.active.increment(1.0);
+    let ws = match ctx.dialer.connect(&headers).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::info!(route = %metrics.route, error = %e, "upstream unavailable");
+            down.finish(
+                Some(Close::new(1011, "upstream unavailable")),
+                Duration::from_secs(1),
+            )
+            .await;
+            metrics.active.decrement(1.0);
+            metrics.session_ended(Outcome::UpstreamUnavailable.label());
+            return;
+        }
+    };
+    let mut up = Link::websocket(ws, ctx.queue_depth, ctx.write_timeout, metrics.up.clone());
+    let outcome = loop {
+        let down_ready = up.outbound.capacity() > 0;
+        let up_ready = down.outbound.capacity() > 0;
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Outcome::Shutdown,
+            m = down.inbound.next(), if down_ready => match m {
+                Some(Ok(msg)) => if !up.send(msg).await { break Outcome::UpstreamLost },
+                _ => break Outcome::ClientClosed,
+            },
+            m = up.inbound.next(), if up_ready => match m {
+                Some(Ok(msg)) => if !down.send(msg).await { break Outcome::ClientClosed },
+                _ => break Outcome::UpstreamLost,
+            },
+            _ = down.outbound.closed() => break Outcome::ClientClosed,
+            _ = up.outbound.closed() => break Outcome::UpstreamLost,
+        }
+    };
+    let close_down = match outcome {
+        Outcome::Shutdown => Close::new(1001, "server shutting down"),
+        Outcome::UpstreamLost => Close::new(1011, "upstream closed"),
+        _ => Close::normal(),
+    };
+    let limit = ctx.write_timeout.min(Duration::from_secs(2));
+    up.finish(Some(Close::normal()), limit).await;
+    down.finish(Some(close_down), limit).await;
+    metrics.active.decrement(1.0);
+    metrics.session_ended(outcome.label());
+}
+
+/// Whether a route uses passthrough.
+pub fn is_passthrough(route: &Route) -> bool {
+    route.mode == Mode::Passthrough
+}
+
+/// A helper so listener code can box any I/O stream for `Link::websocket`.
+pub fn boxed<T: Io + 'static>(io: T) -> Box<dyn Io> {
+    Box::new(io)
+}

@@ -1,0 +1,228 @@
+//! Dialing upstream backends: TCP, TLS for `wss://`, the WebSocket handshake with the
+//! dialect's own query parameters and subprotocols, all under one timeout.
+//!
+//! Owns: building the backend URL from `upstream.url`, connect timeouts, the
+//! connect-latency and failure metrics.
+//!
+//! Must not touch: frames or translation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use url::Url;
+
+use crate::dialect::Dialect;
+use crate::metrics as m;
+
+/// Any byte stream a WebSocket can run over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A WebSocket over a boxed stream (plain TCP or TLS).
+pub type Ws = WebSocketStream<Box<dyn Io>>;
+
+/// Why an upstream could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Bad URL.
+    #[error("bad upstream url: {0}")]
+    Url(String),
+    /// TCP connect failed.
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS handshake failed.
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls {
+        /// Host.
+        host: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// WebSocket handshake failed.
+    #[error("WebSocket handshake failed: {0}")]
+    Handshake(String),
+    /// Took too long.
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// How to reach one route's backend.
+#[derive(Clone)]
+pub struct Dialer {
+    url: Url,
+    dialect: Dialect,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+    ws_config: WebSocketConfig,
+    route: Arc<str>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("url", &self.url.as_str())
+            .field("dialect", &self.dialect)
+            .finish()
+    }
+}
+
+/// Add the dialect's own query parameters to the URL its users know.
+pub fn backend_url(url: &str, dialect: Dialect) -> Result<Url, UpstreamError> {
+    let mut u = Url::parse(url).map_err(|e| UpstreamError::Url(e.to_string()))?;
+    if dialect == Dialect::Socketio {
+        if !u.path().ends_with('/') {
+            let p = format!("{}/", u.path());
+            u.set_path(&p);
+        }
+        u.query_pairs_mut()
+            .append_pair("EIO", "4")
+            .append_pair("transport", "websocket");
+    }
+    Ok(u)
+}
+
+impl Dialer {
+    /// A dialer for `url` speaking `dialect`.
+    pub fn new(
+        route: &str,
+        url: &str,
+        dialect: Dialect,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+        max_message_size: usize,
+    ) -> Result<Self, UpstreamError> {
+        let url = backend_url(url, dialect)?;
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(max_message_size))
+            .max_frame_size(Some(max_message_size));
+        Ok(Self {
+            url,
+            dialect,
+            tls,
+            timeout,
+            ws_config,
+            route: route.into(),
+        })
+    }
+
+    /// Whether the backend URL is `wss://`.
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "wss"
+    }
+
+    /// Dial, with extra upgrade headers (e.g. `Authorization`). Records latency and failures.
+    pub async fn connect(&self, headers: &[(&str, String)]) -> Result<Ws, UpstreamError> {
+        let started = Instant::now();
+        let res = tokio::time::timeout(self.timeout, self.connect_inner(headers))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(self.timeout)));
+        let dialect = self.dialect.label();
+        match &res {
+            Ok(_) => m::upstream_connected(&self.route, dialect, started.elapsed()),
+            Err(e) => m::upstream_connect_failed(&self.route, dialect, failure_reason(e)),
+        }
+        res
+    }
+
+    async fn connect_inner(&self, headers: &[(&str, String)]) -> Result<Ws, UpstreamError> {
+        let host = self
+            .url
+            .host_str()
+            .ok_or_else(|| UpstreamError::Url("no host".into()))?
+            .to_owned();
+        let port = self.url.port_or_known_default().unwrap_or(80);
+        let addr = format!(
+            "{}:{port}",
+            host.trim_start_matches('[').trim_end_matches(']')
+        );
+        let tcp = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| UpstreamError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match (&self.tls, self.is_tls()) {
+            (Some(cfg), true) => {
+                let name = rustls::pki_types::ServerName::try_from(
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                )
+                .map_err(|e| UpstreamError::Url(e.to_string()))?;
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|source| UpstreamError::Tls {
+                        host: host.clone(),
+                        source,
+                    })?;
+                Box::new(tls)
+            }
+            (None, true) => return Err(UpstreamError::Url("wss:// without a TLS config".into())),
+            _ => Box::new(tcp),
+        };
+        let mut req = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+        if self.dialect == Dialect::Stomp {
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static("v12.stomp, v11.stomp, v10.stomp"),
+            );
+        }
+        for (k, v) in headers {
+            let v =
+                HeaderValue::from_str(v).map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+            if let Ok(name) =
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+            {
+                req.headers_mut().insert(name, v);
+            }
+        }
+        let (ws, _resp) =
+            tokio_tungstenite::client_async_with_config(req, io, Some(self.ws_config))
+                .await
+                .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+        Ok(ws)
+    }
+}
+
+fn failure_reason(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Url(_) => "url",
+        UpstreamError::Connect { .. } => "connect",
+        UpstreamError::Tls { .. } => "tls",
+        UpstreamError::Handshake(_) => "handshake",
+        UpstreamError::Timeout(_) => "timeout",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socketio_url_gets_engineio_params() {
+        let u = backend_url("ws://127.0.0.1:3000/socket.io", Dialect::Socketio).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket"
+        );
+        let u = backend_url("ws://127.0.0.1:15674/ws", Dialect::Stomp).unwrap();
+        assert_eq!(u.as_str(), "ws://127.0.0.1:15674/ws");
+    }
+}

@@ -1,0 +1,1172 @@
+//! Shared helpers for the integration tests: the real third-party peers under `tests/peers/`
+//! (Socket.IO backend, STOMP and Socket.IO client drivers, RabbitMQ) and the proxy binary.
+//!
+//! Everything listens on 127.0.0.1 only. Every child process runs in its own process group
+//! and is killed with it when its handle drops; its stderr (and a copy of its stdout) goes to
+//! `target/test-logs/<test binary>-<name>-<n>.log`.
+//!
+//! Use from a test file with `mod common;`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+// ---------------------------------------------------------------------------------------------
+
+/// The crate root (where Cargo.toml is).
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `tests/peers`: package.json, the Node scripts, `rabbitmq/`.
+pub fn peers_dir() -> PathBuf {
+    repo_dir().join("tests").join("peers")
+}
+
+/// Cargo's target directory, found from the running test binary
+/// (`<target>/<profile>/deps/<bin>`), so `CARGO_TARGET_DIR` is honoured.
+pub fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| repo_dir().join("target"))
+}
+
+/// `target/test-logs/`, created on first use.
+pub fn log_dir() -> PathBuf {
+    let d = target_dir().join("test-logs");
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
+    d
+}
+
+fn test_binary_name() -> String {
+    let stem = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "test".into());
+    // Cargo names test binaries `<name>-<16 hex>`: drop the hash.
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name.into()
+        }
+        _ => stem,
+    }
+}
+
+static LOG_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh log file path `target/test-logs/<test binary>-<name>-<pid>-<n>.log`.
+pub fn new_log_path(name: &str) -> PathBuf {
+    let n = LOG_SEQ.fetch_add(1, Ordering::Relaxed);
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    log_dir().join(format!(
+        "{}-{safe}-{}-{n}.log",
+        test_binary_name(),
+        std::process::id()
+    ))
+}
+
+/// The last `n` lines of a file (for panic messages).
+pub fn tail(path: &Path, n: usize) -> String {
+    let s = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn env_is_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| !v.is_empty() && v != "0" && v != "false")
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// npm
+// ---------------------------------------------------------------------------------------------
+
+const NPM_STAMP: &str = ".switchboard-lock-sha256";
+
+fn lock_hash() -> String {
+    let lock = peers_dir().join("package-lock.json");
+    let out = Command::new("sha256sum")
+        .arg(&lock)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run sha256sum {}: {e}", lock.display()));
+    assert!(
+        out.status.success(),
+        "sha256sum {} failed: {}",
+        lock.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn npm_up_to_date(hash: &str) -> bool {
+    let stamp = peers_dir().join("node_modules").join(NPM_STAMP);
+    std::fs::read_to_string(stamp)
+        .map(|s| s.trim() == hash)
+        .unwrap_or(false)
+}
+
+struct LockDir(PathBuf);
+impl Drop for LockDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes sure `tests/peers/node_modules` matches `package-lock.json`, running
+/// `npm ci --no-audit --no-fund` at most once even when several test binaries start at the same
+/// time (an atomic `mkdir` lock in the target dir plus a stamp file in `node_modules` holding the
+/// lock file's SHA-256; `tests/run.sh` writes the same stamp).
+pub fn ensure_npm() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(ensure_npm_inner);
+}
+
+fn ensure_npm_inner() {
+    let hash = lock_hash();
+    if npm_up_to_date(&hash) {
+        return;
+    }
+    let lock_path = target_dir().join("npm-install.lock");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match std::fs::create_dir(&lock_path) {
+            Ok(()) => {
+                let _guard = LockDir(lock_path.clone());
+                let _ =
+                    std::fs::write(lock_path.join("owner"), format!("{}\n", std::process::id()));
+                if npm_up_to_date(&hash) {
+                    return;
+                }
+                let log = new_log_path("npm-ci");
+                let logf = File::create(&log)
+                    .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+                let status = Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(peers_dir())
+                    .stdin(Stdio::null())
+                    .stdout(logf.try_clone().expect("clone log file"))
+                    .stderr(logf)
+                    .status()
+                    .unwrap_or_else(|e| panic!("cannot run npm (is Node.js installed? tests/run.sh installs everything): {e}"));
+                assert!(
+                    status.success(),
+                    "npm ci in {} failed ({status}); log {}:\n{}",
+                    peers_dir().display(),
+                    log.display(),
+                    tail(&log, 40)
+                );
+                let stamp = peers_dir().join("node_modules").join(NPM_STAMP);
+                std::fs::write(&stamp, format!("{hash}\n"))
+                    .unwrap_or_else(|e| panic!("cannot write {}: {e}", stamp.display()));
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Another test binary is installing; a lock older than 10 minutes is stale.
+                let stale = std::fs::metadata(&lock_path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|age| age > Duration::from_secs(600));
+                if stale {
+                    let _ = std::fs::remove_dir_all(&lock_path);
+                    continue;
+                }
+                if npm_up_to_date(&hash) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for the npm lock {}",
+                    lock_path.display()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot create lock dir {}: {e}", lock_path.display()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------------------------
+
+static HANDED_OUT: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+
+/// A free TCP port on 127.0.0.1 (bound then released; never the same one twice in a process).
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local_addr").port();
+        let (word, bit) = (usize::from(port) / 64, u64::from(port) % 64);
+        let prev = HANDED_OUT[word].fetch_or(1 << bit, Ordering::Relaxed);
+        if prev & (1 << bit) == 0 {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`; false on timeout.
+pub async fn wait_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Blocking form of [`wait_port`], for sync set-up code.
+pub fn wait_port_blocking(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+/// Sends `SIG<sig>` to a process group (`sig` like "TERM", "KILL"). Uses the shell's `kill`
+/// builtin, so procps need not be installed.
+pub fn signal_group(pgid: u32, sig: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("kill -{sig} -{pgid} 2>/dev/null")])
+        .stdin(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Sends `SIG<sig>` to one process.
+pub fn signal_pid(pid: u32, sig: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {pid} 2>/dev/null")])
+        .stdin(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A child process in its own process group. Its stdout lines arrive on a channel (and are
+/// copied to the log file with a `[stdout] ` prefix); stderr goes to the log file. Drop sends
+/// SIGTERM to the group, then SIGKILL after 3 s.
+pub struct Child {
+    name: String,
+    proc: std::process::Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<String>,
+    log_path: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Child {
+    /// Spawns `cmd` (stdin closed).
+    pub fn spawn(name: &str, cmd: Command) -> Child {
+        Self::spawn_inner(name, cmd, false)
+    }
+
+    /// Spawns `cmd` with a piped stdin (see [`Child::take_stdin`]).
+    pub fn spawn_with_stdin(name: &str, cmd: Command) -> Child {
+        Self::spawn_inner(name, cmd, true)
+    }
+
+    fn spawn_inner(name: &str, mut cmd: Command, piped_stdin: bool) -> Child {
+        let log_path = new_log_path(name);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log_path.display()));
+        let _ = writeln!(&log, "# {name}: {cmd:?}");
+        cmd.process_group(0)
+            .stdin(if piped_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().expect("clone log file"));
+        let mut proc = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {name} ({cmd:?}): {e}"));
+        let stdout = proc.stdout.take().expect("piped stdout");
+        let stdin = proc.stdin.take();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut copy = log;
+        std::thread::Builder::new()
+            .name(format!("{name}-stdout"))
+            .spawn(move || {
+                let mut r = BufReader::new(stdout);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let line = String::from_utf8_lossy(&buf)
+                                .trim_end_matches(['\r', '\n'])
+                                .to_string();
+                            let _ = writeln!(copy, "[stdout] {line}");
+                            let _ = tx.send(line);
+                        }
+                    }
+                }
+            })
+            .expect("spawn stdout reader thread");
+        Child {
+            name: name.into(),
+            proc,
+            stdin,
+            lines: rx,
+            log_path,
+            status: None,
+        }
+    }
+
+    /// The process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// The name given at spawn.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where stderr (and a copy of stdout) goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        tail(&self.log_path, n)
+    }
+
+    /// The piped stdin, once (only for [`Child::spawn_with_stdin`]).
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
+    /// Stop delivering stdout lines (they still go to the log). For chatty processes whose
+    /// output no test reads.
+    pub fn discard_lines(&mut self) {
+        self.lines.close();
+        while self.lines.try_recv().is_ok() {}
+    }
+
+    /// The next stdout line, or None on timeout or when stdout closed.
+    pub async fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        tokio::time::timeout(timeout, self.lines.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Blocking form of [`Child::next_line`] (polls; usable inside a runtime).
+    pub fn next_line_blocking(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.lines.try_recv() {
+                Ok(l) => return Some(l),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Blocks until a stdout line matches `pred`; panics (with the log tail) on timeout or exit.
+    pub fn wait_line_blocking(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_line_blocking(left) {
+                Some(l) if pred(&l) => return l,
+                Some(_) => {}
+                None => {
+                    let exited = self.try_wait();
+                    panic!(
+                        "{}: no matching stdout line within {timeout:?} (exited: {exited:?}); log {}:\n{}",
+                        self.name,
+                        self.log_path.display(),
+                        self.log_tail(40)
+                    )
+                }
+            }
+        }
+    }
+
+    /// SIGTERM, SIGINT, ... to the process itself.
+    pub fn signal(&self, sig: &str) -> bool {
+        signal_pid(self.pid(), sig)
+    }
+
+    /// SIGTERM, SIGKILL, ... to its whole process group.
+    pub fn signal_group(&self, sig: &str) -> bool {
+        signal_group(self.pid(), sig)
+    }
+
+    /// The exit status if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.proc.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn wait_exit_blocking(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM to the group, SIGKILL after 3 s; waits for the process. What Drop does.
+    pub fn kill(&mut self) {
+        self.stdin = None;
+        let pgid = self.pid();
+        if self.try_wait().is_none() {
+            signal_group(pgid, "TERM");
+            if self.wait_exit_blocking(Duration::from_secs(3)).is_none() {
+                signal_group(pgid, "KILL");
+                self.status = self.proc.wait().ok();
+            }
+        }
+        // Stragglers of the group (the leader is gone).
+        signal_group(pgid, "KILL");
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `node <script>` command run in `tests/peers` (after [`ensure_npm`]).
+pub fn node_command(script: &str) -> Command {
+    ensure_npm();
+    let mut cmd = Command::new("node");
+    cmd.arg(script).current_dir(peers_dir());
+    cmd
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON-lines drivers
+// ---------------------------------------------------------------------------------------------
+
+/// A `stomp_driver.js` or `sio_driver.js` process: commands in, events out, one JSON object a
+/// line (see the scripts' headers for the protocol).
+pub struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    backlog: VecDeque<Value>,
+    recent: VecDeque<Value>,
+}
+
+const RECENT: usize = 40;
+
+impl Driver {
+    /// `node stomp_driver.js`, ready.
+    pub async fn stomp() -> Driver {
+        Self::spawn("stomp_driver.js").await
+    }
+
+    /// `node sio_driver.js`, ready.
+    pub async fn sio() -> Driver {
+        Self::spawn("sio_driver.js").await
+    }
+
+    /// Any driver script in `tests/peers`; waits for `{"ev":"ready"}`.
+    pub async fn spawn(script: &str) -> Driver {
+        let name = script.trim_end_matches(".js");
+        let mut child = Child::spawn_with_stdin(name, node_command(script));
+        let stdin = child.take_stdin().expect("driver stdin");
+        let mut d = Driver {
+            child,
+            stdin,
+            backlog: VecDeque::new(),
+            recent: VecDeque::new(),
+        };
+        d.expect(Duration::from_secs(20), |v| v["ev"] == "ready")
+            .await;
+        d
+    }
+
+    /// Sends one command (`{"op":..., "c":...}`).
+    pub async fn send(&mut self, cmd: Value) {
+        let mut line = serde_json::to_string(&cmd).expect("serialize command");
+        line.push('\n');
+        if let Err(e) = self
+            .stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| self.stdin.flush())
+        {
+            let exited = self.child.try_wait();
+            panic!(
+                "{}: cannot send {line}: {e} (exited: {exited:?}); log {}:\n{}",
+                self.child.name(),
+                self.child.log_path().display(),
+                self.child.log_tail(40)
+            );
+        }
+    }
+
+    fn note(&mut self, v: &Value) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(v.clone());
+    }
+
+    async fn recv(&mut self, timeout: Duration) -> Option<Value> {
+        let line = self.child.next_line(timeout).await?;
+        let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+        self.note(&v);
+        Some(v)
+    }
+
+    /// The first event (backlog first, then new ones) matching `pred`, or None after
+    /// `timeout`. Non-matching events stay in the backlog, in order.
+    pub async fn try_expect(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match self.recv(left).await {
+                Some(v) if pred(&v) => return Some(v),
+                Some(v) => self.backlog.push_back(v),
+                None => {
+                    if self.child.try_wait().is_some() {
+                        return None;
+                    }
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like [`Driver::try_expect`] but panics on timeout, showing the recent events and the
+    /// driver's log.
+    pub async fn expect(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        match self.try_expect(timeout, pred).await {
+            Some(v) => v,
+            None => {
+                let exited = self.child.try_wait();
+                panic!(
+                    "{}: no matching event within {timeout:?} (exited: {exited:?})\nrecent events:\n{}\nlog {}:\n{}",
+                    self.child.name(),
+                    self.recent
+                        .iter()
+                        .map(|v| format!("  {v}"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    self.child.log_path().display(),
+                    self.child.log_tail(30)
+                )
+            }
+        }
+    }
+
+    /// Shorthand: the next event `ev` of client `c`.
+    pub async fn expect_ev(&mut self, timeout: Duration, c: &str, ev: &str) -> Value {
+        self.expect(timeout, |v| v["c"] == c && v["ev"] == ev).await
+    }
+
+    /// Everything in the backlog plus every event that arrives within `dur`; empties the backlog.
+    pub async fn collect(&mut self, dur: Duration) -> Vec<Value> {
+        let mut out: Vec<Value> = self.backlog.drain(..).collect();
+        let deadline = Instant::now() + dur;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.recv(left).await {
+                Some(v) => out.push(v),
+                None => {
+                    if self.child.try_wait().is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Events received but not yet matched.
+    pub fn backlog(&self) -> &VecDeque<Value> {
+        &self.backlog
+    }
+
+    /// The driver process.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.stdin.write_all(b"{\"op\":\"exit\"}\n");
+        let _ = self.stdin.flush();
+        // Child's own Drop then stops the process group.
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket.IO backend
+// ---------------------------------------------------------------------------------------------
+
+/// Starts `node sio_backend.js 0 <args>` (e.g. `&["--secret", "s", "--ping-interval", "300"]`)
+/// and waits for `READY <port>`. Returns the process and its port (http://127.0.0.1:<port>).
+pub fn start_sio_backend(args: &[&str]) -> (Child, u16) {
+    let mut cmd = node_command("sio_backend.js");
+    cmd.arg("0").args(args);
+    let mut child = Child::spawn("sio_backend", cmd);
+    let line = child.wait_line_blocking(Duration::from_secs(20), |l| l.starts_with("READY "));
+    let port: u16 = line["READY ".len()..]
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("bad READY line {line:?}: {e}"));
+    (child, port)
+}
+
+/// `POST /control/emit` on the backend at `port`: emits `event` with `args` to room
+/// `user:<to>` (or everyone when `to` is None) in namespace `/`.
+pub async fn sio_control_emit(port: u16, event: &str, args: Value, to: Option<&str>) -> Value {
+    let mut body = json!({ "event": event, "args": args });
+    if let Some(to) = to {
+        body["to"] = json!(to);
+    }
+    http_json(port, "POST", "/control/emit", Some(body)).await
+}
+
+/// `GET /control/received`: `[{sub, event, args, namespace, id}]`.
+pub async fn sio_control_received(port: u16) -> Vec<Value> {
+    match http_json(port, "GET", "/control/received", None).await {
+        Value::Array(a) => a,
+        other => panic!("unexpected /control/received answer {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP (hand-written HTTP/1.1 client, enough for the admin and control endpoints)
+// ---------------------------------------------------------------------------------------------
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, body). Handles
+/// `Content-Length`, chunked and read-to-close bodies.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    content_type: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    parse_http_response(&raw).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad HTTP response: {:?}", String::from_utf8_lossy(&raw)),
+        )
+    })
+}
+
+fn parse_http_response(raw: &[u8]) -> Option<(u16, String)> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut rest = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let mut chunked = false;
+    let mut len = None;
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+                chunked = true;
+            } else if k == "content-length" {
+                len = v.parse::<usize>().ok();
+            }
+        }
+    }
+    let body = if chunked {
+        let mut out = Vec::new();
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size_str = std::str::from_utf8(&rest[..eol]).ok()?;
+            let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
+            rest = &rest[eol + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(rest.get(..size)?);
+            rest = rest.get(size + 2..).unwrap_or(&[]);
+        }
+        out
+    } else if let Some(n) = len {
+        rest.get(..n)?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// GET `path` on `addr`: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, None, "text/plain").await
+}
+
+/// A JSON request to 127.0.0.1:`port`; panics unless the answer is 2xx JSON.
+pub async fn http_json(port: u16, method: &str, path: &str, body: Option<Value>) -> Value {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let body = body.map(|b| b.to_string());
+    let (status, text) = http_request(addr, method, path, body.as_deref(), "application/json")
+        .await
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"));
+    assert!(
+        (200..300).contains(&status),
+        "{method} http://{addr}{path}: HTTP {status}: {text}"
+    );
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: not JSON ({e}): {text}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// JWT
+// ---------------------------------------------------------------------------------------------
+
+/// An HS256 JWT `{sub, iat, exp: +1h}` signed with `secret` (made by jsonwebtoken in Node).
+pub fn jwt(sub: &str, secret: &str) -> String {
+    jwt_claims(&json!({ "sub": sub }), secret, Some("1h"))
+}
+
+/// An HS256 JWT with arbitrary claims; `expires_in` like "1h", or None for no `exp`
+/// (put `exp` in `claims` yourself for expired tokens).
+pub fn jwt_claims(claims: &Value, secret: &str, expires_in: Option<&str>) -> String {
+    ensure_npm();
+    const JS: &str = "const [c, s, e] = process.argv.slice(1); const o = { algorithm: 'HS256' }; \
+                      if (e) o.expiresIn = e; \
+                      process.stdout.write(require('jsonwebtoken').sign(JSON.parse(c), s, o));";
+    let out = Command::new("node")
+        .args([
+            "-e",
+            JS,
+            &claims.to_string(),
+            secret,
+            expires_in.unwrap_or(""),
+        ])
+        .current_dir(peers_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    assert!(
+        out.status.success(),
+        "jwt signing failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("jwt is ASCII")
+}
+
+// ---------------------------------------------------------------------------------------------
+// RabbitMQ
+// ---------------------------------------------------------------------------------------------
+
+/// Debian's RabbitMQ server script.
+pub const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+
+/// A RabbitMQ node with web-stomp, on free loopback ports, state in a temp dir. Drop runs
+/// `tests/peers/rabbitmq/stop.sh` (graceful stop, then its epmd).
+pub struct Rabbit {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// web-stomp: ws://127.0.0.1:<ws_port>/ws
+    pub ws_port: u16,
+    /// STOMP over TCP.
+    pub stomp_port: u16,
+    /// AMQP 0-9-1.
+    pub amqp_port: u16,
+    /// Erlang distribution.
+    pub dist_port: u16,
+    /// The node's own epmd.
+    pub epmd_port: u16,
+}
+
+impl Rabbit {
+    /// `ws://127.0.0.1:<ws_port>/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.ws_port)
+    }
+
+    /// The state directory (RABBIT_DIR).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log (its console output).
+    pub fn log_path(&self) -> &Path {
+        self.child.log_path()
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("RABBIT_DIR", self.dir.path())
+            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            .env("STOMP_WS_PORT", self.ws_port.to_string())
+            .env("STOMP_PORT", self.stomp_port.to_string())
+            .env("AMQP_PORT", self.amqp_port.to_string())
+            .env("DIST_PORT", self.dist_port.to_string());
+    }
+
+    /// Runs `rabbitmqctl <args>` against this node (slow: ~1 s, it boots an Erlang VM).
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new("bash");
+        cmd.arg(peers_dir().join("rabbitmq").join("ctl.sh"))
+            .args(args)
+            .stdin(Stdio::null());
+        self.env(&mut cmd);
+        cmd.output()
+            .unwrap_or_else(|e| panic!("cannot run ctl.sh: {e}"))
+    }
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        let mut cmd = Command::new("bash");
+        cmd.arg(peers_dir().join("rabbitmq").join("stop.sh"))
+            .env("STOP_TIMEOUT", "10")
+            .stdin(Stdio::null());
+        self.env(&mut cmd);
+        if let Ok(log) = OpenOptions::new().append(true).open(self.child.log_path()) {
+            if let Ok(l2) = log.try_clone() {
+                cmd.stdout(l2);
+            }
+            cmd.stderr(log);
+        }
+        let _ = cmd.status();
+        // then `child` drops: SIGTERM/SIGKILL to whatever is left of the group.
+    }
+}
+
+/// Whether Debian's rabbitmq-server is installed.
+pub fn rabbitmq_installed() -> bool {
+    Path::new(RABBITMQ_SERVER).exists()
+}
+
+/// Starts RabbitMQ (see [`start_rabbitmq_with`]).
+pub fn start_rabbitmq() -> Option<Rabbit> {
+    start_rabbitmq_with(&[])
+}
+
+/// Starts RabbitMQ with web-stomp on free ports and waits (up to 120 s) until its web-stomp
+/// and AMQP listeners accept connections (~10 s). `extra_env` goes to start.sh, e.g.
+/// `[("WEB_STOMP_WS_FRAME", "binary")]`.
+///
+/// Returns None (after printing why) when rabbitmq-server is not installed and `CI` is not
+/// set, so a developer without it can still run the other tests; with `CI` set it panics.
+pub fn start_rabbitmq_with(extra_env: &[(&str, &str)]) -> Option<Rabbit> {
+    if !rabbitmq_installed() {
+        let msg = format!(
+            "{RABBITMQ_SERVER} not found: install Debian's rabbitmq-server (tests/run.sh does)"
+        );
+        if env_is_ci() {
+            panic!("{msg}; CI is set, so RabbitMQ tests may not be skipped");
+        }
+        eprintln!("SKIPPED (RabbitMQ): {msg}");
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("switchboard-rabbit-")
+        .tempdir()
+        .expect("temp dir for RabbitMQ");
+    let (ws_port, stomp_port, amqp_port, dist_port, epmd_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(peers_dir().join("rabbitmq").join("start.sh"))
+        .env("RABBIT_DIR", dir.path())
+        .env("ERL_EPMD_PORT", epmd_port.to_string())
+        .env("STOMP_WS_PORT", ws_port.to_string())
+        .env("STOMP_PORT", stomp_port.to_string())
+        .env("AMQP_PORT", amqp_port.to_string())
+        .env("DIST_PORT", dist_port.to_string())
+        .env_remove("RABBITMQ_ALLOW_INPUT");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = Child::spawn("rabbitmq", cmd);
+    child.discard_lines();
+    let mut rabbit = Rabbit {
+        child,
+        dir,
+        ws_port,
+        stomp_port,
+        amqp_port,
+        dist_port,
+        epmd_port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for port in [ws_port, amqp_port] {
+        loop {
+            if let Some(status) = rabbit.child.try_wait() {
+                panic!(
+                    "RabbitMQ exited early ({status}); log {}:\n{}",
+                    rabbit.log_path().display(),
+                    rabbit.child.log_tail(60)
+                );
+            }
+            if wait_port_blocking(port, Duration::from_millis(250)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "RabbitMQ did not listen on {port} within 120 s; log {}:\n{}",
+                rabbit.log_path().display(),
+                rabbit.child.log_tail(60)
+            );
+        }
+    }
+    Some(rabbit)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy
+// ---------------------------------------------------------------------------------------------
+
+/// The `switchboard` binary run with a config file. Drop stops it (SIGTERM, SIGKILL after 3 s).
+pub struct Proxy {
+    child: Child,
+    admin: SocketAddr,
+    config: tempfile::NamedTempFile,
+}
+
+/// The `listen` address of the `[admin]` table in a TOML config (simple line scan).
+pub fn admin_listen_of(config_toml: &str) -> Option<SocketAddr> {
+    let mut in_admin = false;
+    for line in config_toml.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_admin = l == "[admin]";
+            continue;
+        }
+        if in_admin {
+            if let Some((k, v)) = l.split_once('=') {
+                if k.trim() == "listen" {
+                    let v = v
+                        .split('#')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .trim_matches(|c| c == '"' || c == '\'');
+                    return v.parse().ok();
+                }
+            }
+        }
+    }
+    None
+}
+
+impl Proxy {
+    /// Writes `config_toml` to a temp file, runs `switchboard --config <file>` and waits until
+    /// `GET /readyz` on the `[admin] listen` address (required in the config) answers 200.
+    pub async fn start(config_toml: &str) -> Proxy {
+        Self::start_with(config_toml, &[], &[]).await
+    }
+
+    /// Like [`Proxy::start`]; `args` go before `--config <file>`, `env` is added.
+    pub async fn start_with(config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let admin = admin_listen_of(config_toml).unwrap_or_else(|| {
+            panic!(
+                "the test config must set `listen` under [admin] (use free_port()):\n{config_toml}"
+            )
+        });
+        let mut config = tempfile::Builder::new()
+            .prefix("switchboard-")
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp config file");
+        config
+            .write_all(config_toml.as_bytes())
+            .expect("write config");
+        config.flush().expect("flush config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.args(args)
+            .arg("--config")
+            .arg(config.path())
+            .env("RUST_BACKTRACE", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = Child::spawn("switchboard", cmd);
+        child.discard_lines();
+        let _ = std::fs::copy(config.path(), child.log_path().with_extension("toml"));
+        let mut proxy = Proxy {
+            child,
+            admin,
+            config,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = proxy.child.try_wait() {
+                panic!(
+                    "switchboard exited during start-up ({status}); log {}:\n{}",
+                    proxy.log_path().display(),
+                    proxy.child.log_tail(60)
+                );
+            }
+            if let Ok((200, _)) = http_get(admin, "/readyz").await {
+                return proxy;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "switchboard not ready (GET http://{admin}/readyz != 200) within 20 s; log {}:\n{}",
+                proxy.log_path().display(),
+                proxy.child.log_tail(60)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// The body of `GET /metrics` (panics unless 200).
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.admin, "/metrics")
+            .await
+            .unwrap_or_else(|e| panic!("GET http://{}/metrics: {e}", self.admin));
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// The value of the first sample line of `/metrics` that starts with `series` (a metric
+    /// name, optionally with labels written exactly as the exporter prints them).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let body = self.metrics().await;
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// SIGTERM to the proxy (graceful shutdown).
+    pub fn terminate(&mut self) {
+        self.child.signal("TERM");
+    }
+
+    /// Waits up to `timeout` for the proxy to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.child.wait_exit(timeout).await
+    }
+
+    /// The proxy's log (stderr and stdout).
+    pub fn log_path(&self) -> &Path {
+        self.child.log_path()
+    }
+
+    /// The config file it runs with.
+    pub fn config_path(&self) -> &Path {
+        self.config.path()
+    }
+
+    /// The process.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
