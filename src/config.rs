@@ -49,7 +49,7 @@ fn format_invalid(key: &str, line: &Option<usize>, reason: &str) -> String {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The admin listener.
@@ -63,18 +63,6 @@ pub struct Config {
     /// Routes; several may share a `listen` address with different paths.
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            admin: Admin::default(),
-            limits: Limits::default(),
-            shutdown: Shutdown::default(),
-            log: Log::default(),
-            routes: Vec::new(),
-        }
-    }
 }
 
 /// `[admin]`: serves `/metrics`, `/healthz`, `/readyz`.
@@ -238,6 +226,10 @@ pub struct Upstream {
     /// STOMP upstream: the `host` header (virtual host).
     #[serde(default)]
     pub vhost: Option<String>,
+    /// STOMP upstream: `auto` or `client-individual` (each message acked: by the STOMP
+    /// client's own ACK, or by the proxy once delivered to other dialects).
+    #[serde(default = "default_ack_mode")]
+    pub ack_mode: String,
     /// How the client's credentials are presented upstream.
     #[serde(default)]
     pub credentials: UpstreamCredentials,
@@ -338,6 +330,11 @@ pub struct MapRule {
     /// with the id carried in the payload's argument list instead of the name.
     #[serde(default)]
     pub upstream_args: Vec<String>,
+    /// Deliveries on this rule's subscriptions name their event after the single top-level
+    /// key of the JSON body and carry that key's value (`{"message":{..}}` → event
+    /// `message` with `{..}`), as STOMP backends that key events by name send them.
+    #[serde(default)]
+    pub event_from_key: bool,
 }
 
 fn default_connect_timeout() -> u64 {
@@ -345,6 +342,9 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_ack_timeout() -> u64 {
     10_000
+}
+fn default_ack_mode() -> String {
+    "auto".into()
 }
 fn default_namespace() -> String {
     "/".into()
@@ -496,6 +496,12 @@ impl Config {
                     "must be `passcode`, `authorization` or `none`".into(),
                 ));
             }
+            if !matches!(r.upstream.ack_mode.as_str(), "auto" | "client-individual") {
+                return Err(bad(
+                    k("upstream.ack_mode"),
+                    "must be `auto` or `client-individual`".into(),
+                ));
+            }
             if !r.upstream.namespace.starts_with('/') {
                 return Err(bad(k("upstream.namespace"), "must start with `/`".into()));
             }
@@ -597,7 +603,7 @@ fn expand_parent(segs: &[String], counters: &HashMap<String, usize>) -> Vec<Stri
         prefix.push_str(s);
         if i < last
             && let Some(c) = counters.get(&prefix)
-            && !segs.get(i + 1).is_some_and(|n| n.parse::<usize>().is_ok())
+            && segs.get(i + 1).is_none_or(|n| n.parse::<usize>().is_err())
         {
             out.push(c.saturating_sub(1).to_string());
         }

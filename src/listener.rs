@@ -225,6 +225,21 @@ pub type OnUpgrade = Box<
 >;
 
 impl Upgrader {
+    /// Spawn a session task that is not a WebSocket upgrade (an Engine.IO long-polling
+    /// session): it is tracked for the drain and holds this connection's permit.
+    pub fn spawn_session<F, Fut>(&self, start: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let permit = self.permit.clone();
+        let fut = start(self.shutdown.clone());
+        self.tracker.spawn(async move {
+            let _permit = permit;
+            fut.await;
+        });
+    }
+
     /// Answer `101` and spawn the session once hyper hands over the connection. `custom`
     /// replaces the route's default session (Engine.IO uses it).
     pub fn upgrade(

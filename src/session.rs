@@ -246,7 +246,7 @@ enum Ev {
     DownGone,
     Up(Option<Result<WsMsg, LinkError>>),
     UpGone,
-    Dialed(Result<Ws, UpstreamError>),
+    Dialed(Box<Result<Ws, UpstreamError>>),
     Tick,
 }
 
@@ -381,7 +381,7 @@ impl Session {
                 biased;
                 _ = shutdown.cancelled(), if !self.shutting => Ev::Shutdown,
                 _ = self.down.outbound.closed() => Ev::DownGone,
-                r = dialing(&mut self.dialing) => Ev::Dialed(r),
+                r = dialing(&mut self.dialing) => Ev::Dialed(Box::new(r)),
                 m = self.down.inbound.next(), if down_ready => Ev::Down(m),
                 e = up_next(&mut self.up, up_ready) => e,
                 _ = tokio::time::sleep_until(deadline) => Ev::Tick,
@@ -434,7 +434,7 @@ impl Session {
                     }
                     self.apply_client(out).await;
                 }
-                Ev::Dialed(r) => self.on_dialed(r).await,
+                Ev::Dialed(r) => self.on_dialed(*r).await,
                 Ev::Tick => self.on_tick().await,
             }
         }

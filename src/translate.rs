@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::config::MapRule;
 use crate::dialect::Dialect;
-use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind, SubId};
+use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind, Payload, SubId};
 
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +150,7 @@ struct Rule {
     client: Template,
     upstream: Template,
     upstream_args: Vec<Template>,
+    event_from_key: bool,
 }
 
 /// Whether a name is used to subscribe or to publish (dialects like STOMP name them apart).
@@ -190,6 +191,7 @@ impl Mapping {
                         .iter()
                         .map(|a| Template::parse(a))
                         .collect::<Result<_, String>>()?,
+                    event_from_key: r.event_from_key,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -200,8 +202,9 @@ impl Mapping {
         })
     }
 
-    /// Map a downstream name to (upstream name, leading args as JSON strings).
-    fn to_upstream(&self, name: &str, use_: Use) -> Option<(String, Vec<Bytes>)> {
+    /// Map a downstream name to (upstream name, leading args as JSON strings, whether the
+    /// event is named by the body's key).
+    fn to_upstream(&self, name: &str, use_: Use) -> Option<(String, Vec<Bytes>, bool)> {
         for r in self.rules.iter() {
             if let Some(caps) = r.client.matches(name) {
                 let up = r.upstream.fill(&caps)?;
@@ -210,7 +213,7 @@ impl Mapping {
                     .iter()
                     .map(|a| a.fill(&caps).map(|s| json_str(&s)))
                     .collect::<Option<Vec<_>>>()?;
-                return Some((up, args));
+                return Some((up, args, r.event_from_key));
             }
         }
         let neutral = default_template(self.down, use_)
@@ -221,7 +224,7 @@ impl Mapping {
         let up = Template::parse(default_template(self.up, use_).first()?)
             .ok()?
             .fill(&caps)?;
-        Some((up, Vec::new()))
+        Some((up, Vec::new(), false))
     }
 
     /// Map an upstream name back to the downstream name (for deliveries without a
@@ -254,6 +257,7 @@ struct SubEntry {
     down_channel: Bytes,
     up_channel: Bytes,
     up_args: Vec<Bytes>,
+    event_from_key: bool,
 }
 
 /// One session's translator: the route's mapping plus this session's subscriptions.
@@ -278,15 +282,15 @@ impl Translator {
         match op {
             ClientOp::Subscribe { sub, channel } => {
                 let name = utf8(&channel)?;
-                let (up, args) =
-                    self.mapping
-                        .to_upstream(name, Use::Subscribe)
-                        .ok_or_else(|| {
-                            ErrorInfo::new(
-                                ErrorKind::Untranslatable,
-                                format!("no route for destination {name}"),
-                            )
-                        })?;
+                let (up, args, event_from_key) = self
+                    .mapping
+                    .to_upstream(name, Use::Subscribe)
+                    .ok_or_else(|| {
+                        ErrorInfo::new(
+                            ErrorKind::Untranslatable,
+                            format!("no route for destination {name}"),
+                        )
+                    })?;
                 let up = Bytes::from(up);
                 self.subs.insert(
                     sub,
@@ -294,6 +298,7 @@ impl Translator {
                         down_channel: channel,
                         up_channel: up.clone(),
                         up_args: args,
+                        event_from_key,
                     },
                 );
                 Ok(ClientOp::Subscribe { sub, channel: up })
@@ -310,15 +315,15 @@ impl Translator {
                 reply,
             } => {
                 let name = utf8(&channel)?;
-                let (up, mut rule_args) =
-                    self.mapping
-                        .to_upstream(name, Use::Publish)
-                        .ok_or_else(|| {
-                            ErrorInfo::new(
-                                ErrorKind::Untranslatable,
-                                format!("no route for destination {name}"),
-                            )
-                        })?;
+                let (up, mut rule_args, _) = self
+                    .mapping
+                    .to_upstream(name, Use::Publish)
+                    .ok_or_else(|| {
+                        ErrorInfo::new(
+                            ErrorKind::Untranslatable,
+                            format!("no route for destination {name}"),
+                        )
+                    })?;
                 rule_args.extend(args);
                 Ok(ClientOp::Publish {
                     channel: Bytes::from(up),
@@ -351,6 +356,11 @@ impl Translator {
                 ..
             } => {
                 if let Some(e) = self.subs.get(&sub) {
+                    let (event, payload) = if e.event_from_key {
+                        keyed(event, payload)
+                    } else {
+                        (event, payload)
+                    };
                     out.push(BackendEvent::Message {
                         sub: Some(sub),
                         channel: e.down_channel.clone(),
@@ -384,15 +394,20 @@ impl Translator {
                     .collect();
                 matched.sort_by_key(|(id, _)| *id);
                 for (id, e) in matched {
+                    let (event, payload) = if e.event_from_key {
+                        keyed(event.clone(), payload.clone())
+                    } else {
+                        (event.clone(), payload.clone())
+                    };
                     out.push(BackendEvent::Message {
                         sub: Some(id),
                         channel: e.down_channel.clone(),
-                        event: event.clone(),
+                        event,
                         args: args
                             .get(e.up_args.len()..)
                             .map(<[Bytes]>::to_vec)
                             .unwrap_or_default(),
-                        payload: payload.clone(),
+                        payload,
                         ack: ack.clone(),
                     });
                 }
@@ -415,6 +430,26 @@ impl Translator {
             }
             other => out.push(other),
         }
+    }
+}
+
+/// `{"message":{..}}` → (event `message`, payload `{..}`), zero copy. Bodies that are not a
+/// one-key object pass unchanged.
+fn keyed(event: Option<Bytes>, payload: Payload) -> (Option<Bytes>, Payload) {
+    if payload.kind != crate::frame::PayloadKind::Json {
+        return (event, payload);
+    }
+    let parsed: Result<HashMap<std::borrow::Cow<'_, str>, &serde_json::value::RawValue>, _> =
+        serde_json::from_slice(&payload.data);
+    match parsed {
+        Ok(map) if map.len() == 1 => match map.into_iter().next() {
+            Some((k, v)) => {
+                let value = payload.data.slice_ref(v.get().as_bytes());
+                (Some(Bytes::from(k.into_owned())), Payload::json(value))
+            }
+            None => (event, payload),
+        },
+        _ => (event, payload),
     }
 }
 
@@ -445,6 +480,7 @@ mod tests {
                 client: (*c).into(),
                 upstream: (*u).into(),
                 upstream_args: a.iter().map(|s| (*s).to_owned()).collect(),
+                event_from_key: false,
             })
             .collect();
         Mapping::new(&rules, Dialect::Stomp, Dialect::Socketio).unwrap()
@@ -589,6 +625,57 @@ mod tests {
         }
         assert_eq!(out.len(), 1);
         assert!(matches!(&out[0], BackendEvent::Message { args, .. } if args.is_empty()));
+    }
+
+    #[test]
+    fn event_named_by_body_key() {
+        let rules = vec![MapRule {
+            client: "conversation:{id}".into(),
+            upstream: "/v1/topic/conversation/{id}".into(),
+            upstream_args: vec![],
+            event_from_key: true,
+        }];
+        let mut t =
+            Translator::new(Mapping::new(&rules, Dialect::Socketio, Dialect::Stomp).unwrap());
+        let op = t
+            .down_op(ClientOp::Subscribe {
+                sub: 1,
+                channel: Bytes::from("conversation:7"),
+            })
+            .unwrap();
+        assert_eq!(
+            op,
+            ClientOp::Subscribe {
+                sub: 1,
+                channel: Bytes::from("/v1/topic/conversation/7")
+            }
+        );
+        let body = Bytes::from(r#"{"read":{"userId":"u"}}"#);
+        let mut out = Vec::new();
+        t.up_event(
+            BackendEvent::Message {
+                sub: Some(1),
+                channel: Bytes::from("/v1/topic/conversation/7"),
+                event: None,
+                args: vec![],
+                payload: Payload::json(body.clone()),
+                ack: None,
+            },
+            &mut out,
+        );
+        let BackendEvent::Message {
+            event,
+            payload,
+            channel,
+            ..
+        } = &out[0]
+        else {
+            panic!()
+        };
+        assert_eq!(event.as_deref(), Some(&b"read"[..]));
+        assert_eq!(payload.data, r#"{"userId":"u"}"#);
+        assert_eq!(channel, "conversation:7");
+        assert!(body.as_ptr() <= payload.data.as_ptr());
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //   {"op":"raw","c","url","protocols"?:[..],"wsHeaders"?:{},"frames":["CONNECT\n...\u0000", ...]}
 //        bare ws connection; each frame is sent as a text message ({"$bin":base64} = binary)
 //   {"op":"raw_send","c","frames":[...]}        more frames on an open raw connection
-//   {"op":"raw_close","c","code"?,"reason"?}
+//   {"op":"raw_close","c","code"?,"reason"?}    closing handshake (ws waits up to 30 s for the peer)
+//   {"op":"raw_terminate","c"}                  destroy the socket at once (close event 1006)
 //   {"op":"exit"}
 // Events:
 //   {"ev":"ready"}
@@ -259,6 +260,7 @@ function handle(cmd) {
       else ws.close();
       return;
     }
+    case 'raw_terminate': return void rawOf(cmd).terminate();
     case 'exit': return exit(0);
     default: throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
   }

@@ -582,6 +582,7 @@ impl ClientRole for SocketioClient {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -1,45 +1,854 @@
-//! The STOMP client role (in progress).
-use std::time::Instant;
+//! The STOMP client role: the proxy plays a STOMP 1.2 client (1.0/1.1 accepted) toward a
+//! broker.
+//!
+//! Owns: CONNECT with the client's credentials as the route says, heart-beat negotiation,
+//! subscription ids, receipts correlated to replies and subscriptions (with timeouts),
+//! ACK/NACK in client ack mode, and turning broker ERROR frames into neutral errors.
+//!
+//! Must not touch: I/O, timers, naming (destinations arrive already translated).
 
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
 use crate::config::Route;
-use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg};
-use crate::frame::{BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind};
+use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg, stat};
+use crate::frame::{
+    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
+};
 
-/// Settings.
-#[derive(Debug, Clone, Default)]
-pub struct Settings;
+/// Where a client's bearer token goes in the broker's CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAs {
+    /// `passcode:<token>` (with `login` if one is configured).
+    Passcode,
+    /// `Authorization:Bearer <token>`.
+    Authorization,
+    /// Not sent.
+    None,
+}
+
+/// Settings of the STOMP client role, from `[route.upstream]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The CONNECT `host` header.
+    pub host: String,
+    /// Heart-beat we offer: (send every, expect every) in ms.
+    pub heartbeat: (u64, u64),
+    /// Where a bearer token goes.
+    pub token_as: TokenAs,
+    /// Fixed login when the client gave none.
+    pub login: Option<String>,
+    /// Fixed passcode when the client gave none.
+    pub passcode: Option<String>,
+    /// `client-individual` subscriptions (messages acked explicitly) instead of `auto`.
+    pub client_ack: bool,
+    /// Ack each delivered message as soon as it is handed downstream (downstreams that
+    /// cannot ack themselves).
+    pub ack_on_delivery: bool,
+    /// Receipts fail after this long; also bounds the wait for CONNECTED.
+    pub receipt_timeout: Duration,
+    /// Frame limits.
+    pub limits: Limits,
+    /// Most operations held while CONNECT is in flight.
+    pub max_queued_ops: usize,
+}
+
 impl Settings {
-    /// From a route.
-    pub fn from_route(_r: &Route) -> Self {
-        Self
+    /// Settings for a route's upstream.
+    pub fn from_route(r: &Route) -> Self {
+        let up = &r.upstream;
+        let host = up
+            .vhost
+            .clone()
+            .or_else(|| {
+                url::Url::parse(&up.url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+            })
+            .unwrap_or_else(|| "/".into());
+        let token_as = match up.credentials.token_as.as_deref() {
+            Some("authorization") => TokenAs::Authorization,
+            Some("none") => TokenAs::None,
+            _ => TokenAs::Passcode,
+        };
+        Self {
+            host,
+            heartbeat: up.heartbeat_ms,
+            token_as,
+            login: up.credentials.login.clone(),
+            passcode: up.credentials.passcode.clone(),
+            client_ack: up.ack_mode == "client-individual",
+            ack_on_delivery: r.client != crate::dialect::Dialect::Stomp,
+            receipt_timeout: Duration::from_millis(up.ack_timeout_ms),
+            limits: Limits {
+                max_frame_size: r.stomp.max_frame_size,
+                ..Limits::default()
+            },
+            max_queued_ops: 1024,
+        }
     }
 }
-/// The STOMP client role.
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: "/".into(),
+            heartbeat: (10_000, 10_000),
+            token_as: TokenAs::Passcode,
+            login: None,
+            passcode: None,
+            client_ack: false,
+            ack_on_delivery: false,
+            receipt_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+            max_queued_ops: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Connected,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Reply(ReplyId),
+    Subscribe(SubId),
+}
+
+/// The STOMP client role of one session.
 #[derive(Debug)]
-pub struct StompClient;
-impl StompClient {
-    /// New.
-    pub fn new(_s: Settings, _c: Credentials) -> Self {
-        Self
-    }
+pub struct StompClient {
+    settings: Settings,
+    credentials: Credentials,
+    state: State,
+    version: Version,
+    decoder: Decoder,
+    keepalive: Keepalive,
+    connect_deadline: Option<Instant>,
+    queued: VecDeque<ClientOp>,
+    next_receipt: u64,
+    pending: HashMap<Bytes, (Pending, Instant)>,
+    copied: u64,
 }
-impl ClientRole for StompClient {
-    fn start(&mut self, _now: Instant, out: &mut ClientOut) {
-        out.events.push(BackendEvent::Error(ErrorInfo::new(
-            ErrorKind::Unavailable,
-            "STOMP upstreams are not implemented yet",
-        )));
+
+impl StompClient {
+    /// A client role that will CONNECT with `credentials`.
+    pub fn new(settings: Settings, credentials: Credentials) -> Self {
+        Self {
+            decoder: Decoder::new(settings.limits.clone()),
+            settings,
+            credentials,
+            state: State::Connecting,
+            version: Version::V1_2,
+            keepalive: Keepalive::default(),
+            connect_deadline: None,
+            queued: VecDeque::new(),
+            next_receipt: 1,
+            pending: HashMap::new(),
+            copied: 0,
+        }
+    }
+
+    fn send(&self, f: &Frame, out: &mut ClientOut) {
+        let bytes = codec::encode_to_bytes(f, self.version);
+        if std::str::from_utf8(&f.body).is_ok() {
+            out.to_backend.push(WsMsg::Text(bytes));
+        } else {
+            out.to_backend.push(WsMsg::Binary(bytes));
+        }
+    }
+
+    fn receipt_id(&mut self, p: Pending, now: Instant) -> Bytes {
+        let id = Bytes::from(format!("sb-{}", self.next_receipt));
+        self.next_receipt += 1;
+        self.pending
+            .insert(id.clone(), (p, now + self.settings.receipt_timeout));
+        id
+    }
+
+    fn fail(&mut self, e: ErrorInfo, out: &mut ClientOut) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.fail_pending(&e, out);
+        out.events.push(BackendEvent::Error(e));
         out.close = Some(Close::normal());
     }
-    fn on_op(&mut self, _op: ClientOp, _now: Instant, _out: &mut ClientOut) {}
-    fn on_backend(&mut self, _msg: WsMsg, _now: Instant, _out: &mut ClientOut) {}
+
+    fn fail_pending(&mut self, e: &ErrorInfo, out: &mut ClientOut) {
+        let mut all: Vec<(Bytes, Pending)> =
+            self.pending.drain().map(|(k, (p, _))| (k, p)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, p) in all {
+            out.events.push(match p {
+                Pending::Reply(id) => BackendEvent::Reply {
+                    id,
+                    result: Err(e.clone()),
+                },
+                Pending::Subscribe(sub) => BackendEvent::SubscribeFailed {
+                    sub,
+                    reason: e.clone(),
+                },
+            });
+        }
+        for op in self.queued.drain(..) {
+            if let ClientOp::Publish {
+                reply: Some(id), ..
+            } = op
+            {
+                out.events.push(BackendEvent::Reply {
+                    id,
+                    result: Err(e.clone()),
+                });
+            }
+        }
+    }
+
+    fn connect_frame(&self) -> Frame {
+        let (cx, cy) = self.settings.heartbeat;
+        let mut f = Frame::new(Command::Connect)
+            .with_header("accept-version", "1.0,1.1,1.2")
+            .with_header("host", self.settings.host.clone())
+            .with_header("heart-beat", format!("{cx},{cy}"));
+        let c = &self.credentials;
+        let s = &self.settings;
+        let mut login = c.login.clone().or_else(|| s.login.clone().map(Bytes::from));
+        let mut passcode = if c.login.is_some() {
+            c.passcode.clone()
+        } else {
+            None
+        };
+        if passcode.is_none() {
+            match (&c.token, s.token_as) {
+                (Some(t), TokenAs::Passcode) if s.passcode.is_none() || c.login.is_some() => {
+                    passcode = Some(t.clone());
+                }
+                (Some(t), TokenAs::Authorization) => {
+                    let mut v = BytesMut::with_capacity(t.len() + 7);
+                    v.extend_from_slice(b"Bearer ");
+                    v.extend_from_slice(t);
+                    f.push_header("Authorization", v.freeze());
+                }
+                _ => {}
+            }
+        }
+        if passcode.is_none() {
+            passcode = s.passcode.clone().map(Bytes::from);
+        }
+        if login.is_none() && passcode.is_some() {
+            login = Some(Bytes::new());
+        }
+        if let Some(l) = login {
+            f.push_header("login", l);
+        }
+        if let Some(p) = passcode {
+            f.push_header("passcode", p);
+        }
+        f
+    }
+
+    fn on_frame(&mut self, f: Frame, now: Instant, out: &mut ClientOut) {
+        match f.command {
+            Command::Connected if self.state == State::Connecting => {
+                self.version = f
+                    .header_str("version")
+                    .and_then(|v| Version::parse(v.as_bytes()))
+                    .unwrap_or(Version::V1_0);
+                self.decoder.set_version(self.version);
+                let (sx, sy) = f
+                    .header_str("heart-beat")
+                    .and_then(|h| h.split_once(','))
+                    .and_then(|(a, b)| {
+                        Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+                    })
+                    .unwrap_or((0, 0));
+                let (cx, cy) = self.settings.heartbeat;
+                let send = (cx != 0 && sy != 0).then(|| cx.max(sy));
+                let recv = (sx != 0 && cy != 0).then(|| sx.max(cy));
+                self.keepalive = Keepalive {
+                    send_every: send.map(Duration::from_millis),
+                    expect_within: recv.map(|ms| Duration::from_millis(ms.saturating_mul(2))),
+                    periodic: false,
+                };
+                self.state = State::Connected;
+                self.connect_deadline = None;
+                out.events.push(BackendEvent::Ready {
+                    session: f.header("session").cloned(),
+                });
+                while let Some(op) = self.queued.pop_front() {
+                    self.on_op(op, now, out);
+                }
+            }
+            Command::Receipt => {
+                let Some(id) = f.header("receipt-id") else {
+                    return;
+                };
+                match self.pending.remove(id) {
+                    Some((Pending::Reply(rid), _)) => out.events.push(BackendEvent::Reply {
+                        id: rid,
+                        result: Ok(None),
+                    }),
+                    Some((Pending::Subscribe(sub), _)) => {
+                        out.events.push(BackendEvent::Subscribed { sub })
+                    }
+                    None => {}
+                }
+            }
+            Command::Message => {
+                let Some(sub) = f
+                    .header_str("subscription")
+                    .and_then(|s| s.strip_prefix("sub-"))
+                    .and_then(|s| s.parse::<SubId>().ok())
+                else {
+                    return;
+                };
+                let channel = f.header("destination").cloned().unwrap_or_default();
+                let ack_token = if self.settings.client_ack {
+                    f.header("ack").or_else(|| f.header("message-id")).cloned()
+                } else {
+                    None
+                };
+                let kind = payload_kind(f.header_str("content-type"), &f.body);
+                if self.settings.ack_on_delivery
+                    && let Some(t) = &ack_token
+                {
+                    let ack = Frame::new(Command::Ack).with_header(self.ack_header(), t.clone());
+                    self.send(&ack, out);
+                }
+                out.events.push(BackendEvent::Message {
+                    sub: Some(sub),
+                    channel,
+                    event: f.header("event").cloned(),
+                    args: Vec::new(),
+                    payload: Payload { data: f.body, kind },
+                    ack: if self.settings.ack_on_delivery {
+                        None
+                    } else {
+                        ack_token
+                    },
+                });
+            }
+            Command::Error => {
+                let message = f
+                    .header("message")
+                    .cloned()
+                    .unwrap_or_else(|| stat("broker error"));
+                let kind = if self.state == State::Connecting {
+                    ErrorKind::Unauthorized
+                } else {
+                    ErrorKind::Protocol
+                };
+                let detail = (!f.body.is_empty()).then(|| Payload::text(f.body.clone()));
+                let info = ErrorInfo {
+                    kind,
+                    message,
+                    detail,
+                };
+                if let Some((p, _)) = f.header("receipt-id").and_then(|r| self.pending.remove(r)) {
+                    out.events.push(match p {
+                        Pending::Reply(id) => BackendEvent::Reply {
+                            id,
+                            result: Err(info.clone()),
+                        },
+                        Pending::Subscribe(sub) => BackendEvent::SubscribeFailed {
+                            sub,
+                            reason: info.clone(),
+                        },
+                    });
+                }
+                self.fail(info, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn ack_header(&self) -> &'static str {
+        if self.version == Version::V1_2 {
+            "id"
+        } else {
+            "message-id"
+        }
+    }
+}
+
+fn payload_kind(content_type: Option<&str>, body: &[u8]) -> PayloadKind {
+    let ct = content_type.map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match ct.as_deref() {
+        Some(c) if c == "application/json" || c.ends_with("+json") => PayloadKind::Json,
+        Some(c) if c.starts_with("text/") => {
+            // Brokers often label JSON as text/plain; deliver it as JSON when it is.
+            if super::server::is_json(body) {
+                PayloadKind::Json
+            } else {
+                PayloadKind::Text
+            }
+        }
+        Some("application/octet-stream") => PayloadKind::Binary,
+        _ if !body.is_empty() && super::server::is_json(body) => PayloadKind::Json,
+        _ if std::str::from_utf8(body).is_ok() => PayloadKind::Text,
+        _ => PayloadKind::Binary,
+    }
+}
+
+fn content_type(kind: PayloadKind) -> &'static str {
+    match kind {
+        PayloadKind::Json => "application/json",
+        PayloadKind::Text => "text/plain;charset=utf-8",
+        PayloadKind::Binary => "application/octet-stream",
+    }
+}
+
+impl ClientRole for StompClient {
+    fn start(&mut self, now: Instant, out: &mut ClientOut) {
+        let f = self.connect_frame();
+        self.send(&f, out);
+        self.connect_deadline = Some(now + self.settings.receipt_timeout);
+        // Until CONNECTED arrives, silence past the deadline means the broker is stuck.
+        self.keepalive = Keepalive {
+            send_every: None,
+            expect_within: Some(self.settings.receipt_timeout),
+            periodic: false,
+        };
+    }
+
+    fn on_op(&mut self, op: ClientOp, now: Instant, out: &mut ClientOut) {
+        match self.state {
+            State::Closed => {
+                if let ClientOp::Publish {
+                    reply: Some(id), ..
+                } = op
+                {
+                    let e = ErrorInfo::new(ErrorKind::Unavailable, "broker connection closed");
+                    out.events.push(BackendEvent::Reply { id, result: Err(e) });
+                }
+                return;
+            }
+            State::Connecting if !matches!(op, ClientOp::Connect { .. }) => {
+                if self.queued.len() >= self.settings.max_queued_ops {
+                    return self.fail(
+                        ErrorInfo::new(
+                            ErrorKind::Limit,
+                            "too many operations before the broker was ready",
+                        ),
+                        out,
+                    );
+                }
+                self.queued.push_back(op);
+                return;
+            }
+            _ => {}
+        }
+        match op {
+            ClientOp::Connect { .. } => {}
+            ClientOp::Subscribe { sub, channel } => {
+                let receipt = self.receipt_id(Pending::Subscribe(sub), now);
+                let f = Frame::new(Command::Subscribe)
+                    .with_header("id", format!("sub-{sub}"))
+                    .with_header("destination", channel)
+                    .with_header(
+                        "ack",
+                        if self.settings.client_ack {
+                            "client-individual"
+                        } else {
+                            "auto"
+                        },
+                    )
+                    .with_header("receipt", receipt);
+                self.send(&f, out);
+            }
+            ClientOp::Unsubscribe { sub } => {
+                let f = Frame::new(Command::Unsubscribe).with_header("id", format!("sub-{sub}"));
+                self.send(&f, out);
+            }
+            ClientOp::Publish {
+                channel,
+                event,
+                args,
+                payload,
+                reply,
+            } => {
+                let (body, kind) = if args.is_empty() {
+                    (payload.data, payload.kind)
+                } else {
+                    let tail = match payload.kind {
+                        PayloadKind::Json => payload.data,
+                        _ => crate::dialect::socketio::packet::json_string(&payload.data),
+                    };
+                    let mut parts: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+                    parts.push(&tail);
+                    let arr = crate::dialect::socketio::packet::build_array(&parts);
+                    self.copied += arr.len() as u64;
+                    (arr, PayloadKind::Json)
+                };
+                let mut f = Frame::new(Command::Send)
+                    .with_header("destination", channel)
+                    .with_header("content-type", content_type(kind))
+                    .with_header("content-length", body.len().to_string());
+                if let Some(e) = event {
+                    f.push_header("event", e);
+                }
+                if let Some(id) = reply {
+                    let r = self.receipt_id(Pending::Reply(id), now);
+                    f.push_header("receipt", r);
+                }
+                let f = f.with_body(body);
+                self.send(&f, out);
+            }
+            ClientOp::Ack { token, positive } => {
+                let f = Frame::new(if positive {
+                    Command::Ack
+                } else {
+                    Command::Nack
+                })
+                .with_header(self.ack_header(), token);
+                self.send(&f, out);
+            }
+            ClientOp::Disconnect => {
+                self.send(&Frame::new(Command::Disconnect), out);
+                self.state = State::Closed;
+                self.fail_pending(
+                    &ErrorInfo::new(ErrorKind::Unavailable, "client disconnected"),
+                    out,
+                );
+                out.close = Some(Close::normal());
+            }
+        }
+    }
+
+    fn on_backend(&mut self, msg: WsMsg, now: Instant, out: &mut ClientOut) {
+        if self.state == State::Closed {
+            return;
+        }
+        let bytes = match msg {
+            WsMsg::Text(b) | WsMsg::Binary(b) => b,
+        };
+        let mut items = Vec::new();
+        let res = self.decoder.decode(bytes, &mut items);
+        self.copied += self.decoder.take_copied_bytes();
+        for item in items {
+            if let Item::Frame(f) = item {
+                self.on_frame(f, now, out);
+            }
+            if self.state == State::Closed {
+                return;
+            }
+        }
+        if let Err(e) = res {
+            self.fail(
+                ErrorInfo::new(ErrorKind::Protocol, format!("bad frame from broker: {e}")),
+                out,
+            );
+        }
+    }
+
     fn keepalive(&self) -> Keepalive {
-        Keepalive::default()
+        self.keepalive
     }
+
     fn heartbeat(&mut self) -> Option<WsMsg> {
-        None
+        (self.state == State::Connected).then(|| WsMsg::Text(stat("\n")))
     }
-    fn on_peer_silent(&mut self, _out: &mut ClientOut) {}
-    fn expire(&mut self, _now: Instant, _out: &mut ClientOut) {}
-    fn on_closed(&mut self, _r: ErrorInfo, _out: &mut ClientOut) {}
+
+    fn on_peer_silent(&mut self, out: &mut ClientOut) {
+        let msg = if self.state == State::Connecting {
+            "broker did not answer CONNECT in time"
+        } else {
+            "broker heart-beat timeout"
+        };
+        self.fail(ErrorInfo::new(ErrorKind::Timeout, msg), out);
+    }
+
+    fn expire(&mut self, now: Instant, out: &mut ClientOut) {
+        let mut late: Vec<Bytes> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        late.sort();
+        for k in late {
+            let Some((p, _)) = self.pending.remove(&k) else {
+                continue;
+            };
+            let e = ErrorInfo::new(ErrorKind::Timeout, "broker did not send a RECEIPT in time");
+            out.events.push(match p {
+                Pending::Reply(id) => BackendEvent::Reply { id, result: Err(e) },
+                Pending::Subscribe(sub) => BackendEvent::SubscribeFailed { sub, reason: e },
+            });
+        }
+    }
+
+    fn on_closed(&mut self, reason: ErrorInfo, out: &mut ClientOut) {
+        self.state = State::Closed;
+        self.fail_pending(&reason, out);
+    }
+
+    fn take_copied(&mut self) -> u64 {
+        std::mem::take(&mut self.copied)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn s(m: &WsMsg) -> String {
+        String::from_utf8(m.bytes().to_vec()).unwrap()
+    }
+    fn txt(s: &str) -> WsMsg {
+        WsMsg::Text(Bytes::from(s.to_owned()))
+    }
+
+    fn connected(settings: Settings, creds: Credentials) -> (StompClient, String) {
+        let mut c = StompClient::new(settings, creds);
+        let mut out = ClientOut::default();
+        c.start(Instant::now(), &mut out);
+        let connect = s(&out.to_backend[0]);
+        let mut out = ClientOut::default();
+        c.on_backend(txt("CONNECTED\nversion:1.2\nheart-beat:4000,4000\nsession:b-1\nserver:RabbitMQ/3.10.8\n\n\0"), Instant::now(), &mut out);
+        assert_eq!(
+            out.events,
+            vec![BackendEvent::Ready {
+                session: Some(Bytes::from("b-1"))
+            }]
+        );
+        (c, connect)
+    }
+
+    #[test]
+    fn connect_carries_token_as_passcode_or_authorization() {
+        let creds = Credentials {
+            token: Some(Bytes::from("tok")),
+            ..Default::default()
+        };
+        let (_, f) = connected(
+            Settings {
+                login: Some("svc".into()),
+                ..Default::default()
+            },
+            creds.clone(),
+        );
+        assert_eq!(
+            f,
+            "CONNECT\naccept-version:1.0,1.1,1.2\nhost:/\nheart-beat:10000,10000\nlogin:svc\npasscode:tok\n\n\0"
+        );
+        let (_, f) = connected(
+            Settings {
+                token_as: TokenAs::Authorization,
+                login: Some("guest".into()),
+                passcode: Some("guest".into()),
+                ..Default::default()
+            },
+            creds,
+        );
+        assert_eq!(
+            f,
+            "CONNECT\naccept-version:1.0,1.1,1.2\nhost:/\nheart-beat:10000,10000\nAuthorization:Bearer tok\nlogin:guest\npasscode:guest\n\n\0"
+        );
+        let creds = Credentials {
+            login: Some(Bytes::from("ann")),
+            passcode: Some(Bytes::from("pw")),
+            ..Default::default()
+        };
+        let (_, f) = connected(Settings::default(), creds);
+        assert!(f.contains("login:ann\npasscode:pw\n"));
+    }
+
+    #[test]
+    fn heartbeat_negotiated_from_connected() {
+        let (c, _) = connected(Settings::default(), Credentials::default());
+        assert_eq!(
+            c.keepalive().send_every,
+            Some(Duration::from_millis(10_000))
+        );
+        assert_eq!(
+            c.keepalive().expect_within,
+            Some(Duration::from_millis(20_000))
+        );
+    }
+
+    #[test]
+    fn subscribe_confirmed_by_receipt_and_message_delivered() {
+        let (mut c, _) = connected(Settings::default(), Credentials::default());
+        let now = Instant::now();
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Subscribe {
+                sub: 3,
+                channel: Bytes::from("/topic/a"),
+            },
+            now,
+            &mut out,
+        );
+        assert_eq!(
+            s(&out.to_backend[0]),
+            "SUBSCRIBE\nid:sub-3\ndestination:/topic/a\nack:auto\nreceipt:sb-1\n\n\0"
+        );
+        let mut out = ClientOut::default();
+        c.on_backend(txt("RECEIPT\nreceipt-id:sb-1\n\n\0MESSAGE\nsubscription:sub-3\nmessage-id:m1\ndestination:/topic/a\ncontent-type:application/json\ncontent-length:7\n\n{\"a\":1}\0"), now, &mut out);
+        assert_eq!(out.events[0], BackendEvent::Subscribed { sub: 3 });
+        assert!(
+            matches!(&out.events[1], BackendEvent::Message { sub: Some(3), payload, .. } if payload.data == "{\"a\":1}" && payload.kind == PayloadKind::Json)
+        );
+    }
+
+    #[test]
+    fn publish_receipt_and_error_correlate() {
+        let (mut c, _) = connected(Settings::default(), Credentials::default());
+        let now = Instant::now();
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                channel: Bytes::from("/topic/t"),
+                event: Some(Bytes::from("typing")),
+                args: vec![],
+                payload: Payload::json(Bytes::from("{}")),
+                reply: Some(9),
+            },
+            now,
+            &mut out,
+        );
+        assert_eq!(
+            s(&out.to_backend[0]),
+            "SEND\ndestination:/topic/t\ncontent-type:application/json\ncontent-length:2\nevent:typing\nreceipt:sb-1\n\n{}\0"
+        );
+        let mut out = ClientOut::default();
+        c.on_backend(txt("RECEIPT\nreceipt-id:sb-1\n\n\0"), now, &mut out);
+        assert_eq!(
+            out.events,
+            vec![BackendEvent::Reply {
+                id: 9,
+                result: Ok(None)
+            }]
+        );
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                channel: Bytes::from("/queue/x"),
+                event: None,
+                args: vec![],
+                payload: Payload::null(),
+                reply: Some(10),
+            },
+            now,
+            &mut out,
+        );
+        let mut out = ClientOut::default();
+        c.on_backend(
+            txt("ERROR\nmessage:access refused\nreceipt-id:sb-2\n\nno\0"),
+            now,
+            &mut out,
+        );
+        assert!(
+            matches!(&out.events[0], BackendEvent::Reply { id: 10, result: Err(e) } if e.message == "access refused")
+        );
+        assert!(matches!(&out.events[1], BackendEvent::Error(e) if e.kind == ErrorKind::Protocol));
+        assert!(out.close.is_some());
+    }
+
+    #[test]
+    fn error_before_connected_is_unauthorized() {
+        let mut c = StompClient::new(Settings::default(), Credentials::default());
+        let mut out = ClientOut::default();
+        c.start(Instant::now(), &mut out);
+        let mut out = ClientOut::default();
+        c.on_backend(
+            txt("ERROR\nmessage:Bad CONNECT\n\nAccess refused for user 'x'\0"),
+            Instant::now(),
+            &mut out,
+        );
+        assert!(
+            matches!(&out.events[0], BackendEvent::Error(e) if e.kind == ErrorKind::Unauthorized && e.message == "Bad CONNECT")
+        );
+    }
+
+    #[test]
+    fn ops_before_connected_are_queued_and_receipts_expire() {
+        let mut c = StompClient::new(
+            Settings {
+                receipt_timeout: Duration::from_millis(10),
+                ..Default::default()
+            },
+            Credentials::default(),
+        );
+        let now = Instant::now();
+        let mut out = ClientOut::default();
+        c.start(now, &mut out);
+        c.on_op(
+            ClientOp::Subscribe {
+                sub: 1,
+                channel: Bytes::from("/topic/a"),
+            },
+            now,
+            &mut out,
+        );
+        assert_eq!(out.to_backend.len(), 1);
+        let mut out = ClientOut::default();
+        c.on_backend(txt("CONNECTED\nversion:1.2\n\n\0"), now, &mut out);
+        assert!(s(&out.to_backend[0]).starts_with("SUBSCRIBE\nid:sub-1\n"));
+        let mut out = ClientOut::default();
+        c.expire(now + Duration::from_millis(20), &mut out);
+        assert!(
+            matches!(&out.events[0], BackendEvent::SubscribeFailed { sub: 1, reason } if reason.kind == ErrorKind::Timeout)
+        );
+    }
+
+    #[test]
+    fn client_ack_mode_acks_on_delivery_or_forwards_token() {
+        let settings = Settings {
+            client_ack: true,
+            ack_on_delivery: true,
+            ..Default::default()
+        };
+        let (mut c, _) = connected(settings, Credentials::default());
+        let mut out = ClientOut::default();
+        c.on_backend(
+            txt(
+                "MESSAGE\nsubscription:sub-1\nmessage-id:m1\ndestination:/topic/a\nack:a-1\n\nhi\0",
+            ),
+            Instant::now(),
+            &mut out,
+        );
+        assert_eq!(s(&out.to_backend[0]), "ACK\nid:a-1\n\n\0");
+        let settings = Settings {
+            client_ack: true,
+            ..Default::default()
+        };
+        let (mut c, _) = connected(settings, Credentials::default());
+        let mut out = ClientOut::default();
+        c.on_backend(
+            txt(
+                "MESSAGE\nsubscription:sub-1\nmessage-id:m1\ndestination:/topic/a\nack:a-1\n\nhi\0",
+            ),
+            Instant::now(),
+            &mut out,
+        );
+        assert!(out.to_backend.is_empty());
+        assert!(matches!(&out.events[0], BackendEvent::Message { ack: Some(t), .. } if t == "a-1"));
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Ack {
+                token: Bytes::from("a-1"),
+                positive: false,
+            },
+            Instant::now(),
+            &mut out,
+        );
+        assert_eq!(s(&out.to_backend[0]), "NACK\nid:a-1\n\n\0");
+    }
 }

@@ -451,16 +451,18 @@ impl StompServer {
         }
     }
 
-    fn deliver(
-        &mut self,
-        sub: SubId,
-        channel: Bytes,
-        event: Option<Bytes>,
-        args: Vec<Bytes>,
-        payload: Payload,
-        ack: Option<Bytes>,
-        out: &mut ServerOut,
-    ) {
+    fn deliver(&mut self, ev: BackendEvent, out: &mut ServerOut) {
+        let BackendEvent::Message {
+            sub: Some(sub),
+            channel,
+            event,
+            args,
+            payload,
+            ack,
+        } = ev
+        else {
+            return;
+        };
         let Some(s) = self.subs.get(&sub) else { return };
         let (body, kind) = if args.is_empty() {
             (payload.data, payload.kind)
@@ -572,16 +574,7 @@ impl ServerRole for StompServer {
                     out,
                 );
             }
-            BackendEvent::Message {
-                sub: Some(sub),
-                channel,
-                event,
-                args,
-                payload,
-                ack,
-            } => {
-                self.deliver(sub, channel, event, args, payload, ack, out);
-            }
+            ev @ BackendEvent::Message { sub: Some(_), .. } => self.deliver(ev, out),
             BackendEvent::Message { sub: None, .. } => {}
             BackendEvent::Reply { id, result } => {
                 let Some(r) = self.replies.remove(&id) else {
@@ -752,6 +745,7 @@ fn truncate(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
