@@ -866,7 +866,8 @@ pub fn jwt_claims(claims: &Value, secret: &str, expires_in: Option<&str>) -> Str
 pub const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 
 /// A RabbitMQ node with web-stomp, on free loopback ports, state in a temp dir. Drop runs
-/// `tests/peers/rabbitmq/stop.sh` (graceful stop, then its epmd).
+/// `tests/peers/rabbitmq/stop.sh` (SIGTERM, SIGKILL after 3 s: the state is a temp dir; then
+/// its epmd).
 pub struct Rabbit {
     child: Child,
     dir: tempfile::TempDir,
@@ -923,7 +924,7 @@ impl Drop for Rabbit {
     fn drop(&mut self) {
         let mut cmd = Command::new("bash");
         cmd.arg(peers_dir().join("rabbitmq").join("stop.sh"))
-            .env("STOP_TIMEOUT", "10")
+            .env("STOP_TIMEOUT", "3")
             .stdin(Stdio::null());
         self.env(&mut cmd);
         if let Ok(log) = OpenOptions::new().append(true).open(self.child.log_path()) {
@@ -1086,7 +1087,14 @@ impl Proxy {
         cmd.args(args)
             .arg("--config")
             .arg(config.path())
-            .env("RUST_BACKTRACE", "1");
+            .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1");
+        // The config layers SWITCHBOARD_* variables over the file: only the test's own count.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SWITCHBOARD_") {
+                cmd.env_remove(k);
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -3,3 +3,4 @@
 pub mod client;
 pub mod engineio;
 pub mod packet;
+pub mod server;

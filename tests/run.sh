@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The one command that sets up a fresh machine and runs every test:
+#   1. Debian packages the tests need (rabbitmq-server; node/npm if missing), via apt-get
+#      (sudo only when not root);
+#   2. `npm ci` in tests/peers (skipped when node_modules already matches package-lock.json);
+#   3. `cargo test --all-targets "$@"`, then one closing line `summary: N passed, N failed, N skipped`.
+# CI runs it through .ci/run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEERS="$ROOT/tests/peers"
+cd "$ROOT"
+log() { echo "run.sh: $*" >&2; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
+
+# --- Debian packages ---------------------------------------------------------------------------
+missing=()
+dpkg -s rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Another apt run (e.g. a background install) may hold the lock: wait for it.
+  "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q
+  "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The package does not start a broker: tests run their own (tests/peers/rabbitmq/start.sh).
+
+# --- npm ---------------------------------------------------------------------------------------
+# Same stamp as tests/common/mod.rs ensure_npm(): the lock file's SHA-256 inside node_modules.
+STAMP="$PEERS/node_modules/.switchboard-lock-sha256"
+HASH=$(sha256sum "$PEERS/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$HASH" ]; then
+  log "npm ci in tests/peers"
+  (cd "$PEERS" && npm ci --no-audit --no-fund)
+  echo "$HASH" > "$STAMP"
+fi
+
+# --- tests -------------------------------------------------------------------------------------
+log "node $(node --version), $(cargo --version)"
+OUT=$(mktemp)
+trap 'rm -f "$OUT"' EXIT
+set +e
+cargo test --all-targets "$@" 2>&1 | tee "$OUT"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (benches print their own last lines).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1); if ($i ~ /^ignored;?$/) s += $(i-1) } }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' "$OUT"
+exit "$rc"
