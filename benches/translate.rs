@@ -27,14 +27,21 @@ fn route() -> Route {
     let mut server = StompServer::new(stomp::Settings::default(), None, "bench".into());
     let mut client = SocketioClient::new(sio::Settings::default(), Credentials::default());
     let rules: Vec<MapRule> = Vec::new();
-    let mut translator = Translator::new(Mapping::new(&rules, Dialect::Stomp, Dialect::Socketio).unwrap());
+    let mut translator =
+        Translator::new(Mapping::new(&rules, Dialect::Stomp, Dialect::Socketio).unwrap());
     let now = Instant::now();
     let mut out = ServerOut::default();
-    server.on_client(WsMsg::Text(Bytes::from_static(b"CONNECT\naccept-version:1.2\n\n\0")), now, &mut out);
+    server.on_client(
+        WsMsg::Text(Bytes::from_static(b"CONNECT\naccept-version:1.2\n\n\0")),
+        now,
+        &mut out,
+    );
     server.on_backend(BackendEvent::Ready { session: None }, now, &mut out);
     let mut out = ServerOut::default();
     server.on_client(
-        WsMsg::Text(Bytes::from_static(b"SUBSCRIBE\nid:0\ndestination:/topic/message_created\n\n\0")),
+        WsMsg::Text(Bytes::from_static(
+            b"SUBSCRIBE\nid:0\ndestination:/topic/message_created\n\n\0",
+        )),
         now,
         &mut out,
     );
@@ -49,8 +56,16 @@ fn route() -> Route {
         now,
         &mut cout,
     );
-    client.on_backend(WsMsg::Text(Bytes::from_static(br#"40{"sid":"y"}"#)), now, &mut cout);
-    Route { server, client, translator }
+    client.on_backend(
+        WsMsg::Text(Bytes::from_static(br#"40{"sid":"y"}"#)),
+        now,
+        &mut cout,
+    );
+    Route {
+        server,
+        client,
+        translator,
+    }
 }
 
 fn stomp_to_socketio(c: &mut Criterion) {
@@ -65,7 +80,8 @@ fn stomp_to_socketio(c: &mut Criterion) {
         b.iter(|| {
             let now = Instant::now();
             let mut out = ServerOut::default();
-            r.server.on_client(WsMsg::Text(frame.clone()), now, &mut out);
+            r.server
+                .on_client(WsMsg::Text(frame.clone()), now, &mut out);
             let mut cout = ClientOut::default();
             for op in out.ops {
                 let op: ClientOp = r.translator.down_op(op).unwrap();
@@ -86,7 +102,8 @@ fn socketio_to_stomp(c: &mut Criterion) {
         b.iter(|| {
             let now = Instant::now();
             let mut cout = ClientOut::default();
-            r.client.on_backend(WsMsg::Text(packet.clone()), now, &mut cout);
+            r.client
+                .on_backend(WsMsg::Text(packet.clone()), now, &mut cout);
             let mut evs = Vec::new();
             for ev in cout.events {
                 r.translator.up_event(ev, &mut evs);
@@ -119,5 +136,10 @@ fn stomp_decode_only(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stomp_to_socketio, socketio_to_stomp, stomp_decode_only);
+criterion_group!(
+    benches,
+    stomp_to_socketio,
+    socketio_to_stomp,
+    stomp_decode_only
+);
 criterion_main!(benches);
