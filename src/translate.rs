@@ -216,6 +216,10 @@ impl Mapping {
                 return Some((up, args, r.event_from_key));
             }
         }
+        // Same dialect on both legs: names mean the same thing on both sides.
+        if self.down == self.up {
+            return Some((name.to_owned(), Vec::new(), false));
+        }
         let neutral = default_template(self.down, use_)
             .iter()
             .find_map(|t| Template::parse(t).ok()?.matches(name)?.remove("name"))?;
@@ -236,6 +240,9 @@ impl Mapping {
             {
                 return r.client.fill(&caps);
             }
+        }
+        if self.down == self.up {
+            return Some(name.to_owned());
         }
         let neutral = default_template(self.up, Use::Subscribe)
             .iter()

@@ -3,7 +3,7 @@
 //!
 //! Everything listens on 127.0.0.1 only. Every child process runs in its own process group
 //! and is killed with it when its handle drops; its stderr (and a copy of its stdout) goes to
-//! `target/test-logs/<test binary>-<name>-<n>.log`.
+//! `target/test-logs/<test binary>-<name>-<pid>-<n>.log`.
 //!
 //! Use from a test file with `mod common;`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -192,9 +192,10 @@ function ackNack(cmd) {
 
 function disconnect(cmd) {
   const st = stompOf(cmd);
+  // stompjs adds a receipt header when there is none and closes the socket on that RECEIPT
+  // (reported as "disconnected"), or when the server closes first (RabbitMQ does).
   const headers = strHeaders(cmd.headers);
-  if (headers.receipt !== undefined) st.client.disconnectHeaders = headers; // onDisconnect reports it
-  else if (Object.keys(headers).length) st.client.disconnectHeaders = headers;
+  if (Object.keys(headers).length) st.client.disconnectHeaders = headers;
   st.closed = true;
   st.client.deactivate().catch((e) => out({ ev: 'cmd_error', c: st.name, op: 'disconnect', message: e.message }));
 }

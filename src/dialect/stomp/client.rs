@@ -60,15 +60,9 @@ impl Settings {
     /// Settings for a route's upstream.
     pub fn from_route(r: &Route) -> Self {
         let up = &r.upstream;
-        let host = up
-            .vhost
-            .clone()
-            .or_else(|| {
-                url::Url::parse(&up.url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
-            })
-            .unwrap_or_else(|| "/".into());
+        // Brokers read `host` as the virtual host (RabbitMQ refuses unknown ones), so the
+        // default is the default vhost rather than the URL's host name.
+        let host = up.vhost.clone().unwrap_or_else(|| "/".into());
         let token_as = match up.credentials.token_as.as_deref() {
             Some("authorization") => TokenAs::Authorization,
             Some("none") => TokenAs::None,

@@ -1,0 +1,125 @@
+//! stompjs → Switchboard (stomp → stomp) → RabbitMQ web-stomp, with full termination
+//! (translate) and in passthrough mode, on one broker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp_to_rabbitmq_translate_and_passthrough() {
+    ensure_npm();
+    let Some(rabbit) = start_rabbitmq() else {
+        return;
+    };
+    let (translate, passthrough) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "translate"
+listen = "127.0.0.1:{translate}"
+path = "/ws"
+client = "stomp"
+[route.stomp]
+heartbeat_ms = [500, 500]
+[route.upstream]
+url = "{url}"
+dialect = "stomp"
+ack_mode = "client-individual"
+heartbeat_ms = [500, 500]
+
+[[route]]
+name = "passthrough"
+listen = "127.0.0.1:{passthrough}"
+path = "/ws"
+client = "stomp"
+mode = "passthrough"
+[route.upstream]
+url = "{url}"
+dialect = "stomp"
+"#,
+        admin = free_port(),
+        url = rabbit.ws_url(),
+    );
+    let proxy = Proxy::start(&cfg).await;
+    let mut d = Driver::stomp().await;
+    for (c, port) in [("t", translate), ("p", passthrough)] {
+        d.send(json!({"op":"connect","c":c,"url":format!("ws://127.0.0.1:{port}/ws"),
+            "headers":{"login":"guest","passcode":"guest","host":"/"},"heartbeatIncoming":500,"heartbeatOutgoing":500}))
+        .await;
+        let con = d.expect_ev(T, c, "connected").await;
+        assert_eq!(con["headers"]["version"], "1.2");
+        d.send(
+            json!({"op":"subscribe","c":c,"id":"s","destination":format!("/topic/chat.{c}"),
+            "headers":{"receipt":format!("{c}-sub"),"ack":"client-individual"}}),
+        )
+        .await;
+        d.expect(T, |v| v["c"] == c && v["ev"] == "receipt").await;
+        d.send(json!({"op":"send","c":c,"destination":format!("/topic/chat.{c}"),"body":"{\"message\":{\"text\":\"hi\"}}",
+            "headers":{"content-type":"application/json","receipt":format!("{c}-send"),"event":"message"}}))
+        .await;
+        d.expect(T, |v| {
+            v["c"] == c && v["ev"] == "receipt" && v["id"] == format!("{c}-send")
+        })
+        .await;
+        let m = d.expect(T, |v| v["c"] == c && v["ev"] == "message").await;
+        assert_eq!(m["body"], r#"{"message":{"text":"hi"}}"#);
+        assert_eq!(m["destination"], format!("/topic/chat.{c}"));
+        assert_eq!(
+            m["headers"]["event"], "message",
+            "user headers pass SEND → MESSAGE"
+        );
+        d.send(json!({"op":"ack","c":c,"sub":"s","headers":{"receipt":format!("{c}-ack")}}))
+            .await;
+        d.expect(T, |v| {
+            v["c"] == c && v["ev"] == "receipt" && v["id"] == format!("{c}-ack")
+        })
+        .await;
+        if c == "t" {
+            // Each leg keeps its own heart-beat: idle for several intervals.
+            let idle = d.collect(Duration::from_secs(2)).await;
+            assert!(
+                idle.iter()
+                    .all(|v| v["ev"] != "close" && v["ev"] != "error"),
+                "{idle:?}"
+            );
+        }
+    }
+    // A broker ERROR (bad destination) becomes the client's ERROR and close.
+    d.send(json!({"op":"subscribe","c":"t","id":"bad","destination":"/nonsense/x","headers":{"receipt":"bad"}})).await;
+    let e = d.expect_ev(T, "t", "error").await;
+    assert!(
+        !e["headers"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{e}"
+    );
+    d.expect_ev(T, "t", "close").await;
+    // Wrong credentials are refused by the broker, reported in STOMP.
+    d.send(json!({"op":"connect","c":"w","url":format!("ws://127.0.0.1:{translate}/ws"),"headers":{"login":"guest","passcode":"nope"}})).await;
+    let e = d.expect_ev(T, "w", "error").await;
+    assert!(
+        !e["headers"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let body = proxy.metrics().await;
+    assert!(
+        body.contains("route=\"passthrough\",dialect=\"stomp\",side=\"upstream\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("route=\"translate\",dialect=\"stomp\",side=\"upstream\""),
+        "{body}"
+    );
+    drop(rabbit);
+}
