@@ -82,7 +82,7 @@ CONF
 target/release/switchboard --config "$TMP/config.toml" > "$TMP/proxy.log" 2>&1 &
 PIDS+=($!)
 wait_port "$SIO"; wait_port "$P"; wait_port "$STOMP_WS_PORT"
-for _ in $(seq 1 100); do /usr/lib/rabbitmq/bin/rabbitmqctl --help >/dev/null 2>&1 && break; done
+tests/peers/rabbitmq/ctl.sh await_startup >/dev/null 2>&1 || true
 sleep 2
 LOAD=target/release/switchboard-load
 echo "== STOMP through RabbitMQ ($CLIENTS clients x $MESSAGES messages, window 8)"

@@ -285,8 +285,8 @@ async fn sio_client(a: &Args, url: &str) -> Result<Stats, BoxErr> {
                     ),
                     None => "40".into(),
                 };
-                // An Engine.IO message packet (`4`) carrying the Socket.IO CONNECT.
-                ws.send(Message::text(format!("4{auth}"))).await?;
+                // `auth` is already an Engine.IO message (`4`) carrying the Socket.IO CONNECT (`0`).
+                ws.send(Message::text(auth)).await?;
             }
             Eio::Ping(d) => {
                 let out = engineio::encode_ws(&Eio::Pong(d));
