@@ -9,6 +9,7 @@
 //! comes in as an argument; the session owns every timer.
 #![deny(clippy::indexing_slicing)]
 
+pub mod json;
 pub mod socketio;
 pub mod stomp;
 

@@ -11,6 +11,7 @@
 //! attachments. Deciding what a packet means (reserved event names, namespaces, ack tables)
 //! belongs to the roles.
 
+pub use crate::dialect::json::{build_array, json_string};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -437,65 +438,9 @@ pub fn split_event(data: &Bytes) -> Result<(String, Vec<Bytes>), SioError> {
     Ok((name, args.collect()))
 }
 
-/// Bytes one input byte takes inside a JSON string (as serde_json escapes).
-fn escaped_width(c: u8) -> usize {
-    match c {
-        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-        0x00..=0x1f => 6,
-        _ => 1,
-    }
-}
-
-/// Length of `s` as a JSON string, quotes included.
-fn json_string_len(s: &[u8]) -> usize {
-    2 + s.iter().map(|&c| escaped_width(c)).sum::<usize>()
-}
-
-/// Appends `s` (UTF-8) as a JSON string, escaping exactly what serde_json escapes.
-fn put_json_string(out: &mut BytesMut, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.put_u8(b'"');
-    let mut run = s;
-    while let Some(pos) = run.iter().position(|&c| escaped_width(c) != 1) {
-        let Some((plain, rest)) = run.split_at_checked(pos) else {
-            break;
-        };
-        out.extend_from_slice(plain);
-        let Some((&c, rest)) = rest.split_first() else {
-            break;
-        };
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            _ => {
-                let hi = HEX.get(usize::from(c >> 4)).copied().unwrap_or(b'0');
-                let lo = HEX.get(usize::from(c & 0xf)).copied().unwrap_or(b'0');
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
-            }
-        }
-        run = rest;
-    }
-    out.extend_from_slice(run);
-    out.put_u8(b'"');
-}
-
-/// Appends `,`-separated raw JSON values.
-fn put_joined(out: &mut BytesMut, args: &[&[u8]]) {
-    for (i, arg) in args.iter().enumerate() {
-        if i > 0 {
-            out.put_u8(b',');
-        }
-        out.extend_from_slice(arg);
-    }
-}
-
 /// `[<name as JSON string>,arg0,arg1,..]`, args spliced in raw, in one exact allocation.
 pub fn build_event(name: &str, args: &[&[u8]]) -> Bytes {
+    use crate::dialect::json::{json_string_len, put_json_string};
     let len =
         2 + json_string_len(name.as_bytes()) + args.iter().map(|a| a.len() + 1).sum::<usize>();
     let mut out = BytesMut::with_capacity(len);
@@ -506,24 +451,6 @@ pub fn build_event(name: &str, args: &[&[u8]]) -> Bytes {
         out.extend_from_slice(arg);
     }
     out.put_u8(b']');
-    out.freeze()
-}
-
-/// `[arg0,arg1,..]`, args spliced in raw, in one exact allocation.
-pub fn build_array(args: &[&[u8]]) -> Bytes {
-    let len = 2 + args.iter().map(|a| a.len()).sum::<usize>() + args.len().saturating_sub(1);
-    let mut out = BytesMut::with_capacity(len);
-    out.put_u8(b'[');
-    put_joined(&mut out, args);
-    out.put_u8(b']');
-    out.freeze()
-}
-
-/// The JSON string for `s` (invalid UTF-8 is replaced by U+FFFD).
-pub fn json_string(s: &[u8]) -> Bytes {
-    let s = String::from_utf8_lossy(s);
-    let mut out = BytesMut::with_capacity(json_string_len(s.as_bytes()));
-    put_json_string(&mut out, s.as_bytes());
     out.freeze()
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
+use super::{content_type, payload_kind};
 use crate::config::Route;
 use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg, stat};
 use crate::frame::{
@@ -373,39 +374,6 @@ impl StompClient {
     }
 }
 
-fn payload_kind(content_type: Option<&str>, body: &[u8]) -> PayloadKind {
-    let ct = content_type.map(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    });
-    match ct.as_deref() {
-        Some(c) if c == "application/json" || c.ends_with("+json") => PayloadKind::Json,
-        Some(c) if c.starts_with("text/") => {
-            // Brokers often label JSON as text/plain; deliver it as JSON when it is.
-            if super::server::is_json(body) {
-                PayloadKind::Json
-            } else {
-                PayloadKind::Text
-            }
-        }
-        Some("application/octet-stream") => PayloadKind::Binary,
-        _ if !body.is_empty() && super::server::is_json(body) => PayloadKind::Json,
-        _ if std::str::from_utf8(body).is_ok() => PayloadKind::Text,
-        _ => PayloadKind::Binary,
-    }
-}
-
-fn content_type(kind: PayloadKind) -> &'static str {
-    match kind {
-        PayloadKind::Json => "application/json",
-        PayloadKind::Text => "text/plain;charset=utf-8",
-        PayloadKind::Binary => "application/octet-stream",
-    }
-}
-
 impl ClientRole for StompClient {
     fn start(&mut self, now: Instant, out: &mut ClientOut) {
         let f = self.connect_frame();
@@ -478,13 +446,7 @@ impl ClientRole for StompClient {
                 let (body, kind) = if args.is_empty() {
                     (payload.data, payload.kind)
                 } else {
-                    let tail = match payload.kind {
-                        PayloadKind::Json => payload.data,
-                        _ => crate::dialect::socketio::packet::json_string(&payload.data),
-                    };
-                    let mut parts: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
-                    parts.push(&tail);
-                    let arr = crate::dialect::socketio::packet::build_array(&parts);
+                    let arr = crate::dialect::json::pack(&args, &payload);
                     self.copied += arr.len() as u64;
                     (arr, PayloadKind::Json)
                 };

@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
+use super::{content_type, payload_kind};
+use crate::dialect::json::{self, is_json};
 use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
@@ -468,10 +470,7 @@ impl StompServer {
             (payload.data, payload.kind)
         } else {
             // Several arguments become one JSON array body.
-            let mut parts: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
-            let tail = payload_as_json(&payload);
-            parts.push(&tail);
-            let arr = json_array(&parts);
+            let arr = json::pack(&args, &payload);
             self.copied += arr.len() as u64;
             (arr, PayloadKind::Json)
         };
@@ -665,60 +664,6 @@ pub fn strip_bearer(v: &Bytes) -> Bytes {
         Some(p) if p.eq_ignore_ascii_case(b"bearer ") => v.slice(7..),
         _ => v.clone(),
     }
-}
-
-fn payload_kind(content_type: Option<&str>, body: &[u8]) -> PayloadKind {
-    match content_type.map(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    }) {
-        Some(ct) if ct == "application/json" || ct.ends_with("+json") => PayloadKind::Json,
-        Some(ct) if ct.starts_with("text/") => PayloadKind::Text,
-        Some(ct) if ct == "application/octet-stream" => PayloadKind::Binary,
-        // No content-type: STOMP says octets, but stomp-js omits it for strings; read what is there.
-        None if !body.is_empty() && is_json(body) => PayloadKind::Json,
-        _ if std::str::from_utf8(body).is_ok() => PayloadKind::Text,
-        _ => PayloadKind::Binary,
-    }
-}
-
-/// Validate JSON without building a DOM.
-pub fn is_json(b: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
-}
-
-fn content_type(kind: PayloadKind) -> &'static str {
-    match kind {
-        PayloadKind::Json => "application/json",
-        PayloadKind::Text => "text/plain;charset=utf-8",
-        PayloadKind::Binary => "application/octet-stream",
-    }
-}
-
-fn payload_as_json(p: &Payload) -> Bytes {
-    match p.kind {
-        PayloadKind::Json => p.data.clone(),
-        _ => Bytes::from(
-            serde_json::Value::String(String::from_utf8_lossy(&p.data).into_owned()).to_string(),
-        ),
-    }
-}
-
-fn json_array(parts: &[&[u8]]) -> Bytes {
-    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1;
-    let mut b = BytesMut::with_capacity(len);
-    b.extend_from_slice(b"[");
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            b.extend_from_slice(b",");
-        }
-        b.extend_from_slice(p);
-    }
-    b.extend_from_slice(b"]");
-    b.freeze()
 }
 
 fn detail_bytes(e: &ErrorInfo) -> Vec<u8> {

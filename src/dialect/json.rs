@@ -1,0 +1,99 @@
+//! Raw-JSON helpers shared by every dialect: validation without a DOM, and building JSON
+//! strings and arrays from raw JSON slices in one exact allocation.
+//!
+//! Must not touch: any dialect's framing, I/O.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Whether `b` is one well-formed JSON value (validated without building a DOM).
+pub fn is_json(b: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+}
+
+/// Bytes one input byte takes inside a JSON string (as serde_json escapes).
+fn escaped_width(c: u8) -> usize {
+    match c {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+        0x00..=0x1f => 6,
+        _ => 1,
+    }
+}
+
+/// Length of `s` as a JSON string, quotes included.
+pub(crate) fn json_string_len(s: &[u8]) -> usize {
+    2 + s.iter().map(|&c| escaped_width(c)).sum::<usize>()
+}
+
+/// Appends `s` (UTF-8) as a JSON string, escaping exactly what serde_json escapes.
+pub(crate) fn put_json_string(out: &mut BytesMut, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.put_u8(b'"');
+    let mut run = s;
+    while let Some(pos) = run.iter().position(|&c| escaped_width(c) != 1) {
+        let Some((plain, rest)) = run.split_at_checked(pos) else {
+            break;
+        };
+        out.extend_from_slice(plain);
+        let Some((&c, rest)) = rest.split_first() else {
+            break;
+        };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                let hi = HEX.get(usize::from(c >> 4)).copied().unwrap_or(b'0');
+                let lo = HEX.get(usize::from(c & 0xf)).copied().unwrap_or(b'0');
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
+            }
+        }
+        run = rest;
+    }
+    out.extend_from_slice(run);
+    out.put_u8(b'"');
+}
+
+/// Appends `,`-separated raw JSON values.
+fn put_joined(out: &mut BytesMut, args: &[&[u8]]) {
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.extend_from_slice(arg);
+    }
+}
+
+/// `[arg0,arg1,..]`, args spliced in raw, in one exact allocation.
+pub fn build_array(args: &[&[u8]]) -> Bytes {
+    let len = 2 + args.iter().map(|a| a.len()).sum::<usize>() + args.len().saturating_sub(1);
+    let mut out = BytesMut::with_capacity(len);
+    out.put_u8(b'[');
+    put_joined(&mut out, args);
+    out.put_u8(b']');
+    out.freeze()
+}
+
+/// The JSON string for `s` (invalid UTF-8 is replaced by U+FFFD).
+pub fn json_string(s: &[u8]) -> Bytes {
+    let s = String::from_utf8_lossy(s);
+    let mut out = BytesMut::with_capacity(json_string_len(s.as_bytes()));
+    put_json_string(&mut out, s.as_bytes());
+    out.freeze()
+}
+
+/// Arguments plus a final payload as one JSON array `[a0,a1,..,payload]`: how several
+/// Socket.IO arguments travel on single-body wires. Text becomes a JSON string; binary is
+/// carried as a (lossy) string too, since a JSON body cannot hold octets.
+pub fn pack(args: &[Bytes], payload: &crate::frame::Payload) -> Bytes {
+    let tail = match payload.kind {
+        crate::frame::PayloadKind::Json => payload.data.clone(),
+        _ => json_string(&payload.data),
+    };
+    let mut parts: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+    parts.push(&tail);
+    build_array(&parts)
+}
