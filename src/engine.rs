@@ -874,10 +874,10 @@ async fn probe(
     shared.transport.store(WEBSOCKET, Ordering::Release);
     shared.upgraded.cancel();
     let hand_over = shared.hand_over.lock().await.take();
-    match hand_over {
-        Some(tx) if tx.send(sink).is_ok() => {}
+    let Some(tx) = hand_over else { return };
+    if tx.send(sink).is_err() {
         // The session (and its writer) is gone.
-        _ => return,
+        return;
     }
     loop {
         let next = tokio::select! {

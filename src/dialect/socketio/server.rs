@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 
 use super::engineio::{self, Packet as Eio};
 use super::packet::{self, Decoder, Packet, PacketType, SioError};
+use crate::dialect::json::is_json;
 use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
@@ -696,10 +697,6 @@ fn named_error_ack(nsp: &[u8], id: u64, name: &str, message: &[u8]) -> WsMsg {
             b"}}]",
         ],
     )
-}
-
-fn is_json(b: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
 }
 
 /// The fields of a CONNECT auth object, as raw JSON slices.
