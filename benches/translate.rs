@@ -2,6 +2,7 @@
 //! STOMP ⇄ Socket.IO route, plus the STOMP codec alone as the floor.
 //!
 //! Run: `cargo bench --bench translate`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
 

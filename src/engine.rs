@@ -418,6 +418,9 @@ impl Engine {
             hand_over: Mutex::new(Some(hand_tx)),
             counters: ctx.metrics.down.clone(),
         });
+        let Some(permit) = up.session_permit() else {
+            return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
+        };
         {
             let mut sessions = self.sessions.lock().await;
             if sessions.len() >= MAX_POLLING_SESSIONS {
@@ -445,7 +448,7 @@ impl Engine {
         );
         let registry = self.sessions.clone();
         let open = self.open_packet(sid.clone(), vec!["websocket".into()]);
-        up.spawn_session(move |shutdown| async move {
+        up.spawn_session(permit, move |shutdown| async move {
             Session::new(ctx, link, Box::new(role))
                 .run(shutdown.clone())
                 .await;

@@ -226,6 +226,10 @@ pub enum BackendEvent {
         /// `true` when added, `false` when removed.
         added: bool,
     },
+    /// A publish nobody asked an answer for could not be carried out (untranslatable,
+    /// too large). Not fatal: the client's dialect decides (STOMP must send ERROR; Socket.IO
+    /// has nothing to answer with and drops it).
+    Refused(ErrorInfo),
     /// A fatal error: the upstream session is over.
     Error(ErrorInfo),
     /// The backend is closing the session.

@@ -104,6 +104,7 @@ impl Bound {
             m::accepted();
             let conn = Conn {
                 routes: self.routes.clone(),
+                limit: limit.clone(),
                 tracker: tracker.clone(),
                 shutdown: shutdown.clone(),
                 permit: Arc::new(permit),
@@ -117,6 +118,7 @@ impl Bound {
 
 struct Conn {
     routes: Arc<HashMap<String, RouteEntry>>,
+    limit: Arc<Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     /// Held by this connection and by any session it upgrades into.
@@ -183,6 +185,7 @@ impl Conn {
     fn upgrader(&self, route: RouteEntry) -> Upgrader {
         Upgrader {
             route,
+            limit: self.limit.clone(),
             tracker: self.tracker.clone(),
             shutdown: self.shutdown.clone(),
             permit: self.permit.clone(),
@@ -199,6 +202,7 @@ impl Conn {
 pub struct Upgrader {
     /// The route.
     pub route: RouteEntry,
+    limit: Arc<Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     permit: Arc<OwnedSemaphorePermit>,
@@ -225,14 +229,20 @@ pub type OnUpgrade = Box<
 >;
 
 impl Upgrader {
+    /// A connection permit of its own for a session that outlives its HTTP connection (an
+    /// Engine.IO long-polling session), so `limits.max_connections` bounds those too.
+    /// `None` when the limit is reached.
+    pub fn session_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.limit.clone().try_acquire_owned().ok()
+    }
+
     /// Spawn a session task that is not a WebSocket upgrade (an Engine.IO long-polling
-    /// session): it is tracked for the drain and holds this connection's permit.
-    pub fn spawn_session<F, Fut>(&self, start: F)
+    /// session): it is tracked for the drain and holds `permit` until it ends.
+    pub fn spawn_session<F, Fut>(&self, permit: OwnedSemaphorePermit, start: F)
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let permit = self.permit.clone();
         let fut = start(self.shutdown.clone());
         self.tracker.spawn(async move {
             let _permit = permit;

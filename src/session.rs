@@ -108,9 +108,13 @@ impl Link {
         }
     }
 
-    /// Queue a message; `false` when the writer is gone.
-    async fn send(&mut self, msg: WsMsg) -> bool {
-        self.outbound.send(LinkOut::Msg(msg)).await.is_ok()
+    /// Queue a message; `false` when the writer is gone or the queue stayed full for
+    /// `limit` (a peer that reads nothing must not stall the session loop forever).
+    async fn send(&mut self, msg: WsMsg, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.outbound.send(LinkOut::Msg(msg))).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Queue a close and let the writer drain, within `limit`.
@@ -275,7 +279,7 @@ impl Outcome {
 }
 
 /// How often correlation tables are checked for expired entries.
-const EXPIRE_TICK: Duration = Duration::from_millis(250);
+const EXPIRE_TICK: Duration = Duration::from_millis(500);
 /// Most client operations held while the upstream is being dialed.
 const MAX_PENDING_OPS: usize = 1024;
 
@@ -359,9 +363,8 @@ impl Session {
             if let Some(e) = k.expect_within {
                 d = d.min(up.last_recv + e);
             }
-            d = d.min(self.last_expire + EXPIRE_TICK);
         }
-        d
+        d.min(self.last_expire + EXPIRE_TICK)
     }
 
     async fn pump(&mut self, shutdown: &CancellationToken) -> Outcome {
@@ -461,10 +464,17 @@ impl Session {
             self.down_last_hb = now;
             self.down_last_send = now;
             if let Some(hb) = self.server.heartbeat()
-                && !self.down.send(hb).await
+                && !self.down.send(hb, self.ctx.write_timeout).await
             {
                 self.done.get_or_insert(Outcome::ClientClosed);
             }
+        }
+        let expire = now >= self.last_expire + EXPIRE_TICK;
+        if expire {
+            self.last_expire = now;
+            let mut out = ServerOut::default();
+            self.server.expire(now, &mut out);
+            self.apply_server(out).await;
         }
         let Some(up) = &mut self.up else { return };
         let k = up.role.keepalive();
@@ -478,8 +488,7 @@ impl Session {
                 up.last_send = now;
             }
         }
-        if now >= self.last_expire + EXPIRE_TICK {
-            self.last_expire = now;
+        if expire {
             up.role.expire(now, &mut out);
         }
         self.apply_client(out).await;
@@ -539,14 +548,18 @@ impl Session {
     async fn apply_server(&mut self, out: ServerOut) {
         self.ctx.metrics.copied(self.server.take_copied());
         for msg in out.to_client {
-            if !self.down.send(msg).await {
+            if !self.down.send(msg, self.ctx.write_timeout).await {
                 self.done.get_or_insert(Outcome::ClientClosed);
                 return;
             }
             self.down_last_send = Instant::now();
         }
         if let Some(c) = out.close {
-            let _ = self.down.outbound.send(LinkOut::Close(c.clone())).await;
+            let _ = tokio::time::timeout(
+                self.ctx.write_timeout,
+                self.down.outbound.send(LinkOut::Close(c.clone())),
+            )
+            .await;
             let outcome = if c.code == 1000 {
                 Outcome::ClientClosed
             } else if c.code == 1001 {
@@ -581,7 +594,7 @@ impl Session {
                     ClientOp::Publish {
                         reply: Some(id), ..
                     } => BackendEvent::Reply { id, result: Err(e) },
-                    _ => BackendEvent::Error(e),
+                    _ => BackendEvent::Refused(e),
                 };
                 let mut out = ServerOut::default();
                 self.server.on_backend(ev, Instant::now(), &mut out);
@@ -619,7 +632,7 @@ impl Session {
         let wrote = !out.to_backend.is_empty();
         let mut alive = true;
         for msg in out.to_backend {
-            if !up.link.send(msg).await {
+            if !up.link.send(msg, self.ctx.write_timeout).await {
                 alive = false;
                 break;
             }
@@ -716,11 +729,11 @@ pub async fn passthrough(
             biased;
             _ = shutdown.cancelled() => break Outcome::Shutdown,
             m = down.inbound.next(), if down_ready => match m {
-                Some(Ok(msg)) => if !up.send(msg).await { break Outcome::UpstreamLost },
+                Some(Ok(msg)) => if !up.send(msg, ctx.write_timeout).await { break Outcome::UpstreamLost },
                 _ => break Outcome::ClientClosed,
             },
             m = up.inbound.next(), if up_ready => match m {
-                Some(Ok(msg)) => if !down.send(msg).await { break Outcome::ClientClosed },
+                Some(Ok(msg)) => if !down.send(msg, ctx.write_timeout).await { break Outcome::ClientClosed },
                 _ => break Outcome::UpstreamLost,
             },
             _ = down.outbound.closed() => break Outcome::ClientClosed,

@@ -387,8 +387,8 @@ fn connect_error(data: Option<&Bytes>) -> (Bytes, Option<Payload>) {
 fn reply_err(reply: Option<ReplyId>, e: ErrorInfo, out: &mut ClientOut) {
     match reply {
         Some(id) => out.events.push(BackendEvent::Reply { id, result: Err(e) }),
-        // Nobody asked for an answer, but dropping silently would lose data unseen.
-        None => out.events.push(BackendEvent::Error(e)),
+        // Nobody asked for an answer; the client's dialect decides what a refusal means.
+        None => out.events.push(BackendEvent::Refused(e)),
     }
 }
 

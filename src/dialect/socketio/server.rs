@@ -825,7 +825,10 @@ impl ServerRole for SocketioServer {
                 payload,
                 ..
             } => self.deliver(sub, channel, event, args, payload, out),
-            BackendEvent::Message { sub: None, .. } | BackendEvent::Presence { .. } => {}
+            // An emit without an ack has nobody to tell; the refusal is counted by the session.
+            BackendEvent::Message { sub: None, .. }
+            | BackendEvent::Presence { .. }
+            | BackendEvent::Refused(_) => {}
             BackendEvent::Reply { id, result } => self.on_reply(id, result, out),
             BackendEvent::Error(e) | BackendEvent::Closing { reason: e, .. } => {
                 self.upstream_failed(&e, out);

@@ -588,6 +588,11 @@ impl ServerRole for StompServer {
                 }
             }
             BackendEvent::Presence { .. } => {}
+            // STOMP: "a SEND that fails must produce an ERROR", and ERROR is fatal.
+            BackendEvent::Refused(e) => {
+                let msg = String::from_utf8_lossy(&e.message).into_owned();
+                self.fatal(&msg, &detail_bytes(&e), None, 1008, out);
+            }
             BackendEvent::Error(e) | BackendEvent::Closing { reason: e, .. } => {
                 let msg = String::from_utf8_lossy(&e.message).into_owned();
                 let code = if e.kind == ErrorKind::Unauthorized {
