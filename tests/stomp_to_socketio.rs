@@ -668,3 +668,64 @@ async fn sigterm_drains_clients_with_an_error_frame_and_exits() {
         t0.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_namespace_is_joined() {
+    let s = setup_with(&[], "", "namespace = \"/admin\"").await;
+    let mut d = Driver::stomp().await;
+    connect(&mut d, "a", &s.url, "ann").await;
+    subscribe(&mut d, "a", "s", "/topic/message_created").await;
+    // An event on `/` is not for this session; one on `/admin` is.
+    sio_control_emit(
+        s.backend_port,
+        "message_created",
+        json!([{"nsp":"/"}]),
+        Some("ann"),
+    )
+    .await;
+    http_json(s.backend_port, "POST", "/control/emit",
+        Some(json!({"event":"message_created","args":[{"nsp":"/admin"}],"to":"ann","namespace":"/admin"}))).await;
+    let m = d.expect(T, |v| v["ev"] == "message").await;
+    assert_eq!(m["body"], r#"{"nsp":"/admin"}"#);
+    d.send(json!({"op":"send","c":"a","destination":"/app/message_created","body":"{}","headers":{"content-type":"application/json","receipt":"r"}})).await;
+    d.expect(T, |v| v["ev"] == "receipt").await;
+    let received = sio_control_received(s.backend_port).await;
+    assert_eq!(received[0]["namespace"], "/admin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_payloads_are_not_copied_but_text_to_json_string_is_counted() {
+    let s = setup().await;
+    let mut d = Driver::stomp().await;
+    connect(&mut d, "a", &s.url, "ann").await;
+    subscribe(&mut d, "a", "s", "/topic/message_created").await;
+    for i in 0..5 {
+        d.send(json!({"op":"send","c":"a","destination":"/app/message_created","body":format!("{{\"n\":{i}}}"),
+            "headers":{"content-type":"application/json","receipt":format!("j{i}")}}))
+        .await;
+        d.expect(T, |v| v["ev"] == "receipt" && v["id"] == format!("j{i}"))
+            .await;
+        d.expect(T, |v| v["ev"] == "message").await;
+    }
+    assert_eq!(
+        s.proxy
+            .metric("switchboard_payload_copies_total")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+    // A text body must become a JSON string argument: one counted copy.
+    d.send(
+        json!({"op":"send","c":"a","destination":"/app/message_created","body":"plain text",
+        "headers":{"content-type":"text/plain","receipt":"t"}}),
+    )
+    .await;
+    d.expect(T, |v| v["ev"] == "receipt" && v["id"] == "t")
+        .await;
+    let m = d.expect(T, |v| v["ev"] == "message").await;
+    assert_eq!(m["body"], "\"plain text\"");
+    assert_eq!(
+        s.proxy.metric("switchboard_payload_copies_total").await,
+        Some(1.0)
+    );
+}
