@@ -400,6 +400,24 @@ impl Translator {
                     .map(|(id, e)| (*id, e))
                     .collect();
                 matched.sort_by_key(|(id, _)| *id);
+                if matched.is_empty() && self.mapping.down == Dialect::Socketio {
+                    // Socket.IO clients have no subscribe on the wire: they listen to what
+                    // their backend emits. Events no subscription claims go to them as-is.
+                    let channel = std::str::from_utf8(&channel)
+                        .ok()
+                        .and_then(|c| self.mapping.to_downstream(c))
+                        .map(Bytes::from)
+                        .unwrap_or(channel);
+                    out.push(BackendEvent::Message {
+                        sub: None,
+                        channel,
+                        event,
+                        args,
+                        payload,
+                        ack,
+                    });
+                    return;
+                }
                 for (id, e) in matched {
                     let (event, payload) = if e.event_from_key {
                         keyed(event.clone(), payload.clone())
@@ -683,6 +701,37 @@ mod tests {
         assert_eq!(payload.data, r#"{"userId":"u"}"#);
         assert_eq!(channel, "conversation:7");
         assert!(body.as_ptr() <= payload.data.as_ptr());
+    }
+
+    #[test]
+    fn socketio_clients_get_unclaimed_socketio_events() {
+        let mut t =
+            Translator::new(Mapping::new(&[], Dialect::Socketio, Dialect::Socketio).unwrap());
+        t.down_op(ClientOp::Subscribe {
+            sub: 1,
+            channel: Bytes::from("a"),
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        for name in ["a", "b"] {
+            t.up_event(
+                BackendEvent::Message {
+                    sub: None,
+                    channel: Bytes::from(name),
+                    event: None,
+                    args: vec![],
+                    payload: Payload::null(),
+                    ack: None,
+                },
+                &mut out,
+            );
+        }
+        assert!(
+            matches!(&out[0], BackendEvent::Message { sub: Some(1), channel, .. } if channel == "a")
+        );
+        assert!(
+            matches!(&out[1], BackendEvent::Message { sub: None, channel, .. } if channel == "b")
+        );
     }
 
     #[test]

@@ -554,19 +554,28 @@ impl SocketioServer {
         self.close(1011, "upstream unavailable", false, out);
     }
 
+    /// Emit a backend message: on its subscription's namespace, or, for an event a Socket.IO
+    /// backend sent without any subscription, on the namespace that opened the upstream (a
+    /// Socket.IO client never subscribes, it just listens).
     fn deliver(
         &mut self,
-        sub: SubId,
+        sub: Option<SubId>,
         channel: Bytes,
         event: Option<Bytes>,
         args: Vec<Bytes>,
         payload: Payload,
         out: &mut ServerOut,
     ) {
-        let Some(s) = self.subs.get(&sub) else {
-            return;
+        let nsp = match sub {
+            Some(sub) => match self.subs.get(&sub) {
+                Some(s) => s.nsp.clone(),
+                None => return,
+            },
+            None => match &self.primary {
+                Some(p) => p.clone(),
+                None => return,
+            },
         };
-        let nsp = s.nsp.clone();
         let name = packet::json_string(event.as_ref().unwrap_or(&channel));
         let (last, attachment) = self.payload_arg(payload);
         let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * args.len() + 5);
@@ -818,7 +827,7 @@ impl ServerRole for SocketioServer {
                 }
             }
             BackendEvent::Message {
-                sub: Some(sub),
+                sub,
                 channel,
                 event,
                 args,
@@ -826,9 +835,7 @@ impl ServerRole for SocketioServer {
                 ..
             } => self.deliver(sub, channel, event, args, payload, out),
             // An emit without an ack has nobody to tell; the refusal is counted by the session.
-            BackendEvent::Message { sub: None, .. }
-            | BackendEvent::Presence { .. }
-            | BackendEvent::Refused(_) => {}
+            BackendEvent::Presence { .. } | BackendEvent::Refused(_) => {}
             BackendEvent::Reply { id, result } => self.on_reply(id, result, out),
             BackendEvent::Error(e) | BackendEvent::Closing { reason: e, .. } => {
                 self.upstream_failed(&e, out);
@@ -1244,7 +1251,8 @@ mod tests {
         );
         assert_eq!(texts(&out), [r#"42["created","c1",2,"a\"b"]"#]);
         assert_eq!(r.take_copied(), 6);
-        // Unknown subscriptions and unaddressed messages are dropped.
+        // Unknown subscriptions are dropped; unaddressed messages (a Socket.IO backend's
+        // plain emits) go to the namespace that opened the upstream.
         let out = backend(&mut r, msg(99, "x", Payload::null()));
         assert!(out.to_client.is_empty());
         let out = backend(
@@ -1258,7 +1266,7 @@ mod tests {
                 ack: None,
             },
         );
-        assert!(out.to_client.is_empty());
+        assert_eq!(texts(&out), [r#"42["message_created",null]"#]);
     }
 
     #[test]
