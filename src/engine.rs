@@ -28,8 +28,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
@@ -752,7 +750,7 @@ async fn poll_writer(
 async fn ws_writer(
     shared: &Shared,
     mut sink: WsSink,
-    mut rx: mpsc::Receiver<LinkOut>,
+    rx: mpsc::Receiver<LinkOut>,
     carry: Option<WsMsg>,
     write_timeout: Duration,
 ) {
@@ -771,65 +769,14 @@ async fn ws_writer(
     first.extend(carry);
     let counters = &shared.counters;
     for msg in first {
-        if !feed(&mut sink, msg, write_timeout, counters).await {
+        if !crate::session::feed(&mut sink, msg, write_timeout, counters).await {
             return;
         }
     }
-    if !flush(&mut sink, write_timeout).await {
+    if !crate::session::flush(&mut sink, write_timeout).await {
         return;
     }
-    while let Some(item) = rx.recv().await {
-        let ok = match item {
-            LinkOut::Msg(msg) => feed(&mut sink, msg, write_timeout, counters).await,
-            LinkOut::Close(c) => {
-                let frame = CloseFrame {
-                    code: CloseCode::from(c.code),
-                    reason: c.reason.into(),
-                };
-                let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(frame))))
-                    .await;
-                let _ = tokio::time::timeout(write_timeout, sink.close()).await;
-                return;
-            }
-            LinkOut::Barrier(done) => {
-                let ok = flush(&mut sink, write_timeout).await;
-                let _ = done.send(());
-                ok
-            }
-        };
-        if !ok || (rx.is_empty() && !flush(&mut sink, write_timeout).await) {
-            return;
-        }
-    }
-    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
-}
-
-async fn feed(
-    sink: &mut WsSink,
-    msg: WsMsg,
-    write_timeout: Duration,
-    counters: &LegCounters,
-) -> bool {
-    counters.frames_out.increment(1);
-    counters.bytes_out.increment(msg.len() as u64);
-    let m = match msg {
-        WsMsg::Text(b) => match Utf8Bytes::try_from(b.clone()) {
-            Ok(t) => Message::Text(t),
-            Err(_) => Message::Binary(b),
-        },
-        WsMsg::Binary(b) => Message::Binary(b),
-    };
-    matches!(
-        tokio::time::timeout(write_timeout, sink.feed(m)).await,
-        Ok(Ok(()))
-    )
-}
-
-async fn flush(sink: &mut WsSink, write_timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(write_timeout, sink.flush()).await,
-        Ok(Ok(()))
-    )
+    crate::session::write_loop(sink, rx, write_timeout, counters.clone()).await;
 }
 
 /// The upgrade of a long-polling session, on the new WebSocket: answer `2probe` with

@@ -133,7 +133,46 @@ impl Link {
     }
 }
 
-async fn write_loop<S>(
+/// Write one message (not yet flushed), counting it; `false` when the peer is gone or the
+/// write made no progress for `write_timeout`.
+pub(crate) async fn feed<S>(
+    sink: &mut S,
+    msg: WsMsg,
+    write_timeout: Duration,
+    counters: &LegCounters,
+) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    counters.frames_out.increment(1);
+    counters.bytes_out.increment(msg.len() as u64);
+    let m = match msg {
+        WsMsg::Text(b) => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b.clone()) {
+            Ok(t) => Message::Text(t),
+            Err(_) => Message::Binary(b),
+        },
+        WsMsg::Binary(b) => Message::Binary(b),
+    };
+    matches!(
+        tokio::time::timeout(write_timeout, sink.feed(m)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Flush within `write_timeout`; `false` when the peer is gone or stuck.
+pub(crate) async fn flush<S>(sink: &mut S, write_timeout: Duration) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    matches!(
+        tokio::time::timeout(write_timeout, sink.flush()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The writer task of a WebSocket peer: drains the session's queue, flushing only when the
+/// queue is empty (one syscall for a burst), until a close or a failed write.
+pub(crate) async fn write_loop<S>(
     mut sink: S,
     mut rx: mpsc::Receiver<LinkOut>,
     write_timeout: Duration,
@@ -143,23 +182,7 @@ async fn write_loop<S>(
 {
     while let Some(item) = rx.recv().await {
         let ok = match item {
-            LinkOut::Msg(msg) => {
-                counters.frames_out.increment(1);
-                counters.bytes_out.increment(msg.len() as u64);
-                let m = match msg {
-                    WsMsg::Text(b) => {
-                        match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b.clone()) {
-                            Ok(t) => Message::Text(t),
-                            Err(_) => Message::Binary(b),
-                        }
-                    }
-                    WsMsg::Binary(b) => Message::Binary(b),
-                };
-                matches!(
-                    tokio::time::timeout(write_timeout, sink.feed(m)).await,
-                    Ok(Ok(()))
-                )
-            }
+            LinkOut::Msg(msg) => feed(&mut sink, msg, write_timeout, &counters).await,
             LinkOut::Close(c) => {
                 let frame = CloseFrame {
                     code: CloseCode::from(c.code),
@@ -171,24 +194,12 @@ async fn write_loop<S>(
                 return;
             }
             LinkOut::Barrier(done) => {
-                let ok = matches!(
-                    tokio::time::timeout(write_timeout, sink.flush()).await,
-                    Ok(Ok(()))
-                );
+                let ok = flush(&mut sink, write_timeout).await;
                 let _ = done.send(());
                 ok
             }
         };
-        if !ok {
-            return;
-        }
-        // Batch: flush only when nothing else is queued.
-        if rx.is_empty()
-            && !matches!(
-                tokio::time::timeout(write_timeout, sink.flush()).await,
-                Ok(Ok(()))
-            )
-        {
+        if !ok || (rx.is_empty() && !flush(&mut sink, write_timeout).await) {
             return;
         }
     }
