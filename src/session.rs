@@ -339,6 +339,8 @@ impl Session {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let metrics = self.ctx.metrics.clone();
         metrics.active.increment(1.0);
+        let started = Instant::now();
+        tracing::debug!(route = %metrics.route, "session started");
         let outcome = self.pump(&shutdown).await;
         let limit = self.ctx.write_timeout.min(Duration::from_secs(2));
         if let Some(mut up) = self.up.take() {
@@ -348,7 +350,12 @@ impl Session {
         self.down.finish(None, limit).await;
         metrics.active.decrement(1.0);
         metrics.session_ended(outcome.label());
-        tracing::debug!(route = %metrics.route, outcome = outcome.label(), "session ended");
+        tracing::info!(
+            route = %metrics.route,
+            outcome = outcome.label(),
+            secs = started.elapsed().as_secs_f64(),
+            "session ended"
+        );
     }
 
     fn deadline(&self, now: Instant) -> Instant {
