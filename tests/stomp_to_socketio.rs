@@ -729,3 +729,71 @@ async fn json_payloads_are_not_copied_but_text_to_json_string_is_counted() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_without_hurting_others() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let s = setup_with(
+        &[],
+        "[limits]\nqueue_depth = 8\nwrite_timeout_ms = 1000",
+        "",
+    )
+    .await;
+    // The slow client: subscribes, then never reads again.
+    let mut req = s.url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", jwt("slow", SECRET)).parse().unwrap(),
+    );
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "v12.stomp".parse().unwrap());
+    let (mut slow, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    slow.send(Message::text("CONNECT\naccept-version:1.2\n\n\u{0}"))
+        .await
+        .unwrap();
+    let first = slow.next().await.unwrap().unwrap();
+    assert!(first.to_text().unwrap().starts_with("CONNECTED"));
+    slow.send(Message::text(
+        "SUBSCRIBE\nid:0\ndestination:/topic/flood\nreceipt:r\n\n\u{0}",
+    ))
+    .await
+    .unwrap();
+    let receipt = slow.next().await.unwrap().unwrap();
+    assert!(receipt.to_text().unwrap().starts_with("RECEIPT"));
+    // A normal client on the same proxy.
+    let mut d = Driver::stomp().await;
+    connect(&mut d, "ok", &s.url, "ok").await;
+    subscribe(&mut d, "ok", "s", "/topic/message_created").await;
+    // Flood the slow client with far more than socket buffers and the queue can hold.
+    let big = "x".repeat(256 * 1024);
+    for _ in 0..64 {
+        sio_control_emit(s.backend_port, "flood", json!([{"pad": big}]), Some("slow")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = s.proxy.metrics().await;
+        if body.contains("switchboard_sessions_total{route=\"chat\",outcome=\"client_closed\"} 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slow client never cut off:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sio_control_emit(
+        s.backend_port,
+        "message_created",
+        json!([{"fine": true}]),
+        Some("ok"),
+    )
+    .await;
+    let m = d
+        .expect(T, |v| v["c"] == "ok" && v["ev"] == "message")
+        .await;
+    assert_eq!(m["body"], r#"{"fine":true}"#);
+    drop(slow);
+}
