@@ -11,6 +11,11 @@ use bytes::Bytes;
 /// A subscription id, allocated by the downstream (server-role) leg, unique within a session.
 pub type SubId = u64;
 
+/// Headers a dialect carries beside the payload (STOMP user headers such as `reply-to`,
+/// `correlation-id` or custom ones); passed between legs that have headers, dropped by legs
+/// that have none.
+pub type Meta = Vec<(Bytes, Bytes)>;
+
 /// A correlation id for a publish that wants an answer, allocated by the downstream leg.
 /// Each leg keeps its own wire ids (STOMP receipt, Socket.IO ack id) in its own table.
 pub type ReplyId = u64;
@@ -107,6 +112,8 @@ pub enum ClientOp {
         args: Vec<Bytes>,
         /// The body.
         payload: Payload,
+        /// User headers.
+        meta: Meta,
         /// Set when the client wants to hear that the publish was done.
         reply: Option<ReplyId>,
     },
@@ -207,6 +214,8 @@ pub enum BackendEvent {
         args: Vec<Bytes>,
         /// The body.
         payload: Payload,
+        /// User headers.
+        meta: Meta,
         /// The upstream's ack token when it expects the client to acknowledge.
         ack: Option<Bytes>,
     },

@@ -315,6 +315,7 @@ impl Translator {
                 Ok(ClientOp::Unsubscribe { sub })
             }
             ClientOp::Publish {
+                meta,
                 channel,
                 event,
                 args,
@@ -333,6 +334,7 @@ impl Translator {
                     })?;
                 rule_args.extend(args);
                 Ok(ClientOp::Publish {
+                    meta,
                     channel: Bytes::from(up),
                     event,
                     args: rule_args,
@@ -360,6 +362,7 @@ impl Translator {
                 args,
                 payload,
                 ack,
+                meta,
                 ..
             } => {
                 if let Some(e) = self.subs.get(&sub) {
@@ -369,6 +372,7 @@ impl Translator {
                         (event, payload)
                     };
                     out.push(BackendEvent::Message {
+                        meta,
                         sub: Some(sub),
                         channel: e.down_channel.clone(),
                         event,
@@ -379,6 +383,7 @@ impl Translator {
                 }
             }
             BackendEvent::Message {
+                meta,
                 sub: None,
                 channel,
                 event,
@@ -409,6 +414,7 @@ impl Translator {
                         .map(Bytes::from)
                         .unwrap_or(channel);
                     out.push(BackendEvent::Message {
+                        meta,
                         sub: None,
                         channel,
                         event,
@@ -425,6 +431,7 @@ impl Translator {
                         (event.clone(), payload.clone())
                     };
                     out.push(BackendEvent::Message {
+                        meta: meta.clone(),
                         sub: Some(id),
                         channel: e.down_channel.clone(),
                         event,
@@ -551,6 +558,7 @@ mod tests {
         );
         let op = t
             .down_op(ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("/app/message_deleted"),
                 event: None,
                 args: vec![],
@@ -588,6 +596,7 @@ mod tests {
         let mut out = Vec::new();
         t.up_event(
             BackendEvent::Message {
+                meta: Vec::new(),
                 sub: None,
                 channel: Bytes::from("conversation:b"),
                 event: None,
@@ -624,6 +633,7 @@ mod tests {
         .unwrap();
         let op = t
             .down_op(ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("/v1/app/conversation/42/typing/start"),
                 event: None,
                 args: vec![],
@@ -638,6 +648,7 @@ mod tests {
         for id in ["\"41\"", "\"42\""] {
             t.up_event(
                 BackendEvent::Message {
+                    meta: Vec::new(),
                     sub: None,
                     channel: Bytes::from("conversation_event"),
                     event: None,
@@ -679,6 +690,7 @@ mod tests {
         let mut out = Vec::new();
         t.up_event(
             BackendEvent::Message {
+                meta: Vec::new(),
                 sub: Some(1),
                 channel: Bytes::from("/v1/topic/conversation/7"),
                 event: None,
@@ -716,6 +728,7 @@ mod tests {
         for name in ["a", "b"] {
             t.up_event(
                 BackendEvent::Message {
+                    meta: Vec::new(),
                     sub: None,
                     channel: Bytes::from(name),
                     event: None,
@@ -746,6 +759,7 @@ mod tests {
         let mut out = Vec::new();
         t.up_event(
             BackendEvent::Message {
+                meta: Vec::new(),
                 sub: None,
                 channel: Bytes::from("a"),
                 event: None,

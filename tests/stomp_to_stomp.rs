@@ -64,7 +64,7 @@ dialect = "stomp"
         .await;
         d.expect(T, |v| v["c"] == c && v["ev"] == "receipt").await;
         d.send(json!({"op":"send","c":c,"destination":format!("/topic/chat.{c}"),"body":"{\"message\":{\"text\":\"hi\"}}",
-            "headers":{"content-type":"application/json","receipt":format!("{c}-send"),"event":"message"}}))
+            "headers":{"content-type":"application/json","receipt":format!("{c}-send"),"event":"message","x-trace":"t-42","correlation-id":"c-7"}}))
         .await;
         d.expect(T, |v| {
             v["c"] == c && v["ev"] == "receipt" && v["id"] == format!("{c}-send")
@@ -77,6 +77,8 @@ dialect = "stomp"
             m["headers"]["event"], "message",
             "user headers pass SEND → MESSAGE"
         );
+        assert_eq!(m["headers"]["x-trace"], "t-42", "{m}");
+        assert_eq!(m["headers"]["correlation-id"], "c-7", "{m}");
         d.send(json!({"op":"ack","c":c,"sub":"s","headers":{"receipt":format!("{c}-ack")}}))
             .await;
         d.expect(T, |v| {

@@ -316,6 +316,7 @@ impl SocketioClient {
                     None => Payload::null(),
                 };
                 out.events.push(BackendEvent::Message {
+                    meta: Vec::new(),
                     sub: None,
                     channel: Bytes::from(name),
                     event: None,
@@ -436,6 +437,7 @@ impl ClientRole for SocketioClient {
             ClientOp::Subscribe { sub, .. } => out.events.push(BackendEvent::Subscribed { sub }),
             ClientOp::Unsubscribe { .. } | ClientOp::Ack { .. } => {}
             ClientOp::Publish {
+                meta: _,
                 channel,
                 event: _,
                 args,
@@ -633,6 +635,7 @@ mod tests {
         let mut out = ClientOut::default();
         c.on_op(
             ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("a"),
                 event: None,
                 args: vec![],
@@ -698,6 +701,7 @@ mod tests {
         let mut out = ClientOut::default();
         c.on_op(
             ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("m"),
                 event: None,
                 args: vec![],
@@ -721,6 +725,7 @@ mod tests {
         let mut out = ClientOut::default();
         c.on_op(
             ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("m"),
                 event: None,
                 args: vec![],
@@ -743,6 +748,7 @@ mod tests {
         let mut out = ClientOut::default();
         c.on_op(
             ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("m"),
                 event: None,
                 args: vec![Bytes::from("\"42\"")],
@@ -768,6 +774,7 @@ mod tests {
         let mut out = ClientOut::default();
         c.on_op(
             ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("up"),
                 event: None,
                 args: vec![],
@@ -809,6 +816,7 @@ mod tests {
         let big = Bytes::from(format!("\"{}\"", "x".repeat(2000)));
         c.on_op(
             ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("m"),
                 event: None,
                 args: vec![],
@@ -833,6 +841,7 @@ mod tests {
         let mut out = ClientOut::default();
         c.on_op(
             ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("m"),
                 event: None,
                 args: vec![],

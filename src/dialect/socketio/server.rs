@@ -452,6 +452,7 @@ impl SocketioServer {
             }
         };
         out.ops.push(ClientOp::Publish {
+            meta: Vec::new(),
             channel: Bytes::from(name),
             event: None,
             args: Vec::new(),
@@ -977,6 +978,7 @@ mod tests {
 
     fn msg(sub: SubId, channel: &str, payload: Payload) -> BackendEvent {
         BackendEvent::Message {
+            meta: Vec::new(),
             sub: Some(sub),
             channel: Bytes::from(channel.to_owned()),
             event: None,
@@ -1241,6 +1243,7 @@ mod tests {
         let out = backend(
             &mut r,
             BackendEvent::Message {
+                meta: Vec::new(),
                 sub: Some(sub),
                 channel: Bytes::from("message_created"),
                 event: Some(Bytes::from("created")),
@@ -1258,6 +1261,7 @@ mod tests {
         let out = backend(
             &mut r,
             BackendEvent::Message {
+                meta: Vec::new(),
                 sub: None,
                 channel: Bytes::from("message_created"),
                 event: None,
@@ -1391,6 +1395,7 @@ mod tests {
         r.on_client(WsMsg::Text(wire_msg.clone()), Instant::now(), &mut out);
         let [
             ClientOp::Publish {
+                meta: _,
                 channel,
                 event: None,
                 args,

@@ -319,6 +319,7 @@ impl StompClient {
                     self.send(&ack, out);
                 }
                 out.events.push(BackendEvent::Message {
+                    meta: super::user_headers(&f),
                     sub: Some(sub),
                     channel,
                     event: f.header("event").cloned(),
@@ -437,6 +438,7 @@ impl ClientRole for StompClient {
                 self.send(&f, out);
             }
             ClientOp::Publish {
+                meta,
                 channel,
                 event,
                 args,
@@ -461,6 +463,7 @@ impl ClientRole for StompClient {
                     let r = self.receipt_id(Pending::Reply(id), now);
                     f.push_header("receipt", r);
                 }
+                f.headers.extend(meta);
                 let f = f.with_body(body);
                 self.send(&f, out);
             }
@@ -670,6 +673,7 @@ mod tests {
         let mut out = ClientOut::default();
         c.on_op(
             ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("/topic/t"),
                 event: Some(Bytes::from("typing")),
                 args: vec![],
@@ -695,6 +699,7 @@ mod tests {
         let mut out = ClientOut::default();
         c.on_op(
             ClientOp::Publish {
+                meta: Vec::new(),
                 channel: Bytes::from("/queue/x"),
                 event: None,
                 args: vec![],

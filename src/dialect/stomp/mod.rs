@@ -5,7 +5,7 @@ pub mod codec;
 pub mod server;
 
 use crate::dialect::json::is_json;
-use crate::frame::PayloadKind;
+use crate::frame::{Meta, PayloadKind};
 
 /// How to read a STOMP body, from its `content-type` (and, when absent, its bytes: STOMP
 /// says octets, but stomp-js omits the header for strings).
@@ -34,4 +34,27 @@ pub(crate) fn content_type(kind: PayloadKind) -> &'static str {
         PayloadKind::Text => "text/plain;charset=utf-8",
         PayloadKind::Binary => "application/octet-stream",
     }
+}
+
+/// Headers the proxy sets itself on SEND and MESSAGE frames; every other header is a user
+/// header and travels as [`Meta`] (STOMP: "user headers must pass from SEND to MESSAGE").
+const OWN_HEADERS: &[&str] = &[
+    "destination",
+    "content-type",
+    "content-length",
+    "receipt",
+    "transaction",
+    "event",
+    "subscription",
+    "message-id",
+    "ack",
+];
+
+/// The user headers of a SEND or MESSAGE frame, in order.
+pub(crate) fn user_headers(f: &codec::Frame) -> Meta {
+    f.headers
+        .iter()
+        .filter(|(k, _)| !OWN_HEADERS.iter().any(|o| o.as_bytes() == k.as_ref()))
+        .cloned()
+        .collect()
 }

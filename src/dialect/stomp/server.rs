@@ -371,6 +371,7 @@ impl StompServer {
             id
         });
         let op = ClientOp::Publish {
+            meta: super::user_headers(&f),
             channel: dest,
             event: f.header("event").cloned(),
             args: Vec::new(),
@@ -455,6 +456,7 @@ impl StompServer {
 
     fn deliver(&mut self, ev: BackendEvent, out: &mut ServerOut) {
         let BackendEvent::Message {
+            meta,
             sub: Some(sub),
             channel,
             event,
@@ -496,6 +498,7 @@ impl StompServer {
         if let Some(e) = event {
             f.push_header("event", e);
         }
+        f.headers.extend(meta);
         let f = f.with_body(body);
         if kind == PayloadKind::Binary {
             out.to_client
@@ -797,6 +800,7 @@ mod tests {
         let mut o = ServerOut::default();
         r.on_backend(
             BackendEvent::Message {
+                meta: Vec::new(),
                 sub: Some(1),
                 channel: Bytes::from("/topic/message_created"),
                 event: None,
@@ -844,6 +848,46 @@ mod tests {
             &mut o,
         );
         assert_eq!(text(&o.to_client[0]), "RECEIPT\nreceipt-id:77\n\n\0");
+    }
+
+    #[test]
+    fn user_headers_travel_as_meta_both_ways() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "SEND\ndestination:/app/a\nreply-to:/temp-queue/x\nx-trace:t1\nreceipt:9\n\n{}\0",
+        );
+        let ClientOp::Publish { meta, .. } = &out.ops[0] else {
+            panic!()
+        };
+        assert_eq!(
+            meta,
+            &vec![
+                (Bytes::from("reply-to"), Bytes::from("/temp-queue/x")),
+                (Bytes::from("x-trace"), Bytes::from("t1"))
+            ]
+        );
+        feed(&mut r, "SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0");
+        let mut o = ServerOut::default();
+        r.on_backend(
+            BackendEvent::Message {
+                meta: vec![(Bytes::from("x-trace"), Bytes::from("t1"))],
+                sub: Some(1),
+                channel: Bytes::from("/topic/a"),
+                event: None,
+                args: vec![],
+                payload: Payload::json(Bytes::from("1")),
+                ack: None,
+            },
+            Instant::now(),
+            &mut o,
+        );
+        assert!(
+            text(&o.to_client[0]).ends_with("content-length:1\nx-trace:t1\n\n1\0"),
+            "{}",
+            text(&o.to_client[0])
+        );
     }
 
     #[test]
@@ -917,6 +961,7 @@ mod tests {
         let mut o = ServerOut::default();
         r.on_backend(
             BackendEvent::Message {
+                meta: Vec::new(),
                 sub: Some(1),
                 channel: Bytes::from("/topic/a:b"),
                 event: None,
@@ -939,6 +984,7 @@ mod tests {
         let mut o = ServerOut::default();
         r.on_backend(
             BackendEvent::Message {
+                meta: Vec::new(),
                 sub: Some(1),
                 channel: Bytes::from("/topic/f"),
                 event: None,
