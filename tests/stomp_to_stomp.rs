@@ -126,3 +126,102 @@ dialect = "stomp"
     );
     drop(rabbit);
 }
+
+/// Messages unacknowledged on the broker, per queue, from `rabbitmqctl list_queues`.
+fn unacked(rabbit: &Rabbit) -> Vec<(String, u64)> {
+    let out = rabbit.ctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages_unacknowledged",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_owned(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The broker subscription is `client-individual`; what the STOMP client chose decides when
+/// the proxy acks upstream: at once for `auto`, cumulatively for `client`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downstream_ack_modes_reach_a_client_individual_broker_subscription() {
+    ensure_npm();
+    let Some(rabbit) = start_rabbitmq() else {
+        return;
+    };
+    let port = free_port();
+    let cfg = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "acks"
+listen = "127.0.0.1:{port}"
+path = "/ws"
+client = "stomp"
+[route.upstream]
+url = "{url}"
+dialect = "stomp"
+ack_mode = "client-individual"
+"#,
+        admin = free_port(),
+        url = rabbit.ws_url(),
+    );
+    let _proxy = Proxy::start(&cfg).await;
+    let mut d = Driver::stomp().await;
+    for (c, mode) in [("auto", "auto"), ("client", "client")] {
+        d.send(
+            json!({"op":"connect","c":c,"url":format!("ws://127.0.0.1:{port}/ws"),
+            "headers":{"login":"guest","passcode":"guest","host":"/"}}),
+        )
+        .await;
+        d.expect_ev(T, c, "connected").await;
+        d.send(
+            json!({"op":"subscribe","c":c,"id":"s","destination":format!("/queue/acks.{c}"),
+            "headers":{"receipt":format!("{c}-sub"),"ack":mode}}),
+        )
+        .await;
+        d.expect(T, |v| v["c"] == c && v["ev"] == "receipt").await;
+        for i in 0..3 {
+            d.send(json!({"op":"send","c":c,"destination":format!("/queue/acks.{c}"),"body":format!("m{i}")}))
+                .await;
+        }
+        for i in 0..3 {
+            let m = d.expect(T, |v| v["c"] == c && v["ev"] == "message").await;
+            assert_eq!(m["body"], format!("m{i}"));
+        }
+    }
+    let queue = |c: &str| format!("acks.{c}");
+    let count =
+        |q: &str, list: &[(String, u64)]| list.iter().find(|(n, _)| n == q).map(|(_, u)| *u);
+    // Before any client ACK: `auto` was acked by the proxy, `client` waits for the client.
+    let mut list = Vec::new();
+    for _ in 0..20 {
+        list = unacked(&rabbit);
+        if count(&queue("auto"), &list) == Some(0) && count(&queue("client"), &list) == Some(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(count(&queue("auto"), &list), Some(0), "{list:?}");
+    assert_eq!(count(&queue("client"), &list), Some(3), "{list:?}");
+    // One ACK of the last message covers all three under `client`.
+    d.send(json!({"op":"ack","c":"client","sub":"s","headers":{"receipt":"acked"}}))
+        .await;
+    d.expect(T, |v| v["c"] == "client" && v["ev"] == "receipt")
+        .await;
+    for _ in 0..20 {
+        list = unacked(&rabbit);
+        if count(&queue("client"), &list) == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(count(&queue("client"), &list), Some(0), "{list:?}");
+    drop(rabbit);
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
-use super::{content_type, payload_kind};
+use super::payload_kind;
 use crate::config::Route;
 use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg, stat};
 use crate::frame::{
@@ -253,10 +253,22 @@ impl StompClient {
     fn on_frame(&mut self, f: Frame, now: Instant, out: &mut ClientOut) {
         match f.command {
             Command::Connected if self.state == State::Connecting => {
-                self.version = f
-                    .header_str("version")
-                    .and_then(|v| Version::parse(v.as_bytes()))
-                    .unwrap_or(Version::V1_0);
+                // A 1.0 broker may leave `version` out; any other value is not ours to guess.
+                let version = match f.header_str("version") {
+                    None => Some(Version::V1_0),
+                    Some(v) => Version::parse(v.as_bytes()),
+                };
+                let Some(version) = version else {
+                    let v = f.header_str("version").unwrap_or_default();
+                    return self.fail(
+                        ErrorInfo::new(
+                            ErrorKind::Protocol,
+                            format!("broker answered with unsupported STOMP version {v}"),
+                        ),
+                        out,
+                    );
+                };
+                self.version = version;
                 self.decoder.set_version(self.version);
                 let (sx, sy) = f
                     .header_str("heart-beat")
@@ -307,7 +319,7 @@ impl StompClient {
                 };
                 let channel = f.header("destination").cloned().unwrap_or_default();
                 let ack_token = if self.settings.client_ack {
-                    f.header("ack").or_else(|| f.header("message-id")).cloned()
+                    self.ack_token(&f)
                 } else {
                     None
                 };
@@ -315,11 +327,10 @@ impl StompClient {
                 if self.settings.ack_on_delivery
                     && let Some(t) = &ack_token
                 {
-                    let ack = Frame::new(Command::Ack).with_header(self.ack_header(), t.clone());
-                    self.send(&ack, out);
+                    self.send_ack(t.clone(), true, out);
                 }
                 out.events.push(BackendEvent::Message {
-                    meta: super::user_headers(&f),
+                    meta: super::meta_of(&f, kind),
                     sub: Some(sub),
                     channel,
                     event: f.header("event").cloned(),
@@ -366,12 +377,46 @@ impl StompClient {
         }
     }
 
-    fn ack_header(&self) -> &'static str {
-        if self.version == Version::V1_2 {
-            "id"
-        } else {
-            "message-id"
+    /// What identifies a MESSAGE in ACK/NACK: 1.2 names its `ack` header; 1.1 needs the
+    /// `subscription` and `message-id` together (carried as `subscription\nmessage-id`,
+    /// since neither may hold a raw line feed); 1.0 the `message-id` alone.
+    fn ack_token(&self, f: &Frame) -> Option<Bytes> {
+        match self.version {
+            Version::V1_2 => f.header("ack").or_else(|| f.header("message-id")).cloned(),
+            Version::V1_1 => {
+                let sub = f.header("subscription")?;
+                let id = f.header("message-id")?;
+                let mut t = Vec::with_capacity(sub.len() + 1 + id.len());
+                t.extend_from_slice(sub);
+                t.push(b'\n');
+                t.extend_from_slice(id);
+                Some(Bytes::from(t))
+            }
+            Version::V1_0 => f.header("message-id").cloned(),
         }
+    }
+
+    fn send_ack(&mut self, token: Bytes, positive: bool, out: &mut ClientOut) {
+        let command = if positive {
+            Command::Ack
+        } else {
+            Command::Nack
+        };
+        let f = match self.version {
+            Version::V1_2 => Frame::new(command).with_header("id", token),
+            Version::V1_1 => {
+                let Some(nl) = token.iter().position(|&b| b == b'\n') else {
+                    return;
+                };
+                Frame::new(command)
+                    .with_header("subscription", token.slice(..nl))
+                    .with_header("message-id", token.slice(nl + 1..))
+            }
+            // 1.0 has no NACK: the broker redelivers what stays unacknowledged.
+            Version::V1_0 if !positive => return,
+            Version::V1_0 => Frame::new(command).with_header("message-id", token),
+        };
+        self.send(&f, out);
     }
 }
 
@@ -452,10 +497,9 @@ impl ClientRole for StompClient {
                     self.copied += arr.len() as u64;
                     (arr, PayloadKind::Json)
                 };
-                let mut f = Frame::new(Command::Send)
-                    .with_header("destination", channel)
-                    .with_header("content-type", content_type(kind))
-                    .with_header("content-length", body.len().to_string());
+                let mut f = Frame::new(Command::Send).with_header("destination", channel);
+                super::push_content_type(&mut f, kind, &meta);
+                f.push_header("content-length", body.len().to_string());
                 if let Some(e) = event {
                     f.push_header("event", e);
                 }
@@ -467,15 +511,7 @@ impl ClientRole for StompClient {
                 let f = f.with_body(body);
                 self.send(&f, out);
             }
-            ClientOp::Ack { token, positive } => {
-                let f = Frame::new(if positive {
-                    Command::Ack
-                } else {
-                    Command::Nack
-                })
-                .with_header(self.ack_header(), token);
-                self.send(&f, out);
-            }
+            ClientOp::Ack { token, positive } => self.send_ack(token, positive, out),
             ClientOp::Disconnect => {
                 self.send(&Frame::new(Command::Disconnect), out);
                 self.state = State::Closed;
@@ -811,5 +847,106 @@ mod tests {
             &mut out,
         );
         assert_eq!(s(&out.to_backend[0]), "NACK\nid:a-1\n\n\0");
+    }
+
+    fn connected_as(version: &str) -> StompClient {
+        let settings = Settings {
+            client_ack: true,
+            ..Default::default()
+        };
+        let mut c = StompClient::new(settings, Credentials::default());
+        let mut out = ClientOut::default();
+        c.start(Instant::now(), &mut out);
+        let mut out = ClientOut::default();
+        c.on_backend(
+            txt(&format!("CONNECTED\n{version}\n\0")),
+            Instant::now(),
+            &mut out,
+        );
+        assert!(
+            matches!(out.events[0], BackendEvent::Ready { .. }),
+            "{out:?}"
+        );
+        c
+    }
+
+    fn ack_frames(c: &mut StompClient, message: &str) -> Vec<String> {
+        let mut out = ClientOut::default();
+        c.on_backend(txt(message), Instant::now(), &mut out);
+        let Some(BackendEvent::Message {
+            ack: Some(token), ..
+        }) = out.events.pop()
+        else {
+            panic!("{out:?}")
+        };
+        let mut frames = Vec::new();
+        for positive in [true, false] {
+            let mut out = ClientOut::default();
+            c.on_op(
+                ClientOp::Ack {
+                    token: token.clone(),
+                    positive,
+                },
+                Instant::now(),
+                &mut out,
+            );
+            frames.extend(out.to_backend.iter().map(s));
+        }
+        frames
+    }
+
+    #[test]
+    fn acks_follow_the_brokers_version() {
+        let m = "MESSAGE\nsubscription:sub-4\nmessage-id:m-7\ndestination:/topic/a\n\nhi\0";
+        let mut c = connected_as("version:1.1\n");
+        assert_eq!(
+            ack_frames(&mut c, m),
+            [
+                "ACK\nsubscription:sub-4\nmessage-id:m-7\n\n\0",
+                "NACK\nsubscription:sub-4\nmessage-id:m-7\n\n\0"
+            ]
+        );
+        // 1.0 (no `version` header) has no NACK.
+        let mut c = connected_as("");
+        assert_eq!(ack_frames(&mut c, m), ["ACK\nmessage-id:m-7\n\n\0"]);
+    }
+
+    #[test]
+    fn an_unknown_broker_version_fails_the_leg() {
+        let mut c = StompClient::new(Settings::default(), Credentials::default());
+        let mut out = ClientOut::default();
+        c.start(Instant::now(), &mut out);
+        let mut out = ClientOut::default();
+        c.on_backend(
+            txt("CONNECTED\nversion:3.0\n\n\0"),
+            Instant::now(),
+            &mut out,
+        );
+        assert!(
+            matches!(&out.events[0], BackendEvent::Error(e) if e.kind == ErrorKind::Protocol && e.message.starts_with(b"broker answered with unsupported STOMP version 3.0")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_senders_content_type_in_meta_replaces_the_derived_one() {
+        let (mut c, _) = connected(Settings::default(), Credentials::default());
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                meta: vec![(Bytes::from("content-type"), Bytes::from("text/csv"))],
+                channel: Bytes::from("/queue/a"),
+                event: None,
+                args: vec![],
+                payload: Payload::text(Bytes::from("a,b")),
+                reply: None,
+            },
+            Instant::now(),
+            &mut out,
+        );
+        assert_eq!(
+            s(&out.to_backend[0]),
+            "SEND\ndestination:/queue/a\ncontent-length:3\ncontent-type:text/csv\n\na,b\0"
+        );
     }
 }

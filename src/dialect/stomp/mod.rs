@@ -4,6 +4,8 @@ pub mod client;
 pub mod codec;
 pub mod server;
 
+use bytes::Bytes;
+
 use crate::dialect::json::is_json;
 use crate::frame::{Meta, PayloadKind};
 
@@ -57,4 +59,24 @@ pub(crate) fn user_headers(f: &codec::Frame) -> Meta {
         .filter(|(k, _)| !OWN_HEADERS.iter().any(|o| o.as_bytes() == k.as_ref()))
         .cloned()
         .collect()
+}
+
+/// The user headers of a SEND or MESSAGE, plus its `content-type` when the one the proxy
+/// would derive from `kind` says less (`application/xml`, `text/csv`): a STOMP → STOMP route
+/// keeps the sender's type. Dialects without headers ignore [`Meta`].
+pub(crate) fn meta_of(f: &codec::Frame, kind: PayloadKind) -> Meta {
+    let mut meta = user_headers(f);
+    if let Some(ct) = f.header("content-type") {
+        if ct.as_ref() != content_type(kind).as_bytes() {
+            meta.insert(0, (Bytes::from_static(b"content-type"), ct.clone()));
+        }
+    }
+    meta
+}
+
+/// Sets `content-type` from `kind`, unless `meta` carries the sender's own.
+pub(crate) fn push_content_type(f: &mut codec::Frame, kind: PayloadKind, meta: &Meta) {
+    if !meta.iter().any(|(k, _)| k.as_ref() == b"content-type") {
+        f.push_header("content-type", content_type(kind));
+    }
 }

@@ -7,13 +7,13 @@
 //! Must not touch: I/O, timers (the session asks [`ServerRole::keepalive`]), other dialects,
 //! channel naming (the translator rewrites destinations).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
-use super::{content_type, payload_kind};
+use super::payload_kind;
 use crate::dialect::json::{self, is_json};
 use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{
@@ -35,6 +35,8 @@ pub struct Settings {
     pub server_name: &'static str,
     /// Most SEND/ACK frames buffered in one transaction.
     pub max_transaction_frames: usize,
+    /// Most body bytes buffered across all open transactions of a session.
+    pub max_transaction_bytes: usize,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(10),
             server_name: concat!("switchboard/", env!("CARGO_PKG_VERSION")),
             max_transaction_frames: 1024,
+            max_transaction_bytes: 4 << 20,
         }
     }
 }
@@ -56,7 +59,46 @@ enum State {
     /// CONNECT forwarded; CONNECTED waits for the upstream.
     Connecting,
     Connected,
+    /// DISCONNECT with a receipt arrived while earlier receipts were pending: its RECEIPT
+    /// (and the close) wait for them.
+    Disconnecting,
     Closed,
+}
+
+/// Most transactions open at once in one session.
+const MAX_TRANSACTIONS: usize = 16;
+/// Most messages delivered under `client`/`client-individual` and not yet acknowledged.
+const MAX_UNACKED: usize = 65_536;
+/// Most RECEIPTs waiting for earlier frames to complete.
+const MAX_PENDING_RECEIPTS: usize = 4096;
+
+/// What a queued RECEIPT still waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Nothing: it goes out once every earlier receipt has.
+    Nothing,
+    /// The upstream's answer to a publish.
+    Reply(ReplyId),
+    /// The upstream's confirmation of a subscription.
+    Subscribed(SubId),
+}
+
+/// One frame held in an open transaction.
+#[derive(Debug)]
+enum TxItem {
+    /// A SEND (its `reply` unset) and its own `receipt`.
+    Publish {
+        op: ClientOp,
+        receipt: Option<Bytes>,
+    },
+    /// An ACK or NACK of one of our `ack` ids.
+    Ack { id: Bytes, positive: bool },
+}
+
+#[derive(Debug, Default)]
+struct Tx {
+    items: Vec<TxItem>,
+    bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +112,9 @@ enum AckMode {
 struct Sub {
     stomp_id: Bytes,
     ack: AckMode,
-    receipt: Option<Bytes>,
+    /// `client` mode: ack ids with an upstream token, oldest first (an ACK covers every
+    /// earlier one).
+    unacked: VecDeque<Bytes>,
 }
 
 /// The STOMP server role of one session.
@@ -88,12 +132,19 @@ pub struct StompServer {
     subs: HashMap<SubId, Sub>,
     by_stomp_id: HashMap<Bytes, SubId>,
     next_sub: SubId,
-    replies: HashMap<ReplyId, Bytes>,
+    /// RECEIPTs in the order their frames arrived: a RECEIPT tells the client that every
+    /// earlier frame was processed, so a ready one waits behind earlier ones still pending.
+    receipts: VecDeque<(Bytes, Wait)>,
     next_reply: ReplyId,
     next_message: u64,
-    /// Our MESSAGE `ack` value → the upstream's own ack token, for client-ack upstreams.
-    ack_tokens: HashMap<Bytes, Bytes>,
-    transactions: HashMap<Bytes, Vec<ClientOp>>,
+    /// Our MESSAGE `ack` value → its subscription and the upstream's own ack token.
+    ack_tokens: HashMap<Bytes, (SubId, Bytes)>,
+    transactions: HashMap<Bytes, Tx>,
+    /// Body bytes held in all open transactions.
+    tx_bytes: usize,
+    /// CONNECT must arrive by then: a deadline from the session's start that traffic
+    /// (heart-beat EOLs) does not push back. Set on the first call that brings the time.
+    connect_by: Option<Instant>,
     copied: u64,
 }
 
@@ -118,11 +169,13 @@ impl StompServer {
             subs: HashMap::new(),
             by_stomp_id: HashMap::new(),
             next_sub: 1,
-            replies: HashMap::new(),
+            receipts: VecDeque::new(),
             next_reply: 1,
             next_message: 1,
             ack_tokens: HashMap::new(),
             transactions: HashMap::new(),
+            tx_bytes: 0,
+            connect_by: None,
             copied: 0,
         }
     }
@@ -171,10 +224,63 @@ impl StompServer {
         self.send(&f, out);
     }
 
+    /// Queues a RECEIPT behind earlier ones; `false` (after a fatal ERROR) when too many wait.
+    fn queue_receipt(&mut self, id: Bytes, wait: Wait, out: &mut ServerOut) -> bool {
+        if self.receipts.len() >= MAX_PENDING_RECEIPTS {
+            self.fatal("too many pending receipts", b"", Some(id), 1008, out);
+            return false;
+        }
+        self.receipts.push_back((id, wait));
+        self.flush_receipts(out);
+        true
+    }
+
+    /// Marks what `wait` stood for as done and writes every RECEIPT that is now due.
+    fn resolve(&mut self, wait: Wait, out: &mut ServerOut) {
+        if let Some(e) = self.receipts.iter_mut().find(|(_, w)| *w == wait) {
+            e.1 = Wait::Nothing;
+            self.flush_receipts(out);
+        }
+    }
+
+    /// Removes the RECEIPT waiting on `wait` (it failed): its id goes into the ERROR.
+    fn take_receipt(&mut self, wait: Wait) -> Option<Bytes> {
+        let i = self.receipts.iter().position(|(_, w)| *w == wait)?;
+        self.receipts.remove(i).map(|(id, _)| id)
+    }
+
+    fn flush_receipts(&mut self, out: &mut ServerOut) {
+        while let Some((_, Wait::Nothing)) = self.receipts.front() {
+            if let Some((id, _)) = self.receipts.pop_front() {
+                self.receipt(id, out);
+            }
+        }
+        if self.state == State::Disconnecting && self.receipts.is_empty() {
+            out.ops.push(ClientOp::Disconnect);
+            self.state = State::Closed;
+            out.close = Some(Close::normal());
+        }
+    }
+
+    /// Sends `op` upstream; its RECEIPT, if any, waits for the upstream's answer.
+    fn publish(&mut self, mut op: ClientOp, receipt: Option<Bytes>, out: &mut ServerOut) {
+        if let Some(r) = receipt {
+            let id = self.next_reply;
+            self.next_reply += 1;
+            if let ClientOp::Publish { reply, .. } = &mut op {
+                *reply = Some(id);
+            }
+            if !self.queue_receipt(r, Wait::Reply(id), out) {
+                return;
+            }
+        }
+        out.ops.push(op);
+    }
+
     fn on_frame(&mut self, f: Frame, out: &mut ServerOut) {
         let receipt = f.header("receipt").cloned();
         match (self.state, f.command) {
-            (State::Closed, _) => {}
+            (State::Closed | State::Disconnecting, _) => {}
             (State::AwaitConnect, Command::Connect | Command::Stomp) => self.on_connect(f, out),
             (State::AwaitConnect, c) => self.fatal(
                 "expected CONNECT",
@@ -192,14 +298,22 @@ impl StompServer {
             (_, Command::Ack | Command::Nack) => self.on_ack(f, receipt, out),
             (_, Command::Begin) => self.on_begin(f, receipt, out),
             (_, Command::Commit | Command::Abort) => self.on_end_tx(f, receipt, out),
-            (_, Command::Disconnect) => {
-                out.ops.push(ClientOp::Disconnect);
-                if let Some(r) = receipt {
-                    self.receipt(r, out);
+            (_, Command::Disconnect) => match receipt {
+                // Its RECEIPT must confirm every earlier frame: wait for them first.
+                Some(r) if !self.receipts.is_empty() => {
+                    self.state = State::Disconnecting;
+                    self.receipts.push_back((r, Wait::Nothing));
+                    self.flush_receipts(out);
                 }
-                self.state = State::Closed;
-                out.close = Some(Close::normal());
-            }
+                receipt => {
+                    out.ops.push(ClientOp::Disconnect);
+                    if let Some(r) = receipt {
+                        self.receipt(r, out);
+                    }
+                    self.state = State::Closed;
+                    out.close = Some(Close::normal());
+                }
+            },
             (_, c) => self.fatal(
                 "unexpected frame",
                 format!("a client may not send {}", c.as_str()).as_bytes(),
@@ -311,20 +425,30 @@ impl StompServer {
         };
         let sub = self.next_sub;
         self.next_sub += 1;
+        if let Some(r) = receipt {
+            if !self.queue_receipt(r, Wait::Subscribed(sub), out) {
+                return;
+            }
+        }
         self.by_stomp_id.insert(id.clone(), sub);
         self.subs.insert(
             sub,
             Sub {
                 stomp_id: id,
                 ack,
-                receipt,
+                unacked: VecDeque::new(),
             },
         );
         out.ops.push(ClientOp::Subscribe { sub, channel: dest });
     }
 
     fn on_unsubscribe(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
-        let id = f.header("id").or_else(|| f.header("destination")).cloned();
+        // Only STOMP 1.0 names a subscription by its destination.
+        let id = match f.header("id") {
+            Some(id) => Some(id.clone()),
+            None if self.version == Version::V1_0 => f.header("destination").cloned(),
+            None => None,
+        };
         let Some(id) = id else {
             return self.fatal(
                 "missing id",
@@ -336,10 +460,14 @@ impl StompServer {
         };
         if let Some(sub) = self.by_stomp_id.remove(&id) {
             self.subs.remove(&sub);
+            // The broker takes back what was not acknowledged when the subscription ends.
+            self.ack_tokens.retain(|_, (s, _)| *s != sub);
+            // Its confirmation no longer matters; a receipt waiting on it must not block.
+            self.resolve(Wait::Subscribed(sub), out);
             out.ops.push(ClientOp::Unsubscribe { sub });
         }
         if let Some(r) = receipt {
-            self.receipt(r, out);
+            self.queue_receipt(r, Wait::Nothing, out);
         }
     }
 
@@ -364,14 +492,9 @@ impl StompServer {
                 out,
             );
         }
-        let reply = receipt.map(|r| {
-            let id = self.next_reply;
-            self.next_reply += 1;
-            self.replies.insert(id, r);
-            id
-        });
+        let size = f.body.len();
         let op = ClientOp::Publish {
-            meta: super::user_headers(&f),
+            meta: super::meta_of(&f, kind),
             channel: dest,
             event: f.header("event").cloned(),
             args: Vec::new(),
@@ -379,25 +502,58 @@ impl StompServer {
                 data: f.body.clone(),
                 kind,
             },
-            reply,
+            reply: None,
         };
-        self.op_or_buffer(f.header("transaction"), op, out);
+        match f.header("transaction") {
+            None => self.publish(op, receipt, out),
+            Some(tx) => self.buffer(tx, TxItem::Publish { op, receipt }, size, out),
+        }
     }
 
-    fn op_or_buffer(&mut self, tx: Option<&Bytes>, op: ClientOp, out: &mut ServerOut) {
-        match tx {
-            None => out.ops.push(op),
-            Some(tx) => match self.transactions.get_mut(tx) {
-                Some(buf) if buf.len() < self.settings.max_transaction_frames => buf.push(op),
-                Some(_) => self.fatal(
-                    "transaction too large",
-                    tx.clone().as_ref(),
-                    None,
-                    1008,
-                    out,
-                ),
-                None => self.fatal("unknown transaction", tx.clone().as_ref(), None, 1002, out),
-            },
+    /// Holds `item` in transaction `tx` until COMMIT or ABORT.
+    fn buffer(&mut self, tx: &Bytes, item: TxItem, size: usize, out: &mut ServerOut) {
+        let Some(t) = self.transactions.get_mut(tx) else {
+            return self.fatal("unknown transaction", tx.clone().as_ref(), None, 1002, out);
+        };
+        if t.items.len() >= self.settings.max_transaction_frames
+            || self.tx_bytes.saturating_add(size) > self.settings.max_transaction_bytes
+        {
+            return self.fatal(
+                "transaction too large",
+                tx.clone().as_ref(),
+                None,
+                1008,
+                out,
+            );
+        }
+        t.items.push(item);
+        t.bytes += size;
+        self.tx_bytes += size;
+    }
+
+    /// Acknowledges our ack id `id` upstream: alone under `client-individual`, with every
+    /// earlier message of its subscription under `client`.
+    fn apply_ack(&mut self, id: &Bytes, positive: bool, out: &mut ServerOut) {
+        // Upstreams without client acks redeliver nothing: the ACK is a no-op there.
+        let Some(&(sub, _)) = self.ack_tokens.get(id) else {
+            return;
+        };
+        match self.subs.get_mut(&sub) {
+            Some(s) if s.ack == AckMode::Client => {
+                while let Some(front) = s.unacked.pop_front() {
+                    if let Some((_, token)) = self.ack_tokens.remove(&front) {
+                        out.ops.push(ClientOp::Ack { token, positive });
+                    }
+                    if &front == id {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                if let Some((_, token)) = self.ack_tokens.remove(id) {
+                    out.ops.push(ClientOp::Ack { token, positive });
+                }
+            }
         }
     }
 
@@ -413,16 +569,14 @@ impl StompServer {
                 out,
             );
         };
-        // Upstreams without client acks redeliver nothing: the ACK is a no-op there.
-        if let Some(token) = self.ack_tokens.remove(&id) {
-            let op = ClientOp::Ack {
-                token,
-                positive: f.command == Command::Ack,
-            };
-            self.op_or_buffer(f.header("transaction"), op, out);
+        let positive = f.command == Command::Ack;
+        match f.header("transaction") {
+            // Acked only on COMMIT: after an ABORT the message can still be acknowledged.
+            Some(tx) => self.buffer(tx, TxItem::Ack { id, positive }, 0, out),
+            None => self.apply_ack(&id, positive, out),
         }
         if let Some(r) = receipt {
-            self.receipt(r, out);
+            self.queue_receipt(r, Wait::Nothing, out);
         }
     }
 
@@ -430,12 +584,12 @@ impl StompServer {
         let Some(tx) = f.header("transaction").cloned() else {
             return self.fatal("missing transaction", b"", receipt, 1002, out);
         };
-        if self.transactions.len() >= 16 || self.transactions.contains_key(&tx) {
+        if self.transactions.len() >= MAX_TRANSACTIONS || self.transactions.contains_key(&tx) {
             return self.fatal("bad transaction", tx.as_ref(), receipt, 1002, out);
         }
-        self.transactions.insert(tx, Vec::new());
+        self.transactions.insert(tx, Tx::default());
         if let Some(r) = receipt {
-            self.receipt(r, out);
+            self.queue_receipt(r, Wait::Nothing, out);
         }
     }
 
@@ -443,14 +597,43 @@ impl StompServer {
         let Some(tx) = f.header("transaction").cloned() else {
             return self.fatal("missing transaction", b"", receipt, 1002, out);
         };
-        let Some(ops) = self.transactions.remove(&tx) else {
+        let Some(t) = self.transactions.remove(&tx) else {
             return self.fatal("unknown transaction", tx.as_ref(), receipt, 1002, out);
         };
-        if f.command == Command::Commit {
-            out.ops.extend(ops);
+        self.tx_bytes = self.tx_bytes.saturating_sub(t.bytes);
+        let mut receipt = receipt;
+        if f.command == Command::Abort {
+            // Discarded frames were processed all the same: their receipts are due now.
+            for item in t.items {
+                if let TxItem::Publish {
+                    receipt: Some(r), ..
+                } = item
+                {
+                    self.queue_receipt(r, Wait::Nothing, out);
+                }
+            }
+        } else {
+            let last_publish = t
+                .items
+                .iter()
+                .rposition(|i| matches!(i, TxItem::Publish { .. }));
+            for (i, item) in t.items.into_iter().enumerate() {
+                match item {
+                    // The COMMIT's receipt rides on the last SEND when that has none, so it
+                    // is answered only once the committed frames were taken upstream.
+                    TxItem::Publish { op, receipt: None } if Some(i) == last_publish => {
+                        self.publish(op, receipt.take(), out);
+                    }
+                    TxItem::Publish { op, receipt: r } => self.publish(op, r, out),
+                    TxItem::Ack { id, positive } => self.apply_ack(&id, positive, out),
+                }
+                if self.state == State::Closed {
+                    return;
+                }
+            }
         }
         if let Some(r) = receipt {
-            self.receipt(r, out);
+            self.queue_receipt(r, Wait::Nothing, out);
         }
     }
 
@@ -482,18 +665,35 @@ impl StompServer {
             .with_header("subscription", s.stomp_id.clone())
             .with_header("message-id", message_id.clone())
             .with_header("destination", channel);
-        if s.ack != AckMode::Auto {
-            let ack_id = Bytes::from(message_id);
-            if self.version == Version::V1_2 {
-                f.push_header("ack", ack_id.clone());
-            }
-            if let Some(token) = ack {
-                if self.ack_tokens.len() < 65_536 {
-                    self.ack_tokens.insert(ack_id, token);
+        // An `auto` subscriber never acks: the proxy acks upstream once the MESSAGE is queued.
+        let mut auto_ack = None;
+        match (s.ack, ack) {
+            (AckMode::Auto, token) => auto_ack = token,
+            (mode, token) => {
+                let ack_id = Bytes::from(message_id);
+                if self.version == Version::V1_2 {
+                    f.push_header("ack", ack_id.clone());
+                }
+                if let Some(token) = token {
+                    if self.ack_tokens.len() >= MAX_UNACKED {
+                        return self.fatal(
+                            "too many unacknowledged messages",
+                            b"acknowledge messages before receiving more",
+                            None,
+                            1008,
+                            out,
+                        );
+                    }
+                    if mode == AckMode::Client {
+                        if let Some(s) = self.subs.get_mut(&sub) {
+                            s.unacked.push_back(ack_id.clone());
+                        }
+                    }
+                    self.ack_tokens.insert(ack_id, (sub, token));
                 }
             }
         }
-        f.push_header("content-type", content_type(kind));
+        super::push_content_type(&mut f, kind, &meta);
         f.push_header("content-length", body.len().to_string());
         if let Some(e) = event {
             f.push_header("event", e);
@@ -506,11 +706,19 @@ impl StompServer {
         } else {
             self.send(&f, out);
         }
+        if let Some(token) = auto_ack {
+            out.ops.push(ClientOp::Ack {
+                token,
+                positive: true,
+            });
+        }
     }
 }
 
 impl ServerRole for StompServer {
-    fn on_client(&mut self, msg: WsMsg, _now: Instant, out: &mut ServerOut) {
+    fn on_client(&mut self, msg: WsMsg, now: Instant, out: &mut ServerOut) {
+        self.connect_by
+            .get_or_insert(now + self.settings.connect_timeout);
         let bytes = match msg {
             WsMsg::Text(b) | WsMsg::Binary(b) => b,
         };
@@ -560,13 +768,9 @@ impl ServerRole for StompServer {
                     self.receipt(r, out);
                 }
             }
-            BackendEvent::Subscribed { sub } => {
-                if let Some(r) = self.subs.get_mut(&sub).and_then(|s| s.receipt.take()) {
-                    self.receipt(r, out);
-                }
-            }
+            BackendEvent::Subscribed { sub } => self.resolve(Wait::Subscribed(sub), out),
             BackendEvent::SubscribeFailed { sub, reason } => {
-                let receipt = self.subs.get_mut(&sub).and_then(|s| s.receipt.take());
+                let receipt = self.take_receipt(Wait::Subscribed(sub));
                 let msg = String::from_utf8_lossy(&reason.message).into_owned();
                 self.fatal(
                     &format!("subscription refused: {msg}"),
@@ -578,17 +782,13 @@ impl ServerRole for StompServer {
             }
             ev @ BackendEvent::Message { sub: Some(_), .. } => self.deliver(ev, out),
             BackendEvent::Message { sub: None, .. } => {}
-            BackendEvent::Reply { id, result } => {
-                let Some(r) = self.replies.remove(&id) else {
+            BackendEvent::Reply { id, result: Ok(_) } => self.resolve(Wait::Reply(id), out),
+            BackendEvent::Reply { id, result: Err(e) } => {
+                let Some(r) = self.take_receipt(Wait::Reply(id)) else {
                     return;
                 };
-                match result {
-                    Ok(_) => self.receipt(r, out),
-                    Err(e) => {
-                        let msg = String::from_utf8_lossy(&e.message).into_owned();
-                        self.fatal(&msg, &detail_bytes(&e), Some(r), 1011, out);
-                    }
-                }
+                let msg = String::from_utf8_lossy(&e.message).into_owned();
+                self.fatal(&msg, &detail_bytes(&e), Some(r), 1011, out);
             }
             BackendEvent::Presence { .. } => {}
             // STOMP: "a SEND that fails must produce an ERROR", and ERROR is fatal.
@@ -640,19 +840,32 @@ impl ServerRole for StompServer {
     }
 
     fn heartbeat(&mut self) -> Option<WsMsg> {
-        (self.state == State::Connected).then(|| WsMsg::Text(stat("\n")))
+        matches!(self.state, State::Connected | State::Disconnecting)
+            .then(|| WsMsg::Text(stat("\n")))
     }
 
     fn on_peer_silent(&mut self, out: &mut ServerOut) {
-        let what = if self.state == State::AwaitConnect {
-            "no CONNECT received in time"
-        } else {
-            "heart-beat timeout"
-        };
-        self.fatal(what, b"", None, 1002, out);
+        match self.state {
+            State::AwaitConnect => self.fatal("no CONNECT received in time", b"", None, 1002, out),
+            State::Connecting => self.fatal(
+                "upstream unavailable: no answer in time",
+                b"",
+                None,
+                1011,
+                out,
+            ),
+            _ => self.fatal("heart-beat timeout", b"", None, 1002, out),
+        }
     }
 
-    fn expire(&mut self, _now: Instant, _out: &mut ServerOut) {}
+    fn expire(&mut self, now: Instant, out: &mut ServerOut) {
+        let by = *self
+            .connect_by
+            .get_or_insert(now + self.settings.connect_timeout);
+        if self.state == State::AwaitConnect && now >= by {
+            self.fatal("no CONNECT received in time", b"", None, 1002, out);
+        }
+    }
 
     fn take_copied(&mut self) -> u64 {
         std::mem::take(&mut self.copied)
@@ -1001,5 +1214,284 @@ mod tests {
         assert!(b.ends_with(
             b"content-type:application/octet-stream\ncontent-length:3\n\n\xff\x00\x01\x00"
         ));
+    }
+
+    fn msg_with_ack(sub: SubId, token: &str) -> BackendEvent {
+        BackendEvent::Message {
+            meta: Vec::new(),
+            sub: Some(sub),
+            channel: Bytes::from("/topic/a"),
+            event: None,
+            args: vec![],
+            payload: Payload::json(Bytes::from("1")),
+            ack: Some(Bytes::from(token.to_owned())),
+        }
+    }
+
+    fn backend(r: &mut StompServer, ev: BackendEvent) -> ServerOut {
+        let mut o = ServerOut::default();
+        r.on_backend(ev, Instant::now(), &mut o);
+        o
+    }
+
+    fn acks(out: &ServerOut) -> Vec<(String, bool)> {
+        out.ops
+            .iter()
+            .filter_map(|op| match op {
+                ClientOp::Ack { token, positive } => {
+                    Some((String::from_utf8(token.to_vec()).unwrap(), *positive))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn auto_subscriber_messages_are_acked_upstream_after_delivery() {
+        let mut r = role();
+        connected(&mut r);
+        feed(&mut r, "SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0");
+        let o = backend(&mut r, msg_with_ack(1, "up-1"));
+        assert!(text(&o.to_client[0]).starts_with("MESSAGE\n"));
+        assert!(!text(&o.to_client[0]).contains("\nack:"));
+        assert_eq!(acks(&o), vec![("up-1".into(), true)]);
+    }
+
+    #[test]
+    fn client_mode_ack_is_cumulative_and_client_individual_is_not() {
+        let mut r = role();
+        connected(&mut r);
+        feed(
+            &mut r,
+            "SUBSCRIBE\nid:c\ndestination:/topic/a\nack:client\n\n\0",
+        );
+        feed(
+            &mut r,
+            "SUBSCRIBE\nid:i\ndestination:/topic/b\nack:client-individual\n\n\0",
+        );
+        for (sub, token) in [(1, "c1"), (2, "i1"), (1, "c2"), (2, "i2"), (1, "c3")] {
+            let o = backend(&mut r, msg_with_ack(sub, token));
+            assert!(acks(&o).is_empty(), "no ack before the client's");
+        }
+        // Our ack ids are s1-1 … s1-5 in delivery order.
+        let out = feed(&mut r, "ACK\nid:s1-3\n\n\0");
+        assert_eq!(acks(&out), vec![("c1".into(), true), ("c2".into(), true)]);
+        let out = feed(&mut r, "NACK\nid:s1-4\n\n\0");
+        assert_eq!(acks(&out), vec![("i2".into(), false)]);
+        // Already covered: a no-op.
+        assert!(acks(&feed(&mut r, "ACK\nid:s1-1\n\n\0")).is_empty());
+        let out = feed(&mut r, "ACK\nid:s1-5\n\n\0");
+        assert_eq!(acks(&out), vec![("c3".into(), true)]);
+        let out = feed(&mut r, "ACK\nid:s1-2\nreceipt:k\n\n\0");
+        assert_eq!(acks(&out), vec![("i1".into(), true)]);
+        assert_eq!(text(&out.to_client[0]), "RECEIPT\nreceipt-id:k\n\n\0");
+    }
+
+    #[test]
+    fn unsubscribe_forgets_unacked_messages() {
+        let mut r = role();
+        connected(&mut r);
+        feed(
+            &mut r,
+            "SUBSCRIBE\nid:c\ndestination:/topic/a\nack:client\n\n\0",
+        );
+        backend(&mut r, msg_with_ack(1, "c1"));
+        feed(&mut r, "UNSUBSCRIBE\nid:c\n\n\0");
+        assert!(r.ack_tokens.is_empty());
+        assert!(acks(&feed(&mut r, "ACK\nid:s1-1\n\n\0")).is_empty());
+    }
+
+    #[test]
+    fn unsubscribe_needs_an_id_after_1_0() {
+        let mut r = role();
+        connected(&mut r);
+        feed(&mut r, "SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0");
+        let out = feed(&mut r, "UNSUBSCRIBE\ndestination:/topic/a\n\n\0");
+        assert!(text(&out.to_client[0]).starts_with("ERROR\nmessage:missing id\n"));
+    }
+
+    #[test]
+    fn a_receipt_waits_for_earlier_frames() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "SEND\ndestination:/app/a\nreceipt:s\n\n{}\0SUBSCRIBE\nid:0\ndestination:/topic/a\nreceipt:b\n\n\0UNSUBSCRIBE\nid:9\nreceipt:u\n\n\0",
+        );
+        assert!(
+            out.to_client.is_empty(),
+            "every receipt waits for the SEND's"
+        );
+        let ClientOp::Publish {
+            reply: Some(id), ..
+        } = &out.ops[0]
+        else {
+            panic!("{:?}", out.ops)
+        };
+        let o = backend(&mut r, BackendEvent::Subscribed { sub: 1 });
+        assert!(o.to_client.is_empty());
+        let o = backend(
+            &mut r,
+            BackendEvent::Reply {
+                id: *id,
+                result: Ok(None),
+            },
+        );
+        let got: Vec<String> = o.to_client.iter().map(text).collect();
+        assert_eq!(
+            got,
+            [
+                "RECEIPT\nreceipt-id:s\n\n\0",
+                "RECEIPT\nreceipt-id:b\n\n\0",
+                "RECEIPT\nreceipt-id:u\n\n\0"
+            ]
+        );
+    }
+
+    #[test]
+    fn disconnect_receipt_waits_for_pending_receipts_then_closes() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "SEND\ndestination:/app/a\nreceipt:s\n\nx\0DISCONNECT\nreceipt:d\n\n\0",
+        );
+        assert_eq!(out.ops.len(), 1, "no Disconnect yet: {:?}", out.ops);
+        assert!(out.close.is_none() && out.to_client.is_empty());
+        let o = backend(
+            &mut r,
+            BackendEvent::Reply {
+                id: 1,
+                result: Ok(None),
+            },
+        );
+        let got: Vec<String> = o.to_client.iter().map(text).collect();
+        assert_eq!(
+            got,
+            ["RECEIPT\nreceipt-id:s\n\n\0", "RECEIPT\nreceipt-id:d\n\n\0"]
+        );
+        assert_eq!(o.ops, vec![ClientOp::Disconnect]);
+        assert_eq!(o.close, Some(Close::normal()));
+    }
+
+    #[test]
+    fn abort_answers_receipts_and_keeps_acks_open() {
+        let mut r = role();
+        connected(&mut r);
+        feed(
+            &mut r,
+            "SUBSCRIBE\nid:i\ndestination:/topic/a\nack:client-individual\n\n\0",
+        );
+        backend(&mut r, msg_with_ack(1, "i1"));
+        let out = feed(
+            &mut r,
+            "BEGIN\ntransaction:t\n\n\0SEND\ndestination:/app/a\ntransaction:t\nreceipt:s\n\nx\0ACK\nid:s1-1\ntransaction:t\n\n\0ABORT\ntransaction:t\nreceipt:a\n\n\0",
+        );
+        assert!(out.ops.is_empty());
+        let got: Vec<String> = out.to_client.iter().map(text).collect();
+        assert_eq!(
+            got,
+            ["RECEIPT\nreceipt-id:s\n\n\0", "RECEIPT\nreceipt-id:a\n\n\0"]
+        );
+        // The aborted ACK did not consume the message: it can still be acknowledged.
+        assert_eq!(
+            acks(&feed(&mut r, "ACK\nid:s1-1\n\n\0")),
+            vec![("i1".into(), true)]
+        );
+    }
+
+    #[test]
+    fn commit_receipt_waits_for_the_committed_sends() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "BEGIN\ntransaction:t\n\n\0SEND\ndestination:/app/a\ntransaction:t\n\nx\0SEND\ndestination:/app/b\ntransaction:t\n\ny\0COMMIT\ntransaction:t\nreceipt:c\n\n\0",
+        );
+        assert_eq!(out.ops.len(), 2);
+        assert!(out.to_client.is_empty());
+        let ClientOp::Publish {
+            reply: Some(id), ..
+        } = &out.ops[1]
+        else {
+            panic!("{:?}", out.ops)
+        };
+        let o = backend(
+            &mut r,
+            BackendEvent::Reply {
+                id: *id,
+                result: Ok(None),
+            },
+        );
+        assert_eq!(text(&o.to_client[0]), "RECEIPT\nreceipt-id:c\n\n\0");
+    }
+
+    #[test]
+    fn transactions_are_capped_in_bytes() {
+        let settings = Settings {
+            max_transaction_bytes: 8,
+            ..Settings::default()
+        };
+        let mut r = StompServer::new(settings, None, "s1".into());
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "BEGIN\ntransaction:t\n\n\0SEND\ndestination:/a\ntransaction:t\n\n12345\0SEND\ndestination:/a\ntransaction:t\n\n12345\0",
+        );
+        assert!(text(&out.to_client[0]).starts_with("ERROR\nmessage:transaction too large\n"));
+        assert!(out.close.is_some());
+    }
+
+    #[test]
+    fn connect_deadline_is_not_pushed_back_by_heartbeats() {
+        let mut r = role();
+        let t0 = Instant::now();
+        let mut out = ServerOut::default();
+        r.on_client(WsMsg::Text(Bytes::from("\n")), t0, &mut out);
+        r.expire(t0 + Duration::from_secs(5), &mut out);
+        r.on_client(
+            WsMsg::Text(Bytes::from("\n")),
+            t0 + Duration::from_secs(9),
+            &mut out,
+        );
+        assert!(out.close.is_none());
+        r.expire(t0 + Duration::from_secs(10), &mut out);
+        assert!(
+            text(&out.to_client[0]).starts_with("ERROR\nmessage:no CONNECT received in time\n")
+        );
+        assert!(out.close.is_some());
+    }
+
+    #[test]
+    fn a_senders_own_content_type_is_kept_as_meta() {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(
+            &mut r,
+            "SEND\ndestination:/app/a\ncontent-type:application/xml\n\n<a/>\0",
+        );
+        let ClientOp::Publish { meta, .. } = &out.ops[0] else {
+            panic!()
+        };
+        assert_eq!(
+            meta,
+            &vec![(Bytes::from("content-type"), Bytes::from("application/xml"))]
+        );
+        feed(&mut r, "SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0");
+        let o = backend(
+            &mut r,
+            BackendEvent::Message {
+                meta: meta.clone(),
+                sub: Some(1),
+                channel: Bytes::from("/topic/a"),
+                event: None,
+                args: vec![],
+                payload: Payload::text(Bytes::from("<a/>")),
+                ack: None,
+            },
+        );
+        let t = text(&o.to_client[0]);
+        assert_eq!(t.matches("content-type:").count(), 1, "{t}");
+        assert!(t.contains("content-type:application/xml\n"), "{t}");
     }
 }
