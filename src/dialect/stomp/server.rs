@@ -544,7 +544,7 @@ impl StompServer {
                     if let Some((_, token)) = self.ack_tokens.remove(&front) {
                         out.ops.push(ClientOp::Ack { token, positive });
                     }
-                    if &front == id {
+                    if front == id {
                         break;
                     }
                 }
