@@ -137,7 +137,7 @@ impl StompClient {
     /// A client role that will CONNECT with `credentials`.
     pub fn new(settings: Settings, credentials: Credentials) -> Self {
         Self {
-            decoder: Decoder::new(settings.limits.clone()),
+            decoder: Decoder::new(settings.limits.clone()).pausing_after_handshake(),
             settings,
             credentials,
             state: State::Connecting,
@@ -528,25 +528,29 @@ impl ClientRole for StompClient {
         if self.state == State::Closed {
             return;
         }
-        let bytes = match msg {
+        let mut next = Some(match msg {
             WsMsg::Text(b) | WsMsg::Binary(b) => b,
-        };
-        let mut items = Vec::new();
-        let res = self.decoder.decode(bytes, &mut items);
-        self.copied += self.decoder.take_copied_bytes();
-        for item in items {
-            if let Item::Frame(f) = item {
-                self.on_frame(f, now, out);
+        });
+        // CONNECTED pauses the decoder: what follows it is decoded under its version.
+        while let Some(bytes) = next.take() {
+            let mut items = Vec::new();
+            let res = self.decoder.decode(bytes, &mut items);
+            self.copied += self.decoder.take_copied_bytes();
+            for item in items {
+                if let Item::Frame(f) = item {
+                    self.on_frame(f, now, out);
+                }
+                if self.state == State::Closed {
+                    return;
+                }
             }
-            if self.state == State::Closed {
-                return;
+            if let Err(e) = res {
+                return self.fail(
+                    ErrorInfo::new(ErrorKind::Protocol, format!("bad frame from broker: {e}")),
+                    out,
+                );
             }
-        }
-        if let Err(e) = res {
-            self.fail(
-                ErrorInfo::new(ErrorKind::Protocol, format!("bad frame from broker: {e}")),
-                out,
-            );
+            next = self.decoder.take_held();
         }
     }
 

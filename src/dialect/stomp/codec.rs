@@ -353,6 +353,11 @@ pub struct Decoder {
     /// What `buf` is waiting for (meaningful only when `buf` is not empty).
     need: Need,
     copied: u64,
+    /// Stop after a CONNECT, STOMP or CONNECTED frame and hold the rest of the message: the
+    /// version it negotiates decides how the frames behind it are unescaped.
+    pause_after_handshake: bool,
+    /// What followed the handshake frame, for [`Decoder::take_held`].
+    held: Option<Bytes>,
 }
 
 impl Decoder {
@@ -364,7 +369,35 @@ impl Decoder {
             buf: BytesMut::new(),
             need: Need::Line { line_start: 0 },
             copied: 0,
+            pause_after_handshake: false,
+            held: None,
         }
+    }
+
+    /// A decoder for a role that negotiates the version: after the first CONNECT, STOMP or
+    /// CONNECTED frame it stops, and the caller, once it has called
+    /// [`Decoder::set_version`], decodes [`Decoder::take_held`].
+    pub fn pausing_after_handshake(mut self) -> Self {
+        self.pause_after_handshake = true;
+        self
+    }
+
+    /// The bytes that followed a handshake frame in its message, not yet decoded.
+    pub fn take_held(&mut self) -> Option<Bytes> {
+        self.held.take()
+    }
+
+    /// Whether `frame` is the handshake this decoder pauses after (only the first one).
+    fn pauses_at(&mut self, frame: &Frame) -> bool {
+        let hit = self.pause_after_handshake
+            && matches!(
+                frame.command,
+                Command::Connect | Command::Stomp | Command::Connected
+            );
+        if hit {
+            self.pause_after_handshake = false;
+        }
+        hit
     }
 
     /// Sets the negotiated version (it decides the escaping of frames other than CONNECT,
@@ -415,8 +448,13 @@ impl Decoder {
                 }
                 Step::Frame(parsed, n) => {
                     let frame = self.build(msg, pos, parsed);
+                    let pause = self.pauses_at(&frame);
                     out.push(Item::Frame(frame));
                     pos += n;
+                    if pause {
+                        self.held = Some(msg.slice(pos..)).filter(|b| !b.is_empty());
+                        break;
+                    }
                 }
                 Step::Incomplete(need) => {
                     // `scan` has already checked `rest.len()` against `max_frame_size`.
@@ -502,7 +540,18 @@ impl Decoder {
                     Step::Frame(parsed, n) => {
                         let bytes = self.buf.split_to(n).freeze();
                         let frame = self.build(&bytes, 0, parsed);
+                        let pause = self.pauses_at(&frame);
                         out.push(Item::Frame(frame));
+                        if pause {
+                            // Rare (a handshake split over messages with more behind it):
+                            // hold the rest, copied, and report all of `msg` as used.
+                            let mut rest = std::mem::take(&mut self.buf);
+                            rest.extend_from_slice(msg.get(pos..).unwrap_or_default());
+                            self.copied += rest.len() as u64;
+                            self.held = Some(rest.freeze()).filter(|b| !b.is_empty());
+                            self.buf = BytesMut::new();
+                            return Ok(msg.len());
+                        }
                     }
                 }
                 if self.buf.is_empty() {
@@ -1460,5 +1509,33 @@ mod tests {
                 rest = b;
             }
         }
+    }
+
+    #[test]
+    fn a_pausing_decoder_holds_what_follows_the_handshake() {
+        let mut dec = Decoder::new(Limits::default()).pausing_after_handshake();
+        let mut items = Vec::new();
+        dec.decode(
+            Bytes::from_static(b"CONNECT\naccept-version:1.0\n\n\0SEND\ndestination:/a\\c\n\n\0"),
+            &mut items,
+        )
+        .unwrap();
+        assert_eq!(items.len(), 1);
+        let held = dec.take_held().unwrap();
+        assert_eq!(&held[..], b"SEND\ndestination:/a\\c\n\n\0");
+        dec.set_version(Version::V1_0);
+        dec.decode(held, &mut items).unwrap();
+        let Some(Item::Frame(f)) = items.pop() else {
+            panic!()
+        };
+        assert_eq!(f.header("destination").unwrap(), "/a\\c");
+        // Only the first handshake pauses; split over messages, the rest is held too.
+        let mut dec = Decoder::new(Limits::default()).pausing_after_handshake();
+        dec.decode(Bytes::from_static(b"CONNECTED\nversion:1.1"), &mut items)
+            .unwrap();
+        dec.decode(Bytes::from_static(b"\n\n\0\nMESSAGE\n\n\0"), &mut items)
+            .unwrap();
+        assert_eq!(&dec.take_held().unwrap()[..], b"\nMESSAGE\n\n\0");
+        assert!(dec.take_held().is_none());
     }
 }

@@ -158,7 +158,7 @@ impl StompServer {
             periodic: false,
         };
         Self {
-            decoder: Decoder::new(settings.limits.clone()),
+            decoder: Decoder::new(settings.limits.clone()).pausing_after_handshake(),
             settings,
             state: State::AwaitConnect,
             version: Version::V1_2,
@@ -719,23 +719,27 @@ impl ServerRole for StompServer {
     fn on_client(&mut self, msg: WsMsg, now: Instant, out: &mut ServerOut) {
         self.connect_by
             .get_or_insert(now + self.settings.connect_timeout);
-        let bytes = match msg {
+        let mut next = Some(match msg {
             WsMsg::Text(b) | WsMsg::Binary(b) => b,
-        };
-        let mut items = Vec::new();
-        let res = self.decoder.decode(bytes, &mut items);
-        self.copied += self.decoder.take_copied_bytes();
-        for item in items {
-            if let Item::Frame(f) = item {
-                self.on_frame(f, out);
+        });
+        // A CONNECT pauses the decoder: what follows it is decoded under its version.
+        while let Some(bytes) = next.take() {
+            let mut items = Vec::new();
+            let res = self.decoder.decode(bytes, &mut items);
+            self.copied += self.decoder.take_copied_bytes();
+            for item in items {
+                if let Item::Frame(f) = item {
+                    self.on_frame(f, out);
+                }
+                if out.close.is_some() {
+                    return;
+                }
             }
-            if out.close.is_some() {
-                return;
+            if let Err(e) = res {
+                let detail = e.to_string();
+                return self.fatal(&e.message(), detail.as_bytes(), None, 1002, out);
             }
-        }
-        if let Err(e) = res {
-            let detail = e.to_string();
-            self.fatal(&e.message(), detail.as_bytes(), None, 1002, out);
+            next = self.decoder.take_held();
         }
     }
 
@@ -1493,5 +1497,25 @@ mod tests {
         let t = text(&o.to_client[0]);
         assert_eq!(t.matches("content-type:").count(), 1, "{t}");
         assert!(t.contains("content-type:application/xml\n"), "{t}");
+    }
+
+    #[test]
+    fn frames_behind_connect_are_decoded_under_the_negotiated_version() {
+        let mut r = role();
+        // 1.0 has no escapes: the backslash is literal, not a bad 1.2 escape.
+        let out = feed(
+            &mut r,
+            "CONNECT\naccept-version:1.0\n\n\0SEND\ndestination:/app/a\\tb\n\nx\0",
+        );
+        assert!(out.close.is_none(), "{:?}", out.to_client);
+        let channels: Vec<&Bytes> = out
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                ClientOp::Publish { channel, .. } => Some(channel),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(channels, [&Bytes::from("/app/a\\tb")]);
     }
 }
