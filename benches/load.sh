@@ -80,7 +80,8 @@ url = "ws://127.0.0.1:$SIO/socket.io/"
 dialect = "socketio"
 CONF
 target/release/switchboard --config "$TMP/config.toml" > "$TMP/proxy.log" 2>&1 &
-PIDS+=($!)
+PROXY=$!
+PIDS+=($PROXY)
 wait_port "$SIO"; wait_port "$P"; wait_port "$STOMP_WS_PORT"
 tests/peers/rabbitmq/ctl.sh await_startup >/dev/null 2>&1 || true
 sleep 2
@@ -97,3 +98,6 @@ $LOAD --clients "$CLIENTS" --messages "$MESSAGES" --token "$TOKEN" \
   --target "sio-passthru=socketio:ws://127.0.0.1:$P/sio-pt/" \
   --target "sio-translate=socketio:ws://127.0.0.1:$P/sio-tr/" \
   --target "stomp->sio=stomp:ws://127.0.0.1:$P/xs" --subscribe /topic/echo --send /app/echo
+echo
+# Memory: the proxy's resident set now (every session above has ended) and its peak.
+echo "== proxy memory: $(grep -E '^VmRSS' /proc/$PROXY/status | tr -s ' \t' ' '), peak $(grep -E '^VmHWM' /proc/$PROXY/status | awk '{print $2, $3}')"
