@@ -117,12 +117,16 @@ pub enum ClientOp {
         /// Set when the client wants to hear that the publish was done.
         reply: Option<ReplyId>,
     },
-    /// Acknowledge (or refuse) a delivered message, for upstreams with client acks.
+    /// Acknowledge (or refuse) a delivered message: for upstreams with client acks, and for
+    /// backends that asked for an ack when they emitted it (Socket.IO).
     Ack {
         /// The upstream's own ack token as it was handed down in `BackendEvent::Message`.
         token: Bytes,
         /// `false` for a NACK.
         positive: bool,
+        /// What the client answered, where its dialect answers with data (a Socket.IO ack's
+        /// argument array); `None` for a plain ACK/NACK.
+        result: Option<Payload>,
     },
     /// The client is leaving.
     Disconnect,

@@ -511,7 +511,9 @@ impl ClientRole for StompClient {
                 let f = f.with_body(body);
                 self.send(&f, out);
             }
-            ClientOp::Ack { token, positive } => self.send_ack(token, positive, out),
+            ClientOp::Ack {
+                token, positive, ..
+            } => self.send_ack(token, positive, out),
             ClientOp::Disconnect => {
                 self.send(&Frame::new(Command::Disconnect), out);
                 self.state = State::Closed;
@@ -846,6 +848,7 @@ mod tests {
             ClientOp::Ack {
                 token: Bytes::from("a-1"),
                 positive: false,
+                result: None,
             },
             Instant::now(),
             &mut out,
@@ -890,6 +893,7 @@ mod tests {
                 ClientOp::Ack {
                     token: token.clone(),
                     positive,
+                    result: None,
                 },
                 Instant::now(),
                 &mut out,

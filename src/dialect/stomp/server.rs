@@ -542,7 +542,11 @@ impl StompServer {
             Some(s) if s.ack == AckMode::Client => {
                 while let Some(front) = s.unacked.pop_front() {
                     if let Some((_, token)) = self.ack_tokens.remove(&front) {
-                        out.ops.push(ClientOp::Ack { token, positive });
+                        out.ops.push(ClientOp::Ack {
+                            token,
+                            positive,
+                            result: None,
+                        });
                     }
                     if front == id {
                         break;
@@ -551,7 +555,11 @@ impl StompServer {
             }
             _ => {
                 if let Some((_, token)) = self.ack_tokens.remove(id) {
-                    out.ops.push(ClientOp::Ack { token, positive });
+                    out.ops.push(ClientOp::Ack {
+                        token,
+                        positive,
+                        result: None,
+                    });
                 }
             }
         }
@@ -710,6 +718,7 @@ impl StompServer {
             out.ops.push(ClientOp::Ack {
                 token,
                 positive: true,
+                result: None,
             });
         }
     }
@@ -1242,9 +1251,9 @@ mod tests {
         out.ops
             .iter()
             .filter_map(|op| match op {
-                ClientOp::Ack { token, positive } => {
-                    Some((String::from_utf8(token.to_vec()).unwrap(), *positive))
-                }
+                ClientOp::Ack {
+                    token, positive, ..
+                } => Some((String::from_utf8(token.to_vec()).unwrap(), *positive)),
                 _ => None,
             })
             .collect()
