@@ -96,7 +96,13 @@ impl SocketioClient {
 
     fn send_packet(&self, p: &Packet, out: &mut ClientOut) -> Result<(), ErrorInfo> {
         let text = packet::encode(p);
-        let size = text.len() + 1 + p.attachments.iter().map(Bytes::len).sum::<usize>();
+        // maxPayload is the backend's `ws` maxPayload: it bounds each WebSocket message on its
+        // own (the `4`-prefixed text packet, and every attachment frame), not their sum.
+        let size = p
+            .attachments
+            .iter()
+            .map(Bytes::len)
+            .fold(text.len() + 1, usize::max);
         if size > self.max_payload {
             return Err(ErrorInfo::new(
                 ErrorKind::Limit,
@@ -829,6 +835,42 @@ mod tests {
         assert!(out.to_backend.is_empty());
         assert!(
             matches!(&out.events[0], BackendEvent::Reply { id: 3, result: Err(e) } if e.kind == ErrorKind::Limit)
+        );
+    }
+
+    #[test]
+    fn max_payload_limits_each_message_not_their_sum() {
+        // OPEN says maxPayload 1000.
+        let mut c = connected(Settings::default());
+        let publish = |c: &mut SocketioClient, data: Bytes| {
+            let mut out = ClientOut::default();
+            c.on_op(
+                ClientOp::Publish {
+                    meta: Vec::new(),
+                    channel: Bytes::from("up"),
+                    event: None,
+                    args: vec![],
+                    payload: Payload::binary(data),
+                    reply: Some(1),
+                },
+                Instant::now(),
+                &mut out,
+            );
+            out
+        };
+        // Text packet (43 bytes) plus a 1000-byte attachment: over 1000 together, but each
+        // WebSocket message fits.
+        let out = publish(&mut c, Bytes::from(vec![0u8; 1000]));
+        assert_eq!(out.to_backend.len(), 2);
+        assert_eq!(out.to_backend[1].len(), 1000);
+        assert!(matches!(
+            &out.events[..],
+            [BackendEvent::Reply { result: Ok(_), .. }]
+        ));
+        let out = publish(&mut c, Bytes::from(vec![0u8; 1001]));
+        assert!(out.to_backend.is_empty());
+        assert!(
+            matches!(&out.events[..], [BackendEvent::Reply { result: Err(e), .. }] if e.kind == ErrorKind::Limit)
         );
     }
 
