@@ -2,8 +2,8 @@
 //!
 //! Owns: the Engine.IO open/ping/pong exchange and its liveness deadline, the namespace CONNECT
 //! with the auth payload, emit with or without ack ids, the ack correlation table with
-//! timeouts, binary attachments both ways, and turning CONNECT_ERROR/DISCONNECT into neutral
-//! errors.
+//! timeouts, binary attachments both ways, stripping connection-state-recovery offsets, and
+//! turning CONNECT_ERROR/DISCONNECT into neutral errors.
 //!
 //! Must not touch: I/O, timers, naming (the translator has already rewritten names).
 
@@ -297,8 +297,14 @@ impl SocketioClient {
                         out,
                     );
                 };
-                if self.recovery && p.id.is_none() && args.len() > 1 {
-                    // Connection-state recovery appends an offset to stored events.
+                // Connection-state recovery appends a string offset as the last argument of
+                // every stored event (broadcasts without an ack id); the backend application
+                // never sent it. A direct emit ending in a string looks the same on the wire;
+                // the reference client reads that same position as the offset.
+                if self.recovery
+                    && p.id.is_none()
+                    && args.last().is_some_and(|a| a.first() == Some(&b'"'))
+                {
                     args.pop();
                 }
                 if let Some(id) = p.id {
@@ -836,6 +842,73 @@ mod tests {
         assert!(
             matches!(&out.events[0], BackendEvent::Reply { id: 3, result: Err(e) } if e.kind == ErrorKind::Limit)
         );
+    }
+
+    fn feed(c: &mut SocketioClient, wire: &str) -> ClientOut {
+        let mut out = ClientOut::default();
+        c.on_backend(txt(wire), Instant::now(), &mut out);
+        out
+    }
+
+    fn feed_bin(c: &mut SocketioClient, data: &'static [u8]) -> ClientOut {
+        let mut out = ClientOut::default();
+        c.on_backend(
+            WsMsg::Binary(Bytes::from_static(data)),
+            Instant::now(),
+            &mut out,
+        );
+        out
+    }
+
+    /// Connected with a CONNECT reply of our choosing (e.g. with a recovery `pid`).
+    fn connected_with(settings: Settings, reply: &str) -> SocketioClient {
+        let mut c = SocketioClient::new(settings, Credentials::default());
+        feed(&mut c, OPEN);
+        let out = feed(&mut c, reply);
+        assert!(matches!(out.events[..], [BackendEvent::Ready { .. }]));
+        c
+    }
+
+    /// The one Message of `out`: (args, payload).
+    fn message(out: &ClientOut) -> (Vec<Bytes>, Payload) {
+        match &out.events[..] {
+            [BackendEvent::Message { args, payload, .. }] => (args.clone(), payload.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const P0: &str = r#"{"_placeholder":true,"num":0}"#;
+
+    #[test]
+    fn recovery_offset_is_stripped_when_the_last_argument_is_a_string() {
+        let mut c = connected_with(Settings::default(), r#"40{"sid":"abc","pid":"p-1"}"#);
+        // The offset alone: the application emitted no argument at all.
+        let (args, payload) = message(&feed(&mut c, r#"42["ev","MzUPkW0"]"#));
+        assert!(args.is_empty());
+        assert_eq!(payload, Payload::null());
+        let (args, payload) = message(&feed(&mut c, r#"42["ev",1,{"t":"hi"},"MzUPkW1"]"#));
+        assert_eq!(args, [Bytes::from("1")]);
+        assert_eq!(payload.data, r#"{"t":"hi"}"#);
+        // Not a string: not an offset (an event the server did not store).
+        let (_, payload) = message(&feed(&mut c, r#"42["ev",{"t":"hi"}]"#));
+        assert_eq!(payload.data, r#"{"t":"hi"}"#);
+        // Events with an ack id are never stored, so carry no offset.
+        let (_, payload) = message(&feed(&mut c, r#"427["ev","x"]"#));
+        assert_eq!(payload.data, r#""x""#);
+        // Binary events are stored too: the offset follows the placeholder.
+        assert!(
+            feed(&mut c, &format!(r#"451-["ev",{P0},"MzUPkW2"]"#))
+                .events
+                .is_empty()
+        );
+        let (args, payload) = message(&feed_bin(&mut c, &[7]));
+        assert!(args.is_empty());
+        assert_eq!(payload, Payload::binary(Bytes::from_static(&[7])));
+
+        // Without a pid nothing is stripped.
+        let mut c = connected_with(Settings::default(), r#"40{"sid":"abc"}"#);
+        let (_, payload) = message(&feed(&mut c, r#"42["ev","MzUPkW0"]"#));
+        assert_eq!(payload.data, r#""MzUPkW0""#);
     }
 
     #[test]
