@@ -1,8 +1,10 @@
 //! The session pump: one task per client connection, owning its upstream connection.
 //!
 //! Owns: the only `select!` loops of the proxy, the bounded queues toward each peer (with a
-//! writer task per peer), keepalive deadlines of both legs, correlation-table expiry ticks,
-//! and the order of effects (a publish is confirmed only after its frame is written).
+//! writer task per peer), keepalive deadlines of both legs, the upstream's connect deadline
+//! (dial, WebSocket and protocol handshake until the client role is ready), correlation-table
+//! expiry ticks, and the order of effects (a publish is confirmed only after its frame is
+//! written).
 //!
 //! Must not touch: wire bytes. Roles decode and encode; the translator renames. Every
 //! `select!` branch is cancel-safe: state lives on [`Session`], never in a branch future.
@@ -305,6 +307,11 @@ pub struct Session {
     down_last_hb: Instant,
     up: Option<Up>,
     dialing: Option<Dialing>,
+    /// When the upstream must be ready (`BackendEvent::Ready`) by: set when dialing starts,
+    /// cleared on Ready or when the upstream goes. The dialer's own timeout covers only TCP,
+    /// TLS and the WebSocket upgrade; a backend that accepts the upgrade and then never
+    /// finishes its protocol handshake would otherwise hold the client forever.
+    ready_by: Option<Instant>,
     credentials: Option<Credentials>,
     pending_ops: VecDeque<ClientOp>,
     last_expire: Instant,
@@ -327,6 +334,7 @@ impl Session {
             down_last_hb: now,
             up: None,
             dialing: None,
+            ready_by: None,
             credentials: None,
             pending_ops: VecDeque::new(),
             last_expire: now,
@@ -380,6 +388,9 @@ impl Session {
             }
             if let Some(e) = k.expect_within {
                 d = d.min(up.last_recv + e);
+            }
+            if let Some(r) = self.ready_by {
+                d = d.min(r);
             }
         }
         d.min(self.last_expire + EXPIRE_TICK)
@@ -494,6 +505,9 @@ impl Session {
             self.server.expire(now, &mut out);
             self.apply_server(out).await;
         }
+        if self.up.is_some() && self.ready_by.is_some_and(|r| now >= r) {
+            return self.handshake_timed_out().await;
+        }
         let Some(up) = &mut self.up else { return };
         let k = up.role.keepalive();
         let mut out = ClientOut::default();
@@ -510,6 +524,32 @@ impl Session {
             up.role.expire(now, &mut out);
         }
         self.apply_client(out).await;
+    }
+
+    /// The upstream WebSocket is open but the backend did not finish its protocol handshake
+    /// (Engine.IO open, Socket.IO CONNECT reply, STOMP CONNECTED) within the connect timeout.
+    async fn handshake_timed_out(&mut self) {
+        self.ready_by = None;
+        let up = &self.ctx.config.upstream;
+        let ms = up.connect_timeout_ms;
+        // A reason of its own: "timeout" is the dial's, "handshake" the WebSocket upgrade's.
+        m::upstream_connect_failed(
+            &self.ctx.metrics.route,
+            up.dialect.label(),
+            "protocol_timeout",
+        );
+        tracing::info!(
+            route = %self.ctx.metrics.route,
+            timeout_ms = ms,
+            "upstream unavailable: protocol handshake timed out"
+        );
+        // The outcome is that of a failed dial: the client never had a working upstream.
+        self.done.get_or_insert(Outcome::UpstreamUnavailable);
+        self.upstream_lost(ErrorInfo::new(
+            ErrorKind::Timeout,
+            format!("backend handshake not completed within {ms} ms"),
+        ))
+        .await;
     }
 
     async fn on_dialed(&mut self, r: Result<Ws, UpstreamError>) {
@@ -538,12 +578,15 @@ impl Session {
                 self.apply_client(out).await;
             }
             Err(e) => {
+                self.ready_by = None;
                 tracing::info!(route = %self.ctx.metrics.route, error = %e, "upstream unavailable");
+                let kind = match e {
+                    UpstreamError::Timeout(_) => ErrorKind::Timeout,
+                    _ => ErrorKind::Unavailable,
+                };
                 let mut out = ServerOut::default();
-                self.server.on_upstream_lost(
-                    ErrorInfo::new(ErrorKind::Unavailable, e.to_string()),
-                    &mut out,
-                );
+                self.server
+                    .on_upstream_lost(ErrorInfo::new(kind, e.to_string()), &mut out);
                 self.apply_server(out).await;
                 self.done.get_or_insert(Outcome::UpstreamUnavailable);
             }
@@ -551,6 +594,7 @@ impl Session {
     }
 
     async fn upstream_lost(&mut self, reason: ErrorInfo) {
+        self.ready_by = None;
         let Some(mut up) = self.up.take() else { return };
         let mut out = ClientOut::default();
         up.role.on_closed(reason.clone(), &mut out);
@@ -596,6 +640,10 @@ impl Session {
         if let ClientOp::Connect { credentials } = op {
             if self.up.is_none() && self.dialing.is_none() {
                 self.credentials = Some(credentials);
+                // One budget for the whole connect, as the config documents it: what the
+                // dial leaves over is what the protocol handshake gets.
+                let timeout = Duration::from_millis(self.ctx.config.upstream.connect_timeout_ms);
+                self.ready_by = Some(Instant::now() + timeout);
                 let dialer = self.ctx.dialer.clone();
                 self.dialing = Some(Box::pin(async move { dialer.connect(&[]).await }));
             }
@@ -643,6 +691,13 @@ impl Session {
 
     /// Carry out what the client role asked: write upstream, then deliver events downstream.
     async fn apply_client(&mut self, out: ClientOut) {
+        if out
+            .events
+            .iter()
+            .any(|e| matches!(e, BackendEvent::Ready { .. }))
+        {
+            self.ready_by = None;
+        }
         let Some(up) = &mut self.up else {
             return self.deliver_events(out.events).await;
         };

@@ -1,8 +1,10 @@
 //! Dialing upstream backends: TCP, TLS for `wss://`, the WebSocket handshake with the
 //! dialect's own query parameters and subprotocols, all under one timeout.
 //!
-//! Owns: building the backend URL from `upstream.url`, connect timeouts, the
-//! connect-latency and failure metrics.
+//! Owns: building the backend URL from `upstream.url`, the dial part of the connect timeout,
+//! the connect-latency and failure metrics. The rest of `connect_timeout_ms`, the protocol
+//! handshake after the upgrade (Engine.IO open and namespace CONNECT, STOMP CONNECTED), is
+//! the session's to enforce: it needs the client role's state, which is not dialing.
 //!
 //! Must not touch: frames or translation.
 
@@ -122,6 +124,8 @@ impl Dialer {
     }
 
     /// Dial, with extra upgrade headers (e.g. `Authorization`). Records latency and failures.
+    /// Bounds TCP, TLS and the WebSocket upgrade by the connect timeout; the session holds
+    /// the protocol handshake to what is left of it.
     pub async fn connect(&self, headers: &[(&str, String)]) -> Result<Ws, UpstreamError> {
         let started = Instant::now();
         let res = tokio::time::timeout(self.timeout, self.connect_inner(headers))

@@ -2,8 +2,9 @@
 //!
 //! Owns: the Engine.IO open/ping/pong exchange and its liveness deadline, the namespace CONNECT
 //! with the auth payload, emit with or without ack ids, the ack correlation table with
-//! timeouts, binary attachments both ways, and turning CONNECT_ERROR/DISCONNECT into neutral
-//! errors.
+//! timeouts, binary attachments both ways (refusing binary that one neutral payload cannot
+//! carry), stripping connection-state-recovery offsets, and turning CONNECT_ERROR/DISCONNECT
+//! into neutral errors.
 //!
 //! Must not touch: I/O, timers, naming (the translator has already rewritten names).
 
@@ -96,7 +97,13 @@ impl SocketioClient {
 
     fn send_packet(&self, p: &Packet, out: &mut ClientOut) -> Result<(), ErrorInfo> {
         let text = packet::encode(p);
-        let size = text.len() + 1 + p.attachments.iter().map(Bytes::len).sum::<usize>();
+        // maxPayload is the backend's `ws` maxPayload: it bounds each WebSocket message on its
+        // own (the `4`-prefixed text packet, and every attachment frame), not their sum.
+        let size = p
+            .attachments
+            .iter()
+            .map(Bytes::len)
+            .fold(text.len() + 1, usize::max);
         if size > self.max_payload {
             return Err(ErrorInfo::new(
                 ErrorKind::Limit,
@@ -243,6 +250,34 @@ impl SocketioClient {
         }
     }
 
+    /// Answer the backend's ack request `id` with the arguments array `args`.
+    fn ack(&self, id: u64, args: Bytes, out: &mut ClientOut) {
+        let ack = Packet {
+            kind: PacketType::Ack,
+            nsp: self.nsp.clone(),
+            id: Some(id),
+            data: Some(args),
+            attachments: vec![],
+        };
+        // Only a backend with a maxPayload below a few dozen bytes refuses this; it then
+        // times the ack out itself.
+        let _ = self.send_packet(&ack, out);
+    }
+
+    /// Refuse the backend's ack request `id`: `[{"error":{"name":"<kind>","message":".."}}]`,
+    /// the error-ack convention the server role uses too (Socket.IO acks have no error slot).
+    fn ack_error(&self, id: u64, e: &ErrorInfo, out: &mut ClientOut) {
+        let name = packet::json_string(e.kind.label().as_bytes());
+        let message = packet::json_string(&e.message);
+        let mut b = BytesMut::with_capacity(name.len() + message.len() + 32);
+        b.extend_from_slice(b"[{\"error\":{\"name\":");
+        b.extend_from_slice(&name);
+        b.extend_from_slice(b",\"message\":");
+        b.extend_from_slice(&message);
+        b.extend_from_slice(b"}}]");
+        self.ack(id, b.freeze(), out);
+    }
+
     fn on_sio(&mut self, p: Packet, out: &mut ClientOut) {
         if p.nsp != self.nsp {
             return;
@@ -291,29 +326,43 @@ impl SocketioClient {
                         out,
                     );
                 };
-                if self.recovery && p.id.is_none() && args.len() > 1 {
-                    // Connection-state recovery appends an offset to stored events.
+                // Connection-state recovery appends a string offset as the last argument of
+                // every stored event (broadcasts without an ack id); the backend application
+                // never sent it. A direct emit ending in a string looks the same on the wire;
+                // the reference client reads that same position as the offset.
+                if self.recovery
+                    && p.id.is_none()
+                    && args.last().is_some_and(|a| a.first() == Some(&b'"'))
+                {
                     args.pop();
                 }
-                if let Some(id) = p.id {
-                    // The downstream cannot answer a backend's ack request: confirm receipt.
-                    let ack = Packet {
-                        kind: PacketType::Ack,
-                        nsp: self.nsp.clone(),
-                        id: Some(id),
-                        data: Some(Bytes::from_static(b"[]")),
-                        attachments: vec![],
-                    };
-                    let _ = self.send_packet(&ack, out);
-                }
-                let payload = match args.pop() {
-                    Some(last) => {
-                        match packet::placeholder_num(&last).and_then(|n| p.attachments.get(n)) {
-                            Some(bin) => Payload::binary(bin.clone()),
-                            None => Payload::json(last),
+                let binary = if p.kind.is_binary() {
+                    match resolve_binary(&args, &p.attachments) {
+                        Ok(b) => b,
+                        Err(e) if e.kind == ErrorKind::Protocol => return self.fail(e, out),
+                        Err(mut e) => {
+                            if let Some(id) = p.id {
+                                self.ack_error(id, &e, out);
+                            }
+                            // Downstream, name what was refused.
+                            let why = String::from_utf8_lossy(&e.message);
+                            e.message = Bytes::from(format!("backend event `{name}`: {why}"));
+                            out.events.push(BackendEvent::Refused(e));
+                            return;
                         }
                     }
-                    None => Payload::null(),
+                } else {
+                    None
+                };
+                if let Some(id) = p.id {
+                    // The downstream cannot answer a backend's ack request: confirm receipt.
+                    self.ack(id, Bytes::from_static(b"[]"), out);
+                }
+                let payload = match (binary, args.pop()) {
+                    // The placeholder it replaces was the last argument.
+                    (Some(bin), _) => Payload::binary(bin),
+                    (None, Some(last)) => Payload::json(last),
+                    (None, None) => Payload::null(),
                 };
                 out.events.push(BackendEvent::Message {
                     meta: Vec::new(),
@@ -330,24 +379,83 @@ impl SocketioClient {
                 let Some((rid, _)) = self.pending.remove(&id) else {
                     return;
                 };
-                let result = p.data.map(|d| match packet::split_args(&d) {
-                    Ok(mut a) if a.len() == 1 => match a.pop() {
-                        Some(x) => {
-                            match packet::placeholder_num(&x).and_then(|n| p.attachments.get(n)) {
-                                Some(bin) => Payload::binary(bin.clone()),
-                                None => Payload::json(x),
-                            }
-                        }
-                        None => Payload::json(d),
-                    },
-                    _ => Payload::json(d),
-                });
-                out.events.push(BackendEvent::Reply {
-                    id: rid,
-                    result: Ok(result),
-                });
+                let result = match p.data {
+                    Some(d) => ack_payload(p.kind, d, &p.attachments).map(Some),
+                    None => Ok(None),
+                };
+                if let Err(e) = &result
+                    && e.kind == ErrorKind::Protocol
+                {
+                    let e = e.clone();
+                    out.events.push(BackendEvent::Reply { id: rid, result });
+                    return self.fail(e, out);
+                }
+                out.events.push(BackendEvent::Reply { id: rid, result });
             }
         }
+    }
+}
+
+/// The one attachment of a `BINARY_*` packet, when it maps to a neutral binary payload: it
+/// must be the whole last argument. `Ok(None)` when the packet has no binary at all.
+///
+/// A placeholder that names no attachment is a protocol error (the reference parser's
+/// "illegal attachments", which closes the connection). Anything else with binary in it
+/// (several attachments, a nested or non-final placeholder, an attachment no placeholder
+/// names) is valid Socket.IO that one payload cannot carry: untranslatable.
+fn resolve_binary(args: &[Bytes], attachments: &[Bytes]) -> Result<Option<Bytes>, ErrorInfo> {
+    let mut refs = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        let found = packet::placeholder_refs(a).map_err(|e| {
+            ErrorInfo::new(ErrorKind::Protocol, format!("bad Socket.IO packet: {e}"))
+        })?;
+        refs.extend(found.into_iter().map(|r| (i, r)));
+    }
+    if refs
+        .iter()
+        .any(|(_, r)| r.num.is_none_or(|n| n >= attachments.len()))
+    {
+        return Err(ErrorInfo::new(
+            ErrorKind::Protocol,
+            format!(
+                "binary packet from backend has a placeholder naming none of its {} attachments",
+                attachments.len()
+            ),
+        ));
+    }
+    match (attachments, refs.as_slice()) {
+        ([], []) => Ok(None),
+        ([bin], [(i, r)]) if r.root && *i + 1 == args.len() => Ok(Some(bin.clone())),
+        _ => Err(ErrorInfo::new(
+            ErrorKind::Untranslatable,
+            format!(
+                "binary data must be the last argument, alone ({} attachments, {} placeholders)",
+                attachments.len(),
+                refs.len()
+            ),
+        )),
+    }
+}
+
+/// The payload of an ACK's arguments array `data`: its single argument, or the whole array
+/// when there are several (or none); binary when the single argument is the attachment.
+fn ack_payload(kind: PacketType, data: Bytes, attachments: &[Bytes]) -> Result<Payload, ErrorInfo> {
+    let Ok(mut args) = packet::split_args(&data) else {
+        return Ok(Payload::json(data));
+    };
+    let binary = if kind.is_binary() {
+        resolve_binary(&args, attachments)?
+    } else {
+        None
+    };
+    match (binary, args.len()) {
+        (Some(bin), 1) => Ok(Payload::binary(bin)),
+        (Some(_), n) => Err(ErrorInfo::new(
+            ErrorKind::Untranslatable,
+            format!("binary data must be the ack's only argument (got {n})"),
+        )),
+        (None, 1) => Ok(args.pop().map_or(Payload::json(data), Payload::json)),
+        (None, _) => Ok(Payload::json(data)),
     }
 }
 
@@ -829,6 +937,253 @@ mod tests {
         assert!(out.to_backend.is_empty());
         assert!(
             matches!(&out.events[0], BackendEvent::Reply { id: 3, result: Err(e) } if e.kind == ErrorKind::Limit)
+        );
+    }
+
+    fn feed(c: &mut SocketioClient, wire: &str) -> ClientOut {
+        let mut out = ClientOut::default();
+        c.on_backend(txt(wire), Instant::now(), &mut out);
+        out
+    }
+
+    fn feed_bin(c: &mut SocketioClient, data: &'static [u8]) -> ClientOut {
+        let mut out = ClientOut::default();
+        c.on_backend(
+            WsMsg::Binary(Bytes::from_static(data)),
+            Instant::now(),
+            &mut out,
+        );
+        out
+    }
+
+    /// Connected with a CONNECT reply of our choosing (e.g. with a recovery `pid`).
+    fn connected_with(settings: Settings, reply: &str) -> SocketioClient {
+        let mut c = SocketioClient::new(settings, Credentials::default());
+        feed(&mut c, OPEN);
+        let out = feed(&mut c, reply);
+        assert!(matches!(out.events[..], [BackendEvent::Ready { .. }]));
+        c
+    }
+
+    /// The one Message of `out`: (args, payload).
+    fn message(out: &ClientOut) -> (Vec<Bytes>, Payload) {
+        match &out.events[..] {
+            [BackendEvent::Message { args, payload, .. }] => (args.clone(), payload.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const P0: &str = r#"{"_placeholder":true,"num":0}"#;
+
+    #[test]
+    fn recovery_offset_is_stripped_when_the_last_argument_is_a_string() {
+        let mut c = connected_with(Settings::default(), r#"40{"sid":"abc","pid":"p-1"}"#);
+        // The offset alone: the application emitted no argument at all.
+        let (args, payload) = message(&feed(&mut c, r#"42["ev","MzUPkW0"]"#));
+        assert!(args.is_empty());
+        assert_eq!(payload, Payload::null());
+        let (args, payload) = message(&feed(&mut c, r#"42["ev",1,{"t":"hi"},"MzUPkW1"]"#));
+        assert_eq!(args, [Bytes::from("1")]);
+        assert_eq!(payload.data, r#"{"t":"hi"}"#);
+        // Not a string: not an offset (an event the server did not store).
+        let (_, payload) = message(&feed(&mut c, r#"42["ev",{"t":"hi"}]"#));
+        assert_eq!(payload.data, r#"{"t":"hi"}"#);
+        // Events with an ack id are never stored, so carry no offset.
+        let (_, payload) = message(&feed(&mut c, r#"427["ev","x"]"#));
+        assert_eq!(payload.data, r#""x""#);
+        // Binary events are stored too: the offset follows the placeholder.
+        assert!(
+            feed(&mut c, &format!(r#"451-["ev",{P0},"MzUPkW2"]"#))
+                .events
+                .is_empty()
+        );
+        let (args, payload) = message(&feed_bin(&mut c, &[7]));
+        assert!(args.is_empty());
+        assert_eq!(payload, Payload::binary(Bytes::from_static(&[7])));
+
+        // Without a pid nothing is stripped.
+        let mut c = connected_with(Settings::default(), r#"40{"sid":"abc"}"#);
+        let (_, payload) = message(&feed(&mut c, r#"42["ev","MzUPkW0"]"#));
+        assert_eq!(payload.data, r#""MzUPkW0""#);
+    }
+
+    #[test]
+    fn binary_that_one_payload_cannot_carry_is_refused_not_dropped() {
+        let mut c = connected(Settings::default());
+        let cases: &[(String, &[&'static [u8]])] = &[
+            // Nested inside an argument.
+            (format!(r#"451-["ev",{{"file":{P0}}}]"#), &[b"a"]),
+            // Not the last argument.
+            (format!(r#"451-["ev",{P0},"x"]"#), &[b"a"]),
+            // Two binaries.
+            (
+                format!(r#"452-["ev",{P0},{{"_placeholder":true,"num":1}}]"#),
+                &[b"a", b"b"],
+            ),
+            // An attachment no placeholder names.
+            (r#"451-["ev","x"]"#.to_owned(), &[b"a"]),
+            (format!(r#"452-["ev",{P0}]"#), &[b"a", b"b"]),
+        ];
+        for (wire, atts) in cases {
+            let mut out = feed(&mut c, wire);
+            for a in *atts {
+                assert!(out.events.is_empty(), "{wire}: {:?}", out.events);
+                out = feed_bin(&mut c, a);
+            }
+            assert!(
+                matches!(&out.events[..], [BackendEvent::Refused(e)] if e.kind == ErrorKind::Untranslatable),
+                "{wire}: {:?}",
+                out.events
+            );
+            assert!(out.close.is_none(), "{wire}: refusing is not fatal");
+        }
+        // The backend asked for an ack: it hears the refusal, not a receipt.
+        feed(&mut c, &format!(r#"451-7["ev",{{"a":{P0}}}]"#));
+        let out = feed_bin(&mut c, b"a");
+        assert!(
+            matches!(&out.events[..], [BackendEvent::Refused(e)] if e.message.starts_with(b"backend event `ev`: binary data"))
+        );
+        let ack = s(&out.to_backend[0]);
+        assert!(
+            ack.starts_with(r#"437[{"error":{"name":"untranslatable","message":"binary data"#),
+            "{ack}"
+        );
+        // The session goes on.
+        let (_, payload) = message(&feed(&mut c, r#"42["ev",1]"#));
+        assert_eq!(payload.data, "1");
+        // What the reference reconstructor takes for a placeholder (extra members allowed)
+        // maps when it is the whole last argument.
+        feed(
+            &mut c,
+            r#"451-["ev","id",{"num":0,"_placeholder":true,"x":1}]"#,
+        );
+        let (args, payload) = message(&feed_bin(&mut c, b"z"));
+        assert_eq!(args, [Bytes::from(r#""id""#)]);
+        assert_eq!(payload, Payload::binary(Bytes::from("z")));
+        // Placeholders in a plain EVENT are just data, as in the reference parser.
+        let (_, payload) = message(&feed(&mut c, &format!(r#"42["ev",{P0}]"#)));
+        assert_eq!(payload, Payload::json(Bytes::from(P0)));
+    }
+
+    #[test]
+    fn placeholder_naming_no_attachment_is_a_protocol_error() {
+        for (wire, att) in [
+            (r#"451-["ev",{"_placeholder":true,"num":1}]"#, Some(b"a")),
+            (r#"451-["ev",{"_placeholder":true,"num":"0"}]"#, Some(b"a")),
+            // Declares no attachment but refers to one.
+            (r#"450-["ev",{"_placeholder":true,"num":0}]"#, None),
+        ] {
+            let mut c = connected(Settings::default());
+            let mut out = feed(&mut c, wire);
+            if let Some(a) = att {
+                out = feed_bin(&mut c, a);
+            }
+            assert!(
+                matches!(&out.events[..], [BackendEvent::Error(e)] if e.kind == ErrorKind::Protocol),
+                "{wire}: {:?}",
+                out.events
+            );
+            assert!(out.close.is_some());
+        }
+        // More attachments than the limit: refused at the count, before any is buffered.
+        let mut c = connected(Settings {
+            max_attachments: 2,
+            ..Default::default()
+        });
+        let out = feed(&mut c, r#"453-["ev",1]"#);
+        assert!(
+            matches!(&out.events[..], [BackendEvent::Error(e)] if e.kind == ErrorKind::Protocol)
+        );
+    }
+
+    #[test]
+    fn binary_acks_map_only_a_lone_attachment() {
+        let publish = |c: &mut SocketioClient, rid| {
+            let mut out = ClientOut::default();
+            c.on_op(
+                ClientOp::Publish {
+                    meta: Vec::new(),
+                    channel: Bytes::from("m"),
+                    event: None,
+                    args: vec![],
+                    payload: Payload::null(),
+                    reply: Some(rid),
+                },
+                Instant::now(),
+                &mut out,
+            );
+        };
+        let mut c = connected(Settings {
+            acks: true,
+            ..Default::default()
+        });
+        publish(&mut c, 1);
+        feed(&mut c, &format!("461-0[{P0}]"));
+        let out = feed_bin(&mut c, b"bin");
+        assert_eq!(
+            out.events,
+            [BackendEvent::Reply {
+                id: 1,
+                result: Ok(Some(Payload::binary(Bytes::from("bin"))))
+            }]
+        );
+        publish(&mut c, 2);
+        feed(&mut c, &format!("461-1[1,{P0}]"));
+        let out = feed_bin(&mut c, b"bin");
+        assert!(
+            matches!(&out.events[..], [BackendEvent::Reply { id: 2, result: Err(e) }] if e.kind == ErrorKind::Untranslatable),
+            "{:?}",
+            out.events
+        );
+        assert!(out.close.is_none());
+        publish(&mut c, 3);
+        publish(&mut c, 4);
+        feed(&mut c, r#"461-2[{"_placeholder":true,"num":5}]"#);
+        let out = feed_bin(&mut c, b"bin");
+        assert!(
+            matches!(&out.events[..], [
+                BackendEvent::Reply { id: 3, result: Err(e) },
+                BackendEvent::Reply { id: 4, result: Err(_) },
+                BackendEvent::Error(_),
+            ] if e.kind == ErrorKind::Protocol),
+            "{:?}",
+            out.events
+        );
+    }
+
+    #[test]
+    fn max_payload_limits_each_message_not_their_sum() {
+        // OPEN says maxPayload 1000.
+        let mut c = connected(Settings::default());
+        let publish = |c: &mut SocketioClient, data: Bytes| {
+            let mut out = ClientOut::default();
+            c.on_op(
+                ClientOp::Publish {
+                    meta: Vec::new(),
+                    channel: Bytes::from("up"),
+                    event: None,
+                    args: vec![],
+                    payload: Payload::binary(data),
+                    reply: Some(1),
+                },
+                Instant::now(),
+                &mut out,
+            );
+            out
+        };
+        // Text packet (43 bytes) plus a 1000-byte attachment: over 1000 together, but each
+        // WebSocket message fits.
+        let out = publish(&mut c, Bytes::from(vec![0u8; 1000]));
+        assert_eq!(out.to_backend.len(), 2);
+        assert_eq!(out.to_backend[1].len(), 1000);
+        assert!(matches!(
+            &out.events[..],
+            [BackendEvent::Reply { result: Ok(_), .. }]
+        ));
+        let out = publish(&mut c, Bytes::from(vec![0u8; 1001]));
+        assert!(out.to_backend.is_empty());
+        assert!(
+            matches!(&out.events[..], [BackendEvent::Reply { result: Err(e), .. }] if e.kind == ErrorKind::Limit)
         );
     }
 

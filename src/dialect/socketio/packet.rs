@@ -2,7 +2,8 @@
 //!
 //! Owns: the text form `<type>[<n>-][<nsp>,][<ack id>][<JSON>]` of the seven packet types,
 //! gathering a `BINARY_*` packet's attachments (the [`Decoder`] state), splitting and building
-//! the JSON argument arrays of events and acks, and attachment placeholders. JSON payloads are
+//! the JSON argument arrays of events and acks, and attachment placeholders (building them,
+//! and finding them at any depth as the reference reconstructor does). JSON payloads are
 //! validated without building a DOM and stay [`Bytes`] slices of the received message; only
 //! event names are decoded to `String`.
 //!
@@ -474,6 +475,172 @@ pub fn placeholder_num(arg: &[u8]) -> Option<usize> {
     p.placeholder.then_some(p.num)
 }
 
+/// A placeholder found by [`placeholder_refs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaceholderRef {
+    /// The attachment it stands for; `None` when `num` is missing or not a non-negative
+    /// integer (which the reference reconstructor rejects as "illegal attachments").
+    pub num: Option<usize>,
+    /// Whether the placeholder is the whole value rather than nested inside it.
+    pub root: bool,
+}
+
+/// Every attachment placeholder in one JSON value of a `BINARY_*` packet, in document order,
+/// found as the reference reconstructor finds them: any object, at any depth, whose
+/// `_placeholder` member is `true` (other members allowed; a placeholder's own members are
+/// not searched, since the attachment replaces the whole object). Walks the value once,
+/// without building a DOM; serde_json's recursion limit bounds the depth.
+pub fn placeholder_refs(value: &[u8]) -> Result<Vec<PlaceholderRef>, SioError> {
+    let mut found = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(value);
+    Refs {
+        found: &mut found,
+        depth: 0,
+    }
+    .deserialize(&mut de)
+    .and_then(|_| de.end())
+    .map_err(|_| SioError::BadJson)?;
+    Ok(found)
+}
+
+/// What a walked value was, as far as a placeholder's members care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scalar {
+    True,
+    Index(usize),
+    Other,
+}
+
+/// Walks one JSON value, appending the placeholders inside it to `found`.
+struct Refs<'f> {
+    found: &'f mut Vec<PlaceholderRef>,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Refs<'_> {
+    type Value = Scalar;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Refs<'_> {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+        Ok(if v { Scalar::True } else { Scalar::Other })
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(usize::try_from(v).map_or(Scalar::Other, Scalar::Index))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(usize::try_from(v).map_or(Scalar::Other, Scalar::Index))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+        // JavaScript indexes `buffers[1.0]` like `buffers[1]`; stay within exact integers.
+        let exact = v.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&v);
+        Ok(if exact {
+            usize::try_from(v as u64).map_or(Scalar::Other, Scalar::Index)
+        } else {
+            Scalar::Other
+        })
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        let depth = self.depth + 1;
+        while seq
+            .next_element_seed(Refs {
+                found: &mut *self.found,
+                depth,
+            })?
+            .is_some()
+        {}
+        Ok(Scalar::Other)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        // Whether this object is a placeholder is known only after its last member, so
+        // nested finds wait in `inner` until then. Duplicate keys: the last wins, as in
+        // `JSON.parse`.
+        let mut inner = Vec::new();
+        let (mut flag, mut num) = (false, None);
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let v = map.next_value_seed(Refs {
+                found: &mut inner,
+                depth: self.depth + 1,
+            })?;
+            match key {
+                Key::Placeholder => flag = v == Scalar::True,
+                Key::Num => {
+                    num = match v {
+                        Scalar::Index(n) => Some(n),
+                        _ => None,
+                    }
+                }
+                Key::Other => {}
+            }
+        }
+        if flag {
+            self.found.push(PlaceholderRef {
+                num,
+                root: self.depth == 0,
+            });
+        } else {
+            self.found.append(&mut inner);
+        }
+        Ok(Scalar::Other)
+    }
+}
+
+/// The object keys a placeholder is made of, told apart without allocating.
+enum Key {
+    Placeholder,
+    Num,
+    Other,
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+        Ok(match v {
+            "_placeholder" => Key::Placeholder,
+            "num" => Key::Num,
+            _ => Key::Other,
+        })
+    }
+}
+
 /// The placeholder object `{"_placeholder":true,"num":N}`.
 pub fn placeholder(num: usize) -> Bytes {
     const HEAD: &[u8] = br#"{"_placeholder":true,"num":"#;
@@ -917,6 +1084,52 @@ mod tests {
     }
 
     #[test]
+    fn placeholder_refs_find_what_the_reference_reconstructor_finds() {
+        let r = |num, root| PlaceholderRef { num, root };
+        assert_eq!(placeholder_refs(br#"{"a":1}"#).unwrap(), []);
+        assert_eq!(placeholder_refs(b"\"_placeholder\"").unwrap(), []);
+        assert_eq!(
+            placeholder_refs(br#"{"_placeholder":true,"num":0}"#).unwrap(),
+            [r(Some(0), true)]
+        );
+        // Extra members and key order do not matter; the value decides.
+        assert_eq!(
+            placeholder_refs(br#" {"num":2.0,"x":[1],"_placeholder":true} "#).unwrap(),
+            [r(Some(2), true)]
+        );
+        assert_eq!(
+            placeholder_refs(br#"{"_placeholder":false,"num":0}"#).unwrap(),
+            []
+        );
+        assert_eq!(placeholder_refs(br#"{"_placeholder":"true"}"#).unwrap(), []);
+        // Nested at any depth, in document order; a bad `num` is reported, not skipped.
+        assert_eq!(
+            placeholder_refs(
+                br#"{"a":[{"_placeholder":true,"num":1}],"b":{"c":{"_placeholder":true,"num":-1}},"d":{"_placeholder":true}}"#
+            )
+            .unwrap(),
+            [r(Some(1), false), r(None, false), r(None, false)]
+        );
+        assert_eq!(
+            placeholder_refs(br#"[0,{"_placeholder":true,"num":0.5}]"#).unwrap(),
+            [r(None, false)]
+        );
+        // A placeholder's own members are replaced with it, not searched.
+        assert_eq!(
+            placeholder_refs(br#"{"_placeholder":true,"num":0,"x":{"_placeholder":true,"num":1}}"#)
+                .unwrap(),
+            [r(Some(0), true)]
+        );
+        // Placeholder-looking members of a non-placeholder are still searched.
+        assert_eq!(
+            placeholder_refs(br#"{"_placeholder":{"_placeholder":true,"num":3}}"#).unwrap(),
+            [r(Some(3), false)]
+        );
+        assert!(matches!(placeholder_refs(b"{"), Err(SioError::BadJson)));
+        assert!(matches!(placeholder_refs(b"1 2"), Err(SioError::BadJson)));
+    }
+
+    #[test]
     fn reserved_events_listed() {
         assert_eq!(RESERVED_EVENTS.len(), 6);
         assert!(RESERVED_EVENTS.contains(&"disconnecting"));
@@ -1005,6 +1218,7 @@ mod tests {
             let _ = split_args(&input);
             let _ = split_event(&input);
             let _ = placeholder_num(&input);
+            let _ = placeholder_refs(&input);
             let _ = json_string(&input);
         }
         assert!(completed > 0);
