@@ -126,7 +126,6 @@ pub struct StompClient {
     version: Version,
     decoder: Decoder,
     keepalive: Keepalive,
-    connect_deadline: Option<Instant>,
     queued: VecDeque<ClientOp>,
     next_receipt: u64,
     pending: HashMap<Bytes, (Pending, Instant)>,
@@ -143,7 +142,6 @@ impl StompClient {
             state: State::Connecting,
             version: Version::V1_2,
             keepalive: Keepalive::default(),
-            connect_deadline: None,
             queued: VecDeque::new(),
             next_receipt: 1,
             pending: HashMap::new(),
@@ -286,7 +284,6 @@ impl StompClient {
                     periodic: false,
                 };
                 self.state = State::Connected;
-                self.connect_deadline = None;
                 out.events.push(BackendEvent::Ready {
                     session: f.header("session").cloned(),
                 });
@@ -421,10 +418,9 @@ impl StompClient {
 }
 
 impl ClientRole for StompClient {
-    fn start(&mut self, now: Instant, out: &mut ClientOut) {
+    fn start(&mut self, _now: Instant, out: &mut ClientOut) {
         let f = self.connect_frame();
         self.send(&f, out);
-        self.connect_deadline = Some(now + self.settings.receipt_timeout);
         // Until CONNECTED arrives, silence past the deadline means the broker is stuck.
         self.keepalive = Keepalive {
             send_every: None,
