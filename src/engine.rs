@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::SplitSink;
@@ -383,7 +383,8 @@ impl Engine {
                     {
                         return;
                     }
-                    let role = SocketioServer::new(settings, token, query, session_id());
+                    let role =
+                        SocketioServer::new(settings, token, query, session_id(), Instant::now());
                     Session::new(ctx, link, Box::new(role)).run(shutdown).await;
                 })
             })),
@@ -443,6 +444,7 @@ impl Engine {
             bearer(&req),
             req.uri().query().unwrap_or_default().to_owned(),
             session_id(),
+            Instant::now(),
         );
         let registry = self.sessions.clone();
         let open = self.open_packet(sid.clone(), vec!["websocket".into()]);
