@@ -287,11 +287,14 @@ pub struct SocketioServer {
     pub ping_interval_ms: u64,
     /// Engine.IO `pingTimeout`.
     pub ping_timeout_ms: u64,
-    /// Engine.IO `maxPayload`, and the long-polling body limit.
+    /// Engine.IO `maxPayload`: the long-polling body limit and, on translating routes, the
+    /// WebSocket message limit.
     pub max_payload: usize,
     /// Namespaces this route serves.
     pub namespaces: Vec<String>,
-    /// Origins allowed for browser long-polling (CORS); empty allows none, `*` any.
+    /// Browser origins allowed (CORS for long-polling, and WebSocket upgrades) besides the
+    /// listener's own (same host:port as the `Host` header); `*` allows any, without
+    /// credentials.
     pub cors_origins: Vec<String>,
     /// Most binary attachments in one packet.
     pub max_attachments: usize,
@@ -300,6 +303,9 @@ pub struct SocketioServer {
     /// Subscriptions made at connect: destination templates filled from the handshake's
     /// `auth` and `query`, e.g. `/v1/topic/conversation/{conversation}`.
     pub auto_subscribe: Vec<String>,
+    /// Most Engine.IO packets in one long-polling POST body; more is a 400 that ends the
+    /// session.
+    pub max_packets_per_post: usize,
 }
 
 impl Default for SocketioServer {
@@ -313,9 +319,14 @@ impl Default for SocketioServer {
             max_attachments: 10,
             connect_timeout_ms: 45_000,
             auto_subscribe: Vec::new(),
+            max_packets_per_post: 256,
         }
     }
 }
+
+/// The smallest `route.socketio.max_payload`: below it, a namespace CONNECT with a bearer
+/// token would not fit, so a typo (bytes taken for kilobytes) would refuse every client.
+const MIN_MAX_PAYLOAD: usize = 512;
 
 /// `[[route.map]]`: one template pair. `{name}` captures one path segment (no `/`), and
 /// the same names fill the other side.
@@ -516,6 +527,26 @@ impl Config {
                     return Err(bad(format!("route.{i}.map.{m}"), why));
                 }
             }
+            // Only where the Socket.IO server role runs: a STOMP route's unused defaults must
+            // not fail a small `limits.max_message_size`.
+            let max_payload = r.socketio.max_payload;
+            if r.client == Dialect::Socketio
+                && !(MIN_MAX_PAYLOAD..=self.limits.max_message_size).contains(&max_payload)
+            {
+                return Err(bad(
+                    k("socketio.max_payload"),
+                    format!(
+                        "must be between {MIN_MAX_PAYLOAD} and limits.max_message_size ({})",
+                        self.limits.max_message_size
+                    ),
+                ));
+            }
+            if r.socketio.max_packets_per_post == 0 {
+                return Err(bad(
+                    k("socketio.max_packets_per_post"),
+                    "must be at least 1".into(),
+                ));
+            }
             for t in &r.socketio.auto_subscribe {
                 if let Err(why) = crate::translate::Template::parse(t) {
                     return Err(bad(k("socketio.auto_subscribe"), why));
@@ -701,6 +732,42 @@ dialect = "socketio"
         };
         assert_eq!(key, "route.1.name");
         assert_eq!(line, Some(16));
+    }
+
+    #[test]
+    fn socketio_limits_are_validated() {
+        let sio = MINIMAL.replace("client = \"stomp\"", "client = \"socketio\"");
+        let c = Config::from_toml(&sio).unwrap();
+        assert_eq!(c.routes[0].socketio.max_packets_per_post, 256);
+        for (table, key) in [
+            ("max_payload = 100", "route.0.socketio.max_payload"),
+            ("max_payload = 2000000", "route.0.socketio.max_payload"),
+            (
+                "max_packets_per_post = 0",
+                "route.0.socketio.max_packets_per_post",
+            ),
+        ] {
+            let text = format!("{sio}\n[route.socketio]\n{table}\n");
+            let ConfigError::Invalid { key: k, line, .. } = Config::from_toml(&text).unwrap_err()
+            else {
+                panic!()
+            };
+            assert_eq!(k, key, "{table}");
+            assert_eq!(line, Some(16), "{table}");
+        }
+        // Bounded by the global message limit, which may be raised.
+        let text = format!(
+            "[limits]\nmax_message_size = 4000000\n{sio}\n[route.socketio]\nmax_payload = 2000000\n"
+        );
+        assert_eq!(
+            Config::from_toml(&text).unwrap().routes[0]
+                .socketio
+                .max_payload,
+            2_000_000
+        );
+        // A STOMP route's unused Socket.IO defaults do not fail a small global limit.
+        let text = format!("[limits]\nmax_message_size = 65536\n{MINIMAL}");
+        assert!(Config::from_toml(&text).is_ok());
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The Engine.IO v4 server transport of Socket.IO routes: HTTP long-polling, WebSocket, and
 //! the upgrade from one to the other, in front of one [`Session`] per Engine.IO session.
 //!
-//! Owns: request validation with the reference server's error codes, CORS for browser
-//! long-polling, the `open` handshake packet, the session registry (sid → transport state), the
-//! long-polling buffer toward the next GET (bounded; one GET at a time), POST bodies (size
-//! limit before buffering, one [`WsMsg`] per packet into the session), the probe/upgrade
-//! sequence, and the writer task that drains the session's outbound queue into whichever
-//! transport is current. The session and its [`SocketioServer`] role see one message stream
+//! Owns: request validation with the reference server's error codes, the Origin allowlist
+//! (CORS for browser long-polling, and WebSocket upgrades), the `open` handshake packet, the
+//! session registry (sid → transport state), the long-polling buffer toward the next GET
+//! (bounded; one GET at a time), POST bodies (size and packet-count limits before buffering,
+//! one [`WsMsg`] per packet into the session), the probe/upgrade sequence, the close code of
+//! an oversize WebSocket message, and the writer task that drains the session's outbound
+//! queue into whichever transport is current. The session and its [`SocketioServer`] role see one message stream
 //! and one queue whatever the transport.
 //!
 //! Must not touch: Socket.IO packets and their meaning (the role's), translation, the upstream
@@ -16,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::SplitSink;
@@ -28,12 +29,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio::{self, OpenInfo, Packet as Eio};
 use crate::dialect::socketio::server::{self as sio_server, SocketioServer};
+use crate::dialect::{Close, WsMsg};
 use crate::listener::{Upgraded, Upgrader, bearer, session_id};
 use crate::metrics::LegCounters;
 use crate::session::{self, Inbound, Link, LinkError, LinkOut, RouteCtx, Session};
@@ -187,12 +188,108 @@ struct Shared {
     finished: CancellationToken,
     /// Where an upgrade hands its WebSocket to the writer task.
     hand_over: Mutex<Option<oneshot::Sender<WsSink>>>,
+    /// The session's outbound queue, for the close an oversize WebSocket message gets. Weak:
+    /// the session alone decides when the queue (and so the writer) ends.
+    outbound: mpsc::WeakSender<LinkOut>,
     counters: LegCounters,
 }
 
 impl Shared {
+    /// A fresh long-polling session's shared state, and the channel ends it does not keep.
+    fn new(depth: usize, counters: LegCounters) -> (Self, Ends) {
+        let (in_tx, in_rx) = mpsc::channel(depth);
+        let (out_tx, out_rx) = mpsc::channel(depth);
+        let (poll_tx, poll_rx) = mpsc::channel(depth);
+        let (hand_tx, hand_rx) = oneshot::channel();
+        let shared = Self {
+            inbound: in_tx,
+            kill: CancellationToken::new(),
+            poll: Mutex::new(PollState {
+                rx: poll_rx,
+                held: None,
+                upgraded: false,
+            }),
+            get_busy: AtomicBool::new(false),
+            post_busy: AtomicBool::new(false),
+            transport: AtomicU8::new(POLLING),
+            probing: watch::Sender::new(false),
+            upgraded: CancellationToken::new(),
+            finished: CancellationToken::new(),
+            hand_over: Mutex::new(Some(hand_tx)),
+            outbound: out_tx.downgrade(),
+            counters,
+        };
+        let ends = Ends {
+            inbound: in_rx,
+            outbound: out_tx,
+            outbound_rx: out_rx,
+            poll: poll_tx,
+            hand_over: hand_rx,
+        };
+        (shared, ends)
+    }
+
     fn transport(&self) -> u8 {
         self.transport.load(Ordering::Acquire)
+    }
+}
+
+/// The channel ends of a new long-polling session that [`Shared`] does not hold.
+struct Ends {
+    /// The session's inbound stream reads this.
+    inbound: mpsc::Receiver<Result<WsMsg, LinkError>>,
+    /// The session's outbound queue...
+    outbound: mpsc::Sender<LinkOut>,
+    /// ...which the writer task drains.
+    outbound_rx: mpsc::Receiver<LinkOut>,
+    /// The writer fills the long-polling buffer through this.
+    poll: mpsc::Sender<Eio>,
+    /// The writer receives an upgrade's WebSocket here.
+    hand_over: oneshot::Receiver<WsSink>,
+}
+
+/// An upgrade in progress: the session is [`UPGRADING`] while this lives. Dropped before
+/// [`UpgradeGuard::complete`], however that happens (the 101 was not sent, hyper never handed
+/// the connection over, the probe failed or was dropped), it returns the session to
+/// [`POLLING`]; otherwise the session would refuse every later upgrade.
+struct UpgradeGuard {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl UpgradeGuard {
+    /// `None` when the session is already upgrading or upgraded.
+    fn begin(shared: Arc<Shared>) -> Option<Self> {
+        shared
+            .transport
+            .compare_exchange(POLLING, UPGRADING, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        Some(Self {
+            shared,
+            done: false,
+        })
+    }
+
+    /// The client sent `5`: the session is on WebSocket for good.
+    fn complete(mut self) -> Arc<Shared> {
+        self.done = true;
+        self.shared.transport.store(WEBSOCKET, Ordering::Release);
+        self.shared.clone()
+    }
+}
+
+impl Drop for UpgradeGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            // Only UPGRADING goes back: nothing else may have moved it meanwhile, but a
+            // compare-exchange costs nothing and cannot undo a finished upgrade.
+            let _ = self.shared.transport.compare_exchange(
+                UPGRADING,
+                POLLING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
     }
 }
 
@@ -243,40 +340,25 @@ impl Engine {
     /// Handle one HTTP request on the route's path.
     pub async fn handle(&self, req: Request<Incoming>, up: Upgrader) -> Response<Full<Bytes>> {
         let upgrade = is_upgrade(&req);
-        // CORS is for browser long-polling; requests without an Origin (Node clients) pass.
-        let origin = match req.headers().get(header::ORIGIN) {
-            Some(o) if !upgrade => {
-                if !self.origin_allowed(o) {
-                    return error(Code::Forbidden);
-                }
-                Some(o.clone())
-            }
-            _ => None,
+        // The Origin check covers WebSocket upgrades too: a browser lets any page open a
+        // WebSocket anywhere, with its cookies, so only the allowlist stands between a
+        // foreign page and the client's session. Requests without an Origin (Node clients)
+        // pass.
+        let Some(cors) = cors(
+            &self.ctx.config.socketio.cors_origins,
+            req.headers().get(header::ORIGIN),
+            req.headers().get(header::HOST),
+        ) else {
+            return error(Code::Forbidden);
         };
-        let mut r = match (&origin, req.method()) {
-            (Some(_), &Method::OPTIONS) => preflight(&req),
+        let mut r = match (&cors, req.method()) {
+            (Cors::Reflect(_) | Cors::Any, &Method::OPTIONS) => preflight(&req),
             _ => self.route(req, up, upgrade).await,
         };
-        if let Some(o) = origin {
-            let h = r.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-            h.append(header::VARY, HeaderValue::from_static("Origin"));
+        if !upgrade {
+            cors.apply(&mut r);
         }
         r
-    }
-
-    fn origin_allowed(&self, origin: &HeaderValue) -> bool {
-        let origin = origin.as_bytes();
-        self.ctx
-            .config
-            .socketio
-            .cors_origins
-            .iter()
-            .any(|o| o == "*" || o.as_bytes() == origin)
     }
 
     /// Validation in the reference server's order: transport, sid, method, protocol version.
@@ -357,13 +439,13 @@ impl Engine {
                 Box::pin(async move {
                     let Upgraded { ws, token, query } = upgraded;
                     let ctx = route.ctx;
-                    let link = Link::websocket(
-                        ws,
-                        ctx.queue_depth,
-                        ctx.write_timeout,
-                        ctx.metrics.down.clone(),
-                    );
                     if session::is_passthrough(&ctx.config) {
+                        let link = Link::websocket(
+                            ws,
+                            ctx.queue_depth,
+                            ctx.write_timeout,
+                            ctx.metrics.down.clone(),
+                        );
                         // The backend's own `open` and pings go through unchanged.
                         let headers = token
                             .map(|t| {
@@ -375,6 +457,12 @@ impl Engine {
                             .unwrap_or_default();
                         return session::passthrough(ctx, link, headers, shutdown).await;
                     }
+                    let link = ws_link(
+                        ws,
+                        ctx.queue_depth,
+                        ctx.write_timeout,
+                        ctx.metrics.down.clone(),
+                    );
                     if link
                         .outbound
                         .send(LinkOut::Msg(WsMsg::Text(open)))
@@ -383,7 +471,8 @@ impl Engine {
                     {
                         return;
                     }
-                    let role = SocketioServer::new(settings, token, query, session_id());
+                    let role =
+                        SocketioServer::new(settings, token, query, session_id(), Instant::now());
                     Session::new(ctx, link, Box::new(role)).run(shutdown).await;
                 })
             })),
@@ -393,29 +482,9 @@ impl Engine {
     /// A long-polling handshake: register the session, start it, answer `open`.
     async fn open_polling(&self, req: Request<Incoming>, up: Upgrader) -> Response<Full<Bytes>> {
         let ctx = self.ctx.clone();
-        let depth = ctx.queue_depth;
         let sid = session_id();
-        let (in_tx, in_rx) = mpsc::channel(depth);
-        let (out_tx, out_rx) = mpsc::channel(depth);
-        let (poll_tx, poll_rx) = mpsc::channel(depth);
-        let (hand_tx, hand_rx) = oneshot::channel();
-        let shared = Arc::new(Shared {
-            inbound: in_tx,
-            kill: CancellationToken::new(),
-            poll: Mutex::new(PollState {
-                rx: poll_rx,
-                held: None,
-                upgraded: false,
-            }),
-            get_busy: AtomicBool::new(false),
-            post_busy: AtomicBool::new(false),
-            transport: AtomicU8::new(POLLING),
-            probing: watch::Sender::new(false),
-            upgraded: CancellationToken::new(),
-            finished: CancellationToken::new(),
-            hand_over: Mutex::new(Some(hand_tx)),
-            counters: ctx.metrics.down.clone(),
-        });
+        let (shared, ends) = Shared::new(ctx.queue_depth, ctx.metrics.down.clone());
+        let shared = Arc::new(shared);
         let Some(permit) = up.session_permit() else {
             return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
         };
@@ -428,14 +497,14 @@ impl Engine {
         }
         let writer = tokio::spawn(poll_writer(
             shared.clone(),
-            out_rx,
-            poll_tx,
-            hand_rx,
+            ends.outbound_rx,
+            ends.poll,
+            ends.hand_over,
             ctx.write_timeout,
         ));
         let link = Link {
-            inbound: inbound(in_rx, shared.kill.clone()),
-            outbound: out_tx,
+            inbound: inbound(ends.inbound, shared.kill.clone()),
+            outbound: ends.outbound,
             writer: Some(writer),
         };
         let role = SocketioServer::new(
@@ -443,6 +512,7 @@ impl Engine {
             bearer(&req),
             req.uri().query().unwrap_or_default().to_owned(),
             session_id(),
+            Instant::now(),
         );
         let registry = self.sessions.clone();
         let open = self.open_packet(sid.clone(), vec!["websocket".into()]);
@@ -580,7 +650,10 @@ impl Engine {
                 return error(Code::BadRequest);
             }
         };
-        let packets = match engineio::decode_polling(body.clone(), max / 2 + 1) {
+        // Bounded by count as well as bytes: a body of `6\x1e6\x1e…` would otherwise be
+        // half a million packets, each a message through the session.
+        let max_packets = self.ctx.config.socketio.max_packets_per_post;
+        let packets = match engineio::decode_polling(body.clone(), max_packets) {
             Ok(p) => p,
             Err(_) => {
                 shared.kill.cancel();
@@ -619,27 +692,103 @@ impl Engine {
         up: Upgrader,
         shared: Arc<Shared>,
     ) -> Response<Full<Bytes>> {
-        if shared
-            .transport
-            .compare_exchange(POLLING, UPGRADING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        let Some(guard) = UpgradeGuard::begin(shared) else {
             // Already upgrading or upgraded.
             return error(Code::BadRequest);
-        }
-        let probe_shared = shared.clone();
+        };
         let write_timeout = self.ctx.write_timeout;
-        let r = up.upgrade(
+        // The guard lives in the closure, then in the probe: a refused handshake or an
+        // upgrade hyper never completes drops it with the closure.
+        up.upgrade(
             req,
             Some(Box::new(move |upgraded: Upgraded, _route, shutdown| {
-                Box::pin(probe(probe_shared, upgraded.ws, write_timeout, shutdown))
+                Box::pin(probe(guard, upgraded.ws, write_timeout, shutdown))
             })),
-        );
-        if r.status() != StatusCode::SWITCHING_PROTOCOLS {
-            shared.transport.store(POLLING, Ordering::Release);
-        }
-        r
+        )
     }
+}
+
+/// How a request's `Origin` is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cors {
+    /// No `Origin` header: not a browser, nothing to add.
+    NoOrigin,
+    /// A listed or same-origin page: its origin is reflected, credentials allowed.
+    Reflect(HeaderValue),
+    /// Allowed by `*`: `Access-Control-Allow-Origin: *`. Never reflected with credentials,
+    /// which would hand every site the client's cookies.
+    Any,
+}
+
+impl Cors {
+    fn apply(&self, r: &mut Response<Full<Bytes>>) {
+        let h = r.headers_mut();
+        match self {
+            Self::NoOrigin => {}
+            Self::Reflect(o) => {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+                h.append(header::VARY, HeaderValue::from_static("Origin"));
+            }
+            Self::Any => {
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
+            }
+        }
+    }
+}
+
+/// The CORS decision for a request: `None` is Forbidden. An origin listed in `allowed`, or
+/// naming the very host the request was sent to, is reflected; otherwise `*` allows any.
+fn cors(
+    allowed: &[String],
+    origin: Option<&HeaderValue>,
+    host: Option<&HeaderValue>,
+) -> Option<Cors> {
+    let Some(origin) = origin else {
+        return Some(Cors::NoOrigin);
+    };
+    let listed = allowed.iter().any(|o| o.as_bytes() == origin.as_bytes());
+    if listed || host.is_some_and(|h| same_origin(origin.as_bytes(), h.as_bytes())) {
+        return Some(Cors::Reflect(origin.clone()));
+    }
+    allowed.iter().any(|o| o == "*").then_some(Cors::Any)
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host:port of the `Host` header: a page
+/// served from this very listener (same-origin long-polling needs no allowlist). The Host
+/// header is read with the origin's scheme so that default ports compare equal
+/// (`https://a.example` and `a.example:443`).
+fn same_origin(origin: &[u8], host: &[u8]) -> bool {
+    let (Ok(origin), Ok(host)) = (std::str::from_utf8(origin), std::str::from_utf8(host)) else {
+        return false;
+    };
+    let Ok(o) = url::Url::parse(origin) else {
+        // Includes the opaque `null` origin of sandboxed pages and files.
+        return false;
+    };
+    if !matches!(o.scheme(), "http" | "https") {
+        return false;
+    }
+    let Ok(h) = url::Url::parse(&format!("{}://{host}", o.scheme())) else {
+        return false;
+    };
+    // A Host header is only `host[:port]`; anything else parsed into user info or a path
+    // is not a host this listener serves.
+    let plain = h.username().is_empty()
+        && h.password().is_none()
+        && h.path() == "/"
+        && h.query().is_none()
+        && h.fragment().is_none();
+    plain
+        && h.host().is_some()
+        && o.host() == h.host()
+        && o.port_or_known_default() == h.port_or_known_default()
 }
 
 /// A CORS preflight answer (the allow-origin headers are added by the caller).
@@ -663,6 +812,57 @@ fn packet_len(p: &Eio) -> usize {
         Eio::Close | Eio::Upgrade | Eio::Noop => 1,
         Eio::Binary(d) => 1 + d.len().div_ceil(3) * 4,
     }
+}
+
+/// A client WebSocket as the session's [`Link`], like [`Link::websocket`] except that a
+/// message over the size limit (the route's `max_payload`, set on the socket by the listener)
+/// gets close code 1009, as the reference server's `ws` sends, instead of a bare close.
+fn ws_link(
+    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    depth: usize,
+    write_timeout: Duration,
+    counters: LegCounters,
+) -> Link {
+    let (sink, stream) = ws.split();
+    let (tx, rx) = mpsc::channel(depth);
+    let outbound = tx.downgrade();
+    let c_in = counters.clone();
+    let inbound =
+        stream.filter_map(move |r| std::future::ready(from_ws(Some(r), &outbound, &c_in)));
+    let writer = tokio::spawn(session::write_loop(sink, rx, write_timeout, counters));
+    Link {
+        inbound: Box::pin(inbound),
+        outbound: tx,
+        writer: Some(writer),
+    }
+}
+
+/// One read from a client WebSocket as the session takes it: `None` to skip (control
+/// frames), an error once the socket is done. A message over the limit also queues the 1009
+/// close on `outbound` (after whatever is already queued; if the queue is full the client
+/// gets the plain close the session ends with).
+fn from_ws(
+    next: Option<Result<Message, WsError>>,
+    outbound: &mpsc::WeakSender<LinkOut>,
+    counters: &LegCounters,
+) -> Option<Result<WsMsg, LinkError>> {
+    let msg = match next {
+        Some(Ok(Message::Text(t))) => WsMsg::Text(Bytes::from(t)),
+        Some(Ok(Message::Binary(b))) => WsMsg::Binary(b),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
+        Some(Ok(Message::Close(_))) | None => return Some(Err(LinkError::Closed)),
+        Some(Err(e)) => {
+            if matches!(e, WsError::Capacity(_))
+                && let Some(tx) = outbound.upgrade()
+            {
+                let _ = tx.try_send(LinkOut::Close(Close::new(1009, "message too big")));
+            }
+            return Some(Err(LinkError::Transport(e.to_string())));
+        }
+    };
+    counters.frames_in.increment(1);
+    counters.bytes_in.increment(msg.len() as u64);
+    Some(Ok(msg))
 }
 
 /// The session's inbound stream: client packets, or an error once the transport side kills
@@ -784,11 +984,12 @@ async fn ws_writer(
 /// socket to the session (the writer first sends what polling had not delivered). Then read
 /// the socket into the session until either ends.
 async fn probe(
-    shared: Arc<Shared>,
+    guard: UpgradeGuard,
     ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
     write_timeout: Duration,
     shutdown: CancellationToken,
 ) {
+    let shared = guard.shared.clone();
     let (mut sink, mut stream) = ws.split();
     let deadline = tokio::time::Instant::now() + UPGRADE_TIMEOUT;
     let upgraded = loop {
@@ -818,10 +1019,10 @@ async fn probe(
     shared.probing.send_replace(false);
     if !upgraded {
         let _ = tokio::time::timeout(write_timeout, sink.close()).await;
-        shared.transport.store(POLLING, Ordering::Release);
+        // Dropping the guard puts the session back on long-polling.
         return;
     }
-    shared.transport.store(WEBSOCKET, Ordering::Release);
+    let shared = guard.complete();
     shared.upgraded.cancel();
     let hand_over = shared.hand_over.lock().await.take();
     let Some(tx) = hand_over else { return };
@@ -835,18 +1036,10 @@ async fn probe(
             _ = shared.inbound.closed() => return,
             n = stream.next() => n,
         };
-        let item = match next {
-            Some(Ok(Message::Text(t))) => Ok(WsMsg::Text(Bytes::from(t))),
-            Some(Ok(Message::Binary(b))) => Ok(WsMsg::Binary(b)),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-            Some(Ok(Message::Close(_))) | None => Err(LinkError::Closed),
-            Some(Err(e)) => Err(LinkError::Transport(e.to_string())),
+        let Some(item) = from_ws(next, &shared.outbound, &shared.counters) else {
+            continue;
         };
         let end = item.is_err();
-        if let Ok(m) = &item {
-            shared.counters.frames_in.increment(1);
-            shared.counters.bytes_in.increment(m.len() as u64);
-        }
         tokio::select! {
             biased;
             _ = shared.inbound.closed() => return,
@@ -904,6 +1097,164 @@ mod tests {
                 engineio::encode_polling(std::slice::from_ref(&p)).len()
             );
         }
+    }
+
+    fn hv(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn same_origin_compares_host_and_port() {
+        for (origin, host) in [
+            ("http://127.0.0.1:8080", "127.0.0.1:8080"),
+            ("https://app.example", "app.example"),
+            ("https://app.example", "app.example:443"),
+            ("http://app.example", "APP.example:80"),
+            ("http://[::1]:3000", "[::1]:3000"),
+        ] {
+            assert!(
+                same_origin(origin.as_bytes(), host.as_bytes()),
+                "{origin} {host}"
+            );
+        }
+        for (origin, host) in [
+            ("http://127.0.0.1:8081", "127.0.0.1:8080"),
+            ("https://app.example", "app.example:80"),
+            ("http://evil.example", "app.example"),
+            ("null", "app.example"),
+            ("file:///x", "app.example"),
+            ("http://app.example", ""),
+            ("http://app.example", "evil@app.example"),
+            ("http://app.example", "app.example/x"),
+        ] {
+            assert!(
+                !same_origin(origin.as_bytes(), host.as_bytes()),
+                "{origin} {host}"
+            );
+        }
+    }
+
+    #[test]
+    fn cors_decisions() {
+        let none: Vec<String> = Vec::new();
+        let listed = vec!["https://app.example".to_owned()];
+        let any = vec!["*".to_owned()];
+        let host = hv("proxy.example:8080");
+        // No Origin: not a browser.
+        assert_eq!(cors(&none, None, Some(&host)), Some(Cors::NoOrigin));
+        // Same origin passes even with an empty allowlist, and is reflected.
+        let own = hv("http://proxy.example:8080");
+        assert_eq!(
+            cors(&none, Some(&own), Some(&host)),
+            Some(Cors::Reflect(own.clone()))
+        );
+        // Cross origin: only if listed, or `*` (then without reflection).
+        let app = hv("https://app.example");
+        assert_eq!(cors(&none, Some(&app), Some(&host)), None);
+        assert_eq!(cors(&none, Some(&app), None), None);
+        assert_eq!(
+            cors(&listed, Some(&app), Some(&host)),
+            Some(Cors::Reflect(app.clone()))
+        );
+        assert_eq!(
+            cors(&listed, Some(&hv("https://evil.example")), Some(&host)),
+            None
+        );
+        assert_eq!(cors(&any, Some(&app), Some(&host)), Some(Cors::Any));
+        // `*` still reflects the listener's own origin (credentials are safe there).
+        assert_eq!(
+            cors(&any, Some(&own), Some(&host)),
+            Some(Cors::Reflect(own.clone()))
+        );
+
+        let mut r = respond(StatusCode::OK, Bytes::new());
+        Cors::Any.apply(&mut r);
+        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(
+            !r.headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS)
+        );
+        let mut r = respond(StatusCode::OK, Bytes::new());
+        Cors::Reflect(app.clone()).apply(&mut r);
+        assert_eq!(
+            r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
+        assert_eq!(
+            r.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS],
+            "true"
+        );
+        assert_eq!(r.headers()[header::VARY], "Origin");
+        let mut r = respond(StatusCode::OK, Bytes::new());
+        Cors::NoOrigin.apply(&mut r);
+        assert!(r.headers().is_empty());
+    }
+
+    fn shared() -> Arc<Shared> {
+        let (s, _) = Shared::new(4, LegCounters::new("test", "socketio", "downstream"));
+        Arc::new(s)
+    }
+
+    #[test]
+    fn a_failed_upgrade_returns_to_polling() {
+        let s = shared();
+        let g = UpgradeGuard::begin(s.clone()).unwrap();
+        assert_eq!(s.transport(), UPGRADING);
+        // One upgrade at a time.
+        assert!(UpgradeGuard::begin(s.clone()).is_none());
+        // The probe failed (or the guard's future was dropped).
+        drop(g);
+        assert_eq!(s.transport(), POLLING);
+        // The 101 was answered but hyper never handed the connection over: the closure
+        // holding the guard is dropped without being called.
+        let g = UpgradeGuard::begin(s.clone()).unwrap();
+        let start: Box<dyn FnOnce() + Send> = Box::new(move || drop(g));
+        drop(start);
+        assert_eq!(s.transport(), POLLING);
+        // A completed upgrade stays, and refuses further ones.
+        let g = UpgradeGuard::begin(s.clone()).unwrap();
+        let same = g.complete();
+        assert!(Arc::ptr_eq(&same, &s));
+        assert_eq!(s.transport(), WEBSOCKET);
+        assert!(UpgradeGuard::begin(s.clone()).is_none());
+        assert_eq!(s.transport(), WEBSOCKET);
+    }
+
+    #[test]
+    fn oversize_websocket_message_queues_close_1009() {
+        use tokio_tungstenite::tungstenite::error::CapacityError;
+        let counters = LegCounters::new("test", "socketio", "downstream");
+        let (tx, mut rx) = mpsc::channel(4);
+        let weak = tx.downgrade();
+        let too_long = WsError::Capacity(CapacityError::MessageTooLong {
+            size: 11,
+            max_size: 10,
+        });
+        let r = from_ws(Some(Err(too_long)), &weak, &counters);
+        assert!(matches!(r, Some(Err(LinkError::Transport(_)))));
+        match rx.try_recv() {
+            Ok(LinkOut::Close(c)) => assert_eq!(c, Close::new(1009, "message too big")),
+            other => panic!("{other:?}"),
+        }
+        // Other failures queue nothing.
+        let r = from_ws(Some(Err(WsError::ConnectionClosed)), &weak, &counters);
+        assert!(matches!(r, Some(Err(LinkError::Transport(_)))));
+        assert!(rx.try_recv().is_err());
+        // Data passes, control frames are skipped, the end is a close.
+        let r = from_ws(Some(Ok(Message::text("40"))), &weak, &counters);
+        assert!(matches!(r, Some(Ok(WsMsg::Text(t))) if t == "40"));
+        assert!(from_ws(Some(Ok(Message::Ping(Bytes::new()))), &weak, &counters).is_none());
+        assert!(matches!(
+            from_ws(None, &weak, &counters),
+            Some(Err(LinkError::Closed))
+        ));
+        // Once the session dropped its queue, nothing is kept alive by the weak handle.
+        drop(tx);
+        let too_long = WsError::Capacity(CapacityError::MessageTooLong {
+            size: 11,
+            max_size: 10,
+        });
+        assert!(from_ws(Some(Err(too_long)), &weak, &counters).is_some());
     }
 
     #[test]

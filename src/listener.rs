@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::Mode;
 use crate::dialect::Dialect;
 use crate::dialect::stomp::server::{self as stomp_server, StompServer};
 use crate::engine::Engine;
@@ -289,7 +290,7 @@ impl Upgrader {
             self.permit.clone(),
             self.route.clone(),
         );
-        let max = ctx.max_message_size;
+        let max = ws_message_limit(&ctx);
         self.tracker.spawn(async move {
             let _permit = permit;
             let upgraded = match on_upgrade.await {
@@ -367,6 +368,19 @@ async fn run_default(up: Upgraded, ctx: Arc<RouteCtx>, shutdown: CancellationTok
         _ => return,
     };
     Session::new(ctx, link, server).run(shutdown).await;
+}
+
+/// The largest WebSocket message (and frame) a route's clients may send. tungstenite checks
+/// it before buffering (a frame by its header's length), so the limit must be the real one:
+/// a translating Socket.IO route takes its Engine.IO `maxPayload`, which its `open` packet
+/// advertises and the reference server enforces on WebSocket messages too (validated to be
+/// at most `limits.max_message_size`). Other routes, and passthrough (where the backend
+/// advertises its own), take the global limit.
+fn ws_message_limit(ctx: &RouteCtx) -> usize {
+    match (ctx.config.client, ctx.config.mode) {
+        (Dialect::Socketio, Mode::Translate) => ctx.config.socketio.max_payload,
+        _ => ctx.max_message_size,
+    }
 }
 
 /// A short random session id.

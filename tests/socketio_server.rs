@@ -565,3 +565,408 @@ async fn passthrough_mode() {
         json!({"code":0,"message":"Transport unknown"})
     );
 }
+
+/// A WebSocket handshake to the route, with `origin` and `query` (after `EIO=4&transport=websocket`).
+async fn ws_with_origin(
+    port: u16,
+    origin: Option<&str>,
+    query: &str,
+) -> Result<RawWs, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket{query}");
+    let mut req = url.into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The HTTP status of a refused WebSocket handshake.
+fn refused_status(r: Result<RawWs, tokio_tungstenite::tungstenite::Error>) -> u16 {
+    match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, the upgrade succeeded"),
+    }
+}
+
+/// A polling request with an Origin: the raw response (status line, headers, body).
+async fn polling_with_origin(
+    addr: SocketAddr,
+    method: &str,
+    query: &str,
+    origin: &str,
+    body: &str,
+) -> String {
+    raw_http(
+        addr,
+        &format!(
+            "{method} /socket.io/?EIO=4&transport=polling{query} HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+/// The sid of a long-polling handshake's raw response.
+fn sid_of(raw: &str) -> String {
+    let body = raw.split("\r\n\r\n").nth(1).unwrap();
+    let v: Value = serde_json::from_str(body.strip_prefix('0').unwrap()).unwrap();
+    v["sid"].as_str().unwrap().to_owned()
+}
+
+/// Origin checks: a page of the listener's own origin needs no allowlist (long-polling and
+/// WebSocket); a foreign one is refused, its WebSocket upgrade included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_same_origin_and_refused_upgrade() {
+    let s = Setup::new("", "").await;
+    let own = format!("http://127.0.0.1:{}", s.port);
+    let open = polling_with_origin(s.addr(), "GET", "", &own, "").await;
+    assert!(open.starts_with("HTTP/1.1 200"), "{open}");
+    let lower = open.to_ascii_lowercase();
+    assert!(
+        lower.contains(&format!("access-control-allow-origin: {own}")),
+        "{open}"
+    );
+    assert!(
+        lower.contains("access-control-allow-credentials: true"),
+        "{open}"
+    );
+    let sid = sid_of(&open);
+    let token = jwt("alice", SECRET);
+    let post = polling_with_origin(
+        s.addr(),
+        "POST",
+        &format!("&sid={sid}"),
+        &own,
+        &format!("40{{\"token\":\"{token}\"}}"),
+    )
+    .await;
+    assert!(post.starts_with("HTTP/1.1 200"), "{post}");
+    assert!(post.ends_with("ok"), "{post}");
+    let poll = polling_with_origin(s.addr(), "GET", &format!("&sid={sid}"), &own, "").await;
+    assert!(poll.starts_with("HTTP/1.1 200"), "{poll}");
+    assert!(poll.contains("40{\"sid\":"), "{poll}");
+
+    // Foreign origins: long-polling and the WebSocket upgrade alike.
+    let evil = "https://evil.example";
+    let no = polling_with_origin(s.addr(), "GET", "", evil, "").await;
+    assert!(no.starts_with("HTTP/1.1 403"), "{no}");
+    assert!(no.contains(r#"{"code":4,"message":"Forbidden"}"#), "{no}");
+    assert_eq!(
+        refused_status(ws_with_origin(s.port, Some(evil), "").await),
+        403
+    );
+    // Another port of the same host is another origin.
+    let other_port = format!("http://127.0.0.1:{}", s.port.wrapping_add(1));
+    assert_eq!(
+        refused_status(ws_with_origin(s.port, Some(&other_port), "").await),
+        403
+    );
+    // An upgrade of a polling session is checked too.
+    let sid = sid_of(&polling_with_origin(s.addr(), "GET", "", &own, "").await);
+    assert_eq!(
+        refused_status(ws_with_origin(s.port, Some(evil), &format!("&sid={sid}")).await),
+        403
+    );
+    // The listener's own origin, and no Origin at all (Node clients), may open a WebSocket.
+    for origin in [Some(own.as_str()), None] {
+        let mut ws = ws_with_origin(s.port, origin, "").await.unwrap();
+        assert!(next_text(&mut ws).await.starts_with("0{"), "{origin:?}");
+    }
+}
+
+/// `cors_origins = ["*"]`: any origin, answered `*` without credentials; a listed origin's
+/// WebSocket upgrade is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_wildcard_and_listed_upgrade() {
+    let s = Setup::with_tables("", "", "\n[route.socketio]\ncors_origins = [\"*\"]\n").await;
+    let any = "https://anywhere.example";
+    let open = polling_with_origin(s.addr(), "GET", "", any, "").await;
+    assert!(open.starts_with("HTTP/1.1 200"), "{open}");
+    let lower = open.to_ascii_lowercase();
+    assert!(
+        lower.contains("access-control-allow-origin: *\r\n"),
+        "{open}"
+    );
+    assert!(
+        !lower.contains("access-control-allow-credentials"),
+        "{open}"
+    );
+    let sid = sid_of(&open);
+    let post = polling_with_origin(s.addr(), "POST", &format!("&sid={sid}"), any, "6").await;
+    assert!(post.starts_with("HTTP/1.1 200"), "{post}");
+    assert!(
+        post.to_ascii_lowercase()
+            .contains("access-control-allow-origin: *\r\n"),
+        "{post}"
+    );
+    let mut ws = ws_with_origin(s.port, Some(any), "").await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("0{"));
+
+    let s = Setup::with_tables(
+        "",
+        "",
+        "\n[route.socketio]\ncors_origins = [\"https://app.example\"]\n",
+    )
+    .await;
+    let mut ws = ws_with_origin(s.port, Some("https://app.example"), "")
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with("0{"));
+    assert_eq!(
+        refused_status(ws_with_origin(s.port, Some("https://evil.example"), "").await),
+        403
+    );
+}
+
+/// Polling session upgraded by hand (`2probe`, `3probe`, `5`): the WebSocket.
+async fn upgraded_ws(port: u16, sid: &str) -> RawWs {
+    let mut ws = ws_with_origin(port, None, &format!("&sid={sid}"))
+        .await
+        .unwrap();
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "3probe");
+    ws.send(Message::text("5")).await.unwrap();
+    ws
+}
+
+/// A WebSocket message over the route's `max_payload` is refused by the WebSocket layer
+/// before it is buffered, and closes with 1009, on a WebSocket-first session and on an
+/// upgraded one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_websocket_message_closes_1009() {
+    let s = Setup::with_tables("", "", "\n[route.socketio]\nmax_payload = 1000\n").await;
+    let token = jwt("alice", SECRET);
+    let big = format!("42[\"x\",\"{}\"]", "a".repeat(1000));
+    // Before CONNECT, after CONNECT, and as a binary message.
+    for (connect, msg) in [
+        (false, Message::text(big.clone())),
+        (true, Message::text(big.clone())),
+        (true, Message::binary(vec![7u8; 1001])),
+    ] {
+        let mut ws = raw_ws(s.port).await;
+        next_text(&mut ws).await;
+        if connect {
+            ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
+                .await
+                .unwrap();
+            assert!(next_text(&mut ws).await.starts_with("40{\"sid\":"));
+        }
+        ws.send(msg).await.unwrap();
+        assert_eq!(close_code(&mut ws).await, 1009, "connect={connect}");
+    }
+    // Exactly max_payload is fine.
+    let mut ws = raw_ws(s.port).await;
+    next_text(&mut ws).await;
+    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40{\"sid\":"));
+    let fits = format!("42[\"x\",\"{}\"]", "a".repeat(1000 - 10));
+    assert_eq!(fits.len(), 1000);
+    ws.send(Message::text(fits)).await.unwrap();
+    ws.send(Message::text("2")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "3");
+
+    // Upgraded from long-polling.
+    let sid = handshake(s.addr()).await;
+    let mut ws = upgraded_ws(s.port, &sid).await;
+    ws.send(Message::text(big)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 1009);
+}
+
+/// A long-polling POST carries at most `max_packets_per_post` packets; more is the
+/// documented 400 and ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_packets_in_one_post() {
+    let s = Setup::new("", "").await;
+    let addr = s.addr();
+    let post = |sid: String, body: String| async move {
+        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        http_request(addr, "POST", &path, Some(&body), "text/plain;charset=UTF-8")
+            .await
+            .unwrap()
+    };
+    let noops = |n: usize| vec!["6"; n].join("\u{1e}");
+    // The default limit, 256, fits.
+    let sid = handshake(addr).await;
+    assert_eq!(post(sid.clone(), noops(256)).await, (200, "ok".to_owned()));
+    // One more is refused, and the session is over.
+    let (st, text) = post(sid.clone(), noops(257)).await;
+    assert_eq!(st, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"code":3,"message":"Bad request"})
+    );
+    let (st, text) = http_request(
+        addr,
+        "GET",
+        &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"),
+        None,
+        "text/plain",
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, 200, "{text}");
+    assert!(text.ends_with('1'), "the close packet: {text:?}");
+    // Half a megabyte of noops (within maxPayload) is refused the same way.
+    let sid = handshake(addr).await;
+    let (st, _) = post(sid, noops(250_000)).await;
+    assert_eq!(st, 400);
+
+    // The key is configurable.
+    let s = Setup::with_tables("", "", "\n[route.socketio]\nmax_packets_per_post = 2\n").await;
+    let addr = s.addr();
+    let post = |sid: String, body: String| async move {
+        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        http_request(addr, "POST", &path, Some(&body), "text/plain;charset=UTF-8")
+            .await
+            .unwrap()
+    };
+    let sid = handshake(addr).await;
+    assert_eq!(post(sid.clone(), noops(2)).await, (200, "ok".to_owned()));
+    assert_eq!(post(sid, noops(3)).await.0, 400);
+}
+
+/// The connect timeout runs from the Engine.IO handshake: a client that answers every ping
+/// (and sends a noop just before the deadline) but never CONNECTs is closed on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_is_absolute() {
+    let s = Setup::with_tables(
+        "",
+        "",
+        "\n[route.socketio]\nconnect_timeout_ms = 2000\nping_interval_ms = 1000\nping_timeout_ms = 1000\n",
+    )
+    .await;
+    let start = std::time::Instant::now();
+    let mut ws = raw_ws(s.port).await;
+    assert!(next_text(&mut ws).await.starts_with("0{"));
+    let mut noop_sent = false;
+    let mut pongs = 0;
+    let (code, reason) = loop {
+        assert!(start.elapsed() < T, "never closed");
+        if !noop_sent && start.elapsed() >= Duration::from_millis(1500) {
+            ws.send(Message::text("6")).await.unwrap();
+            noop_sent = true;
+        }
+        match tokio::time::timeout(Duration::from_millis(50), ws.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                ws.send(Message::text("3")).await.unwrap();
+                pongs += 1;
+            }
+            Ok(Some(Ok(Message::Close(Some(f))))) => break (u16::from(f.code), f.reason),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let took = start.elapsed();
+    assert_eq!((code, reason.as_str()), (1000, "connect timeout"));
+    assert!(pongs >= 1, "the client answered pings: {pongs}");
+    // Counted from the handshake (2 s), not from the first message (the pong at 1 s, so
+    // 3 s) nor from the last (the noop at 1.5 s, so 3.5 s).
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    assert!(took < Duration::from_millis(2700), "{took:?}");
+}
+
+/// A later namespace must present the first one's token, and a reserved event name from
+/// the client closes the connection, as socket.io does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_auth_and_reserved_events() {
+    let s = Setup::with_tables(
+        "",
+        "",
+        "\n[route.socketio]\nnamespaces = [\"/\", \"/admin\"]\n",
+    )
+    .await;
+    let token = jwt("alice", SECRET);
+    let other = jwt("mallory", SECRET);
+    let mut ws = raw_ws(s.port).await;
+    next_text(&mut ws).await;
+    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40{\"sid\":"));
+    for refused in [
+        format!("40/admin,{{\"token\":\"{other}\"}}"),
+        "40/admin,".into(),
+    ] {
+        ws.send(Message::text(refused)).await.unwrap();
+        assert_eq!(
+            next_text(&mut ws).await,
+            r#"44/admin,{"message":"auth differs from the connection's first namespace"}"#
+        );
+    }
+    ws.send(Message::text(format!("40/admin,{{\"token\":\"{token}\"}}")))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40/admin,{\"sid\":"));
+    ws.send(Message::text(r#"42/admin,["disconnect","bye"]"#))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, 1002);
+}
+
+/// One server frame off a raw socket: (opcode, payload). Server frames are unmasked.
+async fn read_frame(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await.unwrap();
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).await.unwrap();
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).await.unwrap();
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+    s.read_exact(&mut payload).await.unwrap();
+    (head[0] & 0x0f, payload)
+}
+
+/// The limit is checked against the frame header, before the payload is read: a frame that
+/// announces more than `max_payload` is answered with 1009 while its payload is still
+/// missing (a limit checked after buffering would wait for it forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_frame_is_refused_from_its_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Setup::with_tables("", "", "\n[route.socketio]\nmax_payload = 1000\n").await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let req = format!(
+        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        s.addr()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let (op, open) = tokio::time::timeout(T, read_frame(&mut tcp)).await.unwrap();
+    assert_eq!(op, 1);
+    assert!(open.starts_with(b"0{"));
+    // A masked text frame announcing 5000 bytes, and only 10 of them.
+    let mut frame = vec![0x81, 0x80 | 126];
+    frame.extend_from_slice(&5000u16.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(b"42[\"x\",\"aa");
+    tcp.write_all(&frame).await.unwrap();
+    let (op, payload) = tokio::time::timeout(T, read_frame(&mut tcp)).await.unwrap();
+    assert_eq!(op, 8, "a close frame");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
+}

@@ -1,12 +1,14 @@
 //! The Socket.IO server role: the proxy plays a Socket.IO v4 server (protocol 5 over
 //! Engine.IO 4) for downstream clients.
 //!
-//! Owns: the Engine.IO ping/pong duty and liveness deadlines (the connect timeout before the
-//! first namespace CONNECT), namespace CONNECT/DISCONNECT (the `40{"sid":..}` reply held until
-//! the upstream is ready, `44` refusals), the `subscribe`/`unsubscribe` event convention and
-//! its subscription table, emit to publish with the ack table, deliveries as events (binary
-//! payloads as attachments), auto-subscriptions at connect, and the size limits that close the
-//! connection like the reference server does.
+//! Owns: the Engine.IO ping/pong duty and liveness deadlines (the connect timeout, absolute
+//! from the session's start, before the first namespace CONNECT), namespace CONNECT/DISCONNECT
+//! (the `40{"sid":..}` reply held until the upstream is ready, `44` refusals, and one upstream
+//! identity: later namespaces must present the first one's token), the `subscribe`/
+//! `unsubscribe` event convention and its subscription table, emit to publish with the ack
+//! table, deliveries as events (binary payloads as attachments; reserved event names never
+//! reach the client), auto-subscriptions at connect, and the size limits and parse errors
+//! that close the connection like the reference server does.
 //!
 //! Must not touch: I/O, timers, the transport (the engine sends the Engine.IO `open` packet and
 //! turns long-polling bodies into one [`WsMsg`] per packet, so this role sees every transport
@@ -110,6 +112,9 @@ pub struct SocketioServer {
     primary: Option<Bytes>,
     /// The raw auth object of that CONNECT.
     auth: Option<Bytes>,
+    /// The bearer token that CONNECT presented upstream (its `auth.token`, else the upgrade
+    /// token). The one upstream identity of the connection: later namespaces must match it.
+    token: Option<Bytes>,
     /// Whether `ClientOp::Connect` went upstream (so a close says `Disconnect`).
     connect_sent: bool,
     subs: HashMap<SubId, Sub>,
@@ -118,21 +123,26 @@ pub struct SocketioServer {
     replies: HashMap<ReplyId, (Bytes, u64)>,
     next_reply: ReplyId,
     last_recv: Option<Instant>,
-    connect_deadline: Option<Instant>,
+    /// When the connection is closed unless a namespace CONNECT came: absolute from the
+    /// role's creation, so nothing the client sends (pongs included) moves it.
+    connect_deadline: Instant,
     copied: u64,
 }
 
 impl SocketioServer {
     /// A new connection's server role. `upgrade_token` is the bearer token of the handshake
     /// request (`Authorization` header or `token` query parameter), `query` its raw query
-    /// string, and `sid` the id given to the client in each namespace CONNECT reply.
+    /// string, `sid` the id given to the client in each namespace CONNECT reply, and
+    /// `started` when the Engine.IO session opened (the connect timeout runs from there).
     pub fn new(
         settings: Settings,
         upgrade_token: Option<Bytes>,
         query: String,
         sid: String,
+        started: Instant,
     ) -> Self {
         Self {
+            connect_deadline: started + settings.connect_timeout,
             decoder: Decoder::new(settings.max_attachments),
             settings,
             upgrade_token,
@@ -142,13 +152,13 @@ impl SocketioServer {
             nsps: Vec::new(),
             primary: None,
             auth: None,
+            token: None,
             connect_sent: false,
             subs: HashMap::new(),
             next_sub: 1,
             replies: HashMap::new(),
             next_reply: 1,
             last_recv: None,
-            connect_deadline: None,
             copied: 0,
         }
     }
@@ -218,16 +228,31 @@ impl SocketioServer {
             }
             return;
         }
+        let token = p
+            .data
+            .as_ref()
+            .and_then(|d| auth_token(d))
+            .or_else(|| self.upgrade_token.clone());
+        if matches!(self.state, State::Connecting | State::Ready) && token != self.token {
+            // One session holds one upstream identity, the first namespace's. The reference
+            // server checks auth per namespace; joining with other credentials would borrow
+            // that identity, so it is refused like a middleware refusal (the connection and
+            // its other namespaces stay).
+            let msg = wire(
+                PacketType::ConnectError,
+                &p.nsp,
+                None,
+                0,
+                &[br#"{"message":"auth differs from the connection's first namespace"}"#],
+            );
+            out.to_client.push(msg);
+            return;
+        }
         match self.state {
             State::AwaitConnect => {
-                let token = p
-                    .data
-                    .as_ref()
-                    .and_then(|d| auth_token(d))
-                    .or_else(|| self.upgrade_token.clone());
                 out.ops.push(ClientOp::Connect {
                     credentials: Credentials {
-                        token,
+                        token: token.clone(),
                         login: None,
                         passcode: None,
                         auth_json: p.data.clone(),
@@ -235,6 +260,7 @@ impl SocketioServer {
                 });
                 self.connect_sent = true;
                 self.auth = p.data;
+                self.token = token;
                 self.primary = Some(p.nsp.clone());
                 self.state = State::Connecting;
                 self.nsps.push(Nsp {
@@ -299,15 +325,10 @@ impl SocketioServer {
             Ok(x) => x,
             Err(e) => return self.parse_error(&e, out),
         };
-        if packet::RESERVED_EVENTS.contains(&name.as_str()) {
-            if let Some(id) = p.id {
-                let e = ErrorInfo::new(
-                    ErrorKind::Untranslatable,
-                    format!("`{name}` is a reserved event name"),
-                );
-                out.to_client.push(self.error_ack(&p.nsp, id, &e));
-            }
-            return;
+        if is_reserved(name.as_bytes()) {
+            // socket.io-parser 4.2 rejects such an EVENT as an invalid payload, and the
+            // socket.io 4.8 server closes the whole connection on any decode error.
+            return self.close(1002, "parse error", true, out);
         }
         match name.as_str() {
             "subscribe" => self.on_subscribe(&p.nsp, p.id, args.first(), out),
@@ -338,6 +359,18 @@ impl SocketioServer {
     }
 
     fn subscribe(&mut self, nsp: &Bytes, topic: Bytes, id: Option<u64>, out: &mut ServerOut) {
+        if is_reserved(&topic) {
+            // Its deliveries would be named after the topic, and socket.io-client treats
+            // those names as its own lifecycle events (`42["disconnect"]` would fake one).
+            if let Some(id) = id {
+                let mut msg = b"`".to_vec();
+                msg.extend_from_slice(&topic);
+                msg.extend_from_slice(b"` is a reserved event name");
+                out.to_client
+                    .push(named_error_ack(nsp, id, "SubscribeError", &msg));
+            }
+            return;
+        }
         if self.subs.values().any(|s| s.nsp == nsp && s.topic == topic) {
             if let Some(id) = id {
                 out.to_client.push(ack(nsp, id, b"[null]"));
@@ -557,7 +590,11 @@ impl SocketioServer {
 
     /// Emit a backend message: on its subscription's namespace, or, for an event a Socket.IO
     /// backend sent without any subscription, on the namespace that opened the upstream (a
-    /// Socket.IO client never subscribes, it just listens).
+    /// Socket.IO client never subscribes, it just listens) while the client is still in it.
+    ///
+    /// A message whose event name is reserved is dropped: socket.io-client would take
+    /// `42["disconnect",..]` for its own lifecycle event. No counter records it: the role has
+    /// no metrics (the dialect layer must not), and the trait has no drop report to carry it.
     fn deliver(
         &mut self,
         sub: Option<SubId>,
@@ -573,11 +610,16 @@ impl SocketioServer {
                 None => return,
             },
             None => match &self.primary {
-                Some(p) => p.clone(),
-                None => return,
+                // Left (`41`): that namespace's listeners are gone on the client too.
+                Some(p) if self.nsps.iter().any(|n| n.name == p && n.joined) => p.clone(),
+                _ => return,
             },
         };
-        let name = packet::json_string(event.as_ref().unwrap_or(&channel));
+        let name = event.as_ref().unwrap_or(&channel);
+        if is_reserved(name) {
+            return;
+        }
+        let name = packet::json_string(name);
         let (last, attachment) = self.payload_arg(payload);
         let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * args.len() + 5);
         parts.push(b"[");
@@ -685,6 +727,11 @@ fn wire(
     WsMsg::Text(b.freeze())
 }
 
+/// Whether `name` is one of the event names socket.io reserves for itself.
+fn is_reserved(name: &[u8]) -> bool {
+    packet::RESERVED_EVENTS.iter().any(|r| r.as_bytes() == name)
+}
+
 /// `43[<nsp>,]<id><array>`.
 fn ack(nsp: &[u8], id: u64, array: &[u8]) -> WsMsg {
     wire(PacketType::Ack, nsp, Some(id), 0, &[array])
@@ -774,9 +821,6 @@ impl ServerRole for SocketioServer {
             return;
         }
         self.last_recv = Some(now);
-        if self.state == State::AwaitConnect && self.connect_deadline.is_none() {
-            self.connect_deadline = Some(now + self.settings.connect_timeout);
-        }
         if msg.len() > self.settings.max_payload {
             return self.close(1009, "message too big", true, out);
         }
@@ -857,10 +901,12 @@ impl ServerRole for SocketioServer {
         let expect_within = match self.state {
             State::Closed => return Keepalive::default(),
             // The connect timeout runs from the start, not from the last pong: pongs before a
-            // CONNECT must not keep an idle connection open.
-            State::AwaitConnect => match (self.connect_deadline, self.last_recv) {
-                (Some(deadline), Some(last)) => deadline.saturating_duration_since(last),
-                _ => s.connect_timeout,
+            // CONNECT must not keep an idle connection open. The session measures silence
+            // from the last receive, so the remaining time is counted from there. (`expire`
+            // enforces the same deadline, should the session's clock start a little later.)
+            State::AwaitConnect => match self.last_recv {
+                Some(last) => self.connect_deadline.saturating_duration_since(last),
+                None => s.connect_timeout,
             },
             State::Connecting | State::Ready => s.ping_interval.saturating_add(s.ping_timeout),
         };
@@ -884,9 +930,13 @@ impl ServerRole for SocketioServer {
         self.close(1000, reason, true, out);
     }
 
-    fn expire(&mut self, _now: Instant, _out: &mut ServerOut) {
+    fn expire(&mut self, now: Instant, out: &mut ServerOut) {
+        // The absolute connect deadline, whatever the client sent meanwhile.
+        if self.state == State::AwaitConnect && now >= self.connect_deadline {
+            self.close(1000, "connect timeout", true, out);
+        }
         // Emits wait for the upstream leg, which times its own acks out and answers each
-        // reply id exactly once; nothing expires here.
+        // reply id exactly once; nothing else expires here.
     }
 
     fn take_copied(&mut self) -> u64 {
@@ -912,11 +962,16 @@ mod tests {
     }
 
     fn role_with(settings: Settings) -> SocketioServer {
+        role_at(settings, Instant::now())
+    }
+
+    fn role_at(settings: Settings, started: Instant) -> SocketioServer {
         SocketioServer::new(
             settings,
             Some(Bytes::from("upgrade-tok")),
             "EIO=4&transport=websocket&room=r7".into(),
             "SID1".into(),
+            started,
         )
     }
 
@@ -990,14 +1045,14 @@ mod tests {
 
     #[test]
     fn keepalive_pings_and_connect_timeout() {
-        let mut r = role();
+        let t0 = Instant::now();
+        let mut r = role_at(Settings::default(), t0);
         let k = r.keepalive();
         assert_eq!(k.send_every, Some(Duration::from_millis(25_000)));
         assert!(k.periodic);
         assert_eq!(k.expect_within, Some(Duration::from_millis(45_000)));
         assert_eq!(r.heartbeat(), Some(txt("2")));
         // Pongs before CONNECT do not extend the connect deadline.
-        let t0 = Instant::now();
         let mut out = ServerOut::default();
         r.on_client(txt("3"), t0, &mut out);
         r.on_client(txt("3"), t0 + Duration::from_secs(30), &mut out);
@@ -1135,7 +1190,7 @@ mod tests {
         let mut r = role();
         feed(&mut r, r#"40{"token":"abc"}"#);
         // Still connecting: held until Ready, no second Connect.
-        let out = feed(&mut r, "40/admin,{}");
+        let out = feed(&mut r, r#"40/admin,{"token":"abc"}"#);
         assert!(out.ops.is_empty() && out.to_client.is_empty());
         let out = backend(&mut r, BackendEvent::Ready { session: None });
         assert_eq!(
@@ -1145,11 +1200,11 @@ mod tests {
         // Ready: leave and rejoin answers at once.
         let out = feed(&mut r, "41/admin,");
         assert!(out.close.is_none());
-        let out = feed(&mut r, "40/admin,");
+        let out = feed(&mut r, r#"40/admin,{"token":"abc"}"#);
         assert_eq!(texts(&out), [r#"40/admin,{"sid":"SID1"}"#]);
         assert!(out.ops.is_empty());
         // A second CONNECT to a joined namespace is a protocol error.
-        let out = feed(&mut r, "40/admin,");
+        let out = feed(&mut r, r#"40/admin,{"token":"abc"}"#);
         assert_eq!(out.close.unwrap().code, 1002);
     }
 
@@ -1285,7 +1340,7 @@ mod tests {
     #[test]
     fn binary_delivery_and_namespaced_subscription() {
         let mut r = ready();
-        feed(&mut r, "40/admin,");
+        feed(&mut r, r#"40/admin,{"token":"abc"}"#);
         let out = feed(&mut r, r#"42/admin,7["subscribe","files"]"#);
         let [ClientOp::Subscribe { sub, channel }] = out.ops.as_slice() else {
             panic!()
@@ -1457,7 +1512,7 @@ mod tests {
         let (_, p, _) = publish(&mut r, r#"42["m",1,"two",{"three":3}]"#);
         assert_eq!(p, Payload::json(Bytes::from(r#"[1,"two",{"three":3}]"#)));
         assert_eq!(r.take_copied(), 21);
-        feed(&mut r, "40/admin,");
+        feed(&mut r, r#"40/admin,{"token":"abc"}"#);
         let (c, p, _) = publish(&mut r, r#"42/admin,["m",null]"#);
         assert_eq!(c, "m");
         assert_eq!(p, Payload::json(Bytes::from("null")));
@@ -1510,7 +1565,7 @@ mod tests {
         );
         assert_eq!(texts(&out), ["434[]"]);
 
-        feed(&mut r, "40/admin,");
+        feed(&mut r, r#"40/admin,{"token":"abc"}"#);
         let (_, _, Some(rid)) = publish(&mut r, r#"42/admin,5["a",1]"#) else {
             panic!()
         };
@@ -1562,18 +1617,110 @@ mod tests {
     }
 
     #[test]
-    fn reserved_events_are_refused() {
+    fn reserved_event_from_the_client_is_a_parse_error() {
+        // As socket.io 4.8 does: the parser refuses the payload and the connection closes.
+        for name in packet::RESERVED_EVENTS {
+            for m in [
+                format!(r#"429["{name}",1]"#),
+                format!(r#"42/admin,["{name}"]"#),
+            ] {
+                let mut r = ready();
+                feed(&mut r, r#"40/admin,{"token":"abc"}"#);
+                let out = feed(&mut r, &m);
+                assert_eq!(out.close, Some(Close::new(1002, "parse error")), "{m}");
+                assert_eq!(out.ops, vec![ClientOp::Disconnect], "{m}");
+                assert!(out.to_client.is_empty(), "{m}");
+            }
+        }
+        // Binary events too, once their attachment is in.
         let mut r = ready();
-        let out = feed(&mut r, r#"429["disconnect",1]"#);
-        assert!(out.ops.is_empty() && out.close.is_none());
-        assert_eq!(
-            texts(&out),
-            [
-                r#"439[{"error":{"name":"untranslatable","message":"`disconnect` is a reserved event name"}}]"#
-            ]
+        assert!(
+            feed(
+                &mut r,
+                r#"451-["disconnecting",{"_placeholder":true,"num":0}]"#
+            )
+            .close
+            .is_none()
         );
-        let out = feed(&mut r, r#"42["connect"]"#);
+        let mut out = ServerOut::default();
+        r.on_client(
+            WsMsg::Binary(Bytes::from_static(&[1])),
+            Instant::now(),
+            &mut out,
+        );
+        assert_eq!(out.close, Some(Close::new(1002, "parse error")));
+        // Names that merely resemble one are ordinary events.
+        let mut r = ready();
+        publish(&mut r, r#"42["Disconnect"]"#);
+        publish(&mut r, r#"42["connect_errors"]"#);
+    }
+
+    #[test]
+    fn reserved_subscription_is_refused() {
+        let mut r = ready();
+        for (i, name) in packet::RESERVED_EVENTS.iter().enumerate() {
+            let out = feed(
+                &mut r,
+                &format!(r#"42{i}["subscribe",{{"topic":"{name}"}}]"#),
+            );
+            assert!(out.ops.is_empty() && out.close.is_none(), "{name}");
+            assert_eq!(
+                texts(&out),
+                [format!(
+                    r#"43{i}[{{"error":{{"name":"SubscribeError","message":"`{name}` is a reserved event name"}}}}]"#
+                )]
+            );
+        }
+        // Without an ack id: nothing subscribed, nothing said.
+        let out = feed(&mut r, r#"42["subscribe","newListener"]"#);
         assert!(out.ops.is_empty() && out.to_client.is_empty() && out.close.is_none());
+        // An auto-subscription whose topic comes out reserved is skipped.
+        let mut r = role_with(Settings {
+            auto_subscribe: vec![Template::parse("{kind}").unwrap()],
+            ..Default::default()
+        });
+        feed(&mut r, r#"40{"kind":"disconnect"}"#);
+        let out = backend(&mut r, BackendEvent::Ready { session: None });
+        assert_eq!(texts(&out), [r#"40{"sid":"SID1"}"#]);
+        assert!(out.ops.is_empty());
+    }
+
+    #[test]
+    fn reserved_delivery_is_dropped() {
+        let mut r = ready();
+        let sub = subscribed(&mut r, "news", 1);
+        for name in packet::RESERVED_EVENTS {
+            // Named by the translator (event), or by the channel of an unclaimed emit.
+            let out = backend(
+                &mut r,
+                BackendEvent::Message {
+                    meta: Vec::new(),
+                    sub: Some(sub),
+                    channel: Bytes::from("news"),
+                    event: Some(Bytes::from(*name)),
+                    args: vec![],
+                    payload: Payload::null(),
+                    ack: None,
+                },
+            );
+            assert!(out.to_client.is_empty() && out.close.is_none(), "{name}");
+            let out = backend(
+                &mut r,
+                BackendEvent::Message {
+                    meta: Vec::new(),
+                    sub: None,
+                    channel: Bytes::from(*name),
+                    event: None,
+                    args: vec![],
+                    payload: Payload::null(),
+                    ack: None,
+                },
+            );
+            assert!(out.to_client.is_empty() && out.close.is_none(), "{name}");
+        }
+        // The connection goes on: an ordinary delivery still arrives.
+        let out = backend(&mut r, msg(sub, "news", Payload::null()));
+        assert_eq!(texts(&out), [r#"42["news",null]"#]);
     }
 
     #[test]
@@ -1609,7 +1756,7 @@ mod tests {
     #[test]
     fn leaving_namespaces() {
         let mut r = ready();
-        feed(&mut r, "40/admin,");
+        feed(&mut r, r#"40/admin,{"token":"abc"}"#);
         let sub_root = subscribed(&mut r, "a", 1);
         let out = feed(&mut r, r#"42/admin,2["subscribe",{"topic":"b"}]"#);
         let [ClientOp::Subscribe { sub: sub_admin, .. }] = out.ops.as_slice() else {
@@ -1692,6 +1839,129 @@ mod tests {
             ),
         );
         assert_eq!(texts(&out), [r#"42["/v1/topic/conversation/c-9",1]"#]);
+    }
+
+    const AUTH_DIFFERS: &str =
+        r#"{"message":"auth differs from the connection's first namespace"}"#;
+
+    #[test]
+    fn later_namespace_must_present_the_same_auth() {
+        // Ready: a different token, or none (the upgrade token differs too), is refused.
+        let mut r = role_with(Settings {
+            namespaces: vec!["/".into(), "/admin".into(), "/ops".into()],
+            ..Default::default()
+        });
+        feed(&mut r, r#"40{"token":"abc"}"#);
+        backend(&mut r, BackendEvent::Ready { session: None });
+        for m in [r#"40/admin,{"token":"other"}"#, "40/admin,", "40/admin,{}"] {
+            let out = feed(&mut r, m);
+            assert_eq!(texts(&out), [format!("44/admin,{AUTH_DIFFERS}")], "{m}");
+            assert!(out.ops.is_empty() && out.close.is_none(), "{m}");
+        }
+        // Refused means not joined: its events still close like any unjoined namespace's.
+        let mut probe = role();
+        feed(&mut probe, r#"40{"token":"abc"}"#);
+        backend(&mut probe, BackendEvent::Ready { session: None });
+        feed(&mut probe, r#"40/admin,{"token":"x"}"#);
+        assert_eq!(
+            feed(&mut probe, r#"42/admin,["a"]"#).close.unwrap().code,
+            1002
+        );
+        // The same token is accepted, whatever else the auth object holds.
+        let out = feed(&mut r, r#"40/admin,{"token":"abc","room":"r2"}"#);
+        assert_eq!(texts(&out), [r#"40/admin,{"sid":"SID1"}"#]);
+        assert!(out.ops.is_empty());
+
+        // Still connecting: refused at once, the accepted one waits for Ready.
+        let mut r = role_with(Settings {
+            namespaces: vec!["/".into(), "/admin".into(), "/ops".into()],
+            ..Default::default()
+        });
+        feed(&mut r, r#"40{"token":"abc"}"#);
+        let out = feed(&mut r, r#"40/ops,{"token":"zzz"}"#);
+        assert_eq!(texts(&out), [format!("44/ops,{AUTH_DIFFERS}")]);
+        assert!(
+            feed(&mut r, r#"40/admin,{"token":"abc"}"#)
+                .to_client
+                .is_empty()
+        );
+        let out = backend(&mut r, BackendEvent::Ready { session: None });
+        assert_eq!(
+            texts(&out),
+            [r#"40{"sid":"SID1"}"#, r#"40/admin,{"sid":"SID1"}"#]
+        );
+
+        // A first CONNECT without auth used the upgrade token: a later one without auth, or
+        // with that same token, matches it.
+        let mut r = role();
+        feed(&mut r, "40");
+        backend(&mut r, BackendEvent::Ready { session: None });
+        let out = feed(&mut r, "40/admin,");
+        assert_eq!(texts(&out), [r#"40/admin,{"sid":"SID1"}"#]);
+        feed(&mut r, "41/admin,");
+        let out = feed(&mut r, r#"40/admin,{"token":"upgrade-tok"}"#);
+        assert_eq!(texts(&out), [r#"40/admin,{"sid":"SID1"}"#]);
+    }
+
+    #[test]
+    fn unclaimed_deliveries_stop_when_the_primary_namespace_is_left() {
+        let unclaimed = || BackendEvent::Message {
+            meta: Vec::new(),
+            sub: None,
+            channel: Bytes::from("news"),
+            event: None,
+            args: vec![],
+            payload: Payload::null(),
+            ack: None,
+        };
+        let mut r = ready();
+        feed(&mut r, r#"40/admin,{"token":"abc"}"#);
+        assert_eq!(texts(&backend(&mut r, unclaimed())), [r#"42["news",null]"#]);
+        // `/` left, `/admin` still joined: not redirected there, dropped.
+        assert!(feed(&mut r, "41").close.is_none());
+        let out = backend(&mut r, unclaimed());
+        assert!(out.to_client.is_empty() && out.close.is_none());
+        // Back in `/`: delivered again.
+        feed(&mut r, r#"40{"token":"abc"}"#);
+        assert_eq!(texts(&backend(&mut r, unclaimed())), [r#"42["news",null]"#]);
+    }
+
+    #[test]
+    fn connect_deadline_is_absolute_from_creation() {
+        let t0 = Instant::now();
+        let s = |ms| t0 + Duration::from_millis(ms);
+        let mut r = role_at(Settings::default(), t0);
+        let mut out = ServerOut::default();
+        // The client answers pings (and sends noops), but never CONNECTs.
+        for at in [25_000, 44_000] {
+            r.on_client(txt("3"), s(at), &mut out);
+            r.on_client(txt("6"), s(at), &mut out);
+            r.expire(s(at), &mut out);
+        }
+        assert!(out.close.is_none() && out.to_client.is_empty());
+        assert_eq!(
+            r.keepalive().expect_within,
+            Some(Duration::from_millis(1_000))
+        );
+        r.expire(s(44_999), &mut out);
+        assert!(out.close.is_none());
+        r.expire(s(45_000), &mut out);
+        assert_eq!(out.close, Some(Close::new(1000, "connect timeout")));
+        assert!(out.ops.is_empty());
+
+        // A message arriving first does not start the clock: it started at creation.
+        let mut r = role_at(Settings::default(), t0);
+        let mut out = ServerOut::default();
+        r.on_client(txt("3"), s(40_000), &mut out);
+        r.expire(s(45_000), &mut out);
+        assert_eq!(out.close, Some(Close::new(1000, "connect timeout")));
+
+        // Once CONNECT arrived, the deadline no longer applies.
+        let mut r = role_at(Settings::default(), t0);
+        let mut out = ServerOut::default();
+        r.on_client(txt("40"), s(1_000), &mut out);
+        r.expire(s(60_000), &mut out);
+        assert!(out.close.is_none());
     }
 
     #[test]
