@@ -319,7 +319,7 @@ impl Default for SocketioServer {
             max_attachments: 10,
             connect_timeout_ms: 45_000,
             auto_subscribe: Vec::new(),
-            max_packets_per_post: 256,
+            max_packets_per_post: 1024,
         }
     }
 }
@@ -738,7 +738,7 @@ dialect = "socketio"
     fn socketio_limits_are_validated() {
         let sio = MINIMAL.replace("client = \"stomp\"", "client = \"socketio\"");
         let c = Config::from_toml(&sio).unwrap();
-        assert_eq!(c.routes[0].socketio.max_packets_per_post, 256);
+        assert_eq!(c.routes[0].socketio.max_packets_per_post, 1024);
         for (table, key) in [
             ("max_payload = 100", "route.0.socketio.max_payload"),
             ("max_payload = 2000000", "route.0.socketio.max_payload"),
