@@ -264,18 +264,59 @@ impl SocketioClient {
         let _ = self.send_packet(&ack, out);
     }
 
+    /// Answer the backend's ack request named by `token` (its ack id): with the client's own
+    /// ack arguments, `[]` for a plain ACK, or an error for a NACK.
+    fn answer(
+        &mut self,
+        token: &[u8],
+        positive: bool,
+        result: Option<Payload>,
+        out: &mut ClientOut,
+    ) {
+        let Some(id) = std::str::from_utf8(token)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            return;
+        };
+        if !positive {
+            let array = error_array("nack", b"the client refused the message");
+            return self.ack(id, array, out);
+        }
+        match result {
+            None => self.ack(id, Bytes::from_static(b"[]"), out),
+            // A Socket.IO client's ack arrives as its argument array.
+            Some(r) if r.kind == PayloadKind::Json && r.data.first() == Some(&b'[') => {
+                self.ack(id, r.data, out)
+            }
+            Some(r) => {
+                let (arg, attachments) = match r.kind {
+                    PayloadKind::Binary => (packet::placeholder(0), vec![r.data]),
+                    PayloadKind::Text => (packet::json_string(&r.data), vec![]),
+                    PayloadKind::Json => (r.data, vec![]),
+                };
+                let data = crate::dialect::json::build_array(&[&arg]);
+                self.copied += data.len() as u64;
+                let ack = Packet {
+                    kind: if attachments.is_empty() {
+                        PacketType::Ack
+                    } else {
+                        PacketType::BinaryAck
+                    },
+                    nsp: self.nsp.clone(),
+                    id: Some(id),
+                    data: Some(data),
+                    attachments,
+                };
+                let _ = self.send_packet(&ack, out);
+            }
+        }
+    }
+
     /// Refuse the backend's ack request `id`: `[{"error":{"name":"<kind>","message":".."}}]`,
     /// the error-ack convention the server role uses too (Socket.IO acks have no error slot).
     fn ack_error(&self, id: u64, e: &ErrorInfo, out: &mut ClientOut) {
-        let name = packet::json_string(e.kind.label().as_bytes());
-        let message = packet::json_string(&e.message);
-        let mut b = BytesMut::with_capacity(name.len() + message.len() + 32);
-        b.extend_from_slice(b"[{\"error\":{\"name\":");
-        b.extend_from_slice(&name);
-        b.extend_from_slice(b",\"message\":");
-        b.extend_from_slice(&message);
-        b.extend_from_slice(b"}}]");
-        self.ack(id, b.freeze(), out);
+        self.ack(id, error_array(e.kind.label(), &e.message), out);
     }
 
     fn on_sio(&mut self, p: Packet, out: &mut ClientOut) {
@@ -354,10 +395,6 @@ impl SocketioClient {
                 } else {
                     None
                 };
-                if let Some(id) = p.id {
-                    // The downstream cannot answer a backend's ack request: confirm receipt.
-                    self.ack(id, Bytes::from_static(b"[]"), out);
-                }
                 let payload = match (binary, args.pop()) {
                     // The placeholder it replaces was the last argument.
                     (Some(bin), _) => Payload::binary(bin),
@@ -371,7 +408,10 @@ impl SocketioClient {
                     event: None,
                     args,
                     payload,
-                    ack: None,
+                    // The backend asked for an ack: the downstream answers it (a Socket.IO
+                    // client's own ack, a STOMP client's ACK/NACK, or its server role once
+                    // delivered), as `ClientOp::Ack` with this id as the token.
+                    ack: p.id.map(|id| Bytes::from(id.to_string())),
                 });
             }
             PacketType::Ack | PacketType::BinaryAck => {
@@ -493,6 +533,19 @@ fn connect_error(data: Option<&Bytes>) -> (Bytes, Option<Payload>) {
     }
 }
 
+/// `[{"error":{"name":"<name>","message":"<message>"}}]`.
+fn error_array(name: &str, message: &[u8]) -> Bytes {
+    let name = packet::json_string(name.as_bytes());
+    let message = packet::json_string(message);
+    let mut b = BytesMut::with_capacity(name.len() + message.len() + 32);
+    b.extend_from_slice(b"[{\"error\":{\"name\":");
+    b.extend_from_slice(&name);
+    b.extend_from_slice(b",\"message\":");
+    b.extend_from_slice(&message);
+    b.extend_from_slice(b"}}]");
+    b.freeze()
+}
+
 fn reply_err(reply: Option<ReplyId>, e: ErrorInfo, out: &mut ClientOut) {
     match reply {
         Some(id) => out.events.push(BackendEvent::Reply { id, result: Err(e) }),
@@ -543,7 +596,12 @@ impl ClientRole for SocketioClient {
             // Socket.IO has no subscribe on the wire: every event the backend sends reaches us,
             // and the translator delivers it to the subscriptions that match.
             ClientOp::Subscribe { sub, .. } => out.events.push(BackendEvent::Subscribed { sub }),
-            ClientOp::Unsubscribe { .. } | ClientOp::Ack { .. } => {}
+            ClientOp::Unsubscribe { .. } => {}
+            ClientOp::Ack {
+                token,
+                positive,
+                result,
+            } => self.answer(&token, positive, result, out),
             ClientOp::Publish {
                 meta: _,
                 channel,
@@ -1218,5 +1276,66 @@ mod tests {
         assert!(
             matches!(&out.events[1], BackendEvent::Error(e) if e.kind == ErrorKind::Unavailable)
         );
+    }
+
+    #[test]
+    fn a_backends_ack_request_is_answered_by_the_downstream() {
+        let mut c = connected(Settings::default());
+        let mut out = ClientOut::default();
+        c.on_backend(txt(r#"4212["confirm",{"id":7}]"#), Instant::now(), &mut out);
+        assert!(out.to_backend.is_empty(), "no answer of its own: {out:?}");
+        let Some(BackendEvent::Message {
+            ack: Some(token), ..
+        }) = out.events.pop()
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(token, "12");
+        let answer = |c: &mut SocketioClient, positive, result| {
+            let mut out = ClientOut::default();
+            c.on_op(
+                ClientOp::Ack {
+                    token: token.clone(),
+                    positive,
+                    result,
+                },
+                Instant::now(),
+                &mut out,
+            );
+            out.to_backend.iter().map(s).collect::<Vec<_>>()
+        };
+        assert_eq!(answer(&mut c, true, None), ["4312[]"]);
+        assert_eq!(
+            answer(
+                &mut c,
+                true,
+                Some(Payload::json(Bytes::from(r#"[{"seen":true},2]"#)))
+            ),
+            [r#"4312[{"seen":true},2]"#]
+        );
+        assert_eq!(
+            answer(&mut c, false, None),
+            [r#"4312[{"error":{"name":"nack","message":"the client refused the message"}}]"#]
+        );
+        assert_eq!(
+            answer(
+                &mut c,
+                true,
+                Some(Payload::binary(Bytes::from_static(&[1, 2])))
+            ),
+            [r#"461-12[{"_placeholder":true,"num":0}]"#, "\u{1}\u{2}"]
+        );
+        // A token that is not one of ours is ignored.
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Ack {
+                token: Bytes::from("x"),
+                positive: true,
+                result: None,
+            },
+            Instant::now(),
+            &mut out,
+        );
+        assert!(out.to_backend.is_empty());
     }
 }

@@ -72,6 +72,9 @@ impl Default for Settings {
     }
 }
 
+/// How long an ack the client owes the backend is remembered.
+const BACKEND_ACK_TTL: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// No namespace CONNECT yet.
@@ -122,6 +125,10 @@ pub struct SocketioServer {
     /// Publish reply id → (namespace, the client's ack id).
     replies: HashMap<ReplyId, (Bytes, u64)>,
     next_reply: ReplyId,
+    /// Our ack id on an emit to the client → (namespace, the backend's ack token, when).
+    /// The backend asked for an ack; the client's `43<id>` answers it.
+    backend_acks: HashMap<u64, (Bytes, Bytes, Instant)>,
+    next_ack: u64,
     last_recv: Option<Instant>,
     /// When the connection is closed unless a namespace CONNECT came: absolute from the
     /// role's creation, so nothing the client sends (pongs included) moves it.
@@ -158,6 +165,8 @@ impl SocketioServer {
             next_sub: 1,
             replies: HashMap::new(),
             next_reply: 1,
+            backend_acks: HashMap::new(),
+            next_ack: 0,
             last_recv: None,
             copied: 0,
         }
@@ -198,8 +207,7 @@ impl SocketioServer {
                 }
                 self.on_event(p, out);
             }
-            // The proxy never asks the client for acks.
-            PacketType::Ack | PacketType::BinaryAck => {}
+            PacketType::Ack | PacketType::BinaryAck => self.on_client_ack(p, out),
             PacketType::ConnectError => self.close(1002, "invalid state", true, out),
         }
     }
@@ -595,6 +603,11 @@ impl SocketioServer {
     /// A message whose event name is reserved is dropped: socket.io-client would take
     /// `42["disconnect",..]` for its own lifecycle event. No counter records it: the role has
     /// no metrics (the dialect layer must not), and the trait has no drop report to carry it.
+    ///
+    /// When the backend asked for an ack (`ack` is its token), the emit asks the client for
+    /// one under our own id; a message not emitted is not acked, as with a client that has no
+    /// listener, and the backend's own timeout answers it.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         sub: Option<SubId>,
@@ -602,6 +615,8 @@ impl SocketioServer {
         event: Option<Bytes>,
         args: Vec<Bytes>,
         payload: Payload,
+        ack: Option<Bytes>,
+        now: Instant,
         out: &mut ServerOut,
     ) {
         let nsp = match sub {
@@ -631,16 +646,63 @@ impl SocketioServer {
         parts.push(b",");
         parts.push(&last);
         parts.push(b"]");
+        // A full table asks for no ack: the backend's own timeout answers that emit.
+        let id = match ack {
+            Some(token) if self.backend_acks.len() < self.settings.max_pending_acks => {
+                let id = self.next_ack;
+                self.next_ack += 1;
+                self.backend_acks.insert(id, (nsp.clone(), token, now));
+                Some(id)
+            }
+            _ => None,
+        };
         match attachment {
             Some(bin) => {
                 out.to_client
-                    .push(wire(PacketType::BinaryEvent, &nsp, None, 1, &parts));
+                    .push(wire(PacketType::BinaryEvent, &nsp, id, 1, &parts));
                 out.to_client.push(WsMsg::Binary(bin));
             }
             None => out
                 .to_client
-                .push(wire(PacketType::Event, &nsp, None, 0, &parts)),
+                .push(wire(PacketType::Event, &nsp, id, 0, &parts)),
         }
+    }
+
+    /// The client's answer to an emit that asked for an ack: it goes to the backend as the
+    /// answer to its own ack request. Unknown ids are ignored, as the reference server does.
+    fn on_client_ack(&mut self, p: Packet, out: &mut ServerOut) {
+        let Some(id) = p.id else { return };
+        let Some((_, token, _)) = self.backend_acks.remove(&id) else {
+            return;
+        };
+        let data = p.data.unwrap_or_else(|| Bytes::from_static(b"[]"));
+        let result = if p.kind == PacketType::BinaryAck {
+            // One binary argument is the one shape a neutral payload carries; other binary
+            // answers are refused (a NACK) rather than sent with dangling placeholders.
+            match (packet::split_args(&data), p.attachments.as_slice()) {
+                (Ok(args), [bin])
+                    if args.len() == 1
+                        && args.first().and_then(|a| packet::placeholder_num(a)) == Some(0) =>
+                {
+                    Some(Payload::binary(bin.clone()))
+                }
+                _ => {
+                    out.ops.push(ClientOp::Ack {
+                        token,
+                        positive: false,
+                        result: None,
+                    });
+                    return;
+                }
+            }
+        } else {
+            Some(Payload::json(data))
+        };
+        out.ops.push(ClientOp::Ack {
+            token,
+            positive: true,
+            result,
+        });
     }
 
     /// A payload as one JSON argument, plus its attachment when it is binary.
@@ -845,7 +907,7 @@ impl ServerRole for SocketioServer {
         }
     }
 
-    fn on_backend(&mut self, ev: BackendEvent, _now: Instant, out: &mut ServerOut) {
+    fn on_backend(&mut self, ev: BackendEvent, now: Instant, out: &mut ServerOut) {
         if self.state == State::Closed {
             return;
         }
@@ -877,8 +939,9 @@ impl ServerRole for SocketioServer {
                 event,
                 args,
                 payload,
+                ack,
                 ..
-            } => self.deliver(sub, channel, event, args, payload, out),
+            } => self.deliver(sub, channel, event, args, payload, ack, now, out),
             // An emit without an ack has nobody to tell; the refusal is counted by the session.
             BackendEvent::Presence { .. } | BackendEvent::Refused(_) => {}
             BackendEvent::Reply { id, result } => self.on_reply(id, result, out),
@@ -936,7 +999,10 @@ impl ServerRole for SocketioServer {
             self.close(1000, "connect timeout", true, out);
         }
         // Emits wait for the upstream leg, which times its own acks out and answers each
-        // reply id exactly once; nothing else expires here.
+        // reply id exactly once. Acks the client owes the backend are forgotten after a
+        // while: the backend's own timeout has answered them by then.
+        self.backend_acks
+            .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < BACKEND_ACK_TTL);
     }
 
     fn take_copied(&mut self) -> u64 {
@@ -1974,5 +2040,39 @@ mod tests {
         assert_eq!(auth_token(br#"{"token":"x\"y"}"#).unwrap(), "x\"y");
         assert!(auth_token(br#"{"token":""}"#).is_none());
         assert!(auth_token(br#"{"tok":"x"}"#).is_none());
+    }
+
+    #[test]
+    fn backend_ack_requests_ask_the_client_and_carry_its_answer() {
+        let mut r = ready();
+        let ev = |token: &str| BackendEvent::Message {
+            meta: Vec::new(),
+            sub: None,
+            channel: Bytes::from("confirm"),
+            event: None,
+            args: vec![],
+            payload: Payload::json(Bytes::from("{\"id\":7}")),
+            ack: Some(Bytes::from(token.to_owned())),
+        };
+        let out = backend(&mut r, ev("12"));
+        assert_eq!(texts(&out), [r#"420["confirm",{"id":7}]"#]);
+        let out = backend(&mut r, ev("13"));
+        assert_eq!(texts(&out), [r#"421["confirm",{"id":7}]"#]);
+        let out = feed(&mut r, r#"431[{"seen":true}]"#);
+        assert_eq!(
+            out.ops,
+            vec![ClientOp::Ack {
+                token: Bytes::from("13"),
+                positive: true,
+                result: Some(Payload::json(Bytes::from(r#"[{"seen":true}]"#))),
+            }]
+        );
+        // Answered once; unknown ids are ignored.
+        assert!(feed(&mut r, "431[]").ops.is_empty());
+        assert!(feed(&mut r, "4399[]").ops.is_empty());
+        // Forgotten after a while (the backend's timeout has answered by then).
+        let mut out = ServerOut::default();
+        r.expire(Instant::now() + BACKEND_ACK_TTL, &mut out);
+        assert!(feed(&mut r, "430[]").ops.is_empty());
     }
 }
