@@ -243,6 +243,10 @@ pub enum BackendEvent {
     /// too large). Not fatal: the client's dialect decides (STOMP must send ERROR; Socket.IO
     /// has nothing to answer with and drops it).
     Refused(ErrorInfo),
+    /// The backend sent something the route cannot carry to the client (say, binary in a
+    /// shape one neutral payload cannot hold); it was dropped. Not an answer to anything the
+    /// client did: the session counts it and no server role acts on it.
+    Dropped(ErrorInfo),
     /// A fatal error: the upstream session is over.
     Error(ErrorInfo),
     /// The backend is closing the session.

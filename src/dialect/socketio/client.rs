@@ -385,10 +385,10 @@ impl SocketioClient {
                             if let Some(id) = p.id {
                                 self.ack_error(id, &e, out);
                             }
-                            // Downstream, name what was refused.
+                            // Name what was dropped, for the session's count and log.
                             let why = String::from_utf8_lossy(&e.message);
                             e.message = Bytes::from(format!("backend event `{name}`: {why}"));
-                            out.events.push(BackendEvent::Refused(e));
+                            out.events.push(BackendEvent::Dropped(e));
                             return;
                         }
                     }
@@ -1089,7 +1089,7 @@ mod tests {
                 out = feed_bin(&mut c, a);
             }
             assert!(
-                matches!(&out.events[..], [BackendEvent::Refused(e)] if e.kind == ErrorKind::Untranslatable),
+                matches!(&out.events[..], [BackendEvent::Dropped(e)] if e.kind == ErrorKind::Untranslatable),
                 "{wire}: {:?}",
                 out.events
             );
@@ -1099,7 +1099,7 @@ mod tests {
         feed(&mut c, &format!(r#"451-7["ev",{{"a":{P0}}}]"#));
         let out = feed_bin(&mut c, b"a");
         assert!(
-            matches!(&out.events[..], [BackendEvent::Refused(e)] if e.message.starts_with(b"backend event `ev`: binary data"))
+            matches!(&out.events[..], [BackendEvent::Dropped(e)] if e.message.starts_with(b"backend event `ev`: binary data"))
         );
         let ack = s(&out.to_backend[0]);
         assert!(

@@ -943,7 +943,8 @@ impl ServerRole for SocketioServer {
                 ..
             } => self.deliver(sub, channel, event, args, payload, ack, now, out),
             // An emit without an ack has nobody to tell; the refusal is counted by the session.
-            BackendEvent::Presence { .. } | BackendEvent::Refused(_) => {}
+            BackendEvent::Presence { .. } | BackendEvent::Refused(_) | BackendEvent::Dropped(_) => {
+            }
             BackendEvent::Reply { id, result } => self.on_reply(id, result, out),
             BackendEvent::Error(e) | BackendEvent::Closing { reason: e, .. } => {
                 self.upstream_failed(&e, out);

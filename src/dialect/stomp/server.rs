@@ -803,7 +803,7 @@ impl ServerRole for StompServer {
                 let msg = String::from_utf8_lossy(&e.message).into_owned();
                 self.fatal(&msg, &detail_bytes(&e), Some(r), 1011, out);
             }
-            BackendEvent::Presence { .. } => {}
+            BackendEvent::Presence { .. } | BackendEvent::Dropped(_) => {}
             // STOMP: "a SEND that fails must produce an ERROR", and ERROR is fatal.
             BackendEvent::Refused(e) => {
                 let msg = String::from_utf8_lossy(&e.message).into_owned();
