@@ -5,7 +5,8 @@
 //! (dial, WebSocket and protocol handshake until the client role is ready), correlation-table
 //! expiry ticks, the order of effects (a publish is confirmed only after its frame is
 //! written), the answer to a WebSocket message over the size limit (the dialect's error where
-//! the role has one, then close 1009).
+//! the role has one, then close 1009), and the count and byte budget of client operations held
+//! while the upstream is dialed.
 //!
 //! Must not touch: wire bytes. Roles decode and encode; the translator renames. Every
 //! `select!` branch is cancel-safe: state lives on [`Session`], never in a branch future.
@@ -248,11 +249,21 @@ pub struct RouteCtx {
 }
 
 impl RouteCtx {
+    /// The byte budget for operations held before the upstream is ready; see
+    /// [`MAX_PENDING_BYTES`].
+    fn pending_budget(&self) -> usize {
+        MAX_PENDING_BYTES.max(self.max_message_size)
+    }
+
     fn client_role(&self, credentials: Credentials) -> Box<dyn ClientRole> {
         let up = &self.config.upstream;
         match up.dialect {
             Dialect::Stomp => Box::new(StompClient::new(
-                stomp_client::Settings::from_route(&self.config),
+                stomp_client::Settings {
+                    // The same budget as the session's, so all it held while dialing fits.
+                    max_queued_bytes: self.pending_budget(),
+                    ..stomp_client::Settings::from_route(&self.config)
+                },
                 credentials,
             )),
             _ => Box::new(SocketioClient::new(
@@ -316,6 +327,14 @@ impl Outcome {
 const EXPIRE_TICK: Duration = Duration::from_millis(500);
 /// Most client operations held while the upstream is being dialed.
 const MAX_PENDING_OPS: usize = 1024;
+/// Most bytes of client operations held while the upstream is not ready, by the session while
+/// it dials and then by the client role until its handshake ends (each holds at most this).
+/// The count alone would let one session hold 1024 messages of `limits.max_message_size`,
+/// 1 GiB at the default. 4 MiB, the STOMP server role's transaction budget too, is hundreds of
+/// ordinary frames; a client that sends more before its backend answers is flooding, not
+/// chatting. [`RouteCtx::pending_budget`] raises it to one largest message, so any message
+/// the WebSocket layer admits can still wait.
+const MAX_PENDING_BYTES: usize = 4 << 20;
 
 /// One translating session.
 pub struct Session {
@@ -335,6 +354,8 @@ pub struct Session {
     ready_by: Option<Instant>,
     credentials: Option<Credentials>,
     pending_ops: VecDeque<ClientOp>,
+    /// [`held_bytes`] of `pending_ops`.
+    pending_bytes: usize,
     last_expire: Instant,
     /// Set once the client connection is being closed; the loop then ends.
     done: Option<Outcome>,
@@ -358,6 +379,7 @@ impl Session {
             ready_by: None,
             credentials: None,
             pending_ops: VecDeque::new(),
+            pending_bytes: 0,
             last_expire: now,
             done: None,
             shutting: false,
@@ -644,6 +666,7 @@ impl Session {
                 let mut out = ClientOut::default();
                 if let Some(up) = &mut self.up {
                     up.role.start(now, &mut out);
+                    self.pending_bytes = 0;
                     for op in self.pending_ops.drain(..) {
                         up.role.on_op(op, now, &mut out);
                     }
@@ -747,19 +770,30 @@ impl Session {
                 up.role.on_op(op, Instant::now(), &mut out);
                 Box::pin(self.apply_client(out)).await;
             }
-            None if self.pending_ops.len() < MAX_PENDING_OPS => self.pending_ops.push_back(op),
             None => {
-                let mut out = ServerOut::default();
-                self.server.on_upstream_lost(
-                    ErrorInfo::new(
-                        ErrorKind::Limit,
-                        "too many frames before the backend was ready",
-                    ),
-                    &mut out,
-                );
-                Box::pin(self.apply_server(out)).await;
+                if let Err(why) = self.hold(op) {
+                    let mut out = ServerOut::default();
+                    self.server
+                        .on_upstream_lost(ErrorInfo::new(ErrorKind::Limit, why), &mut out);
+                    Box::pin(self.apply_server(out)).await;
+                }
             }
         }
+    }
+
+    /// Hold `op` until the upstream is dialed, within the count and the byte budget, both
+    /// checked before the op is queued.
+    fn hold(&mut self, op: ClientOp) -> Result<(), &'static str> {
+        if self.pending_ops.len() >= MAX_PENDING_OPS {
+            return Err("too many frames before the backend was ready");
+        }
+        let bytes = held_bytes(&op);
+        if self.pending_bytes.saturating_add(bytes) > self.ctx.pending_budget() {
+            return Err("too many bytes before the backend was ready");
+        }
+        self.pending_bytes += bytes;
+        self.pending_ops.push_back(op);
+        Ok(())
     }
 
     /// Carry out what the client role asked: write upstream, then deliver events downstream.
@@ -822,6 +856,32 @@ impl Session {
             self.server.on_backend(ev, now, &mut out);
         }
         Box::pin(self.apply_server(out)).await;
+    }
+}
+
+/// The client-sized bytes a held operation keeps alive (its slices pin the message they were
+/// cut from, which is little more). Operations not listed carry no client-sized bytes.
+fn held_bytes(op: &ClientOp) -> usize {
+    match op {
+        ClientOp::Publish {
+            channel,
+            event,
+            args,
+            payload,
+            meta,
+            ..
+        } => {
+            channel.len()
+                + event.as_ref().map_or(0, Bytes::len)
+                + args.iter().map(Bytes::len).sum::<usize>()
+                + payload.data.len()
+                + meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        }
+        ClientOp::Subscribe { channel, .. } => channel.len(),
+        ClientOp::Ack { token, result, .. } => {
+            token.len() + result.as_ref().map_or(0, |p| p.data.len())
+        }
+        _ => 0,
     }
 }
 
@@ -922,6 +982,7 @@ pub fn boxed<T: Io + 'static>(io: T) -> Box<dyn Io> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::Payload;
 
     #[test]
     fn an_oversize_message_is_told_apart_from_other_failures() {
@@ -947,5 +1008,25 @@ mod tests {
             inbound_item(Ok(Message::Close(None)), &counters),
             Some(Err(LinkError::Closed))
         ));
+    }
+
+    #[test]
+    fn held_bytes_counts_what_the_client_sized() {
+        let op = ClientOp::Publish {
+            meta: vec![(Bytes::from("k"), Bytes::from("vv"))],
+            channel: Bytes::from("ch"),
+            event: Some(Bytes::from("ev")),
+            args: vec![Bytes::from("[1]")],
+            payload: Payload::json(Bytes::from("{}")),
+            reply: None,
+        };
+        assert_eq!(held_bytes(&op), 3 + 2 + 2 + 3 + 2);
+        let ack = ClientOp::Ack {
+            token: Bytes::from("t-1"),
+            positive: true,
+            result: Some(Payload::json(Bytes::from("[true]"))),
+        };
+        assert_eq!(held_bytes(&ack), 3 + 6);
+        assert_eq!(held_bytes(&ClientOp::Unsubscribe { sub: 1 }), 0);
     }
 }

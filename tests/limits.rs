@@ -1,7 +1,8 @@
 //! Size limits on STOMP routes, from the outside: a client message over
 //! `limits.max_message_size` gets `ERROR` and close 1009 (others on the proxy go on), a
-//! backend message over it ends the upstream with the client's dialect error, and passthrough
-//! answers both with 1009 toward the sender.
+//! backend message over it ends the upstream with the client's dialect error, passthrough
+//! answers both with 1009 toward the sender, and what a client sends before its backend is
+//! ready is held within a byte budget, not only a frame count.
 //!
 //! The Socket.IO backend is the Node.js one from `tests/peers`; the STOMP brokers are fakes
 //! written here with tokio-tungstenite.
@@ -356,4 +357,54 @@ async fn oversize_backend_messages_and_passthrough() {
         .unwrap();
     assert_eq!(close_code(&mut ws).await, 1009);
     assert_eq!(broker_close(&mut seen).await, Some(1000));
+}
+
+/// While the upstream is dialed, what the client sends is held within a byte budget (4 MiB
+/// at the default 1 MiB message limit), not only a count: four SENDs of ~1 MB wait, the fifth
+/// gets the dialect's error at once instead of waiting for the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_held_while_dialing_are_bounded_in_bytes() {
+    // A backend that accepts TCP and never answers the WebSocket upgrade.
+    let stuck = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_port = stuck.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = stuck.accept().await {
+            held.push(tcp);
+        }
+    });
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}",
+        stomp_route(
+            "held",
+            port,
+            backend_port,
+            "translate",
+            "connect_timeout_ms = 30000"
+        ),
+        admin = free_port(),
+    );
+    let _proxy = Proxy::start(&cfg).await;
+    let mut ws = stomp_ws(&format!("ws://127.0.0.1:{port}/ws"), None).await;
+    ws.send(Message::text(
+        "CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0",
+    ))
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        ws.send(Message::text(send_of_size("/queue/a", 1_000_000)))
+            .await
+            .unwrap();
+    }
+    let err = next_frame(&mut ws).await;
+    assert!(
+        err.starts_with(
+            "ERROR\nmessage:upstream unavailable\\c too many bytes before the backend was ready\n"
+        ),
+        "{err}"
+    );
+    assert!(close_code(&mut ws).await >= 1000);
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
