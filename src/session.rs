@@ -3,8 +3,10 @@
 //! Owns: the only `select!` loops of the proxy, the bounded queues toward each peer (with a
 //! writer task per peer), keepalive deadlines of both legs, the upstream's connect deadline
 //! (dial, WebSocket and protocol handshake until the client role is ready), correlation-table
-//! expiry ticks, and the order of effects (a publish is confirmed only after its frame is
-//! written).
+//! expiry ticks, the order of effects (a publish is confirmed only after its frame is
+//! written), the answer to a WebSocket message over the size limit (the dialect's error where
+//! the role has one, then close 1009), and the count and byte budget of client operations held
+//! while the upstream is dialed.
 //!
 //! Must not touch: wire bytes. Roles decode and encode; the translator renames. Every
 //! `select!` branch is cancel-safe: state lives on [`Session`], never in a branch future.
@@ -21,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +46,17 @@ pub enum LinkError {
     /// The transport failed.
     #[error("{0}")]
     Transport(String),
+    /// The peer sent a message (or frame) over the size limit. The WebSocket layer refused
+    /// it from the frame header, before buffering; the connection cannot go on (the rest of
+    /// the message is still unread), but it can still be written to, so the session can
+    /// answer in the peer's dialect and with close code 1009 instead of a bare close.
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    TooBig {
+        /// The size the frame header announced.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 /// What a writer task is asked to do.
@@ -84,24 +98,7 @@ impl Link {
         let (sink, stream) = ws.split();
         let (tx, rx) = mpsc::channel(depth);
         let c_in = counters.clone();
-        let inbound = stream.filter_map(move |r| {
-            let out = match r {
-                Ok(Message::Text(t)) => {
-                    c_in.frames_in.increment(1);
-                    c_in.bytes_in.increment(t.len() as u64);
-                    Some(Ok(WsMsg::Text(Bytes::from(t))))
-                }
-                Ok(Message::Binary(b)) => {
-                    c_in.frames_in.increment(1);
-                    c_in.bytes_in.increment(b.len() as u64);
-                    Some(Ok(WsMsg::Binary(b)))
-                }
-                Ok(Message::Close(_)) => Some(Err(LinkError::Closed)),
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => None,
-                Err(e) => Some(Err(LinkError::Transport(e.to_string()))),
-            };
-            std::future::ready(out)
-        });
+        let inbound = stream.filter_map(move |r| std::future::ready(inbound_item(r, &c_in)));
         let writer = tokio::spawn(write_loop(sink, rx, write_timeout, counters));
         Self {
             inbound: Box::pin(inbound),
@@ -133,6 +130,31 @@ impl Link {
             }
         }
     }
+}
+
+/// One read from a WebSocket as the session takes it: `None` to skip (control frames), an
+/// error once the socket is done. An oversize message is told apart from other failures so
+/// the session can answer it with 1009.
+fn inbound_item(
+    r: Result<Message, WsError>,
+    counters: &LegCounters,
+) -> Option<Result<WsMsg, LinkError>> {
+    let msg = match r {
+        Ok(Message::Text(t)) => WsMsg::Text(Bytes::from(t)),
+        Ok(Message::Binary(b)) => WsMsg::Binary(b),
+        Ok(Message::Close(_)) => return Some(Err(LinkError::Closed)),
+        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => return None,
+        Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+            return Some(Err(LinkError::TooBig {
+                size,
+                max: max_size,
+            }));
+        }
+        Err(e) => return Some(Err(LinkError::Transport(e.to_string()))),
+    };
+    counters.frames_in.increment(1);
+    counters.bytes_in.increment(msg.len() as u64);
+    Some(Ok(msg))
 }
 
 /// Write one message (not yet flushed), counting it; `false` when the peer is gone or the
@@ -227,11 +249,21 @@ pub struct RouteCtx {
 }
 
 impl RouteCtx {
+    /// The byte budget for operations held before the upstream is ready; see
+    /// [`MAX_PENDING_BYTES`].
+    fn pending_budget(&self) -> usize {
+        MAX_PENDING_BYTES.max(self.max_message_size)
+    }
+
     fn client_role(&self, credentials: Credentials) -> Box<dyn ClientRole> {
         let up = &self.config.upstream;
         match up.dialect {
             Dialect::Stomp => Box::new(StompClient::new(
-                stomp_client::Settings::from_route(&self.config),
+                stomp_client::Settings {
+                    // The same budget as the session's, so all it held while dialing fits.
+                    max_queued_bytes: self.pending_budget(),
+                    ..stomp_client::Settings::from_route(&self.config)
+                },
                 credentials,
             )),
             _ => Box::new(SocketioClient::new(
@@ -295,6 +327,14 @@ impl Outcome {
 const EXPIRE_TICK: Duration = Duration::from_millis(500);
 /// Most client operations held while the upstream is being dialed.
 const MAX_PENDING_OPS: usize = 1024;
+/// Most bytes of client operations held while the upstream is not ready, by the session while
+/// it dials and then by the client role until its handshake ends (each holds at most this).
+/// The count alone would let one session hold 1024 messages of `limits.max_message_size`,
+/// 1 GiB at the default. 4 MiB, the STOMP server role's transaction budget too, is hundreds of
+/// ordinary frames; a client that sends more before its backend answers is flooding, not
+/// chatting. [`RouteCtx::pending_budget`] raises it to one largest message, so any message
+/// the WebSocket layer admits can still wait.
+const MAX_PENDING_BYTES: usize = 4 << 20;
 
 /// One translating session.
 pub struct Session {
@@ -314,6 +354,8 @@ pub struct Session {
     ready_by: Option<Instant>,
     credentials: Option<Credentials>,
     pending_ops: VecDeque<ClientOp>,
+    /// [`held_bytes`] of `pending_ops`.
+    pending_bytes: usize,
     last_expire: Instant,
     /// Set once the client connection is being closed; the loop then ends.
     done: Option<Outcome>,
@@ -337,6 +379,7 @@ impl Session {
             ready_by: None,
             credentials: None,
             pending_ops: VecDeque::new(),
+            pending_bytes: 0,
             last_expire: now,
             done: None,
             shutting: false,
@@ -427,6 +470,9 @@ impl Session {
                     self.done.get_or_insert(Outcome::Shutdown);
                 }
                 Ev::DownGone => return Outcome::ClientClosed,
+                Ev::Down(Some(Err(LinkError::TooBig { size, max }))) => {
+                    self.client_too_big(size, max).await
+                }
                 Ev::Down(None | Some(Err(_))) => {
                     if let Some(up) = &mut self.up {
                         let mut out = ClientOut::default();
@@ -451,11 +497,31 @@ impl Session {
                 }
                 Ev::Up(Some(Err(e))) => {
                     let reason = match e {
-                        LinkError::Closed => "backend closed the connection".to_owned(),
-                        LinkError::Transport(t) => format!("backend connection failed: {t}"),
+                        LinkError::Closed => {
+                            ErrorInfo::new(ErrorKind::Unavailable, "backend closed the connection")
+                        }
+                        LinkError::Transport(t) => ErrorInfo::new(
+                            ErrorKind::Unavailable,
+                            format!("backend connection failed: {t}"),
+                        ),
+                        LinkError::TooBig { size, max } => {
+                            // The backend hears why, as a client would tell it; the writer
+                            // sends this before `upstream_lost` lets the link go.
+                            if let Some(up) = &self.up {
+                                let _ = up
+                                    .link
+                                    .outbound
+                                    .try_send(LinkOut::Close(Close::new(1009, "message too big")));
+                            }
+                            ErrorInfo::new(
+                                ErrorKind::Limit,
+                                format!(
+                                    "backend sent a message of {size} bytes, over the limit of {max} bytes"
+                                ),
+                            )
+                        }
                     };
-                    self.upstream_lost(ErrorInfo::new(ErrorKind::Unavailable, reason))
-                        .await;
+                    self.upstream_lost(reason).await;
                 }
                 Ev::Up(Some(Ok(msg))) => {
                     let now = Instant::now();
@@ -526,6 +592,35 @@ impl Session {
         self.apply_client(out).await;
     }
 
+    /// The client sent a message over `limits.max_message_size`. The server role says so in
+    /// its dialect through its fatal-error path (STOMP: `ERROR`), as it would for a backend
+    /// error of kind `Limit`; only the close code is the session's: 1009 (RFC 6455 7.4.1)
+    /// tells the client that the size, not the content, was refused.
+    async fn client_too_big(&mut self, size: usize, max: usize) {
+        let reason = ErrorInfo::new(
+            ErrorKind::Limit,
+            format!("message of {size} bytes exceeds the limit of {max} bytes"),
+        );
+        let mut out = ServerOut::default();
+        self.server
+            .on_backend(BackendEvent::Error(reason), Instant::now(), &mut out);
+        let reason = out
+            .close
+            .take()
+            .map_or_else(|| "message too big".to_owned(), |c| c.reason);
+        out.close = Some(Close::new(1009, reason));
+        self.apply_server(out).await;
+        // The client cannot go on (the rest of its message is unread): leave the backend as
+        // a client that disconnects would.
+        if let Some(up) = &mut self.up {
+            let mut out = ClientOut::default();
+            up.role
+                .on_op(ClientOp::Disconnect, Instant::now(), &mut out);
+            self.apply_client(out).await;
+        }
+        self.done.get_or_insert(Outcome::ProtocolError);
+    }
+
     /// The upstream WebSocket is open but the backend did not finish its protocol handshake
     /// (Engine.IO open, Socket.IO CONNECT reply, STOMP CONNECTED) within the connect timeout.
     async fn handshake_timed_out(&mut self) {
@@ -571,6 +666,7 @@ impl Session {
                 let mut out = ClientOut::default();
                 if let Some(up) = &mut self.up {
                     up.role.start(now, &mut out);
+                    self.pending_bytes = 0;
                     for op in self.pending_ops.drain(..) {
                         up.role.on_op(op, now, &mut out);
                     }
@@ -674,19 +770,30 @@ impl Session {
                 up.role.on_op(op, Instant::now(), &mut out);
                 Box::pin(self.apply_client(out)).await;
             }
-            None if self.pending_ops.len() < MAX_PENDING_OPS => self.pending_ops.push_back(op),
             None => {
-                let mut out = ServerOut::default();
-                self.server.on_upstream_lost(
-                    ErrorInfo::new(
-                        ErrorKind::Limit,
-                        "too many frames before the backend was ready",
-                    ),
-                    &mut out,
-                );
-                Box::pin(self.apply_server(out)).await;
+                if let Err(why) = self.hold(op) {
+                    let mut out = ServerOut::default();
+                    self.server
+                        .on_upstream_lost(ErrorInfo::new(ErrorKind::Limit, why), &mut out);
+                    Box::pin(self.apply_server(out)).await;
+                }
             }
         }
+    }
+
+    /// Hold `op` until the upstream is dialed, within the count and the byte budget, both
+    /// checked before the op is queued.
+    fn hold(&mut self, op: ClientOp) -> Result<(), &'static str> {
+        if self.pending_ops.len() >= MAX_PENDING_OPS {
+            return Err("too many frames before the backend was ready");
+        }
+        let bytes = held_bytes(&op);
+        if self.pending_bytes.saturating_add(bytes) > self.ctx.pending_budget() {
+            return Err("too many bytes before the backend was ready");
+        }
+        self.pending_bytes += bytes;
+        self.pending_ops.push_back(op);
+        Ok(())
     }
 
     /// Carry out what the client role asked: write upstream, then deliver events downstream.
@@ -752,6 +859,32 @@ impl Session {
     }
 }
 
+/// The client-sized bytes a held operation keeps alive (its slices pin the message they were
+/// cut from, which is little more). Operations not listed carry no client-sized bytes.
+fn held_bytes(op: &ClientOp) -> usize {
+    match op {
+        ClientOp::Publish {
+            channel,
+            event,
+            args,
+            payload,
+            meta,
+            ..
+        } => {
+            channel.len()
+                + event.as_ref().map_or(0, Bytes::len)
+                + args.iter().map(Bytes::len).sum::<usize>()
+                + payload.data.len()
+                + meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        }
+        ClientOp::Subscribe { channel, .. } => channel.len(),
+        ClientOp::Ack { token, result, .. } => {
+            token.len() + result.as_ref().map_or(0, |p| p.data.len())
+        }
+        _ => 0,
+    }
+}
+
 async fn dialing(d: &mut Option<Dialing>) -> Result<Ws, UpstreamError> {
     match d {
         Some(f) => f.await,
@@ -795,6 +928,10 @@ pub async fn passthrough(
         }
     };
     let mut up = Link::websocket(ws, ctx.queue_depth, ctx.write_timeout, metrics.up.clone());
+    // A message over the limit cannot be forwarded; its sender hears 1009, the other side
+    // the close it would get had the sender left.
+    let too_big = || Close::new(1009, "message too big");
+    let mut close_up = Close::normal();
     let outcome = loop {
         let down_ready = up.outbound.capacity() > 0;
         let up_ready = down.outbound.capacity() > 0;
@@ -803,10 +940,15 @@ pub async fn passthrough(
             _ = shutdown.cancelled() => break Outcome::Shutdown,
             m = down.inbound.next(), if down_ready => match m {
                 Some(Ok(msg)) => if !up.send(msg, ctx.write_timeout).await { break Outcome::UpstreamLost },
+                Some(Err(LinkError::TooBig { .. })) => break Outcome::ProtocolError,
                 _ => break Outcome::ClientClosed,
             },
             m = up.inbound.next(), if up_ready => match m {
                 Some(Ok(msg)) => if !down.send(msg, ctx.write_timeout).await { break Outcome::ClientClosed },
+                Some(Err(LinkError::TooBig { .. })) => {
+                    close_up = too_big();
+                    break Outcome::UpstreamLost;
+                }
                 _ => break Outcome::UpstreamLost,
             },
             _ = down.outbound.closed() => break Outcome::ClientClosed,
@@ -816,10 +958,12 @@ pub async fn passthrough(
     let close_down = match outcome {
         Outcome::Shutdown => Close::new(1001, "server shutting down"),
         Outcome::UpstreamLost => Close::new(1011, "upstream closed"),
+        // The only protocol error a passthrough session sees: the client's message size.
+        Outcome::ProtocolError => too_big(),
         _ => Close::normal(),
     };
     let limit = ctx.write_timeout.min(Duration::from_secs(2));
-    up.finish(Some(Close::normal()), limit).await;
+    up.finish(Some(close_up), limit).await;
     down.finish(Some(close_down), limit).await;
     metrics.active.decrement(1.0);
     metrics.session_ended(outcome.label());
@@ -833,4 +977,56 @@ pub fn is_passthrough(route: &Route) -> bool {
 /// A helper so listener code can box any I/O stream for `Link::websocket`.
 pub fn boxed<T: Io + 'static>(io: T) -> Box<dyn Io> {
     Box::new(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Payload;
+
+    #[test]
+    fn an_oversize_message_is_told_apart_from_other_failures() {
+        let counters = LegCounters::new("test", "stomp", "downstream");
+        let too_long = WsError::Capacity(CapacityError::MessageTooLong {
+            size: 11,
+            max_size: 10,
+        });
+        assert!(matches!(
+            inbound_item(Err(too_long), &counters),
+            Some(Err(LinkError::TooBig { size: 11, max: 10 }))
+        ));
+        assert!(matches!(
+            inbound_item(Err(WsError::ConnectionClosed), &counters),
+            Some(Err(LinkError::Transport(_)))
+        ));
+        assert!(matches!(
+            inbound_item(Ok(Message::text("x")), &counters),
+            Some(Ok(WsMsg::Text(t))) if t == "x"
+        ));
+        assert!(inbound_item(Ok(Message::Ping(Bytes::new())), &counters).is_none());
+        assert!(matches!(
+            inbound_item(Ok(Message::Close(None)), &counters),
+            Some(Err(LinkError::Closed))
+        ));
+    }
+
+    #[test]
+    fn held_bytes_counts_what_the_client_sized() {
+        let op = ClientOp::Publish {
+            meta: vec![(Bytes::from("k"), Bytes::from("vv"))],
+            channel: Bytes::from("ch"),
+            event: Some(Bytes::from("ev")),
+            args: vec![Bytes::from("[1]")],
+            payload: Payload::json(Bytes::from("{}")),
+            reply: None,
+        };
+        assert_eq!(held_bytes(&op), 3 + 2 + 2 + 3 + 2);
+        let ack = ClientOp::Ack {
+            token: Bytes::from("t-1"),
+            positive: true,
+            result: Some(Payload::json(Bytes::from("[true]"))),
+        };
+        assert_eq!(held_bytes(&ack), 3 + 6);
+        assert_eq!(held_bytes(&ClientOp::Unsubscribe { sub: 1 }), 0);
+    }
 }

@@ -55,7 +55,15 @@ pub struct Settings {
     pub limits: Limits,
     /// Most operations held while CONNECT is in flight.
     pub max_queued_ops: usize,
+    /// Most bytes of operations held while CONNECT is in flight (see [`held_bytes`]): with
+    /// the count alone, 1024 frames of the largest size could wait. The session sets it to
+    /// its own budget for ops held while dialing, so whatever it hands over fits.
+    pub max_queued_bytes: usize,
 }
+
+/// The default of [`Settings::max_queued_bytes`]: hundreds of ordinary frames, and the STOMP
+/// server role's transaction budget too.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
 
 impl Settings {
     /// Settings for a route's upstream.
@@ -83,6 +91,7 @@ impl Settings {
                 ..Limits::default()
             },
             max_queued_ops: 1024,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
         }
     }
 }
@@ -100,6 +109,7 @@ impl Default for Settings {
             receipt_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             max_queued_ops: 1024,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
         }
     }
 }
@@ -127,6 +137,8 @@ pub struct StompClient {
     decoder: Decoder,
     keepalive: Keepalive,
     queued: VecDeque<ClientOp>,
+    /// [`held_bytes`] of `queued`.
+    queued_bytes: usize,
     next_receipt: u64,
     pending: HashMap<Bytes, (Pending, Instant)>,
     copied: u64,
@@ -143,6 +155,7 @@ impl StompClient {
             version: Version::V1_2,
             keepalive: Keepalive::default(),
             queued: VecDeque::new(),
+            queued_bytes: 0,
             next_receipt: 1,
             pending: HashMap::new(),
             copied: 0,
@@ -192,6 +205,7 @@ impl StompClient {
                 },
             });
         }
+        self.queued_bytes = 0;
         for op in self.queued.drain(..) {
             if let ClientOp::Publish {
                 reply: Some(id), ..
@@ -287,6 +301,7 @@ impl StompClient {
                 out.events.push(BackendEvent::Ready {
                     session: f.header("session").cloned(),
                 });
+                self.queued_bytes = 0;
                 while let Some(op) = self.queued.pop_front() {
                     self.on_op(op, now, out);
                 }
@@ -417,6 +432,32 @@ impl StompClient {
     }
 }
 
+/// The client-sized bytes a queued operation keeps alive (its slices pin the message they
+/// were cut from, which is little more). Operations not listed carry no client-sized bytes.
+fn held_bytes(op: &ClientOp) -> usize {
+    match op {
+        ClientOp::Publish {
+            channel,
+            event,
+            args,
+            payload,
+            meta,
+            ..
+        } => {
+            channel.len()
+                + event.as_ref().map_or(0, Bytes::len)
+                + args.iter().map(Bytes::len).sum::<usize>()
+                + payload.data.len()
+                + meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        }
+        ClientOp::Subscribe { channel, .. } => channel.len(),
+        ClientOp::Ack { token, result, .. } => {
+            token.len() + result.as_ref().map_or(0, |p| p.data.len())
+        }
+        _ => 0,
+    }
+}
+
 impl ClientRole for StompClient {
     fn start(&mut self, _now: Instant, out: &mut ClientOut) {
         let f = self.connect_frame();
@@ -451,6 +492,17 @@ impl ClientRole for StompClient {
                         out,
                     );
                 }
+                let bytes = held_bytes(&op);
+                if self.queued_bytes.saturating_add(bytes) > self.settings.max_queued_bytes {
+                    return self.fail(
+                        ErrorInfo::new(
+                            ErrorKind::Limit,
+                            "too many bytes before the broker was ready",
+                        ),
+                        out,
+                    );
+                }
+                self.queued_bytes += bytes;
                 self.queued.push_back(op);
                 return;
             }
@@ -805,6 +857,81 @@ mod tests {
         assert!(
             matches!(&out.events[0], BackendEvent::SubscribeFailed { sub: 1, reason } if reason.kind == ErrorKind::Timeout)
         );
+    }
+
+    fn publish(body: &str, reply: Option<ReplyId>) -> ClientOp {
+        ClientOp::Publish {
+            meta: Vec::new(),
+            channel: Bytes::from("/queue/q"),
+            event: None,
+            args: vec![],
+            payload: Payload::text(Bytes::from(body.to_owned())),
+            reply,
+        }
+    }
+
+    #[test]
+    fn ops_before_connected_are_held_within_a_byte_budget() {
+        // Each op holds 8 bytes of channel plus its body.
+        let settings = Settings {
+            max_queued_bytes: 100,
+            ..Default::default()
+        };
+        let now = Instant::now();
+        // Exactly the budget is held, and all of it goes out once CONNECTED arrives.
+        let mut c = StompClient::new(settings.clone(), Credentials::default());
+        let mut out = ClientOut::default();
+        c.start(now, &mut out);
+        c.on_op(publish(&"a".repeat(42), None), now, &mut out);
+        c.on_op(publish(&"b".repeat(42), Some(1)), now, &mut out);
+        assert!(out.events.is_empty() && out.close.is_none(), "{out:?}");
+        assert_eq!(
+            out.to_backend.len(),
+            1,
+            "only CONNECT is sent before CONNECTED"
+        );
+        let mut out = ClientOut::default();
+        c.on_backend(txt("CONNECTED\nversion:1.2\n\n\0"), now, &mut out);
+        assert_eq!(out.to_backend.len(), 2);
+        assert!(s(&out.to_backend[1]).ends_with(&format!("\n\n{}\0", "b".repeat(42))));
+        let mut out = ClientOut::default();
+        c.on_op(publish(&"c".repeat(500), None), now, &mut out);
+        assert_eq!(out.to_backend.len(), 1, "a connected leg holds nothing");
+
+        // One byte over fails the leg like the count limit: kind Limit, queued replies failed.
+        let mut c = StompClient::new(settings, Credentials::default());
+        let mut out = ClientOut::default();
+        c.start(now, &mut out);
+        c.on_op(publish(&"a".repeat(42), Some(7)), now, &mut out);
+        c.on_op(publish(&"b".repeat(43), None), now, &mut out);
+        assert!(
+            matches!(&out.events[..], [
+                BackendEvent::Reply { id: 7, result: Err(r) },
+                BackendEvent::Error(e),
+            ] if r.kind == ErrorKind::Limit && e.kind == ErrorKind::Limit
+                && e.message == "too many bytes before the broker was ready"),
+            "{out:?}"
+        );
+        assert!(out.close.is_some());
+    }
+
+    #[test]
+    fn held_bytes_counts_what_the_client_sized() {
+        let op = ClientOp::Publish {
+            meta: vec![(Bytes::from("k"), Bytes::from("vv"))],
+            channel: Bytes::from("ch"),
+            event: Some(Bytes::from("ev")),
+            args: vec![Bytes::from("[1]")],
+            payload: Payload::json(Bytes::from("{}")),
+            reply: None,
+        };
+        assert_eq!(held_bytes(&op), 3 + 2 + 2 + 3 + 2);
+        let sub = ClientOp::Subscribe {
+            sub: 1,
+            channel: Bytes::from("/topic/a"),
+        };
+        assert_eq!(held_bytes(&sub), 8);
+        assert_eq!(held_bytes(&ClientOp::Disconnect), 0);
     }
 
     #[test]

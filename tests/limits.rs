@@ -1,0 +1,410 @@
+//! Size limits on STOMP routes, from the outside: a client message over
+//! `limits.max_message_size` gets `ERROR` and close 1009 (others on the proxy go on), a
+//! backend message over it ends the upstream with the client's dialect error, passthrough
+//! answers both with 1009 toward the sender, and what a client sends before its backend is
+//! ready is held within a byte budget, not only a frame count.
+//!
+//! The Socket.IO backend is the Node.js one from `tests/peers`; the STOMP brokers are fakes
+//! written here with tokio-tungstenite.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const T: Duration = Duration::from_secs(10);
+const SECRET: &str = "test-secret";
+/// `limits.max_message_size` of the small-limit proxies.
+const LIMIT: usize = 4096;
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw STOMP-over-WebSocket client offering `v12.stomp`, with a bearer token if given.
+async fn stomp_ws(url: &str, token: Option<&str>) -> Client {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("v12.stomp"),
+    );
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
+    }
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "v12.stomp"
+    );
+    ws
+}
+
+/// The next STOMP frame from the proxy, skipping heart-beat EOLs.
+async fn next_frame(ws: &mut Client) -> String {
+    loop {
+        match tokio::time::timeout(T, ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) if t.trim().is_empty() => {}
+            Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
+            Some(Ok(Message::Binary(b))) => return String::from_utf8_lossy(&b).into_owned(),
+            other => panic!("expected a STOMP frame, got {other:?}"),
+        }
+    }
+}
+
+/// The close frame's code, once the proxy closes.
+async fn close_code(ws: &mut Client) -> u16 {
+    loop {
+        match tokio::time::timeout(T, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Text(t))) if t.trim().is_empty() => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// CONNECT without heart-beats, then CONNECTED.
+async fn connect(ws: &mut Client) {
+    ws.send(Message::text(
+        "CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0",
+    ))
+    .await
+    .unwrap();
+    let f = next_frame(ws).await;
+    assert!(f.starts_with("CONNECTED\n"), "{f}");
+}
+
+/// A SEND whose whole WebSocket message is `size` bytes.
+fn send_of_size(destination: &str, size: usize) -> String {
+    let head = format!("SEND\ndestination:{destination}\ncontent-type:text/plain\n\n");
+    let body = "x".repeat(size - head.len() - 1);
+    let f = format!("{head}{body}\0");
+    assert_eq!(f.len(), size);
+    f
+}
+
+/// A client message over the limit gets `ERROR` naming the limit, then close 1009, before and
+/// after CONNECT; exactly the limit passes; another client on the proxy goes on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_client_message_gets_error_and_1009_and_others_go_on() {
+    ensure_npm();
+    let (_backend, backend_port) = start_sio_backend(&[]);
+    let port = free_port();
+    let cfg = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+[limits]
+max_message_size = {LIMIT}
+[[route]]
+name = "chat"
+listen = "127.0.0.1:{port}"
+path = "/ws"
+client = "stomp"
+[route.stomp]
+heartbeat_ms = [0, 0]
+[route.upstream]
+url = "ws://127.0.0.1:{backend_port}/socket.io/"
+dialect = "socketio"
+"#,
+        admin = free_port(),
+    );
+    let proxy = Proxy::start(&cfg).await;
+    let url = format!("ws://127.0.0.1:{port}/ws");
+
+    // The bystander: subscribed, and hearing its own emits through the backend.
+    let ann = jwt("ann", SECRET);
+    let mut other = stomp_ws(&url, Some(&ann)).await;
+    connect(&mut other).await;
+    other
+        .send(Message::text(
+            "SUBSCRIBE\nid:s\ndestination:/topic/message_created\nreceipt:r-sub\n\n\0",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        next_frame(&mut other)
+            .await
+            .starts_with("RECEIPT\nreceipt-id:r-sub\n")
+    );
+    let round_trip = |n: u32| {
+        format!(
+            "SEND\ndestination:/app/message_created\ncontent-type:application/json\nreceipt:r-{n}\n\n{{\"n\":{n}}}\0"
+        )
+    };
+    other.send(Message::text(round_trip(1))).await.unwrap();
+    assert!(
+        next_frame(&mut other)
+            .await
+            .starts_with("RECEIPT\nreceipt-id:r-1\n")
+    );
+    assert!(next_frame(&mut other).await.ends_with("\n\n{\"n\":1}\0"));
+
+    let bob = jwt("bob", SECRET);
+    for (connected, msg) in [
+        (true, Message::text(send_of_size("/app/x", LIMIT + 1))),
+        (true, Message::binary(vec![b'x'; LIMIT * 3])),
+        (false, Message::text(send_of_size("/app/x", LIMIT + 1))),
+    ] {
+        let mut ws = stomp_ws(&url, Some(&bob)).await;
+        if connected {
+            connect(&mut ws).await;
+        }
+        let size = msg.len();
+        ws.send(msg).await.unwrap();
+        let err = next_frame(&mut ws).await;
+        assert!(err.starts_with("ERROR\n"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "message:message of {size} bytes exceeds the limit of {LIMIT} bytes\n"
+            )),
+            "{err}"
+        );
+        assert_eq!(close_code(&mut ws).await, 1009, "connected={connected}");
+    }
+
+    // Exactly the limit is a message like any other (an event the backend does not echo).
+    let mut ws = stomp_ws(&url, Some(&bob)).await;
+    connect(&mut ws).await;
+    let mut fits = send_of_size("/app/quiet", LIMIT);
+    fits.insert_str("SEND\n".len(), "receipt:r-fit\n");
+    fits.truncate(LIMIT - 1);
+    fits.push('\0');
+    ws.send(Message::text(fits)).await.unwrap();
+    assert!(
+        next_frame(&mut ws)
+            .await
+            .starts_with("RECEIPT\nreceipt-id:r-fit\n")
+    );
+
+    // The bystander never noticed.
+    other.send(Message::text(round_trip(2))).await.unwrap();
+    assert!(
+        next_frame(&mut other)
+            .await
+            .starts_with("RECEIPT\nreceipt-id:r-2\n")
+    );
+    assert!(next_frame(&mut other).await.ends_with("\n\n{\"n\":2}\0"));
+    sio_control_emit(
+        backend_port,
+        "message_created",
+        json!([{"n": 3}]),
+        Some("ann"),
+    )
+    .await;
+    assert!(next_frame(&mut other).await.ends_with("\n\n{\"n\":3}\0"));
+    let outcome = proxy
+        .metric("switchboard_sessions_total{route=\"chat\",outcome=\"protocol_error\"}")
+        .await;
+    assert_eq!(outcome, Some(3.0));
+}
+
+/// What a fake STOMP broker saw.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// A text message from the proxy.
+    Text(String),
+    /// The proxy's close frame, with its code.
+    Close(Option<u16>),
+}
+
+/// Picks `v12.stomp` when offered, as a STOMP broker does.
+#[allow(clippy::result_large_err)] // The signature is tungstenite's `Callback`.
+fn stomp_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    let offered = req
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "v12.stomp"));
+    if offered {
+        resp.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("v12.stomp"),
+        );
+    }
+    Ok(resp)
+}
+
+/// A fake STOMP broker on 127.0.0.1:0, any number of connections: answers CONNECT with
+/// CONNECTED and any frame containing `send-me-big` with a message of `big` bytes. Reports
+/// what it saw on every connection.
+async fn fake_broker(big: usize) -> (u16, mpsc::UnboundedReceiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, stomp_subprotocol).await
+                else {
+                    return;
+                };
+                while let Some(m) = ws.next().await {
+                    match m {
+                        Ok(Message::Text(t)) => {
+                            let t = t.as_str().to_owned();
+                            if t.starts_with("CONNECT\n") {
+                                let c = "CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0";
+                                ws.send(Message::text(c)).await.unwrap();
+                            } else if t.contains("send-me-big") {
+                                ws.send(Message::text("x".repeat(big))).await.unwrap();
+                            }
+                            let _ = tx.send(Seen::Text(t));
+                        }
+                        Ok(Message::Close(f)) => {
+                            let _ = tx.send(Seen::Close(f.map(|f| u16::from(f.code))));
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// The close code the broker saw next, skipping the frames before it.
+async fn broker_close(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(T, rx.recv()).await.unwrap() {
+            Some(Seen::Close(code)) => return code,
+            Some(Seen::Text(_)) => {}
+            None => panic!("the broker's channel ended"),
+        }
+    }
+}
+
+fn stomp_route(name: &str, port: u16, backend_port: u16, mode: &str, upstream: &str) -> String {
+    format!(
+        r#"
+[[route]]
+name = "{name}"
+listen = "127.0.0.1:{port}"
+path = "/ws"
+client = "stomp"
+mode = "{mode}"
+[route.stomp]
+heartbeat_ms = [0, 0]
+[route.upstream]
+url = "ws://127.0.0.1:{backend_port}/"
+dialect = "stomp"
+heartbeat_ms = [0, 0]
+{upstream}
+"#
+    )
+}
+
+/// A backend message over the limit ends the upstream (the broker hears 1009) and the client
+/// gets its dialect's error, of kind limit; in passthrough the sender of the oversize message
+/// hears 1009 and the other side the close it would get had the sender left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_backend_messages_and_passthrough() {
+    let (backend_port, mut seen) = fake_broker(LIMIT + 1).await;
+    let (translate, passthrough) = (free_port(), free_port());
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[limits]\nmax_message_size = {LIMIT}\n{}{}",
+        stomp_route("translate", translate, backend_port, "translate", ""),
+        stomp_route("passthrough", passthrough, backend_port, "passthrough", ""),
+        admin = free_port(),
+    );
+    let _proxy = Proxy::start(&cfg).await;
+    let ask_big = "SEND\ndestination:/queue/a\ncontent-type:text/plain\n\nsend-me-big\0";
+
+    // Translate: the client role reads the oversize message.
+    let mut ws = stomp_ws(&format!("ws://127.0.0.1:{translate}/ws"), None).await;
+    connect(&mut ws).await;
+    ws.send(Message::text(ask_big)).await.unwrap();
+    let err = next_frame(&mut ws).await;
+    assert!(err.starts_with("ERROR\n"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "message:upstream unavailable\\c backend sent a message of {} bytes, over the limit of {LIMIT} bytes\n",
+            LIMIT + 1
+        )),
+        "{err}"
+    );
+    assert_eq!(close_code(&mut ws).await, 1011);
+    assert_eq!(broker_close(&mut seen).await, Some(1009));
+
+    // Passthrough, backend to client.
+    let pt = format!("ws://127.0.0.1:{passthrough}/ws");
+    let mut ws = stomp_ws(&pt, None).await;
+    connect(&mut ws).await;
+    ws.send(Message::text(ask_big)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 1011);
+    assert_eq!(broker_close(&mut seen).await, Some(1009));
+
+    // Passthrough, client to backend.
+    let mut ws = stomp_ws(&pt, None).await;
+    connect(&mut ws).await;
+    ws.send(Message::text(send_of_size("/queue/a", LIMIT + 1)))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, 1009);
+    assert_eq!(broker_close(&mut seen).await, Some(1000));
+}
+
+/// While the upstream is dialed, what the client sends is held within a byte budget (4 MiB
+/// at the default 1 MiB message limit), not only a count: four SENDs of ~1 MB wait, the fifth
+/// gets the dialect's error at once instead of waiting for the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_held_while_dialing_are_bounded_in_bytes() {
+    // A backend that accepts TCP and never answers the WebSocket upgrade.
+    let stuck = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_port = stuck.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = stuck.accept().await {
+            held.push(tcp);
+        }
+    });
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}",
+        stomp_route(
+            "held",
+            port,
+            backend_port,
+            "translate",
+            "connect_timeout_ms = 30000"
+        ),
+        admin = free_port(),
+    );
+    let _proxy = Proxy::start(&cfg).await;
+    let mut ws = stomp_ws(&format!("ws://127.0.0.1:{port}/ws"), None).await;
+    ws.send(Message::text(
+        "CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0",
+    ))
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        ws.send(Message::text(send_of_size("/queue/a", 1_000_000)))
+            .await
+            .unwrap();
+    }
+    let err = next_frame(&mut ws).await;
+    assert!(
+        err.starts_with(
+            "ERROR\nmessage:upstream unavailable\\c too many bytes before the backend was ready\n"
+        ),
+        "{err}"
+    );
+    assert!(close_code(&mut ws).await >= 1000);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
