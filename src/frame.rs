@@ -133,6 +133,43 @@ pub enum ClientOp {
 }
 
 /// Why a backend refused or ended something.
+impl ClientOp {
+    /// The bytes this operation keeps alive while it waits (for a backend being dialed, or a
+    /// CONNECT in flight): what bounds such queues besides their length.
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            Self::Publish {
+                channel,
+                event,
+                args,
+                payload,
+                meta,
+                ..
+            } => {
+                channel.len()
+                    + event.as_ref().map_or(0, Bytes::len)
+                    + args.iter().map(Bytes::len).sum::<usize>()
+                    + payload.data.len()
+                    + meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            }
+            Self::Subscribe { channel, .. } => channel.len(),
+            Self::Ack { token, result, .. } => {
+                token.len() + result.as_ref().map_or(0, |p| p.data.len())
+            }
+            Self::Connect { credentials } => [
+                &credentials.token,
+                &credentials.login,
+                &credentials.passcode,
+                &credentials.auth_json,
+            ]
+            .iter()
+            .map(|b| b.as_ref().map_or(0, Bytes::len))
+            .sum(),
+            Self::Unsubscribe { .. } | Self::Disconnect => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Credentials refused.

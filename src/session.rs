@@ -273,6 +273,8 @@ impl RouteCtx {
                     ack_timeout: Duration::from_millis(up.ack_timeout_ms),
                     max_attachments: self.config.socketio.max_attachments,
                     max_queued_ops: 1024,
+                    // The same budget as the session's, so all it held while dialing fits.
+                    max_queued_bytes: self.pending_budget(),
                 },
                 credentials,
             )),
@@ -354,7 +356,7 @@ pub struct Session {
     ready_by: Option<Instant>,
     credentials: Option<Credentials>,
     pending_ops: VecDeque<ClientOp>,
-    /// [`held_bytes`] of `pending_ops`.
+    /// [`ClientOp::held_bytes`] of `pending_ops`.
     pending_bytes: usize,
     last_expire: Instant,
     /// Set once the client connection is being closed; the loop then ends.
@@ -787,7 +789,7 @@ impl Session {
         if self.pending_ops.len() >= MAX_PENDING_OPS {
             return Err("too many frames before the backend was ready");
         }
-        let bytes = held_bytes(&op);
+        let bytes = op.held_bytes();
         if self.pending_bytes.saturating_add(bytes) > self.ctx.pending_budget() {
             return Err("too many bytes before the backend was ready");
         }
@@ -848,6 +850,12 @@ impl Session {
         }
         let mut translated = Vec::with_capacity(events.len());
         for ev in events {
+            if let BackendEvent::Dropped(e) = &ev {
+                // Nothing the client asked for: count it, never tell the client.
+                m::translation_error(&self.ctx.metrics.route, e.kind.label());
+                tracing::debug!(route = %self.ctx.metrics.route, reason = %String::from_utf8_lossy(&e.message), "backend event dropped");
+                continue;
+            }
             self.translator.up_event(ev, &mut translated);
         }
         let mut out = ServerOut::default();
@@ -856,32 +864,6 @@ impl Session {
             self.server.on_backend(ev, now, &mut out);
         }
         Box::pin(self.apply_server(out)).await;
-    }
-}
-
-/// The client-sized bytes a held operation keeps alive (its slices pin the message they were
-/// cut from, which is little more). Operations not listed carry no client-sized bytes.
-fn held_bytes(op: &ClientOp) -> usize {
-    match op {
-        ClientOp::Publish {
-            channel,
-            event,
-            args,
-            payload,
-            meta,
-            ..
-        } => {
-            channel.len()
-                + event.as_ref().map_or(0, Bytes::len)
-                + args.iter().map(Bytes::len).sum::<usize>()
-                + payload.data.len()
-                + meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        }
-        ClientOp::Subscribe { channel, .. } => channel.len(),
-        ClientOp::Ack { token, result, .. } => {
-            token.len() + result.as_ref().map_or(0, |p| p.data.len())
-        }
-        _ => 0,
     }
 }
 
@@ -1020,13 +1002,13 @@ mod tests {
             payload: Payload::json(Bytes::from("{}")),
             reply: None,
         };
-        assert_eq!(held_bytes(&op), 3 + 2 + 2 + 3 + 2);
+        assert_eq!(op.held_bytes(), 3 + 2 + 2 + 3 + 2);
         let ack = ClientOp::Ack {
             token: Bytes::from("t-1"),
             positive: true,
             result: Some(Payload::json(Bytes::from("[true]"))),
         };
-        assert_eq!(held_bytes(&ack), 3 + 6);
-        assert_eq!(held_bytes(&ClientOp::Unsubscribe { sub: 1 }), 0);
+        assert_eq!(ack.held_bytes(), 3 + 6);
+        assert_eq!(ClientOp::Unsubscribe { sub: 1 }.held_bytes(), 0);
     }
 }

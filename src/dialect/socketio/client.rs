@@ -33,6 +33,8 @@ pub struct Settings {
     pub max_attachments: usize,
     /// Most operations held while the namespace CONNECT is in flight.
     pub max_queued_ops: usize,
+    /// Most bytes of those operations ([`ClientOp::held_bytes`]).
+    pub max_queued_bytes: usize,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             ack_timeout: Duration::from_secs(10),
             max_attachments: 10,
             max_queued_ops: 1024,
+            max_queued_bytes: 4 << 20,
         }
     }
 }
@@ -70,6 +73,8 @@ pub struct SocketioClient {
     /// Set when the CONNECT reply had a `pid`: stored events then carry a trailing offset.
     recovery: bool,
     queued: VecDeque<ClientOp>,
+    /// [`ClientOp::held_bytes`] of `queued`.
+    queued_bytes: usize,
     next_ack: u64,
     pending: HashMap<u64, (ReplyId, Instant)>,
     copied: u64,
@@ -89,6 +94,7 @@ impl SocketioClient {
             max_payload: 1_000_000,
             recovery: false,
             queued: VecDeque::new(),
+            queued_bytes: 0,
             next_ack: 0,
             pending: HashMap::new(),
             copied: 0,
@@ -156,6 +162,7 @@ impl SocketioClient {
                 result: Err(e.clone()),
             });
         }
+        self.queued_bytes = 0;
         for op in self.queued.drain(..) {
             if let ClientOp::Publish {
                 reply: Some(id), ..
@@ -341,6 +348,7 @@ impl SocketioClient {
                 while let Some(op) = self.queued.pop_front() {
                     self.on_op(op, now, out);
                 }
+                self.queued_bytes = 0;
             }
             PacketType::ConnectError => {
                 let (message, detail) = connect_error(p.data.as_ref());
@@ -577,7 +585,10 @@ impl ClientRole for SocketioClient {
                 return;
             }
             State::AwaitOpen | State::Connecting if !matches!(op, ClientOp::Connect { .. }) => {
-                if self.queued.len() >= self.settings.max_queued_ops {
+                let bytes = op.held_bytes();
+                if self.queued.len() >= self.settings.max_queued_ops
+                    || self.queued_bytes.saturating_add(bytes) > self.settings.max_queued_bytes
+                {
                     return self.fail(
                         ErrorInfo::new(
                             ErrorKind::Limit,
@@ -586,6 +597,7 @@ impl ClientRole for SocketioClient {
                         out,
                     );
                 }
+                self.queued_bytes += bytes;
                 self.queued.push_back(op);
                 return;
             }
@@ -1337,5 +1349,30 @@ mod tests {
             &mut out,
         );
         assert!(out.to_backend.is_empty());
+    }
+
+    #[test]
+    fn ops_before_ready_are_held_within_a_byte_budget() {
+        let settings = Settings {
+            max_queued_bytes: 10,
+            ..Settings::default()
+        };
+        let mut c = SocketioClient::new(settings, Credentials::default());
+        let publish = |n: usize| ClientOp::Publish {
+            meta: Vec::new(),
+            channel: Bytes::from("ch"),
+            event: None,
+            args: vec![],
+            payload: Payload::text(Bytes::from("x".repeat(n))),
+            reply: None,
+        };
+        let mut out = ClientOut::default();
+        c.on_op(publish(6), Instant::now(), &mut out);
+        assert!(out.events.is_empty(), "8 of 10 bytes held: {out:?}");
+        c.on_op(publish(1), Instant::now(), &mut out);
+        assert!(
+            matches!(&out.events[..], [BackendEvent::Error(e)] if e.kind == ErrorKind::Limit),
+            "{out:?}"
+        );
     }
 }

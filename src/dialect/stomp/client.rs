@@ -55,7 +55,7 @@ pub struct Settings {
     pub limits: Limits,
     /// Most operations held while CONNECT is in flight.
     pub max_queued_ops: usize,
-    /// Most bytes of operations held while CONNECT is in flight (see [`held_bytes`]): with
+    /// Most bytes of operations held while CONNECT is in flight (see [`ClientOp::held_bytes`]): with
     /// the count alone, 1024 frames of the largest size could wait. The session sets it to
     /// its own budget for ops held while dialing, so whatever it hands over fits.
     pub max_queued_bytes: usize,
@@ -137,7 +137,7 @@ pub struct StompClient {
     decoder: Decoder,
     keepalive: Keepalive,
     queued: VecDeque<ClientOp>,
-    /// [`held_bytes`] of `queued`.
+    /// [`ClientOp::held_bytes`] of `queued`.
     queued_bytes: usize,
     next_receipt: u64,
     pending: HashMap<Bytes, (Pending, Instant)>,
@@ -432,32 +432,6 @@ impl StompClient {
     }
 }
 
-/// The client-sized bytes a queued operation keeps alive (its slices pin the message they
-/// were cut from, which is little more). Operations not listed carry no client-sized bytes.
-fn held_bytes(op: &ClientOp) -> usize {
-    match op {
-        ClientOp::Publish {
-            channel,
-            event,
-            args,
-            payload,
-            meta,
-            ..
-        } => {
-            channel.len()
-                + event.as_ref().map_or(0, Bytes::len)
-                + args.iter().map(Bytes::len).sum::<usize>()
-                + payload.data.len()
-                + meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        }
-        ClientOp::Subscribe { channel, .. } => channel.len(),
-        ClientOp::Ack { token, result, .. } => {
-            token.len() + result.as_ref().map_or(0, |p| p.data.len())
-        }
-        _ => 0,
-    }
-}
-
 impl ClientRole for StompClient {
     fn start(&mut self, _now: Instant, out: &mut ClientOut) {
         let f = self.connect_frame();
@@ -492,7 +466,7 @@ impl ClientRole for StompClient {
                         out,
                     );
                 }
-                let bytes = held_bytes(&op);
+                let bytes = op.held_bytes();
                 if self.queued_bytes.saturating_add(bytes) > self.settings.max_queued_bytes {
                     return self.fail(
                         ErrorInfo::new(
@@ -925,13 +899,13 @@ mod tests {
             payload: Payload::json(Bytes::from("{}")),
             reply: None,
         };
-        assert_eq!(held_bytes(&op), 3 + 2 + 2 + 3 + 2);
+        assert_eq!(op.held_bytes(), 3 + 2 + 2 + 3 + 2);
         let sub = ClientOp::Subscribe {
             sub: 1,
             channel: Bytes::from("/topic/a"),
         };
-        assert_eq!(held_bytes(&sub), 8);
-        assert_eq!(held_bytes(&ClientOp::Disconnect), 0);
+        assert_eq!(sub.held_bytes(), 8);
+        assert_eq!(ClientOp::Disconnect.held_bytes(), 0);
     }
 
     #[test]
