@@ -25,7 +25,12 @@ struct Route {
 }
 
 fn route() -> Route {
-    let mut server = StompServer::new(stomp::Settings::default(), None, "bench".into());
+    let mut server = StompServer::new(
+        stomp::Settings::default(),
+        None,
+        "bench".into(),
+        Instant::now(),
+    );
     let mut client = SocketioClient::new(sio::Settings::default(), Credentials::default());
     let rules: Vec<MapRule> = Vec::new();
     let mut translator =

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -362,7 +362,12 @@ async fn run_default(up: Upgraded, ctx: Arc<RouteCtx>, shutdown: CancellationTok
                 connect_timeout: Duration::from_millis(s.connect_timeout_ms),
                 ..Default::default()
             };
-            Box::new(StompServer::new(settings, up.token, session_id()))
+            Box::new(StompServer::new(
+                settings,
+                up.token,
+                session_id(),
+                Instant::now(),
+            ))
         }
         // Socket.IO routes always go through their Engine.IO engine.
         _ => return,

@@ -10,8 +10,8 @@ use switchboard::dialect::{ServerOut, ServerRole, WsMsg};
 use switchboard::frame::BackendEvent;
 
 fuzz_target!(|data: &[u8]| {
-    let mut role = StompServer::new(Settings::default(), None, "fuzz".into());
     let now = Instant::now();
+    let mut role = StompServer::new(Settings::default(), None, "fuzz".into(), now);
     let mut out = ServerOut::default();
     role.on_client(WsMsg::Text(Bytes::from_static(b"CONNECT\naccept-version:1.2\n\n\0")), now, &mut out);
     role.on_backend(BackendEvent::Ready { session: None }, now, &mut out);

@@ -143,15 +143,22 @@ pub struct StompServer {
     /// Body bytes held in all open transactions.
     tx_bytes: usize,
     /// CONNECT must arrive by then: a deadline from the session's start that traffic
-    /// (heart-beat EOLs) does not push back. Set on the first call that brings the time.
-    connect_by: Option<Instant>,
+    /// (heart-beat EOLs) does not push back.
+    connect_by: Instant,
     copied: u64,
 }
 
 impl StompServer {
     /// A new session's server role. `upgrade_token` is the bearer token from the HTTP
-    /// upgrade's `Authorization` header.
-    pub fn new(settings: Settings, upgrade_token: Option<Bytes>, session_id: String) -> Self {
+    /// upgrade's `Authorization` header; `started` is when the connection was accepted (the
+    /// CONNECT deadline counts from it).
+    pub fn new(
+        settings: Settings,
+        upgrade_token: Option<Bytes>,
+        session_id: String,
+        started: Instant,
+    ) -> Self {
+        let connect_by = started + settings.connect_timeout;
         let keepalive = Keepalive {
             send_every: None,
             expect_within: Some(settings.connect_timeout),
@@ -175,7 +182,7 @@ impl StompServer {
             ack_tokens: HashMap::new(),
             transactions: HashMap::new(),
             tx_bytes: 0,
-            connect_by: None,
+            connect_by,
             copied: 0,
         }
     }
@@ -725,9 +732,7 @@ impl StompServer {
 }
 
 impl ServerRole for StompServer {
-    fn on_client(&mut self, msg: WsMsg, now: Instant, out: &mut ServerOut) {
-        self.connect_by
-            .get_or_insert(now + self.settings.connect_timeout);
+    fn on_client(&mut self, msg: WsMsg, _now: Instant, out: &mut ServerOut) {
         let mut next = Some(match msg {
             WsMsg::Text(b) | WsMsg::Binary(b) => b,
         });
@@ -872,10 +877,7 @@ impl ServerRole for StompServer {
     }
 
     fn expire(&mut self, now: Instant, out: &mut ServerOut) {
-        let by = *self
-            .connect_by
-            .get_or_insert(now + self.settings.connect_timeout);
-        if self.state == State::AwaitConnect && now >= by {
+        if self.state == State::AwaitConnect && now >= self.connect_by {
             self.fatal("no CONNECT received in time", b"", None, 1002, out);
         }
     }
@@ -929,7 +931,7 @@ mod tests {
     use super::*;
 
     fn role() -> StompServer {
-        StompServer::new(Settings::default(), None, "s1".into())
+        StompServer::new(Settings::default(), None, "s1".into(), Instant::now())
     }
 
     fn feed(r: &mut StompServer, s: &str) -> ServerOut {
@@ -1445,7 +1447,7 @@ mod tests {
             max_transaction_bytes: 8,
             ..Settings::default()
         };
-        let mut r = StompServer::new(settings, None, "s1".into());
+        let mut r = StompServer::new(settings, None, "s1".into(), Instant::now());
         connected(&mut r);
         let out = feed(
             &mut r,
@@ -1457,8 +1459,8 @@ mod tests {
 
     #[test]
     fn connect_deadline_is_not_pushed_back_by_heartbeats() {
-        let mut r = role();
         let t0 = Instant::now();
+        let mut r = StompServer::new(Settings::default(), None, "s1".into(), t0);
         let mut out = ServerOut::default();
         r.on_client(WsMsg::Text(Bytes::from("\n")), t0, &mut out);
         r.expire(t0 + Duration::from_secs(5), &mut out);
