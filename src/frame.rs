@@ -294,3 +294,34 @@ pub enum BackendEvent {
         retry: bool,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_bytes_counts_what_the_client_sized() {
+        let op = ClientOp::Publish {
+            meta: vec![(Bytes::from("k"), Bytes::from("vv"))],
+            channel: Bytes::from("ch"),
+            event: Some(Bytes::from("ev")),
+            args: vec![Bytes::from("[1]")],
+            payload: Payload::json(Bytes::from("{}")),
+            reply: None,
+        };
+        assert_eq!(op.held_bytes(), 3 + 2 + 2 + 3 + 2);
+        let sub = ClientOp::Subscribe {
+            sub: 1,
+            channel: Bytes::from("/topic/a"),
+        };
+        assert_eq!(sub.held_bytes(), 8);
+        let ack = ClientOp::Ack {
+            token: Bytes::from("t-1"),
+            positive: true,
+            result: Some(Payload::json(Bytes::from("[true]"))),
+        };
+        assert_eq!(ack.held_bytes(), 3 + 6);
+        assert_eq!(ClientOp::Unsubscribe { sub: 1 }.held_bytes(), 0);
+        assert_eq!(ClientOp::Disconnect.held_bytes(), 0);
+    }
+}

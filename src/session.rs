@@ -964,7 +964,6 @@ pub fn boxed<T: Io + 'static>(io: T) -> Box<dyn Io> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Payload;
 
     #[test]
     fn an_oversize_message_is_told_apart_from_other_failures() {
@@ -990,25 +989,5 @@ mod tests {
             inbound_item(Ok(Message::Close(None)), &counters),
             Some(Err(LinkError::Closed))
         ));
-    }
-
-    #[test]
-    fn held_bytes_counts_what_the_client_sized() {
-        let op = ClientOp::Publish {
-            meta: vec![(Bytes::from("k"), Bytes::from("vv"))],
-            channel: Bytes::from("ch"),
-            event: Some(Bytes::from("ev")),
-            args: vec![Bytes::from("[1]")],
-            payload: Payload::json(Bytes::from("{}")),
-            reply: None,
-        };
-        assert_eq!(op.held_bytes(), 3 + 2 + 2 + 3 + 2);
-        let ack = ClientOp::Ack {
-            token: Bytes::from("t-1"),
-            positive: true,
-            result: Some(Payload::json(Bytes::from("[true]"))),
-        };
-        assert_eq!(ack.held_bytes(), 3 + 6);
-        assert_eq!(ClientOp::Unsubscribe { sub: 1 }.held_bytes(), 0);
     }
 }

@@ -890,25 +890,6 @@ mod tests {
     }
 
     #[test]
-    fn held_bytes_counts_what_the_client_sized() {
-        let op = ClientOp::Publish {
-            meta: vec![(Bytes::from("k"), Bytes::from("vv"))],
-            channel: Bytes::from("ch"),
-            event: Some(Bytes::from("ev")),
-            args: vec![Bytes::from("[1]")],
-            payload: Payload::json(Bytes::from("{}")),
-            reply: None,
-        };
-        assert_eq!(op.held_bytes(), 3 + 2 + 2 + 3 + 2);
-        let sub = ClientOp::Subscribe {
-            sub: 1,
-            channel: Bytes::from("/topic/a"),
-        };
-        assert_eq!(sub.held_bytes(), 8);
-        assert_eq!(ClientOp::Disconnect.held_bytes(), 0);
-    }
-
-    #[test]
     fn client_ack_mode_acks_on_delivery_or_forwards_token() {
         let settings = Settings {
             client_ack: true,
