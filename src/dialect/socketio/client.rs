@@ -287,7 +287,7 @@ impl SocketioClient {
             return;
         };
         if !positive {
-            let array = error_array("nack", b"the client refused the message");
+            let array = packet::error_args("nack", b"the client refused the message");
             return self.ack(id, array, out);
         }
         match result {
@@ -323,7 +323,7 @@ impl SocketioClient {
     /// Refuse the backend's ack request `id`: `[{"error":{"name":"<kind>","message":".."}}]`,
     /// the error-ack convention the server role uses too (Socket.IO acks have no error slot).
     fn ack_error(&self, id: u64, e: &ErrorInfo, out: &mut ClientOut) {
-        self.ack(id, error_array(e.kind.label(), &e.message), out);
+        self.ack(id, packet::error_args(e.kind.label(), &e.message), out);
     }
 
     fn on_sio(&mut self, p: Packet, out: &mut ClientOut) {
@@ -539,19 +539,6 @@ fn connect_error(data: Option<&Bytes>) -> (Bytes, Option<Payload>) {
         Ok(s) => (Bytes::from(s), None),
         Err(_) => (Bytes::from_static(b"connection refused"), None),
     }
-}
-
-/// `[{"error":{"name":"<name>","message":"<message>"}}]`.
-fn error_array(name: &str, message: &[u8]) -> Bytes {
-    let name = packet::json_string(name.as_bytes());
-    let message = packet::json_string(message);
-    let mut b = BytesMut::with_capacity(name.len() + message.len() + 32);
-    b.extend_from_slice(b"[{\"error\":{\"name\":");
-    b.extend_from_slice(&name);
-    b.extend_from_slice(b",\"message\":");
-    b.extend_from_slice(&message);
-    b.extend_from_slice(b"}}]");
-    b.freeze()
 }
 
 fn reply_err(reply: Option<ReplyId>, e: ErrorInfo, out: &mut ClientOut) {

@@ -641,6 +641,20 @@ impl Visitor<'_> for KeySeed {
     }
 }
 
+/// The ack arguments that report an error, `[{"error":{"name":"<name>","message":"<m>"}}]`:
+/// Socket.IO acks have no error slot, so both roles answer refusals in this one shape.
+pub fn error_args(name: &str, message: &[u8]) -> Bytes {
+    let name = json_string(name.as_bytes());
+    let message = json_string(message);
+    let mut b = BytesMut::with_capacity(name.len() + message.len() + 32);
+    b.extend_from_slice(b"[{\"error\":{\"name\":");
+    b.extend_from_slice(&name);
+    b.extend_from_slice(b",\"message\":");
+    b.extend_from_slice(&message);
+    b.extend_from_slice(b"}}]");
+    b.freeze()
+}
+
 /// The placeholder object `{"_placeholder":true,"num":N}`.
 pub fn placeholder(num: usize) -> Bytes {
     const HEAD: &[u8] = br#"{"_placeholder":true,"num":"#;

@@ -801,21 +801,8 @@ fn ack(nsp: &[u8], id: u64, array: &[u8]) -> WsMsg {
 
 /// `43N[{"error":{"name":"<name>","message":".."}}]`.
 fn named_error_ack(nsp: &[u8], id: u64, name: &str, message: &[u8]) -> WsMsg {
-    let name = packet::json_string(name.as_bytes());
-    let message = packet::json_string(message);
-    wire(
-        PacketType::Ack,
-        nsp,
-        Some(id),
-        0,
-        &[
-            b"[{\"error\":{\"name\":",
-            &name,
-            b",\"message\":",
-            &message,
-            b"}}]",
-        ],
-    )
+    let args = packet::error_args(name, message);
+    wire(PacketType::Ack, nsp, Some(id), 0, &[&args])
 }
 
 /// The fields of a CONNECT auth object, as raw JSON slices.
