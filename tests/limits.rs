@@ -15,44 +15,17 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const T: Duration = Duration::from_secs(10);
 const SECRET: &str = "test-secret";
 /// `limits.max_message_size` of the small-limit proxies.
 const LIMIT: usize = 4096;
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A raw STOMP-over-WebSocket client offering `v12.stomp`, with a bearer token if given.
-async fn stomp_ws(url: &str, token: Option<&str>) -> Client {
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("v12.stomp"),
-    );
-    if let Some(t) = token {
-        req.headers_mut().insert(
-            "Authorization",
-            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
-        );
-    }
-    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(
-        resp.headers().get("sec-websocket-protocol").unwrap(),
-        "v12.stomp"
-    );
-    ws
-}
-
 /// The next STOMP frame from the proxy, skipping heart-beat EOLs.
-async fn next_frame(ws: &mut Client) -> String {
+async fn next_frame(ws: &mut RawWs) -> String {
     loop {
         match tokio::time::timeout(T, ws.next()).await.unwrap() {
             Some(Ok(Message::Text(t))) if t.trim().is_empty() => {}
@@ -64,7 +37,7 @@ async fn next_frame(ws: &mut Client) -> String {
 }
 
 /// The close frame's code, once the proxy closes.
-async fn close_code(ws: &mut Client) -> u16 {
+async fn close_code(ws: &mut RawWs) -> u16 {
     loop {
         match tokio::time::timeout(T, ws.next()).await.unwrap() {
             Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
@@ -76,7 +49,7 @@ async fn close_code(ws: &mut Client) -> u16 {
 }
 
 /// CONNECT without heart-beats, then CONNECTED.
-async fn connect(ws: &mut Client) {
+async fn connect(ws: &mut RawWs) {
     ws.send(Message::text(
         "CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0",
     ))
@@ -126,7 +99,7 @@ dialect = "socketio"
 
     // The bystander: subscribed, and hearing its own emits through the backend.
     let ann = jwt("ann", SECRET);
-    let mut other = stomp_ws(&url, Some(&ann)).await;
+    let mut other = raw_stomp_ws(&url, Some(&ann)).await;
     connect(&mut other).await;
     other
         .send(Message::text(
@@ -158,7 +131,7 @@ dialect = "socketio"
         (true, Message::binary(vec![b'x'; LIMIT * 3])),
         (false, Message::text(send_of_size("/app/x", LIMIT + 1))),
     ] {
-        let mut ws = stomp_ws(&url, Some(&bob)).await;
+        let mut ws = raw_stomp_ws(&url, Some(&bob)).await;
         if connected {
             connect(&mut ws).await;
         }
@@ -176,7 +149,7 @@ dialect = "socketio"
     }
 
     // Exactly the limit is a message like any other (an event the backend does not echo).
-    let mut ws = stomp_ws(&url, Some(&bob)).await;
+    let mut ws = raw_stomp_ws(&url, Some(&bob)).await;
     connect(&mut ws).await;
     let mut fits = send_of_size("/app/quiet", LIMIT);
     fits.insert_str("SEND\n".len(), "receipt:r-fit\n");
@@ -218,23 +191,6 @@ enum Seen {
     Text(String),
     /// The proxy's close frame, with its code.
     Close(Option<u16>),
-}
-
-/// Picks `v12.stomp` when offered, as a STOMP broker does.
-#[allow(clippy::result_large_err)] // The signature is tungstenite's `Callback`.
-fn stomp_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
-    let offered = req
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == "v12.stomp"));
-    if offered {
-        resp.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("v12.stomp"),
-        );
-    }
-    Ok(resp)
 }
 
 /// A fake STOMP broker on 127.0.0.1:0, any number of connections: answers CONNECT with
@@ -326,7 +282,7 @@ async fn oversize_backend_messages_and_passthrough() {
     let ask_big = "SEND\ndestination:/queue/a\ncontent-type:text/plain\n\nsend-me-big\0";
 
     // Translate: the client role reads the oversize message.
-    let mut ws = stomp_ws(&format!("ws://127.0.0.1:{translate}/ws"), None).await;
+    let mut ws = raw_stomp_ws(&format!("ws://127.0.0.1:{translate}/ws"), None).await;
     connect(&mut ws).await;
     ws.send(Message::text(ask_big)).await.unwrap();
     let err = next_frame(&mut ws).await;
@@ -343,14 +299,14 @@ async fn oversize_backend_messages_and_passthrough() {
 
     // Passthrough, backend to client.
     let pt = format!("ws://127.0.0.1:{passthrough}/ws");
-    let mut ws = stomp_ws(&pt, None).await;
+    let mut ws = raw_stomp_ws(&pt, None).await;
     connect(&mut ws).await;
     ws.send(Message::text(ask_big)).await.unwrap();
     assert_eq!(close_code(&mut ws).await, 1011);
     assert_eq!(broker_close(&mut seen).await, Some(1009));
 
     // Passthrough, client to backend.
-    let mut ws = stomp_ws(&pt, None).await;
+    let mut ws = raw_stomp_ws(&pt, None).await;
     connect(&mut ws).await;
     ws.send(Message::text(send_of_size("/queue/a", LIMIT + 1)))
         .await
@@ -386,7 +342,7 @@ async fn frames_held_while_dialing_are_bounded_in_bytes() {
         admin = free_port(),
     );
     let _proxy = Proxy::start(&cfg).await;
-    let mut ws = stomp_ws(&format!("ws://127.0.0.1:{port}/ws"), None).await;
+    let mut ws = raw_stomp_ws(&format!("ws://127.0.0.1:{port}/ws"), None).await;
     ws.send(Message::text(
         "CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0",
     ))

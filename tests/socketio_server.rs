@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    Driver, Proxy, free_port, http_request, jwt, sio_control_emit, sio_control_received,
+    Driver, Proxy, RawWs, free_port, http_request, jwt, sio_control_emit, sio_control_received,
     start_sio_backend,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -437,9 +437,6 @@ async fn raw_http(addr: SocketAddr, req: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
-
-type RawWs =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw_ws(port: u16) -> RawWs {
     let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket");

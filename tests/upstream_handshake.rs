@@ -13,15 +13,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Proxy, free_port};
+use common::{Proxy, RawWs, free_port, raw_stomp_ws, stomp_subprotocol};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The route's `connect_timeout_ms`.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -50,24 +46,6 @@ enum Fake {
     SioSlowConnectReply(Duration),
     /// STOMP: negotiate `v12.stomp`, send a heart-beat EOL every 200 ms, never CONNECTED.
     StompNoConnected,
-}
-
-/// Picks `v12.stomp` when the proxy offers it, as a STOMP broker does (the proxy only
-/// offers it to STOMP upstreams).
-#[allow(clippy::result_large_err)] // The signature is tungstenite's `Callback`.
-fn stomp_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
-    let offered = req
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == "v12.stomp"));
-    if offered {
-        resp.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("v12.stomp"),
-        );
-    }
-    Ok(resp)
 }
 
 /// Starts a fake backend on 127.0.0.1:0 accepting one connection; returns its port and a
@@ -159,19 +137,10 @@ connect_timeout_ms = {timeout}
     )
 }
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// A raw STOMP-over-WebSocket client: upgrade with `v12.stomp` and send CONNECT. Returns the
 /// socket and the instant CONNECT was sent.
-async fn stomp_connect(proxy_port: u16) -> (Client, Instant) {
-    let mut req = format!("ws://127.0.0.1:{proxy_port}/ws")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("v12.stomp"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+async fn stomp_connect(proxy_port: u16) -> (RawWs, Instant) {
+    let mut ws = raw_stomp_ws(&format!("ws://127.0.0.1:{proxy_port}/ws"), None).await;
     let sent = Instant::now();
     ws.send(Message::Text(Utf8Bytes::from_static(
         "CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0",
@@ -182,7 +151,7 @@ async fn stomp_connect(proxy_port: u16) -> (Client, Instant) {
 }
 
 /// Reads until the proxy closes; returns every STOMP frame's text and when the close came.
-async fn read_until_close(ws: &mut Client, limit: Duration) -> (Vec<String>, Instant) {
+async fn read_until_close(ws: &mut RawWs, limit: Duration) -> (Vec<String>, Instant) {
     let mut frames = Vec::new();
     let deadline = tokio::time::Instant::now() + limit;
     loop {

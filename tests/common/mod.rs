@@ -1178,3 +1178,59 @@ impl Proxy {
         &mut self.child
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Raw WebSocket peers (for byte-level checks and fake backends)
+// ---------------------------------------------------------------------------------------------
+
+/// A raw tokio-tungstenite client connection.
+pub type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw STOMP-over-WebSocket client offering `v12.stomp` (and a bearer token if given);
+/// checks that the proxy picked it.
+pub async fn raw_stomp_ws(url: &str, token: Option<&str>) -> RawWs {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("v12.stomp"),
+    );
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
+    }
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "v12.stomp"
+    );
+    ws
+}
+
+/// For a fake STOMP broker's `accept_hdr_async`: picks `v12.stomp` when offered, as a
+/// broker does (the proxy offers it only to STOMP upstreams).
+#[allow(clippy::result_large_err)] // The signature is tungstenite's `Callback`.
+pub fn stomp_subprotocol(
+    req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+    mut resp: tokio_tungstenite::tungstenite::handshake::server::Response,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::server::Response,
+    tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
+> {
+    let offered = req
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "v12.stomp"));
+    if offered {
+        resp.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static("v12.stomp"),
+        );
+    }
+    Ok(resp)
+}
