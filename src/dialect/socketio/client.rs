@@ -753,6 +753,18 @@ impl ClientRole for SocketioClient {
 mod tests {
     use super::*;
 
+    /// A publish with no event, extra arguments or headers.
+    fn publish(channel: &'static str, payload: Payload, reply: Option<ReplyId>) -> ClientOp {
+        ClientOp::Publish {
+            meta: Vec::new(),
+            channel: Bytes::from(channel),
+            event: None,
+            args: vec![],
+            payload,
+            reply,
+        }
+    }
+
     fn txt(s: &str) -> WsMsg {
         WsMsg::Text(Bytes::from(s.to_owned()))
     }
@@ -799,14 +811,7 @@ mod tests {
         let mut c = SocketioClient::new(Settings::default(), Credentials::default());
         let mut out = ClientOut::default();
         c.on_op(
-            ClientOp::Publish {
-                meta: Vec::new(),
-                channel: Bytes::from("a"),
-                event: None,
-                args: vec![],
-                payload: Payload::json(Bytes::from("1")),
-                reply: None,
-            },
+            publish("a", Payload::json(Bytes::from("1")), None),
             Instant::now(),
             &mut out,
         );
@@ -865,14 +870,7 @@ mod tests {
         let now = Instant::now();
         let mut out = ClientOut::default();
         c.on_op(
-            ClientOp::Publish {
-                meta: Vec::new(),
-                channel: Bytes::from("m"),
-                event: None,
-                args: vec![],
-                payload: Payload::json(Bytes::from("{}")),
-                reply: Some(7),
-            },
+            publish("m", Payload::json(Bytes::from("{}")), Some(7)),
             now,
             &mut out,
         );
@@ -889,14 +887,7 @@ mod tests {
         );
         let mut out = ClientOut::default();
         c.on_op(
-            ClientOp::Publish {
-                meta: Vec::new(),
-                channel: Bytes::from("m"),
-                event: None,
-                args: vec![],
-                payload: Payload::json(Bytes::from("{}")),
-                reply: Some(8),
-            },
+            publish("m", Payload::json(Bytes::from("{}")), Some(8)),
             now,
             &mut out,
         );
@@ -938,14 +929,7 @@ mod tests {
         let mut c = connected(Settings::default());
         let mut out = ClientOut::default();
         c.on_op(
-            ClientOp::Publish {
-                meta: Vec::new(),
-                channel: Bytes::from("up"),
-                event: None,
-                args: vec![],
-                payload: Payload::binary(Bytes::from_static(&[1, 2])),
-                reply: None,
-            },
+            publish("up", Payload::binary(Bytes::from_static(&[1, 2])), None),
             Instant::now(),
             &mut out,
         );
@@ -980,14 +964,7 @@ mod tests {
         let mut out = ClientOut::default();
         let big = Bytes::from(format!("\"{}\"", "x".repeat(2000)));
         c.on_op(
-            ClientOp::Publish {
-                meta: Vec::new(),
-                channel: Bytes::from("m"),
-                event: None,
-                args: vec![],
-                payload: Payload::json(big),
-                reply: Some(3),
-            },
+            publish("m", Payload::json(big), Some(3)),
             Instant::now(),
             &mut out,
         );
@@ -1158,14 +1135,7 @@ mod tests {
         let publish = |c: &mut SocketioClient, rid| {
             let mut out = ClientOut::default();
             c.on_op(
-                ClientOp::Publish {
-                    meta: Vec::new(),
-                    channel: Bytes::from("m"),
-                    event: None,
-                    args: vec![],
-                    payload: Payload::null(),
-                    reply: Some(rid),
-                },
+                publish("m", Payload::null(), Some(rid)),
                 Instant::now(),
                 &mut out,
             );
@@ -1215,14 +1185,7 @@ mod tests {
         let publish = |c: &mut SocketioClient, data: Bytes| {
             let mut out = ClientOut::default();
             c.on_op(
-                ClientOp::Publish {
-                    meta: Vec::new(),
-                    channel: Bytes::from("up"),
-                    event: None,
-                    args: vec![],
-                    payload: Payload::binary(data),
-                    reply: Some(1),
-                },
+                publish("up", Payload::binary(data), Some(1)),
                 Instant::now(),
                 &mut out,
             );
@@ -1252,14 +1215,7 @@ mod tests {
         });
         let mut out = ClientOut::default();
         c.on_op(
-            ClientOp::Publish {
-                meta: Vec::new(),
-                channel: Bytes::from("m"),
-                event: None,
-                args: vec![],
-                payload: Payload::null(),
-                reply: Some(5),
-            },
+            publish("m", Payload::null(), Some(5)),
             Instant::now(),
             &mut out,
         );
@@ -1345,18 +1301,11 @@ mod tests {
             ..Settings::default()
         };
         let mut c = SocketioClient::new(settings, Credentials::default());
-        let publish = |n: usize| ClientOp::Publish {
-            meta: Vec::new(),
-            channel: Bytes::from("ch"),
-            event: None,
-            args: vec![],
-            payload: Payload::text(Bytes::from("x".repeat(n))),
-            reply: None,
-        };
+        let text_of = |n: usize| publish("ch", Payload::text(Bytes::from("x".repeat(n))), None);
         let mut out = ClientOut::default();
-        c.on_op(publish(6), Instant::now(), &mut out);
+        c.on_op(text_of(6), Instant::now(), &mut out);
         assert!(out.events.is_empty(), "8 of 10 bytes held: {out:?}");
-        c.on_op(publish(1), Instant::now(), &mut out);
+        c.on_op(text_of(1), Instant::now(), &mut out);
         assert!(
             matches!(&out.events[..], [BackendEvent::Error(e)] if e.kind == ErrorKind::Limit),
             "{out:?}"
