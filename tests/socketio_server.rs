@@ -444,6 +444,17 @@ async fn raw_ws(port: u16) -> RawWs {
     ws
 }
 
+/// A raw WebSocket client that has joined the main namespace with `token`.
+async fn joined_ws(port: u16, token: &str) -> RawWs {
+    let mut ws = raw_ws(port).await;
+    next_text(&mut ws).await;
+    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40{\"sid\":"));
+    ws
+}
+
 /// The next text message, skipping Engine.IO pings.
 async fn next_text(ws: &mut RawWs) -> String {
     loop {
@@ -756,12 +767,7 @@ async fn oversize_websocket_message_closes_1009() {
         assert_eq!(close_code(&mut ws).await, 1009, "connect={connect}");
     }
     // Exactly max_payload is fine.
-    let mut ws = raw_ws(s.port).await;
-    next_text(&mut ws).await;
-    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
-        .await
-        .unwrap();
-    assert!(next_text(&mut ws).await.starts_with("40{\"sid\":"));
+    let mut ws = joined_ws(s.port, &token).await;
     let fits = format!("42[\"x\",\"{}\"]", "a".repeat(1000 - 10));
     assert_eq!(fits.len(), 1000);
     ws.send(Message::text(fits)).await.unwrap();
@@ -881,12 +887,7 @@ async fn namespace_auth_and_reserved_events() {
     .await;
     let token = jwt("alice", SECRET);
     let other = jwt("mallory", SECRET);
-    let mut ws = raw_ws(s.port).await;
-    next_text(&mut ws).await;
-    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
-        .await
-        .unwrap();
-    assert!(next_text(&mut ws).await.starts_with("40{\"sid\":"));
+    let mut ws = joined_ws(s.port, &token).await;
     for refused in [
         format!("40/admin,{{\"token\":\"{other}\"}}"),
         "40/admin,".into(),
