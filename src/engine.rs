@@ -5,8 +5,7 @@
 //! (CORS for browser long-polling, and WebSocket upgrades), the `open` handshake packet, the
 //! session registry (sid → transport state), the long-polling buffer toward the next GET
 //! (bounded; one GET at a time), POST bodies (size and packet-count limits before buffering,
-//! one [`WsMsg`] per packet into the session), the probe/upgrade sequence, the close code of
-//! an oversize WebSocket message, and the writer task that drains the session's outbound
+//! one [`WsMsg`] per packet into the session), the probe/upgrade sequence, and the writer task that drains the session's outbound
 //! queue into whichever transport is current. The session and its [`SocketioServer`] role see one message stream
 //! and one queue whatever the transport.
 //!
@@ -32,9 +31,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio::{self, OpenInfo, Packet as Eio};
 use crate::dialect::socketio::server::{self as sio_server, SocketioServer};
-use crate::dialect::{Close, WsMsg};
 use crate::listener::{Upgraded, Upgrader, bearer, session_id};
 use crate::metrics::LegCounters;
 use crate::session::{self, Inbound, Link, LinkError, LinkOut, RouteCtx, Session};
@@ -188,9 +187,6 @@ struct Shared {
     finished: CancellationToken,
     /// Where an upgrade hands its WebSocket to the writer task.
     hand_over: Mutex<Option<oneshot::Sender<WsSink>>>,
-    /// The session's outbound queue, for the close an oversize WebSocket message gets. Weak:
-    /// the session alone decides when the queue (and so the writer) ends.
-    outbound: mpsc::WeakSender<LinkOut>,
     counters: LegCounters,
 }
 
@@ -216,7 +212,6 @@ impl Shared {
             upgraded: CancellationToken::new(),
             finished: CancellationToken::new(),
             hand_over: Mutex::new(Some(hand_tx)),
-            outbound: out_tx.downgrade(),
             counters,
         };
         let ends = Ends {
@@ -457,7 +452,7 @@ impl Engine {
                             .unwrap_or_default();
                         return session::passthrough(ctx, link, headers, shutdown).await;
                     }
-                    let link = ws_link(
+                    let link = Link::websocket(
                         ws,
                         ctx.queue_depth,
                         ctx.write_timeout,
@@ -814,55 +809,16 @@ fn packet_len(p: &Eio) -> usize {
     }
 }
 
-/// A client WebSocket as the session's [`Link`], like [`Link::websocket`] except that a
-/// message over the size limit (the route's `max_payload`, set on the socket by the listener)
-/// gets close code 1009, as the reference server's `ws` sends, instead of a bare close.
-fn ws_link(
-    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-    depth: usize,
-    write_timeout: Duration,
-    counters: LegCounters,
-) -> Link {
-    let (sink, stream) = ws.split();
-    let (tx, rx) = mpsc::channel(depth);
-    let outbound = tx.downgrade();
-    let c_in = counters.clone();
-    let inbound =
-        stream.filter_map(move |r| std::future::ready(from_ws(Some(r), &outbound, &c_in)));
-    let writer = tokio::spawn(session::write_loop(sink, rx, write_timeout, counters));
-    Link {
-        inbound: Box::pin(inbound),
-        outbound: tx,
-        writer: Some(writer),
-    }
-}
-
-/// One read from a client WebSocket as the session takes it: `None` to skip (control
-/// frames), an error once the socket is done. A message over the limit also queues the 1009
-/// close on `outbound` (after whatever is already queued; if the queue is full the client
-/// gets the plain close the session ends with).
+/// One read from an upgraded client WebSocket, as [`Link::websocket`] takes it (an oversize
+/// message is `LinkError::TooBig`, which the session answers); the stream's end is a close.
 fn from_ws(
     next: Option<Result<Message, WsError>>,
-    outbound: &mpsc::WeakSender<LinkOut>,
     counters: &LegCounters,
 ) -> Option<Result<WsMsg, LinkError>> {
-    let msg = match next {
-        Some(Ok(Message::Text(t))) => WsMsg::Text(Bytes::from(t)),
-        Some(Ok(Message::Binary(b))) => WsMsg::Binary(b),
-        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
-        Some(Ok(Message::Close(_))) | None => return Some(Err(LinkError::Closed)),
-        Some(Err(e)) => {
-            if matches!(e, WsError::Capacity(_))
-                && let Some(tx) = outbound.upgrade()
-            {
-                let _ = tx.try_send(LinkOut::Close(Close::new(1009, "message too big")));
-            }
-            return Some(Err(LinkError::Transport(e.to_string())));
-        }
-    };
-    counters.frames_in.increment(1);
-    counters.bytes_in.increment(msg.len() as u64);
-    Some(Ok(msg))
+    match next {
+        Some(r) => session::inbound_item(r, counters),
+        None => Some(Err(LinkError::Closed)),
+    }
 }
 
 /// The session's inbound stream: client packets, or an error once the transport side kills
@@ -1036,7 +992,7 @@ async fn probe(
             _ = shared.inbound.closed() => return,
             n = stream.next() => n,
         };
-        let Some(item) = from_ws(next, &shared.outbound, &shared.counters) else {
+        let Some(item) = from_ws(next, &shared.counters) else {
             continue;
         };
         let end = item.is_err();
@@ -1221,40 +1177,29 @@ mod tests {
     }
 
     #[test]
-    fn oversize_websocket_message_queues_close_1009() {
+    fn oversize_websocket_message_is_left_to_the_session() {
         use tokio_tungstenite::tungstenite::error::CapacityError;
         let counters = LegCounters::new("test", "socketio", "downstream");
-        let (tx, mut rx) = mpsc::channel(4);
-        let weak = tx.downgrade();
         let too_long = WsError::Capacity(CapacityError::MessageTooLong {
             size: 11,
             max_size: 10,
         });
-        let r = from_ws(Some(Err(too_long)), &weak, &counters);
-        assert!(matches!(r, Some(Err(LinkError::Transport(_)))));
-        match rx.try_recv() {
-            Ok(LinkOut::Close(c)) => assert_eq!(c, Close::new(1009, "message too big")),
-            other => panic!("{other:?}"),
-        }
-        // Other failures queue nothing.
-        let r = from_ws(Some(Err(WsError::ConnectionClosed)), &weak, &counters);
-        assert!(matches!(r, Some(Err(LinkError::Transport(_)))));
-        assert!(rx.try_recv().is_err());
-        // Data passes, control frames are skipped, the end is a close.
-        let r = from_ws(Some(Ok(Message::text("40"))), &weak, &counters);
-        assert!(matches!(r, Some(Ok(WsMsg::Text(t))) if t == "40"));
-        assert!(from_ws(Some(Ok(Message::Ping(Bytes::new()))), &weak, &counters).is_none());
+        // The session answers it in the role's dialect, with close 1009.
+        let r = from_ws(Some(Err(too_long)), &counters);
         assert!(matches!(
-            from_ws(None, &weak, &counters),
+            r,
+            Some(Err(LinkError::TooBig { size: 11, max: 10 }))
+        ));
+        let r = from_ws(Some(Err(WsError::ConnectionClosed)), &counters);
+        assert!(matches!(r, Some(Err(LinkError::Transport(_)))));
+        // Data passes, control frames are skipped, the end is a close.
+        let r = from_ws(Some(Ok(Message::text("40"))), &counters);
+        assert!(matches!(r, Some(Ok(WsMsg::Text(t))) if t == "40"));
+        assert!(from_ws(Some(Ok(Message::Ping(Bytes::new()))), &counters).is_none());
+        assert!(matches!(
+            from_ws(None, &counters),
             Some(Err(LinkError::Closed))
         ));
-        // Once the session dropped its queue, nothing is kept alive by the weak handle.
-        drop(tx);
-        let too_long = WsError::Capacity(CapacityError::MessageTooLong {
-            size: 11,
-            max_size: 10,
-        });
-        assert!(from_ws(Some(Err(too_long)), &weak, &counters).is_some());
     }
 
     #[test]

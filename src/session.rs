@@ -135,7 +135,7 @@ impl Link {
 /// One read from a WebSocket as the session takes it: `None` to skip (control frames), an
 /// error once the socket is done. An oversize message is told apart from other failures so
 /// the session can answer it with 1009.
-fn inbound_item(
+pub(crate) fn inbound_item(
     r: Result<Message, WsError>,
     counters: &LegCounters,
 ) -> Option<Result<WsMsg, LinkError>> {
@@ -594,23 +594,15 @@ impl Session {
         self.apply_client(out).await;
     }
 
-    /// The client sent a message over `limits.max_message_size`. The server role says so in
-    /// its dialect through its fatal-error path (STOMP: `ERROR`), as it would for a backend
-    /// error of kind `Limit`; only the close code is the session's: 1009 (RFC 6455 7.4.1)
-    /// tells the client that the size, not the content, was refused.
+    /// The client sent a message over the size limit (`limits.max_message_size`, or a
+    /// Socket.IO route's `max_payload`): its role tells it and closes with 1009.
     async fn client_too_big(&mut self, size: usize, max: usize) {
         let reason = ErrorInfo::new(
             ErrorKind::Limit,
             format!("message of {size} bytes exceeds the limit of {max} bytes"),
         );
         let mut out = ServerOut::default();
-        self.server
-            .on_backend(BackendEvent::Error(reason), Instant::now(), &mut out);
-        let reason = out
-            .close
-            .take()
-            .map_or_else(|| "message too big".to_owned(), |c| c.reason);
-        out.close = Some(Close::new(1009, reason));
+        self.server.on_too_big(reason, &mut out);
         self.apply_server(out).await;
         // The client cannot go on (the rest of its message is unread): leave the backend as
         // a client that disconnects would.

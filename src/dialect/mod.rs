@@ -143,6 +143,10 @@ pub trait ServerRole: Send {
     fn on_upstream_lost(&mut self, reason: ErrorInfo, out: &mut ServerOut);
     /// The proxy is shutting down: tell the client in its own dialect.
     fn on_shutdown(&mut self, out: &mut ServerOut);
+    /// The client sent a WebSocket message over the size limit (`reason` says how big): the
+    /// connection cannot go on. Tell it in its dialect where there is a way, and close with
+    /// 1009 (RFC 6455 §7.4.1: the size, not the content, was refused).
+    fn on_too_big(&mut self, reason: ErrorInfo, out: &mut ServerOut);
     /// Negotiated keepalive duties (may change after the handshake).
     fn keepalive(&self) -> Keepalive;
     /// Nothing was sent to the client for `send_every`: the heartbeat to send.

@@ -947,6 +947,11 @@ impl ServerRole for SocketioServer {
         self.close(1001, "server shutting down", true, out);
     }
 
+    fn on_too_big(&mut self, _reason: ErrorInfo, out: &mut ServerOut) {
+        // Socket.IO has no packet for it: the reference server's `ws` closes with 1009.
+        self.close(1009, "message too big", false, out);
+    }
+
     fn keepalive(&self) -> Keepalive {
         let s = &self.settings;
         let expect_within = match self.state {

@@ -846,6 +846,11 @@ impl ServerRole for StompServer {
         );
     }
 
+    fn on_too_big(&mut self, reason: ErrorInfo, out: &mut ServerOut) {
+        let msg = String::from_utf8_lossy(&reason.message).into_owned();
+        self.fatal(&msg, &detail_bytes(&reason), None, 1009, out);
+    }
+
     fn keepalive(&self) -> Keepalive {
         match self.state {
             State::AwaitConnect | State::Connecting => Keepalive {
