@@ -125,9 +125,9 @@ pub struct SocketioServer {
     /// Publish reply id → (namespace, the client's ack id).
     replies: HashMap<ReplyId, (Bytes, u64)>,
     next_reply: ReplyId,
-    /// Our ack id on an emit to the client → (namespace, the backend's ack token, when).
+    /// Our ack id on an emit to the client → (the backend's ack token, when).
     /// The backend asked for an ack; the client's `43<id>` answers it.
-    backend_acks: HashMap<u64, (Bytes, Bytes, Instant)>,
+    backend_acks: HashMap<u64, (Bytes, Instant)>,
     next_ack: u64,
     last_recv: Option<Instant>,
     /// When the connection is closed unless a namespace CONNECT came: absolute from the
@@ -651,7 +651,7 @@ impl SocketioServer {
             Some(token) if self.backend_acks.len() < self.settings.max_pending_acks => {
                 let id = self.next_ack;
                 self.next_ack += 1;
-                self.backend_acks.insert(id, (nsp.clone(), token, now));
+                self.backend_acks.insert(id, (token, now));
                 Some(id)
             }
             _ => None,
@@ -672,7 +672,7 @@ impl SocketioServer {
     /// answer to its own ack request. Unknown ids are ignored, as the reference server does.
     fn on_client_ack(&mut self, p: Packet, out: &mut ServerOut) {
         let Some(id) = p.id else { return };
-        let Some((_, token, _)) = self.backend_acks.remove(&id) else {
+        let Some((token, _)) = self.backend_acks.remove(&id) else {
             return;
         };
         let data = p.data.unwrap_or_else(|| Bytes::from_static(b"[]"));
@@ -995,7 +995,7 @@ impl ServerRole for SocketioServer {
         // reply id exactly once. Acks the client owes the backend are forgotten after a
         // while: the backend's own timeout has answered them by then.
         self.backend_acks
-            .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < BACKEND_ACK_TTL);
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < BACKEND_ACK_TTL);
     }
 
     fn take_copied(&mut self) -> u64 {
