@@ -12,7 +12,7 @@ use switchboard::config::MapRule;
 use switchboard::dialect::socketio::client::{self as sio, SocketioClient};
 use switchboard::dialect::stomp::codec::{Decoder, Limits};
 use switchboard::dialect::stomp::server::{self as stomp, StompServer};
-use switchboard::dialect::{ClientOut, ClientRole, Dialect, ServerOut, ServerRole, WsMsg};
+use switchboard::dialect::{ClientOut, ClientRole, ServerOut, ServerRole, WsMsg};
 use switchboard::frame::{BackendEvent, ClientOp, Credentials};
 use switchboard::translate::{Mapping, Translator};
 
@@ -33,8 +33,14 @@ fn route() -> Route {
     );
     let mut client = SocketioClient::new(sio::Settings::default(), Credentials::default());
     let rules: Vec<MapRule> = Vec::new();
-    let mut translator =
-        Translator::new(Mapping::new(&rules, Dialect::Stomp, Dialect::Socketio).unwrap());
+    let mut translator = Translator::new(
+        Mapping::new(
+            &rules,
+            &switchboard::dialect::stomp::SPEC,
+            &switchboard::dialect::socketio::SPEC,
+        )
+        .unwrap(),
+    );
     let now = Instant::now();
     let mut out = ServerOut::default();
     server.on_client(

@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::text;
+use crate::handshake::text;
 
 /// Readiness shared with the runtime.
 #[derive(Debug, Default)]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
@@ -39,6 +39,19 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+}
+
+impl ConfigError {
+    /// An invalid value at dotted `key`, located in the file's `text` where it is written:
+    /// for checks made above this module (the dialect registry's).
+    pub fn at(text: &str, key: String, reason: String) -> Self {
+        let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+        Self::Invalid {
+            line: locate(text, &path),
+            key,
+            reason,
+        }
+    }
 }
 
 fn format_invalid(key: &str, line: &Option<usize>, reason: &str) -> String {
@@ -93,8 +106,15 @@ pub struct Limits {
     pub max_message_size: usize,
     /// Messages queued toward one peer before the sender waits (backpressure).
     pub queue_depth: usize,
-    /// A queued message that cannot be written for this long ends the session.
+    /// Bytes queued toward one peer before the sender waits (at least one message is
+    /// admitted whatever its size).
+    pub queue_bytes: usize,
+    /// A queued message that cannot be written for this long ends the session (a client
+    /// that stopped reading is closed as a slow consumer).
     pub write_timeout_ms: u64,
+    /// A leg whose protocol has no heartbeat (STOMP with `heart-beat:0,0`) gets a WebSocket
+    /// ping after this many ms of silence and is closed after twice this; 0 turns it off.
+    pub idle_ping_ms: u64,
 }
 
 impl Default for Limits {
@@ -104,7 +124,9 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             max_message_size: 1_048_576,
             queue_depth: 256,
+            queue_bytes: 8 << 20,
             write_timeout_ms: 10_000,
+            idle_ping_ms: 30_000,
         }
     }
 }
@@ -163,7 +185,9 @@ pub struct Route {
     pub name: String,
     /// Listener address; routes may share one.
     pub listen: SocketAddr,
-    /// HTTP path of the WebSocket endpoint (exact match, query ignored).
+    /// HTTP path of the WebSocket endpoint (exact match, query ignored); empty: the client
+    /// dialect's default path, filled in by the dialect registry.
+    #[serde(default)]
     pub path: String,
     /// The dialect clients speak.
     pub client: Dialect,
@@ -324,10 +348,6 @@ impl Default for SocketioServer {
     }
 }
 
-/// The smallest `route.socketio.max_payload`: below it, a namespace CONNECT with a bearer
-/// token would not fit, so a typo (bytes taken for kilobytes) would refuse every client.
-const MIN_MAX_PAYLOAD: usize = 512;
-
 /// `[[route.map]]`: one template pair. `{name}` captures one path segment (no `/`), and
 /// the same names fill the other side.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -373,21 +393,21 @@ impl Limits {
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
     }
+    /// The idle WebSocket ping interval, `None` when off.
+    pub fn idle_ping(&self) -> Option<Duration> {
+        (self.idle_ping_ms > 0).then(|| Duration::from_millis(self.idle_ping_ms))
+    }
 }
 
 impl Config {
-    /// Load with figment layering: defaults, then `path`, then `SWITCHBOARD_*` env
-    /// (`SWITCHBOARD_ADMIN__LISTEN=...`, double underscore for nesting).
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml_with_env(&text)
-    }
-
     /// Parse TOML text (layered over defaults and under the environment) and validate.
     pub fn from_toml_with_env(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text)?.validate(text)
+    }
+
+    /// Parse TOML text layered over defaults and under the environment, without the checks
+    /// of [`Config::validate`] (the dialect registry fills its defaults in between).
+    pub fn parse_with_env(text: &str) -> Result<Self, ConfigError> {
         let figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(text))
             .merge(Env::prefixed("SWITCHBOARD_").split("__"));
@@ -396,13 +416,18 @@ impl Config {
 
     /// Parse TOML text without the environment layer (tests, `check` of a pure file).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text)?.validate(text)
+    }
+
+    /// [`Config::parse_with_env`] without the environment layer.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let figment =
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
         Self::extract(figment, text)
     }
 
     fn extract(figment: Figment, text: &str) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| {
+        figment.extract().map_err(|e| {
             let key = if e.path.is_empty() {
                 "<root>".to_owned()
             } else {
@@ -414,20 +439,13 @@ impl Config {
                 line,
                 reason: e.kind.to_string(),
             }
-        })?;
-        config.validate(text)
+        })
     }
 
-    /// Semantic checks that types alone cannot express.
+    /// Semantic checks that types alone cannot express and that need no dialect knowledge
+    /// (the dialect registry checks the rest from above).
     pub fn validate(self, text: &str) -> Result<Self, ConfigError> {
-        let bad = |key: String, reason: String| {
-            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-            ConfigError::Invalid {
-                line: locate(text, &path),
-                key,
-                reason,
-            }
-        };
+        let bad = |key: String, reason: String| ConfigError::at(text, key, reason);
         if self.routes.is_empty() {
             return Err(bad(
                 "route".into(),
@@ -483,22 +501,6 @@ impl Config {
                     "passthrough needs client and upstream.dialect to be the same".into(),
                 ));
             }
-            let supported = |d: Dialect| matches!(d, Dialect::Stomp | Dialect::Socketio);
-            if !supported(r.client) {
-                return Err(bad(
-                    k("client"),
-                    format!("dialect `{}` is not implemented yet", r.client.label()),
-                ));
-            }
-            if !supported(r.upstream.dialect) {
-                return Err(bad(
-                    k("upstream.dialect"),
-                    format!(
-                        "dialect `{}` is not implemented yet",
-                        r.upstream.dialect.label()
-                    ),
-                ));
-            }
             if let Some(t) = r.upstream.credentials.token_as.as_deref()
                 && !matches!(t, "passcode" | "authorization" | "none")
             {
@@ -523,23 +525,13 @@ impl Config {
                 ));
             }
             for (m, rule) in r.maps.iter().enumerate() {
-                if let Err(why) = crate::translate::Template::check_pair(rule) {
+                if let Err(why) = crate::template::Template::check_pair(
+                    &rule.client,
+                    &rule.upstream,
+                    &rule.upstream_args,
+                ) {
                     return Err(bad(format!("route.{i}.map.{m}"), why));
                 }
-            }
-            // Only where the Socket.IO server role runs: a STOMP route's unused defaults must
-            // not fail a small `limits.max_message_size`.
-            let max_payload = r.socketio.max_payload;
-            if r.client == Dialect::Socketio
-                && !(MIN_MAX_PAYLOAD..=self.limits.max_message_size).contains(&max_payload)
-            {
-                return Err(bad(
-                    k("socketio.max_payload"),
-                    format!(
-                        "must be between {MIN_MAX_PAYLOAD} and limits.max_message_size ({})",
-                        self.limits.max_message_size
-                    ),
-                ));
             }
             if r.socketio.max_packets_per_post == 0 {
                 return Err(bad(
@@ -548,7 +540,7 @@ impl Config {
                 ));
             }
             for t in &r.socketio.auto_subscribe {
-                if let Err(why) = crate::translate::Template::parse(t) {
+                if let Err(why) = crate::template::Template::parse(t) {
                     return Err(bad(k("socketio.auto_subscribe"), why));
                 }
             }
@@ -556,6 +548,12 @@ impl Config {
         if self.limits.max_connections == 0 {
             return Err(bad(
                 "limits.max_connections".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.limits.queue_bytes == 0 {
+            return Err(bad(
+                "limits.queue_bytes".into(),
                 "must be at least 1".into(),
             ));
         }
@@ -658,10 +656,10 @@ fn consider(best: &mut Option<(usize, usize)>, want: &[&str], have: &[String], l
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    pub(crate) const MINIMAL: &str = r#"
 [admin]
 listen = "127.0.0.1:9191"
 
@@ -732,42 +730,6 @@ dialect = "socketio"
         };
         assert_eq!(key, "route.1.name");
         assert_eq!(line, Some(16));
-    }
-
-    #[test]
-    fn socketio_limits_are_validated() {
-        let sio = MINIMAL.replace("client = \"stomp\"", "client = \"socketio\"");
-        let c = Config::from_toml(&sio).unwrap();
-        assert_eq!(c.routes[0].socketio.max_packets_per_post, 1024);
-        for (table, key) in [
-            ("max_payload = 100", "route.0.socketio.max_payload"),
-            ("max_payload = 2000000", "route.0.socketio.max_payload"),
-            (
-                "max_packets_per_post = 0",
-                "route.0.socketio.max_packets_per_post",
-            ),
-        ] {
-            let text = format!("{sio}\n[route.socketio]\n{table}\n");
-            let ConfigError::Invalid { key: k, line, .. } = Config::from_toml(&text).unwrap_err()
-            else {
-                panic!()
-            };
-            assert_eq!(k, key, "{table}");
-            assert_eq!(line, Some(16), "{table}");
-        }
-        // Bounded by the global message limit, which may be raised.
-        let text = format!(
-            "[limits]\nmax_message_size = 4000000\n{sio}\n[route.socketio]\nmax_payload = 2000000\n"
-        );
-        assert_eq!(
-            Config::from_toml(&text).unwrap().routes[0]
-                .socketio
-                .max_payload,
-            2_000_000
-        );
-        // A STOMP route's unused Socket.IO defaults do not fail a small global limit.
-        let text = format!("[limits]\nmax_message_size = 65536\n{MINIMAL}");
-        assert!(Config::from_toml(&text).is_ok());
     }
 
     #[test]

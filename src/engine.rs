@@ -33,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio::{self, OpenInfo, Packet as Eio};
-use crate::dialect::socketio::server::{self as sio_server, SocketioServer};
-use crate::listener::{Upgraded, Upgrader, bearer, session_id};
+use crate::handshake::{
+    Transport, Upgraded, Upgrader, handshake_of, is_upgrade, passthrough_dial, session_id,
+};
 use crate::metrics::LegCounters;
 use crate::session::{self, Inbound, Link, LinkError, LinkOut, RouteCtx, Session};
-use crate::translate::Template;
 
 /// The WebSocket write half handed from an upgrade to the session's writer.
 type WsSink = SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, Message>;
@@ -143,20 +143,6 @@ impl Query {
         }
         out
     }
-}
-
-fn is_upgrade<B>(req: &Request<B>) -> bool {
-    let has = |name: header::HeaderName, token: &str| {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    req.method() == Method::GET
-        && has(header::UPGRADE, "websocket")
-        && has(header::CONNECTION, "upgrade")
 }
 
 /// The long-polling side of a session: packets waiting for the next GET.
@@ -302,32 +288,25 @@ type Registry = Arc<Mutex<HashMap<String, Arc<Shared>>>>;
 /// Engine.IO sessions of one route.
 pub struct Engine {
     ctx: Arc<RouteCtx>,
-    settings: sio_server::Settings,
     sessions: Registry,
 }
 
+impl Transport for Engine {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        up: Upgrader,
+    ) -> futures_util::future::BoxFuture<'_, Response<Full<Bytes>>> {
+        Box::pin(Engine::handle(self, req, up))
+    }
+}
+
 impl Engine {
-    /// An engine for a Socket.IO route.
+    /// An engine for a Socket.IO route; its sessions' server roles come from the route's
+    /// factory.
     pub fn new(ctx: Arc<RouteCtx>) -> Self {
-        let c = &ctx.config.socketio;
-        let settings = sio_server::Settings {
-            ping_interval: Duration::from_millis(c.ping_interval_ms),
-            ping_timeout: Duration::from_millis(c.ping_timeout_ms),
-            max_payload: c.max_payload,
-            namespaces: c.namespaces.clone(),
-            max_attachments: c.max_attachments,
-            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
-            // Validated by `Config::validate`.
-            auto_subscribe: c
-                .auto_subscribe
-                .iter()
-                .filter_map(|t| Template::parse(t).ok())
-                .collect(),
-            ..Default::default()
-        };
         Self {
             ctx,
-            settings,
             sessions: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -426,51 +405,40 @@ impl Engine {
 
     /// A WebSocket-first session: `open` with no upgrades, then the session over the socket.
     fn open_websocket(&self, req: Request<Incoming>, up: Upgrader) -> Response<Full<Bytes>> {
-        let settings = self.settings.clone();
         let open = self.open_packet(session_id(), Vec::new());
         up.upgrade(
             req,
-            Some(Box::new(move |upgraded: Upgraded, route, shutdown| {
-                Box::pin(async move {
-                    let Upgraded { ws, token, query } = upgraded;
-                    let ctx = route.ctx;
-                    if session::is_passthrough(&ctx.config) {
+            Some(Box::new(
+                move |upgraded: Upgraded, ctx: Arc<RouteCtx>, shutdown| {
+                    Box::pin(async move {
+                        let Upgraded { ws, handshake } = upgraded;
                         let link = Link::websocket(
                             ws,
                             ctx.queue_depth,
+                            ctx.queue_bytes,
                             ctx.write_timeout,
                             ctx.metrics.down.clone(),
                         );
-                        // The backend's own `open` and pings go through unchanged.
-                        let headers = token
-                            .map(|t| {
-                                vec![(
-                                    "Authorization",
-                                    format!("Bearer {}", String::from_utf8_lossy(&t)),
-                                )]
-                            })
-                            .unwrap_or_default();
-                        return session::passthrough(ctx, link, headers, shutdown).await;
-                    }
-                    let link = Link::websocket(
-                        ws,
-                        ctx.queue_depth,
-                        ctx.write_timeout,
-                        ctx.metrics.down.clone(),
-                    );
-                    if link
-                        .outbound
-                        .send(LinkOut::Msg(WsMsg::Text(open)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let role =
-                        SocketioServer::new(settings, token, query, session_id(), Instant::now());
-                    Session::new(ctx, link, Box::new(role)).run(shutdown).await;
-                })
-            })),
+                        if session::is_passthrough(&ctx.config) {
+                            // The backend's own `open` and pings go through unchanged.
+                            let dial = passthrough_dial(&handshake);
+                            return session::passthrough(ctx, link, dial, shutdown).await;
+                        }
+                        if link
+                            .outbound
+                            .send(LinkOut::Msg(WsMsg::Text(open)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        let role = (ctx.new_server)(&handshake, Instant::now());
+                        Session::new(ctx, link, role, &handshake)
+                            .run(shutdown)
+                            .await;
+                    })
+                },
+            )),
         )
     }
 
@@ -497,22 +465,17 @@ impl Engine {
             ends.hand_over,
             ctx.write_timeout,
         ));
-        let link = Link {
-            inbound: inbound(ends.inbound, shared.kill.clone()),
-            outbound: ends.outbound,
-            writer: Some(writer),
-        };
-        let role = SocketioServer::new(
-            self.settings.clone(),
-            bearer(&req),
-            req.uri().query().unwrap_or_default().to_owned(),
-            session_id(),
-            Instant::now(),
+        let link = Link::new(
+            inbound(ends.inbound, shared.kill.clone()),
+            ends.outbound,
+            writer,
         );
+        let handshake = handshake_of(&req, Some(up.peer()), None);
+        let role = (ctx.new_server)(&handshake, Instant::now());
         let registry = self.sessions.clone();
         let open = self.open_packet(sid.clone(), vec!["websocket".into()]);
         up.spawn_session(permit, move |shutdown| async move {
-            Session::new(ctx, link, Box::new(role))
+            Session::new(ctx, link, role, &handshake)
                 .run(shutdown.clone())
                 .await;
             if shared.transport() != WEBSOCKET {
@@ -554,7 +517,7 @@ impl Engine {
         let wait = if probing_now {
             PROBE_NOOP_AFTER
         } else {
-            self.settings.ping_interval
+            Duration::from_millis(self.ctx.config.socketio.ping_interval_ms)
         };
         let first = match st.held.take() {
             Some(p) => Some(p),
@@ -566,7 +529,7 @@ impl Engine {
                 _ = tokio::time::sleep(wait) => return payload(&[Eio::Noop]),
             },
         };
-        let max = self.settings.max_payload;
+        let max = self.ctx.config.socketio.max_payload;
         let mut packets = Vec::new();
         let mut size = 0;
         let mut closed = false;
@@ -609,7 +572,7 @@ impl Engine {
 
     /// A long-polling POST: each packet of the body goes into the session as one message.
     async fn post(&self, req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
-        let max = self.settings.max_payload;
+        let max = self.ctx.config.socketio.max_payload;
         let binary = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -871,6 +834,16 @@ async fn poll_writer(
                 let _ = done.send(());
                 continue;
             }
+            // Engine.IO has pings of its own; the session sends none to this link.
+            Some(LinkOut::Ping) => continue,
+            Some(LinkOut::Final(msgs, _)) => {
+                for m in msgs {
+                    if let Ok(p) = engineio::decode_ws(&m) {
+                        let _ = poll_tx.try_send(p);
+                    }
+                }
+                return;
+            }
             Some(LinkOut::Msg(msg)) => msg,
         };
         let Ok(packet) = engineio::decode_ws(&msg) else {
@@ -925,14 +898,17 @@ async fn ws_writer(
     first.extend(carry);
     let counters = &shared.counters;
     for msg in first {
-        if !crate::session::feed(&mut sink, msg, write_timeout, counters).await {
+        if session::feed(&mut sink, msg, write_timeout, counters)
+            .await
+            .is_err()
+        {
             return;
         }
     }
-    if !crate::session::flush(&mut sink, write_timeout).await {
+    if session::flush(&mut sink, write_timeout).await.is_err() {
         return;
     }
-    crate::session::write_loop(sink, rx, write_timeout, counters.clone()).await;
+    session::write_socket(sink, rx, write_timeout, counters.clone()).await;
 }
 
 /// The upgrade of a long-polling session, on the new WebSocket: answer `2probe` with
@@ -1200,20 +1176,5 @@ mod tests {
             from_ws(None, &counters),
             Some(Err(LinkError::Closed))
         ));
-    }
-
-    #[test]
-    fn upgrade_detection() {
-        let req = Request::builder()
-            .header("Upgrade", "websocket")
-            .header("Connection", "keep-alive, Upgrade")
-            .body(())
-            .unwrap();
-        assert!(is_upgrade(&req));
-        let req = Request::builder()
-            .header("Connection", "Upgrade")
-            .body(())
-            .unwrap();
-        assert!(!is_upgrade(&req));
     }
 }

@@ -79,6 +79,11 @@ pub struct Credentials {
     pub passcode: Option<Bytes>,
     /// The raw auth object a Socket.IO client sent in CONNECT, when it was one (JSON).
     pub auth_json: Option<Bytes>,
+    /// The `Cookie` header of the client's upgrade, for backends that authenticate at their
+    /// own upgrade (Action Cable, a Socket.IO server behind session cookies).
+    pub cookie: Option<Bytes>,
+    /// The `Origin` header of the client's upgrade (Rails refuses upgrades without one).
+    pub origin: Option<Bytes>,
 }
 
 /// What the client side asks of the backend, in the downstream dialect's naming until the
@@ -161,6 +166,8 @@ impl ClientOp {
                 &credentials.login,
                 &credentials.passcode,
                 &credentials.auth_json,
+                &credentials.cookie,
+                &credentials.origin,
             ]
             .iter()
             .map(|b| b.as_ref().map_or(0, Bytes::len))

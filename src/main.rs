@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchboard::config::Config;
+use switchboard::registry;
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +33,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Check { file }) = cli.command {
-        return match Config::load(&file) {
+        return match registry::load(&file) {
             Ok(c) => {
                 println!("{}: ok ({} route(s))", file.display(), c.routes.len());
                 ExitCode::SUCCESS
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         eprintln!("usage: switchboard --config FILE | switchboard check FILE");
         return ExitCode::from(2);
     };
-    let config = match Config::load(&path) {
+    let config = match registry::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}: {e}", path.display());

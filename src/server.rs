@@ -17,13 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Health};
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::listener::{Bound, RouteEntry};
-use crate::metrics::RouteMetrics;
-use crate::session::RouteCtx;
-use crate::tls;
-use crate::translate::Mapping;
-use crate::upstream::Dialer;
+use crate::{registry, tls};
 
 /// Startup failures.
 #[derive(Debug, thiserror::Error)]
@@ -92,35 +87,11 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
         } else {
             None
         };
-        let dialer = Dialer::new(
-            &r.name,
-            &r.upstream.url,
-            r.upstream.dialect,
-            tls_for_upstream,
-            Duration::from_millis(r.upstream.connect_timeout_ms),
-            config.limits.max_message_size,
-        )
-        .map_err(|e| StartError::Route {
-            route: r.name.clone(),
-            why: e.to_string(),
-        })?;
-        let mapping = Mapping::new(&r.maps, r.client, r.upstream.dialect).map_err(|why| {
-            StartError::Route {
+        let (ctx, transport) =
+            registry::route_ctx(r, config, tls_for_upstream).map_err(|e| StartError::Route {
                 route: r.name.clone(),
-                why,
-            }
-        })?;
-        let ctx = Arc::new(RouteCtx {
-            config: r.clone(),
-            mapping,
-            dialer,
-            metrics: RouteMetrics::new(&r.name, r.client.label(), r.upstream.dialect.label()),
-            queue_depth: config.limits.queue_depth,
-            write_timeout: config.limits.write_timeout(),
-            max_message_size: config.limits.max_message_size,
-        });
-        let engine = (r.client == crate::dialect::Dialect::Socketio)
-            .then(|| Arc::new(Engine::new(ctx.clone())));
+                why: e.to_string(),
+            })?;
         let entry = by_addr.entry(r.listen).or_insert((None, Vec::new()));
         if let (Some(t), None) = (&r.tls, &entry.0) {
             let cfg = tls::server_config(&t.cert, &t.key).map_err(|source| StartError::Tls {
@@ -129,7 +100,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
             })?;
             entry.0 = Some(tokio_rustls::TlsAcceptor::from(cfg));
         }
-        entry.1.push(RouteEntry { ctx, engine });
+        entry.1.push(RouteEntry { ctx, transport });
     }
 
     let admin_listener = TcpListener::bind(config.admin.listen)

@@ -15,11 +15,12 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -29,13 +30,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Mode, Route};
-use crate::dialect::socketio::client::{self as sio_client, SocketioClient};
-use crate::dialect::stomp::client::{self as stomp_client, StompClient};
-use crate::dialect::{ClientOut, ClientRole, Close, Dialect, ServerOut, ServerRole, WsMsg};
+use crate::dialect::{
+    ClientOut, ClientRole, Close, Dial, Handshake, ServerOut, ServerRole, Spec, WsMsg,
+};
 use crate::frame::{BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind};
 use crate::metrics::{self as m, LegCounters, RouteMetrics};
 use crate::translate::{Mapping, Translator};
-use crate::upstream::{Dialer, Io, UpstreamError, Ws};
+use crate::upstream::{Dialer, UpstreamError, Ws};
 
 /// Why a link stopped delivering messages.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,6 +69,12 @@ pub enum LinkOut {
     Close(Close),
     /// Signal once everything queued before it has been flushed to the socket.
     Barrier(oneshot::Sender<()>),
+    /// A WebSocket ping: the peer's pong proves the connection is still there when its
+    /// protocol has no heartbeat of its own (STOMP with `heart-beat:0,0`).
+    Ping,
+    /// The session's last words to a peer that stopped reading: written best-effort (even
+    /// after a stall, when everything queued before is discarded), then the close.
+    Final(Vec<WsMsg>, Close),
 }
 
 /// Messages from a peer, in order.
@@ -82,13 +89,33 @@ pub struct Link {
     pub outbound: mpsc::Sender<LinkOut>,
     /// The writer task, awaited (bounded) when the session ends.
     pub writer: Option<JoinHandle<()>>,
+    /// Bytes the queue may still take: bounds the queue in bytes besides its depth. The
+    /// writer gives them back once a message is written. `None`: the depth alone.
+    budget: Option<Budget>,
+    /// Cancelled when the peer stopped reading (a write made no progress, or the queue stayed
+    /// full, for the write timeout); the writer then discards what is queued.
+    pub stalled: CancellationToken,
+    /// Set when a WebSocket ping or pong arrived (they are not messages, but they are life).
+    heard: Arc<AtomicBool>,
+}
+
+/// What queuing a message came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Queued,
+    /// The queue stayed full (in messages or bytes) for the limit: a slow consumer.
+    Full,
+    /// The writer is gone.
+    Gone,
 }
 
 impl Link {
-    /// Wrap a WebSocket: spawns its writer task, counts messages and bytes.
+    /// Wrap a WebSocket: spawns its writer task, counts messages and bytes. The queue holds
+    /// at most `depth` messages and `budget` bytes.
     pub fn websocket<S>(
         ws: WebSocketStream<S>,
         depth: usize,
+        budget: usize,
         write_timeout: Duration,
         counters: LegCounters,
     ) -> Self
@@ -98,22 +125,89 @@ impl Link {
         let (sink, stream) = ws.split();
         let (tx, rx) = mpsc::channel(depth);
         let c_in = counters.clone();
-        let inbound = stream.filter_map(move |r| std::future::ready(inbound_item(r, &c_in)));
-        let writer = tokio::spawn(write_loop(sink, rx, write_timeout, counters));
+        let heard = Arc::new(AtomicBool::new(false));
+        let h = heard.clone();
+        let inbound = stream.filter_map(move |r| {
+            if matches!(r, Ok(Message::Ping(_) | Message::Pong(_))) {
+                h.store(true, Ordering::Relaxed);
+            }
+            std::future::ready(inbound_item(r, &c_in))
+        });
+        let budget = Budget::new(budget);
+        let stalled = CancellationToken::new();
+        let writer = tokio::spawn(write_loop(
+            sink,
+            rx,
+            Writer {
+                write_timeout,
+                counters,
+                budget: Some(budget.clone()),
+                stalled: stalled.clone(),
+            },
+        ));
         Self {
             inbound: Box::pin(inbound),
             outbound: tx,
             writer: Some(writer),
+            budget: Some(budget),
+            stalled,
+            heard,
         }
     }
 
-    /// Queue a message; `false` when the writer is gone or the queue stayed full for
-    /// `limit` (a peer that reads nothing must not stall the session loop forever).
-    async fn send(&mut self, msg: WsMsg, limit: Duration) -> bool {
-        matches!(
-            tokio::time::timeout(limit, self.outbound.send(LinkOut::Msg(msg))).await,
-            Ok(Ok(()))
-        )
+    /// A link over channels a transport of its own drains (Engine.IO): bounded by depth.
+    pub fn new(inbound: Inbound, outbound: mpsc::Sender<LinkOut>, writer: JoinHandle<()>) -> Self {
+        Self {
+            inbound,
+            outbound,
+            writer: Some(writer),
+            budget: None,
+            stalled: CancellationToken::new(),
+            heard: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether a message can be queued now without waiting (backpressure: the other side is
+    /// read only while this holds).
+    fn ready(&self) -> bool {
+        self.outbound.capacity() > 0
+            && self
+                .budget
+                .as_ref()
+                .is_none_or(|b| b.sem.available_permits() > 0)
+    }
+
+    /// Whether a ping or pong arrived since the last call.
+    fn take_heard(&self) -> bool {
+        self.heard.swap(false, Ordering::Relaxed)
+    }
+
+    /// Queue a message, waiting at most `limit` for room (in messages and in bytes).
+    async fn send(&mut self, msg: WsMsg, limit: Duration) -> Sent {
+        if self.stalled.is_cancelled() {
+            return Sent::Full;
+        }
+        let budget = self.budget.clone();
+        let n = msg.len();
+        let queued = tokio::time::timeout(limit, async {
+            if let Some(b) = budget
+                && !b.take(n).await
+            {
+                return false;
+            }
+            self.outbound.send(LinkOut::Msg(msg)).await.is_ok()
+        })
+        .await;
+        match queued {
+            Ok(true) => Sent::Queued,
+            Ok(false) => Sent::Gone,
+            Err(_) if self.outbound.is_closed() => Sent::Gone,
+            Err(_) => {
+                // Nothing moved for the write timeout: the writer discards from here on.
+                self.stalled.cancel();
+                Sent::Full
+            }
+        }
     }
 
     /// Queue a close and let the writer drain, within `limit`.
@@ -129,6 +223,44 @@ impl Link {
                 abort.abort();
             }
         }
+    }
+}
+
+/// A queue's byte budget: permits are bytes, taken when a message is queued and given back
+/// by the writer once it is written.
+#[derive(Debug, Clone)]
+struct Budget {
+    sem: Arc<Semaphore>,
+    total: u32,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Self {
+        let total = u32::try_from(bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        Self {
+            sem: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// What a message of `n` bytes is charged: a message larger than the whole budget takes
+    /// all of it (and waits for an empty queue).
+    fn charge(&self, n: usize) -> u32 {
+        u32::try_from(n).unwrap_or(u32::MAX).clamp(1, self.total)
+    }
+
+    async fn take(&self, n: usize) -> bool {
+        match self.sem.acquire_many(self.charge(n)).await {
+            Ok(p) => {
+                p.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn give_back(&self, n: usize) {
+        self.sem.add_permits(self.charge(n) as usize);
     }
 }
 
@@ -157,14 +289,13 @@ pub(crate) fn inbound_item(
     Some(Ok(msg))
 }
 
-/// Write one message (not yet flushed), counting it; `false` when the peer is gone or the
-/// write made no progress for `write_timeout`.
+/// Write one message (not yet flushed), counting it.
 pub(crate) async fn feed<S>(
     sink: &mut S,
     msg: WsMsg,
     write_timeout: Duration,
     counters: &LegCounters,
-) -> bool
+) -> Result<(), Stop>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
@@ -177,63 +308,180 @@ where
         },
         WsMsg::Binary(b) => Message::Binary(b),
     };
-    matches!(
-        tokio::time::timeout(write_timeout, sink.feed(m)).await,
-        Ok(Ok(()))
-    )
+    write(sink.feed(m), write_timeout).await
 }
 
-/// Flush within `write_timeout`; `false` when the peer is gone or stuck.
-pub(crate) async fn flush<S>(sink: &mut S, write_timeout: Duration) -> bool
+/// Flush within `write_timeout`.
+pub(crate) async fn flush<S>(sink: &mut S, write_timeout: Duration) -> Result<(), Stop>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    matches!(
-        tokio::time::timeout(write_timeout, sink.flush()).await,
-        Ok(Ok(()))
-    )
+    write(sink.flush(), write_timeout).await
 }
 
+/// Why a writer stopped writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The peer is gone (the write failed).
+    Gone,
+    /// The write made no progress for the write timeout: the peer stopped reading.
+    Stalled,
+}
+
+async fn write<F, E>(f: F, limit: Duration) -> Result<(), Stop>
+where
+    F: Future<Output = Result<(), E>>,
+{
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Stop::Gone),
+        Err(_) => Err(Stop::Stalled),
+    }
+}
+
+/// What a WebSocket writer task needs besides its socket and queue.
+struct Writer {
+    write_timeout: Duration,
+    counters: LegCounters,
+    budget: Option<Budget>,
+    stalled: CancellationToken,
+}
+
+/// How long the last words to a stalled peer may take: it has shown it does not read.
+const FINAL_WRITE: Duration = Duration::from_secs(1);
+
 /// The writer task of a WebSocket peer: drains the session's queue, flushing only when the
-/// queue is empty (one syscall for a burst), until a close or a failed write.
-pub(crate) async fn write_loop<S>(
-    mut sink: S,
-    mut rx: mpsc::Receiver<LinkOut>,
+/// queue is empty (one syscall for a burst), until a close or a failed write. After a stall
+/// it discards what is queued (giving back its budget) until the session's last words.
+async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<LinkOut>, w: Writer)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let give_back = |n: usize| {
+        if let Some(b) = &w.budget {
+            b.give_back(n);
+        }
+    };
+    while let Some(item) = rx.recv().await {
+        if w.stalled.is_cancelled() {
+            return discard(sink, rx, item, &w).await;
+        }
+        let res = match item {
+            LinkOut::Msg(msg) => {
+                let n = msg.len();
+                let r = feed(&mut sink, msg, w.write_timeout, &w.counters).await;
+                give_back(n);
+                r
+            }
+            LinkOut::Ping => write(sink.feed(Message::Ping(Bytes::new())), w.write_timeout).await,
+            LinkOut::Close(c) => return close(&mut sink, c, w.write_timeout).await,
+            LinkOut::Final(msgs, c) => return last_words(&mut sink, msgs, c, &w).await,
+            LinkOut::Barrier(done) => {
+                let r = flush(&mut sink, w.write_timeout).await;
+                let _ = done.send(());
+                r
+            }
+        };
+        let res = match res {
+            Ok(()) if rx.is_empty() => flush(&mut sink, w.write_timeout).await,
+            r => r,
+        };
+        match res {
+            Ok(()) => {}
+            Err(Stop::Gone) => return,
+            Err(Stop::Stalled) => {
+                w.stalled.cancel();
+                let Some(next) = rx.recv().await else { return };
+                return discard(sink, rx, next, &w).await;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(w.write_timeout, sink.close()).await;
+}
+
+/// The writer of a WebSocket a transport of its own set up (Engine.IO after an upgrade):
+/// bounded by the queue's depth alone.
+pub(crate) async fn write_socket<S>(
+    sink: S,
+    rx: mpsc::Receiver<LinkOut>,
     write_timeout: Duration,
     counters: LegCounters,
 ) where
     S: futures_util::Sink<Message> + Unpin,
 {
-    while let Some(item) = rx.recv().await {
-        let ok = match item {
-            LinkOut::Msg(msg) => feed(&mut sink, msg, write_timeout, &counters).await,
-            LinkOut::Close(c) => {
-                let frame = CloseFrame {
-                    code: CloseCode::from(c.code),
-                    reason: c.reason.into(),
-                };
-                let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(frame))))
-                    .await;
-                let _ = tokio::time::timeout(write_timeout, sink.close()).await;
-                return;
-            }
-            LinkOut::Barrier(done) => {
-                let ok = flush(&mut sink, write_timeout).await;
-                let _ = done.send(());
-                ok
-            }
-        };
-        if !ok || (rx.is_empty() && !flush(&mut sink, write_timeout).await) {
-            return;
-        }
-    }
-    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+    let w = Writer {
+        write_timeout,
+        counters,
+        budget: None,
+        stalled: CancellationToken::new(),
+    };
+    write_loop(sink, rx, w).await
 }
 
-/// Everything a route's sessions share.
+/// After a stall: drop queued messages until the session's last words or close.
+async fn discard<S>(mut sink: S, mut rx: mpsc::Receiver<LinkOut>, first: LinkOut, w: &Writer)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let mut item = Some(first);
+    while let Some(it) = item {
+        match it {
+            LinkOut::Msg(m) => {
+                if let Some(b) = &w.budget {
+                    b.give_back(m.len());
+                }
+            }
+            LinkOut::Ping | LinkOut::Barrier(_) => {}
+            LinkOut::Close(c) => return close(&mut sink, c, FINAL_WRITE).await,
+            LinkOut::Final(msgs, c) => return last_words(&mut sink, msgs, c, w).await,
+        }
+        item = rx.recv().await;
+    }
+}
+
+async fn last_words<S>(sink: &mut S, msgs: Vec<WsMsg>, c: Close, w: &Writer)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let limit = w.write_timeout.min(FINAL_WRITE);
+    for m in msgs {
+        if feed(sink, m, limit, &w.counters).await.is_err() {
+            break;
+        }
+    }
+    close(sink, c, limit).await;
+}
+
+async fn close<S>(sink: &mut S, c: Close, limit: Duration)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(c.code),
+        reason: c.reason.into(),
+    };
+    let _ = tokio::time::timeout(limit, sink.send(Message::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(limit, sink.close()).await;
+}
+
+/// Builds a route's server role for one client connection, from the upgrade's facts.
+pub type ServerFactory = Arc<dyn Fn(&Handshake, Instant) -> Box<dyn ServerRole> + Send + Sync>;
+/// Builds a route's client role for one session, from the downstream client's credentials.
+pub type ClientFactory = Arc<dyn Fn(Credentials) -> Box<dyn ClientRole> + Send + Sync>;
+
+/// Everything a route's sessions share. Built by the dialect registry; nothing here names a
+/// dialect.
 pub struct RouteCtx {
     /// The route's config.
     pub config: Route,
+    /// What the client dialect is.
+    pub client_spec: &'static Spec,
+    /// What the upstream dialect is.
+    pub upstream_spec: &'static Spec,
+    /// The server role of each session.
+    pub new_server: ServerFactory,
+    /// The client role of each session.
+    pub new_client: ClientFactory,
     /// Compiled mapping.
     pub mapping: Mapping,
     /// How to reach the backend.
@@ -242,44 +490,23 @@ pub struct RouteCtx {
     pub metrics: RouteMetrics,
     /// Queue depth per peer.
     pub queue_depth: usize,
+    /// Bytes queued per peer.
+    pub queue_bytes: usize,
     /// Writer timeout.
     pub write_timeout: Duration,
-    /// Largest WebSocket message.
+    /// Largest WebSocket message from a backend.
     pub max_message_size: usize,
+    /// Largest WebSocket message from a client of this route.
+    pub client_message_limit: usize,
+    /// A WebSocket ping after this much silence on a leg whose protocol has no heartbeat
+    /// (then a dead peer is one silent for twice this); `None`: off.
+    pub idle_ping: Option<Duration>,
 }
 
-impl RouteCtx {
-    /// The byte budget for operations held before the upstream is ready; see
-    /// [`MAX_PENDING_BYTES`].
-    fn pending_budget(&self) -> usize {
-        MAX_PENDING_BYTES.max(self.max_message_size)
-    }
-
-    fn client_role(&self, credentials: Credentials) -> Box<dyn ClientRole> {
-        let up = &self.config.upstream;
-        match up.dialect {
-            Dialect::Stomp => Box::new(StompClient::new(
-                stomp_client::Settings {
-                    // The same budget as the session's, so all it held while dialing fits.
-                    max_queued_bytes: self.pending_budget(),
-                    ..stomp_client::Settings::from_route(&self.config)
-                },
-                credentials,
-            )),
-            _ => Box::new(SocketioClient::new(
-                sio_client::Settings {
-                    namespace: up.namespace.clone(),
-                    acks: up.acks,
-                    ack_timeout: Duration::from_millis(up.ack_timeout_ms),
-                    max_attachments: self.config.socketio.max_attachments,
-                    max_queued_ops: 1024,
-                    // The same budget as the session's, so all it held while dialing fits.
-                    max_queued_bytes: self.pending_budget(),
-                },
-                credentials,
-            )),
-        }
-    }
+/// The byte budget for operations held before the upstream is ready; see
+/// [`MAX_PENDING_BYTES`]. Client roles get the same, so all the session held fits.
+pub fn pending_budget(max_message_size: usize) -> usize {
+    MAX_PENDING_BYTES.max(max_message_size)
 }
 
 type Dialing = Pin<Box<dyn Future<Output = Result<Ws, UpstreamError>> + Send>>;
@@ -289,12 +516,15 @@ struct Up {
     role: Box<dyn ClientRole>,
     last_recv: Instant,
     last_send: Instant,
+    /// A WebSocket ping went out and nothing came back yet.
+    pinged: bool,
 }
 
 enum Ev {
     Shutdown,
     Down(Option<Result<WsMsg, LinkError>>),
     DownGone,
+    DownStalled,
     Up(Option<Result<WsMsg, LinkError>>),
     UpGone,
     Dialed(Box<Result<Ws, UpstreamError>>),
@@ -310,6 +540,7 @@ enum Outcome {
     ProtocolError,
     Shutdown,
     Timeout,
+    SlowConsumer,
 }
 
 impl Outcome {
@@ -321,6 +552,7 @@ impl Outcome {
             Self::ProtocolError => "protocol_error",
             Self::Shutdown => "shutdown",
             Self::Timeout => "timeout",
+            Self::SlowConsumer => "slow_consumer",
         }
     }
 }
@@ -347,14 +579,19 @@ pub struct Session {
     down_last_recv: Instant,
     down_last_send: Instant,
     down_last_hb: Instant,
+    /// A WebSocket ping went to the client and nothing came back yet.
+    down_pinged: bool,
     up: Option<Up>,
     dialing: Option<Dialing>,
+    /// The client role, built when the client connects, until its backend is dialed.
+    role: Option<Box<dyn ClientRole>>,
+    /// The upgrade's `Cookie` and `Origin`, added to the client's credentials.
+    forward: (Option<Bytes>, Option<Bytes>),
     /// When the upstream must be ready (`BackendEvent::Ready`) by: set when dialing starts,
     /// cleared on Ready or when the upstream goes. The dialer's own timeout covers only TCP,
     /// TLS and the WebSocket upgrade; a backend that accepts the upgrade and then never
     /// finishes its protocol handshake would otherwise hold the client forever.
     ready_by: Option<Instant>,
-    credentials: Option<Credentials>,
     pending_ops: VecDeque<ClientOp>,
     /// [`ClientOp::held_bytes`] of `pending_ops`.
     pending_bytes: usize,
@@ -366,7 +603,12 @@ pub struct Session {
 
 impl Session {
     /// A session for a freshly upgraded client connection.
-    pub fn new(ctx: Arc<RouteCtx>, down: Link, server: Box<dyn ServerRole>) -> Self {
+    pub fn new(
+        ctx: Arc<RouteCtx>,
+        down: Link,
+        server: Box<dyn ServerRole>,
+        handshake: &Handshake,
+    ) -> Self {
         let now = Instant::now();
         Self {
             translator: Translator::new(ctx.mapping.clone()),
@@ -376,10 +618,15 @@ impl Session {
             down_last_recv: now,
             down_last_send: now,
             down_last_hb: now,
+            down_pinged: false,
             up: None,
             dialing: None,
+            role: None,
+            forward: (
+                handshake.header("cookie").cloned(),
+                handshake.header("origin").cloned(),
+            ),
             ready_by: None,
-            credentials: None,
             pending_ops: VecDeque::new(),
             pending_bytes: 0,
             last_expire: now,
@@ -394,6 +641,9 @@ impl Session {
         metrics.active.increment(1.0);
         let started = Instant::now();
         tracing::debug!(route = %metrics.route, "session started");
+        let mut out = ServerOut::default();
+        self.server.on_start(started, &mut out);
+        self.apply_server(out).await;
         let outcome = self.pump(&shutdown).await;
         let limit = self.ctx.write_timeout.min(Duration::from_secs(2));
         if let Some(mut up) = self.up.take() {
@@ -411,6 +661,13 @@ impl Session {
         );
     }
 
+    /// When a leg without a heartbeat of its own is pinged (`since` + idle) or given up
+    /// (`since` + twice idle, once pinged).
+    fn liveness(&self, has_heartbeat: bool, since: Instant, pinged: bool) -> Option<Instant> {
+        let idle = self.ctx.idle_ping.filter(|_| !has_heartbeat)?;
+        Some(since + if pinged { idle * 2 } else { idle })
+    }
+
     fn deadline(&self, now: Instant) -> Instant {
         let mut d = now + Duration::from_secs(3600);
         let k = self.server.keepalive();
@@ -426,6 +683,13 @@ impl Session {
         if let Some(e) = k.expect_within {
             d = d.min(self.down_last_recv + e);
         }
+        if let Some(l) = self.liveness(
+            k.expect_within.is_some(),
+            self.down_last_recv,
+            self.down_pinged,
+        ) {
+            d = d.min(l);
+        }
         if let Some(up) = &self.up {
             let k = up.role.keepalive();
             if let Some(e) = k.send_every {
@@ -433,6 +697,9 @@ impl Session {
             }
             if let Some(e) = k.expect_within {
                 d = d.min(up.last_recv + e);
+            }
+            if let Some(l) = self.liveness(k.expect_within.is_some(), up.last_recv, up.pinged) {
+                d = d.min(l);
             }
             if let Some(r) = self.ready_by {
                 d = d.min(r);
@@ -449,15 +716,15 @@ impl Session {
             let now = Instant::now();
             let deadline = tokio::time::Instant::from_std(self.deadline(now));
             // Backpressure: read a side only while the queue its frames go to has room.
-            let down_ready = self
-                .up
-                .as_ref()
-                .is_none_or(|u| u.link.outbound.capacity() > 0);
-            let up_ready = self.down.outbound.capacity() > 0;
+            let down_ready = self.up.as_ref().is_none_or(|u| u.link.ready());
+            let up_ready = self.down.ready();
+            // Not `biased`: a client that publishes without pause must not keep the
+            // backend's pings unread or the timers from firing. Every ready branch gets its
+            // turn.
             let ev = tokio::select! {
-                biased;
                 _ = shutdown.cancelled(), if !self.shutting => Ev::Shutdown,
                 _ = self.down.outbound.closed() => Ev::DownGone,
+                _ = self.down.stalled.cancelled() => Ev::DownStalled,
                 r = dialing(&mut self.dialing) => Ev::Dialed(Box::new(r)),
                 m = self.down.inbound.next(), if down_ready => Ev::Down(m),
                 e = up_next(&mut self.up, up_ready) => e,
@@ -471,21 +738,25 @@ impl Session {
                     self.apply_server(out).await;
                     self.done.get_or_insert(Outcome::Shutdown);
                 }
-                Ev::DownGone => return Outcome::ClientClosed,
+                Ev::DownGone => {
+                    if self.down.stalled.is_cancelled() {
+                        self.slow_consumer().await;
+                    } else {
+                        self.leave_upstream().await;
+                    }
+                    self.done.get_or_insert(Outcome::ClientClosed);
+                }
+                Ev::DownStalled => self.slow_consumer().await,
                 Ev::Down(Some(Err(LinkError::TooBig { size, max }))) => {
                     self.client_too_big(size, max).await
                 }
                 Ev::Down(None | Some(Err(_))) => {
-                    if let Some(up) = &mut self.up {
-                        let mut out = ClientOut::default();
-                        up.role
-                            .on_op(ClientOp::Disconnect, Instant::now(), &mut out);
-                        self.apply_client(out).await;
-                    }
+                    self.leave_upstream().await;
                     return Outcome::ClientClosed;
                 }
                 Ev::Down(Some(Ok(msg))) => {
                     self.down_last_recv = Instant::now();
+                    self.down_pinged = false;
                     let mut out = ServerOut::default();
                     self.server.on_client(msg, self.down_last_recv, &mut out);
                     self.apply_server(out).await;
@@ -530,6 +801,7 @@ impl Session {
                     let mut out = ClientOut::default();
                     if let Some(up) = &mut self.up {
                         up.last_recv = now;
+                        up.pinged = false;
                         up.role.on_backend(msg, now, &mut out);
                     }
                     self.apply_client(out).await;
@@ -540,8 +812,54 @@ impl Session {
         }
     }
 
+    /// The client is gone or going: leave the backend as a client that disconnects would.
+    async fn leave_upstream(&mut self) {
+        if let Some(up) = &mut self.up {
+            let mut out = ClientOut::default();
+            up.role
+                .on_op(ClientOp::Disconnect, Instant::now(), &mut out);
+            self.apply_client(out).await;
+        }
+    }
+
+    /// The client stopped reading for the write timeout: what is queued toward it is
+    /// discarded, it gets its dialect's last words (best-effort), and the backend is left
+    /// cleanly.
+    async fn slow_consumer(&mut self) {
+        if self.done.is_some() {
+            return;
+        }
+        self.done = Some(Outcome::SlowConsumer);
+        self.down.stalled.cancel();
+        tracing::info!(route = %self.ctx.metrics.route, "slow consumer: client stopped reading");
+        let mut out = ServerOut::default();
+        self.server.on_slow_consumer(&mut out);
+        let close = out
+            .close
+            .unwrap_or_else(|| Close::new(1008, "slow consumer"));
+        // The writer is discarding, so the queue drains; bounded all the same.
+        let _ = tokio::time::timeout(
+            self.ctx.write_timeout,
+            self.down
+                .outbound
+                .send(LinkOut::Final(out.to_client, close)),
+        )
+        .await;
+        self.leave_upstream().await;
+    }
+
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        if self.down.take_heard() {
+            self.down_last_recv = now;
+            self.down_pinged = false;
+        }
+        if let Some(up) = &mut self.up
+            && up.link.take_heard()
+        {
+            up.last_recv = now;
+            up.pinged = false;
+        }
         let k = self.server.keepalive();
         if k.expect_within
             .is_some_and(|e| now >= self.down_last_recv + e)
@@ -552,6 +870,26 @@ impl Session {
             self.done.get_or_insert(Outcome::Timeout);
             return;
         }
+        if let Some(at) = self.liveness(
+            k.expect_within.is_some(),
+            self.down_last_recv,
+            self.down_pinged,
+        ) && now >= at
+        {
+            if self.down_pinged {
+                // No pong for twice the idle time: a half-open connection.
+                let mut out = ServerOut::default();
+                self.server.on_peer_silent(&mut out);
+                if out.close.is_none() {
+                    out.close = Some(Close::new(1001, "peer not responding"));
+                }
+                self.apply_server(out).await;
+                self.done.get_or_insert(Outcome::Timeout);
+                return;
+            }
+            self.down_pinged = true;
+            let _ = self.down.outbound.try_send(LinkOut::Ping);
+        }
         let since = if k.periodic {
             self.down_last_hb
         } else {
@@ -560,10 +898,8 @@ impl Session {
         if k.send_every.is_some_and(|e| now >= since + e) {
             self.down_last_hb = now;
             self.down_last_send = now;
-            if let Some(hb) = self.server.heartbeat()
-                && !self.down.send(hb, self.ctx.write_timeout).await
-            {
-                self.done.get_or_insert(Outcome::ClientClosed);
+            if let Some(hb) = self.server.heartbeat() {
+                self.send_down(hb).await;
             }
         }
         let expire = now >= self.last_expire + EXPIRE_TICK;
@@ -576,16 +912,35 @@ impl Session {
         if self.up.is_some() && self.ready_by.is_some_and(|r| now >= r) {
             return self.handshake_timed_out().await;
         }
+        let idle = self.ctx.idle_ping;
         let Some(up) = &mut self.up else { return };
         let k = up.role.keepalive();
         let mut out = ClientOut::default();
-        if k.expect_within.is_some_and(|e| now >= up.last_recv + e) {
+        let unpinged = idle
+            .filter(|_| k.expect_within.is_none())
+            .map(|i| (up.last_recv + if up.pinged { i * 2 } else { i }, up.pinged));
+        if k.expect_within.is_some_and(|e| now >= up.last_recv + e)
+            || matches!(unpinged, Some((at, true)) if now >= at)
+        {
             up.role.on_peer_silent(&mut out);
-        } else if k.send_every.is_some_and(|e| now >= up.last_send + e) {
-            if let Some(hb) = up.role.heartbeat() {
-                out.to_backend.push(hb);
-            } else {
-                up.last_send = now;
+            if out.close.is_none() && out.events.is_empty() {
+                out.events.push(BackendEvent::Error(ErrorInfo::new(
+                    ErrorKind::Unavailable,
+                    "backend not responding",
+                )));
+                out.close = Some(Close::new(1001, "peer not responding"));
+            }
+        } else {
+            if matches!(unpinged, Some((at, false)) if now >= at) {
+                up.pinged = true;
+                let _ = up.link.outbound.try_send(LinkOut::Ping);
+            }
+            if k.send_every.is_some_and(|e| now >= up.last_send + e) {
+                if let Some(hb) = up.role.heartbeat() {
+                    out.to_backend.push(hb);
+                } else {
+                    up.last_send = now;
+                }
             }
         }
         if expire {
@@ -604,14 +959,8 @@ impl Session {
         let mut out = ServerOut::default();
         self.server.on_too_big(reason, &mut out);
         self.apply_server(out).await;
-        // The client cannot go on (the rest of its message is unread): leave the backend as
-        // a client that disconnects would.
-        if let Some(up) = &mut self.up {
-            let mut out = ClientOut::default();
-            up.role
-                .on_op(ClientOp::Disconnect, Instant::now(), &mut out);
-            self.apply_client(out).await;
-        }
+        // The client cannot go on (the rest of its message is unread).
+        self.leave_upstream().await;
         self.done.get_or_insert(Outcome::ProtocolError);
     }
 
@@ -619,12 +968,11 @@ impl Session {
     /// (Engine.IO open, Socket.IO CONNECT reply, STOMP CONNECTED) within the connect timeout.
     async fn handshake_timed_out(&mut self) {
         self.ready_by = None;
-        let up = &self.ctx.config.upstream;
-        let ms = up.connect_timeout_ms;
+        let ms = self.ctx.config.upstream.connect_timeout_ms;
         // A reason of its own: "timeout" is the dial's, "handshake" the WebSocket upgrade's.
         m::upstream_connect_failed(
             &self.ctx.metrics.route,
-            up.dialect.label(),
+            self.ctx.upstream_spec.dialect.label(),
             "protocol_timeout",
         );
         tracing::info!(
@@ -643,19 +991,23 @@ impl Session {
 
     async fn on_dialed(&mut self, r: Result<Ws, UpstreamError>) {
         self.dialing = None;
-        match r {
-            Ok(ws) => {
+        match (r, self.role.take()) {
+            (Ok(ws), Some(role)) => {
                 let counters = self.ctx.metrics.up.clone();
-                let link =
-                    Link::websocket(ws, self.ctx.queue_depth, self.ctx.write_timeout, counters);
-                let creds = self.credentials.take().unwrap_or_default();
-                let role = self.ctx.client_role(creds);
+                let link = Link::websocket(
+                    ws,
+                    self.ctx.queue_depth,
+                    self.ctx.queue_bytes,
+                    self.ctx.write_timeout,
+                    counters,
+                );
                 let now = Instant::now();
                 self.up = Some(Up {
                     link,
                     role,
                     last_recv: now,
                     last_send: now,
+                    pinged: false,
                 });
                 let mut out = ClientOut::default();
                 if let Some(up) = &mut self.up {
@@ -667,8 +1019,12 @@ impl Session {
                 }
                 self.apply_client(out).await;
             }
-            Err(e) => {
+            (r, _) => {
                 self.ready_by = None;
+                let e = match r {
+                    Ok(_) => UpstreamError::Handshake("no client role".into()),
+                    Err(e) => e,
+                };
                 tracing::info!(route = %self.ctx.metrics.route, error = %e, "upstream unavailable");
                 let kind = match e {
                     UpstreamError::Timeout(_) => ErrorKind::Timeout,
@@ -696,15 +1052,31 @@ impl Session {
         self.done.get_or_insert(Outcome::UpstreamLost);
     }
 
+    /// Queue one message toward the client; a queue that stays full is a slow consumer.
+    async fn send_down(&mut self, msg: WsMsg) -> bool {
+        match self.down.send(msg, self.ctx.write_timeout).await {
+            Sent::Queued => {
+                self.down_last_send = Instant::now();
+                true
+            }
+            Sent::Full => {
+                Box::pin(self.slow_consumer()).await;
+                false
+            }
+            Sent::Gone => {
+                self.done.get_or_insert(Outcome::ClientClosed);
+                false
+            }
+        }
+    }
+
     /// Carry out what the server role asked: write to the client, route ops upstream.
     async fn apply_server(&mut self, out: ServerOut) {
         self.ctx.metrics.copied(self.server.take_copied());
         for msg in out.to_client {
-            if !self.down.send(msg, self.ctx.write_timeout).await {
-                self.done.get_or_insert(Outcome::ClientClosed);
+            if !self.send_down(msg).await {
                 return;
             }
-            self.down_last_send = Instant::now();
         }
         if let Some(c) = out.close {
             let _ = tokio::time::timeout(
@@ -712,12 +1084,10 @@ impl Session {
                 self.down.outbound.send(LinkOut::Close(c.clone())),
             )
             .await;
-            let outcome = if c.code == 1000 {
-                Outcome::ClientClosed
-            } else if c.code == 1001 {
-                Outcome::Shutdown
-            } else {
-                Outcome::ProtocolError
+            let outcome = match c.code {
+                1000 => Outcome::ClientClosed,
+                1001 => Outcome::Shutdown,
+                _ => Outcome::ProtocolError,
             };
             self.done.get_or_insert(outcome);
         }
@@ -727,18 +1097,30 @@ impl Session {
     }
 
     async fn route_op(&mut self, op: ClientOp) {
-        if let ClientOp::Connect { credentials } = op {
-            if self.up.is_none() && self.dialing.is_none() {
-                self.credentials = Some(credentials);
+        if let ClientOp::Connect { mut credentials } = op {
+            if self.up.is_none() && self.dialing.is_none() && self.role.is_none() {
+                if credentials.cookie.is_none() {
+                    credentials.cookie = self.forward.0.clone();
+                }
+                if credentials.origin.is_none() {
+                    credentials.origin = self.forward.1.clone();
+                }
+                let role = (self.ctx.new_client)(credentials);
+                let dial = role.dial();
+                self.role = Some(role);
                 // One budget for the whole connect, as the config documents it: what the
                 // dial leaves over is what the protocol handshake gets.
                 let timeout = Duration::from_millis(self.ctx.config.upstream.connect_timeout_ms);
                 self.ready_by = Some(Instant::now() + timeout);
                 let dialer = self.ctx.dialer.clone();
-                self.dialing = Some(Box::pin(async move { dialer.connect(&[]).await }));
+                self.dialing = Some(Box::pin(async move { dialer.connect(&dial).await }));
             }
             return;
         }
+        let failed_sub = match &op {
+            ClientOp::Subscribe { sub, .. } => Some(*sub),
+            _ => None,
+        };
         let op = match self.translator.down_op(op.clone()) {
             Ok(op) => op,
             Err(e) => {
@@ -766,6 +1148,9 @@ impl Session {
             }
             None => {
                 if let Err(why) = self.hold(op) {
+                    if let Some(sub) = failed_sub {
+                        self.translator.forget(sub);
+                    }
                     let mut out = ServerOut::default();
                     self.server
                         .on_upstream_lost(ErrorInfo::new(ErrorKind::Limit, why), &mut out);
@@ -782,7 +1167,7 @@ impl Session {
             return Err("too many frames before the backend was ready");
         }
         let bytes = op.held_bytes();
-        if self.pending_bytes.saturating_add(bytes) > self.ctx.pending_budget() {
+        if self.pending_bytes.saturating_add(bytes) > pending_budget(self.ctx.max_message_size) {
             return Err("too many bytes before the backend was ready");
         }
         self.pending_bytes += bytes;
@@ -806,25 +1191,33 @@ impl Session {
         let wrote = !out.to_backend.is_empty();
         let mut alive = true;
         for msg in out.to_backend {
-            if !up.link.send(msg, self.ctx.write_timeout).await {
+            if up.link.send(msg, self.ctx.write_timeout).await != Sent::Queued {
                 alive = false;
                 break;
             }
             up.last_send = Instant::now();
         }
-        // A confirmation must not overtake the frame it confirms onto the wire.
+        // A confirmation must not overtake the frame it confirms onto the wire; the wait for
+        // the flush is bounded like any write.
         let confirms = out
             .events
             .iter()
             .any(|e| matches!(e, BackendEvent::Reply { result: Ok(_), .. }));
         if alive && wrote && confirms {
             let (tx, rx) = oneshot::channel();
-            alive = up.link.outbound.send(LinkOut::Barrier(tx)).await.is_ok() && rx.await.is_ok();
+            let limit = self.ctx.write_timeout;
+            alive = matches!(
+                tokio::time::timeout(limit, async {
+                    up.link.outbound.send(LinkOut::Barrier(tx)).await.is_ok() && rx.await.is_ok()
+                })
+                .await,
+                Ok(true)
+            );
         }
-        if let Some(c) = out.close {
-            if let Some(mut up) = self.up.take() {
-                up.link.finish(Some(c), Duration::from_millis(500)).await;
-            }
+        if let Some(c) = out.close
+            && let Some(mut up) = self.up.take()
+        {
+            up.link.finish(Some(c), Duration::from_millis(500)).await;
         }
         self.deliver_events(out.events).await;
         if !alive {
@@ -836,11 +1229,11 @@ impl Session {
         }
     }
 
+    /// Hand backend events to the server role one at a time, each written (within the
+    /// client's queue budget) before the next is encoded: one backend message that many
+    /// subscriptions match never turns into all its copies encoded at once.
     async fn deliver_events(&mut self, events: Vec<BackendEvent>) {
-        if events.is_empty() {
-            return;
-        }
-        let mut translated = Vec::with_capacity(events.len());
+        let mut translated = Vec::new();
         for ev in events {
             if let BackendEvent::Dropped(e) = &ev {
                 // Nothing the client asked for: count it, never tell the client.
@@ -849,13 +1242,15 @@ impl Session {
                 continue;
             }
             self.translator.up_event(ev, &mut translated);
+            for ev in translated.drain(..) {
+                if self.done.is_some() {
+                    return;
+                }
+                let mut out = ServerOut::default();
+                self.server.on_backend(ev, Instant::now(), &mut out);
+                Box::pin(self.apply_server(out)).await;
+            }
         }
-        let mut out = ServerOut::default();
-        let now = Instant::now();
-        for ev in translated {
-            self.server.on_backend(ev, now, &mut out);
-        }
-        Box::pin(self.apply_server(out)).await;
     }
 }
 
@@ -882,12 +1277,12 @@ async fn up_next(up: &mut Option<Up>, ready: bool) -> Ev {
 pub async fn passthrough(
     ctx: Arc<RouteCtx>,
     mut down: Link,
-    headers: Vec<(&'static str, String)>,
+    dial: Dial,
     shutdown: CancellationToken,
 ) {
     let metrics = ctx.metrics.clone();
     metrics.active.increment(1.0);
-    let ws = match ctx.dialer.connect(&headers).await {
+    let ws = match ctx.dialer.connect(&dial).await {
         Ok(ws) => ws,
         Err(e) => {
             tracing::info!(route = %metrics.route, error = %e, "upstream unavailable");
@@ -901,31 +1296,49 @@ pub async fn passthrough(
             return;
         }
     };
-    let mut up = Link::websocket(ws, ctx.queue_depth, ctx.write_timeout, metrics.up.clone());
+    let mut up = Link::websocket(
+        ws,
+        ctx.queue_depth,
+        ctx.queue_bytes,
+        ctx.write_timeout,
+        metrics.up.clone(),
+    );
     // A message over the limit cannot be forwarded; its sender hears 1009, the other side
     // the close it would get had the sender left.
     let too_big = || Close::new(1009, "message too big");
     let mut close_up = Close::normal();
     let outcome = loop {
-        let down_ready = up.outbound.capacity() > 0;
-        let up_ready = down.outbound.capacity() > 0;
+        let down_ready = up.ready();
+        let up_ready = down.ready();
+        // Not `biased`: neither direction may starve the other.
         tokio::select! {
-            biased;
             _ = shutdown.cancelled() => break Outcome::Shutdown,
             m = down.inbound.next(), if down_ready => match m {
-                Some(Ok(msg)) => if !up.send(msg, ctx.write_timeout).await { break Outcome::UpstreamLost },
+                Some(Ok(msg)) => match up.send(msg, ctx.write_timeout).await {
+                    Sent::Queued => {}
+                    _ => break Outcome::UpstreamLost,
+                },
                 Some(Err(LinkError::TooBig { .. })) => break Outcome::ProtocolError,
                 _ => break Outcome::ClientClosed,
             },
             m = up.inbound.next(), if up_ready => match m {
-                Some(Ok(msg)) => if !down.send(msg, ctx.write_timeout).await { break Outcome::ClientClosed },
+                Some(Ok(msg)) => match down.send(msg, ctx.write_timeout).await {
+                    Sent::Queued => {}
+                    Sent::Full => break Outcome::SlowConsumer,
+                    Sent::Gone => break Outcome::ClientClosed,
+                },
                 Some(Err(LinkError::TooBig { .. })) => {
                     close_up = too_big();
                     break Outcome::UpstreamLost;
                 }
                 _ => break Outcome::UpstreamLost,
             },
-            _ = down.outbound.closed() => break Outcome::ClientClosed,
+            _ = down.outbound.closed() => break if down.stalled.is_cancelled() {
+                Outcome::SlowConsumer
+            } else {
+                Outcome::ClientClosed
+            },
+            _ = down.stalled.cancelled() => break Outcome::SlowConsumer,
             _ = up.outbound.closed() => break Outcome::UpstreamLost,
         }
     };
@@ -934,6 +1347,7 @@ pub async fn passthrough(
         Outcome::UpstreamLost => Close::new(1011, "upstream closed"),
         // The only protocol error a passthrough session sees: the client's message size.
         Outcome::ProtocolError => too_big(),
+        Outcome::SlowConsumer => Close::new(1008, "slow consumer"),
         _ => Close::normal(),
     };
     let limit = ctx.write_timeout.min(Duration::from_secs(2));
@@ -946,11 +1360,6 @@ pub async fn passthrough(
 /// Whether a route uses passthrough.
 pub fn is_passthrough(route: &Route) -> bool {
     route.mode == Mode::Passthrough
-}
-
-/// A helper so listener code can box any I/O stream for `Link::websocket`.
-pub fn boxed<T: Io + 'static>(io: T) -> Box<dyn Io> {
-    Box::new(io)
 }
 
 #[cfg(test)]

@@ -5,144 +5,15 @@
 //!
 //! Must not touch: wire bytes, I/O, timers. It sees neutral frames only and is pure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::config::MapRule;
-use crate::dialect::Dialect;
+use crate::dialect::{Naming, Spec};
 use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind, Payload, SubId};
-
-/// One piece of a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Lit(String),
-    Var(String),
-}
-
-/// A name template such as `/v1/topic/conversation/{id}` or `conversation:{id}`.
-/// A `{var}` matches one or more characters other than `/`, up to the next literal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    parts: Vec<Part>,
-}
-
-/// Captured template variables.
-pub type Captures = BTreeMap<String, String>;
-
-impl Template {
-    /// Parse a template; `{` and `}` delimit variable names.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = s;
-        while !rest.is_empty() {
-            match rest.find('{') {
-                Some(0) => {
-                    let end = rest
-                        .find('}')
-                        .ok_or_else(|| format!("unclosed `{{` in `{s}`"))?;
-                    let name = rest.get(1..end).unwrap_or_default();
-                    if name.is_empty()
-                        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    {
-                        return Err(format!("bad variable name `{name}` in `{s}`"));
-                    }
-                    if matches!(parts.last(), Some(Part::Var(_))) {
-                        return Err(format!("two variables must be separated by text in `{s}`"));
-                    }
-                    parts.push(Part::Var(name.to_owned()));
-                    rest = rest.get(end + 1..).unwrap_or_default();
-                }
-                Some(i) => {
-                    parts.push(Part::Lit(rest.get(..i).unwrap_or_default().to_owned()));
-                    rest = rest.get(i..).unwrap_or_default();
-                }
-                None => {
-                    if rest.contains('}') {
-                        return Err(format!("stray `}}` in `{s}`"));
-                    }
-                    parts.push(Part::Lit(rest.to_owned()));
-                    rest = "";
-                }
-            }
-        }
-        if parts.is_empty() {
-            return Err("empty template".into());
-        }
-        Ok(Self { parts })
-    }
-
-    /// Check that a map rule's two sides agree on their variables.
-    pub fn check_pair(rule: &MapRule) -> Result<(), String> {
-        let client = Self::parse(&rule.client)?;
-        let upstream = Self::parse(&rule.upstream)?;
-        let mut up_vars = upstream.vars();
-        for a in &rule.upstream_args {
-            up_vars.extend(Self::parse(a)?.vars());
-        }
-        for v in client.vars() {
-            if !up_vars.contains(&v) {
-                return Err(format!(
-                    "variable `{{{v}}}` of `client` is not used on the upstream side"
-                ));
-            }
-        }
-        for v in &up_vars {
-            if !client.vars().contains(v) {
-                return Err(format!("variable `{{{v}}}` is not captured by `client`"));
-            }
-        }
-        Ok(())
-    }
-
-    fn vars(&self) -> Vec<String> {
-        self.parts
-            .iter()
-            .filter_map(|p| match p {
-                Part::Var(v) => Some(v.clone()),
-                Part::Lit(_) => None,
-            })
-            .collect()
-    }
-
-    /// Match a name, returning the captures.
-    pub fn matches(&self, name: &str) -> Option<Captures> {
-        let mut caps = Captures::new();
-        let mut rest = name;
-        let mut parts = self.parts.iter().peekable();
-        while let Some(p) = parts.next() {
-            match p {
-                Part::Lit(l) => rest = rest.strip_prefix(l.as_str())?,
-                Part::Var(v) => {
-                    let end = match parts.peek() {
-                        Some(Part::Lit(next)) => rest.find(next.as_str())?,
-                        _ => rest.len(),
-                    };
-                    let value = rest.get(..end)?;
-                    if value.is_empty() || value.contains('/') {
-                        return None;
-                    }
-                    caps.insert(v.clone(), value.to_owned());
-                    rest = rest.get(end..)?;
-                }
-            }
-        }
-        rest.is_empty().then_some(caps)
-    }
-
-    /// Fill the template from captures.
-    pub fn fill(&self, caps: &Captures) -> Option<String> {
-        let mut out = String::new();
-        for p in &self.parts {
-            match p {
-                Part::Lit(l) => out.push_str(l),
-                Part::Var(v) => out.push_str(caps.get(v)?),
-            }
-        }
-        Some(out)
-    }
-}
+use crate::template::{Captures, Template};
 
 /// A compiled `[[route.map]]` entry.
 #[derive(Debug, Clone)]
@@ -160,12 +31,49 @@ enum Use {
     Publish,
 }
 
-/// The default convention of a dialect for turning its names into neutral ones and back.
-fn default_template(d: Dialect, use_: Use) -> &'static [&'static str] {
-    match (d, use_) {
-        (Dialect::Stomp, Use::Subscribe) => &["/topic/{name}"],
-        (Dialect::Stomp, Use::Publish) => &["/app/{name}", "/topic/{name}"],
-        _ => &["{name}"],
+/// A dialect's default naming ([`Naming`]), parsed once per route.
+#[derive(Debug)]
+struct Defaults {
+    subscribe: Vec<Template>,
+    publish: Vec<Template>,
+}
+
+impl Defaults {
+    fn new(n: &Naming) -> Result<Self, String> {
+        let parse = |ts: &[&str]| {
+            ts.iter()
+                .map(|t| Template::parse(t))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let d = Self {
+            subscribe: parse(n.subscribe)?,
+            publish: parse(n.publish)?,
+        };
+        if d.subscribe.is_empty() || d.publish.is_empty() {
+            return Err("a dialect's naming needs at least one template per use".into());
+        }
+        Ok(d)
+    }
+
+    fn of(&self, use_: Use) -> &[Template] {
+        match use_ {
+            Use::Subscribe => &self.subscribe,
+            Use::Publish => &self.publish,
+        }
+    }
+
+    /// The neutral `{name}` of a name in this dialect's convention.
+    fn neutral(&self, name: &str, use_: Use) -> Option<String> {
+        self.of(use_)
+            .iter()
+            .find_map(|t| t.matches(name)?.remove("name"))
+    }
+
+    /// This dialect's name for a neutral `{name}`.
+    fn build(&self, neutral: String, use_: Use) -> Option<String> {
+        let mut caps = Captures::new();
+        caps.insert("name".into(), neutral);
+        self.of(use_).first()?.fill(&caps)
     }
 }
 
@@ -173,13 +81,19 @@ fn default_template(d: Dialect, use_: Use) -> &'static [&'static str] {
 #[derive(Debug, Clone)]
 pub struct Mapping {
     rules: Arc<[Rule]>,
-    down: Dialect,
-    up: Dialect,
+    down: Arc<Defaults>,
+    up: Arc<Defaults>,
+    /// Both legs speak the same dialect: names mean the same on both sides.
+    same: bool,
+    /// The client dialect hears events nobody subscribed to (Socket.IO clients hear
+    /// `io.emit`).
+    deliver_unclaimed: bool,
 }
 
 impl Mapping {
-    /// Compile a route's rules. Rules were checked by `Config::validate`.
-    pub fn new(rules: &[MapRule], down: Dialect, up: Dialect) -> Result<Self, String> {
+    /// Compile a route's rules and both dialects' naming. Rules were checked by
+    /// `Config::validate`.
+    pub fn new(rules: &[MapRule], down: &Spec, up: &Spec) -> Result<Self, String> {
         let rules = rules
             .iter()
             .map(|r| {
@@ -197,8 +111,10 @@ impl Mapping {
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
             rules: rules.into(),
-            down,
-            up,
+            down: Arc::new(Defaults::new(&down.naming)?),
+            up: Arc::new(Defaults::new(&up.naming)?),
+            same: down.dialect == up.dialect,
+            deliver_unclaimed: down.caps.events_without_subscribe,
         })
     }
 
@@ -217,17 +133,11 @@ impl Mapping {
             }
         }
         // Same dialect on both legs: names mean the same thing on both sides.
-        if self.down == self.up {
+        if self.same {
             return Some((name.to_owned(), Vec::new(), false));
         }
-        let neutral = default_template(self.down, use_)
-            .iter()
-            .find_map(|t| Template::parse(t).ok()?.matches(name)?.remove("name"))?;
-        let mut caps = Captures::new();
-        caps.insert("name".into(), neutral);
-        let up = Template::parse(default_template(self.up, use_).first()?)
-            .ok()?
-            .fill(&caps)?;
+        let neutral = self.down.neutral(name, use_)?;
+        let up = self.up.build(neutral, use_)?;
         Some((up, Vec::new(), false))
     }
 
@@ -241,17 +151,11 @@ impl Mapping {
                 return r.client.fill(&caps);
             }
         }
-        if self.down == self.up {
+        if self.same {
             return Some(name.to_owned());
         }
-        let neutral = default_template(self.up, Use::Subscribe)
-            .iter()
-            .find_map(|t| Template::parse(t).ok()?.matches(name)?.remove("name"))?;
-        let mut caps = Captures::new();
-        caps.insert("name".into(), neutral);
-        Template::parse(default_template(self.down, Use::Subscribe).first()?)
-            .ok()?
-            .fill(&caps)
+        let neutral = self.up.neutral(name, Use::Subscribe)?;
+        self.down.build(neutral, Use::Subscribe)
     }
 }
 
@@ -346,6 +250,11 @@ impl Translator {
         }
     }
 
+    /// Forget a subscription the client or the backend ended (or that was never made).
+    pub fn forget(&mut self, sub: SubId) {
+        self.subs.remove(&sub);
+    }
+
     /// Whether any subscription is still active on `sub`'s upstream name (so an upstream
     /// leg without wire subscriptions knows nothing more is needed).
     pub fn has_sub(&self, sub: SubId) -> bool {
@@ -354,7 +263,7 @@ impl Translator {
 
     /// Rewrite an upstream event into the downstream's naming, fanning a message out to
     /// every subscription it matches. Messages nobody subscribed to are dropped.
-    pub fn up_event(&self, ev: BackendEvent, out: &mut Vec<BackendEvent>) {
+    pub fn up_event(&mut self, ev: BackendEvent, out: &mut Vec<BackendEvent>) {
         match ev {
             BackendEvent::Message {
                 sub: Some(sub),
@@ -405,9 +314,9 @@ impl Translator {
                     .map(|(id, e)| (*id, e))
                     .collect();
                 matched.sort_by_key(|(id, _)| *id);
-                if matched.is_empty() && self.mapping.down == Dialect::Socketio {
-                    // Socket.IO clients have no subscribe on the wire: they listen to what
-                    // their backend emits. Events no subscription claims go to them as-is.
+                if matched.is_empty() && self.mapping.deliver_unclaimed {
+                    // Clients of this dialect listen to what their backend emits without
+                    // subscribing (Socket.IO): events no subscription claims go to them.
                     let channel = std::str::from_utf8(&channel)
                         .ok()
                         .and_then(|c| self.mapping.to_downstream(c))
@@ -443,6 +352,12 @@ impl Translator {
                         ack: ack.clone(),
                     });
                 }
+            }
+            BackendEvent::SubscribeFailed { sub, reason } => {
+                // A refused subscription is no subscription: it must not claim events nor
+                // stay in the table.
+                self.subs.remove(&sub);
+                out.push(BackendEvent::SubscribeFailed { sub, reason });
             }
             BackendEvent::Presence {
                 channel,
@@ -503,6 +418,7 @@ fn json_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialect::{socketio, stomp};
     use crate::frame::Payload;
 
     fn mapping(rules: &[(&str, &str, &[&str])]) -> Mapping {
@@ -515,29 +431,7 @@ mod tests {
                 event_from_key: false,
             })
             .collect();
-        Mapping::new(&rules, Dialect::Stomp, Dialect::Socketio).unwrap()
-    }
-
-    #[test]
-    fn template_matches_and_fills() {
-        let t = Template::parse("/v1/topic/conversation/{id}").unwrap();
-        let caps = t.matches("/v1/topic/conversation/28cc-f5").unwrap();
-        assert_eq!(caps["id"], "28cc-f5");
-        assert!(t.matches("/v1/topic/conversation/a/b").is_none());
-        assert!(t.matches("/v1/topic/conversation/").is_none());
-        let u = Template::parse("conversation:{id}").unwrap();
-        assert_eq!(u.fill(&caps).unwrap(), "conversation:28cc-f5");
-        let two = Template::parse("/v1/app/conversation/{id}/typing/{what}").unwrap();
-        let c = two.matches("/v1/app/conversation/7/typing/start").unwrap();
-        assert_eq!((c["id"].as_str(), c["what"].as_str()), ("7", "start"));
-    }
-
-    #[test]
-    fn template_errors() {
-        assert!(Template::parse("a{b").is_err());
-        assert!(Template::parse("{a}{b}").is_err());
-        assert!(Template::parse("a}").is_err());
-        assert!(Template::parse("{}").is_err());
+        Mapping::new(&rules, &stomp::SPEC, &socketio::SPEC).unwrap()
     }
 
     #[test]
@@ -671,8 +565,7 @@ mod tests {
             upstream_args: vec![],
             event_from_key: true,
         }];
-        let mut t =
-            Translator::new(Mapping::new(&rules, Dialect::Socketio, Dialect::Stomp).unwrap());
+        let mut t = Translator::new(Mapping::new(&rules, &socketio::SPEC, &stomp::SPEC).unwrap());
         let op = t
             .down_op(ClientOp::Subscribe {
                 sub: 1,
@@ -717,8 +610,7 @@ mod tests {
 
     #[test]
     fn socketio_clients_get_unclaimed_socketio_events() {
-        let mut t =
-            Translator::new(Mapping::new(&[], Dialect::Socketio, Dialect::Socketio).unwrap());
+        let mut t = Translator::new(Mapping::new(&[], &socketio::SPEC, &socketio::SPEC).unwrap());
         t.down_op(ClientOp::Subscribe {
             sub: 1,
             channel: Bytes::from("a"),
@@ -770,5 +662,54 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod refused {
+    use super::*;
+    use crate::dialect::{socketio, stomp};
+    use crate::frame::Payload;
+
+    #[test]
+    fn a_refused_subscription_leaves_the_table_and_claims_nothing() {
+        let mut t = Translator::new(Mapping::new(&[], &socketio::SPEC, &stomp::SPEC).unwrap());
+        t.down_op(ClientOp::Subscribe {
+            sub: 7,
+            channel: Bytes::from("news"),
+        })
+        .unwrap();
+        assert!(t.has_sub(7));
+        let mut out = Vec::new();
+        t.up_event(
+            BackendEvent::SubscribeFailed {
+                sub: 7,
+                reason: ErrorInfo::new(ErrorKind::Unauthorized, "no"),
+            },
+            &mut out,
+        );
+        assert!(matches!(
+            &out[0],
+            BackendEvent::SubscribeFailed { sub: 7, .. }
+        ));
+        assert!(!t.has_sub(7));
+        // An event on that channel is no longer delivered on the refused subscription.
+        out.clear();
+        t.up_event(
+            BackendEvent::Message {
+                meta: Vec::new(),
+                sub: None,
+                channel: Bytes::from("/topic/news"),
+                event: None,
+                args: vec![],
+                payload: Payload::null(),
+                ack: None,
+            },
+            &mut out,
+        );
+        assert!(
+            out.iter()
+                .all(|e| !matches!(e, BackendEvent::Message { sub: Some(7), .. }))
+        );
     }
 }

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use url::Url;
 
-use crate::dialect::Dialect;
+use crate::dialect::{Dial, Spec};
 use crate::metrics as m;
 
 /// Any byte stream a WebSocket can run over.
@@ -63,7 +63,7 @@ pub enum UpstreamError {
 #[derive(Clone)]
 pub struct Dialer {
     url: Url,
-    dialect: Dialect,
+    spec: &'static Spec,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     ws_config: WebSocketConfig,
@@ -74,43 +74,64 @@ impl std::fmt::Debug for Dialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dialer")
             .field("url", &self.url.as_str())
-            .field("dialect", &self.dialect)
+            .field("dialect", &self.spec.dialect)
             .finish()
     }
 }
 
-/// Add the dialect's own query parameters to the URL its users know.
-pub fn backend_url(url: &str, dialect: Dialect) -> Result<Url, UpstreamError> {
+/// Add the dialect's own query parameters (and trailing slash) to the URL its users know.
+pub fn backend_url(url: &str, spec: &Spec) -> Result<Url, UpstreamError> {
     let mut u = Url::parse(url).map_err(|e| UpstreamError::Url(e.to_string()))?;
-    if dialect == Dialect::Socketio {
-        if !u.path().ends_with('/') {
-            let p = format!("{}/", u.path());
-            u.set_path(&p);
+    if spec.backend_trailing_slash && !u.path().ends_with('/') {
+        let p = format!("{}/", u.path());
+        u.set_path(&p);
+    }
+    if !spec.backend_query.is_empty() {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in spec.backend_query {
+            q.append_pair(k, v);
         }
-        u.query_pairs_mut()
-            .append_pair("EIO", "4")
-            .append_pair("transport", "websocket");
     }
     Ok(u)
 }
 
+/// The URL one session dials: the route's backend URL plus what its client role adds.
+fn session_url(base: &Url, dial: &Dial) -> Url {
+    let mut u = base.clone();
+    if !dial.path_suffix.is_empty() {
+        let p = format!(
+            "{}/{}",
+            u.path().trim_end_matches('/'),
+            dial.path_suffix.trim_start_matches('/')
+        );
+        u.set_path(&p);
+    }
+    if !dial.query.is_empty() {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in &dial.query {
+            q.append_pair(k, v);
+        }
+    }
+    u
+}
+
 impl Dialer {
-    /// A dialer for `url` speaking `dialect`.
+    /// A dialer for `url` speaking the dialect of `spec`.
     pub fn new(
         route: &str,
         url: &str,
-        dialect: Dialect,
+        spec: &'static Spec,
         tls: Option<Arc<rustls::ClientConfig>>,
         timeout: Duration,
         max_message_size: usize,
     ) -> Result<Self, UpstreamError> {
-        let url = backend_url(url, dialect)?;
+        let url = backend_url(url, spec)?;
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(max_message_size))
             .max_frame_size(Some(max_message_size));
         Ok(Self {
             url,
-            dialect,
+            spec,
             tls,
             timeout,
             ws_config,
@@ -123,15 +144,15 @@ impl Dialer {
         self.url.scheme() == "wss"
     }
 
-    /// Dial, with extra upgrade headers (e.g. `Authorization`). Records latency and failures.
-    /// Bounds TCP, TLS and the WebSocket upgrade by the connect timeout; the session holds
-    /// the protocol handshake to what is left of it.
-    pub async fn connect(&self, headers: &[(&str, String)]) -> Result<Ws, UpstreamError> {
+    /// Dial as the client role asks (path and query additions, headers). Records latency
+    /// and failures. Bounds TCP, TLS and the WebSocket upgrade by the connect timeout; the
+    /// session holds the protocol handshake to what is left of it.
+    pub async fn connect(&self, dial: &Dial) -> Result<Ws, UpstreamError> {
         let started = Instant::now();
-        let res = tokio::time::timeout(self.timeout, self.connect_inner(headers))
+        let res = tokio::time::timeout(self.timeout, self.connect_inner(dial))
             .await
             .unwrap_or(Err(UpstreamError::Timeout(self.timeout)));
-        let dialect = self.dialect.label();
+        let dialect = self.spec.dialect.label();
         match &res {
             Ok(_) => m::upstream_connected(&self.route, dialect, started.elapsed()),
             Err(e) => m::upstream_connect_failed(&self.route, dialect, failure_reason(e)),
@@ -139,7 +160,7 @@ impl Dialer {
         res
     }
 
-    async fn connect_inner(&self, headers: &[(&str, String)]) -> Result<Ws, UpstreamError> {
+    async fn connect_inner(&self, dial: &Dial) -> Result<Ws, UpstreamError> {
         let host = self
             .url
             .host_str()
@@ -177,18 +198,16 @@ impl Dialer {
             (None, true) => return Err(UpstreamError::Url("wss:// without a TLS config".into())),
             _ => Box::new(tcp),
         };
-        let mut req = self
-            .url
+        let mut req = session_url(&self.url, dial)
             .as_str()
             .into_client_request()
             .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
-        if self.dialect == Dialect::Stomp {
-            req.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_static("v12.stomp, v11.stomp, v10.stomp"),
-            );
+        if !self.spec.requests.is_empty() {
+            let v = HeaderValue::from_str(&self.spec.requests.join(", "))
+                .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+            req.headers_mut().insert("Sec-WebSocket-Protocol", v);
         }
-        for (k, v) in headers {
+        for (k, v) in &dial.headers {
             let v =
                 HeaderValue::from_str(v).map_err(|e| UpstreamError::Handshake(e.to_string()))?;
             if let Ok(name) =
@@ -219,14 +238,34 @@ fn failure_reason(e: &UpstreamError) -> &'static str {
 mod tests {
     use super::*;
 
+    use crate::dialect::{pusher, socketio, stomp};
+
     #[test]
-    fn socketio_url_gets_engineio_params() {
-        let u = backend_url("ws://127.0.0.1:3000/socket.io", Dialect::Socketio).unwrap();
+    fn backend_urls_get_the_dialects_params() {
+        let u = backend_url("ws://127.0.0.1:3000/socket.io", &socketio::SPEC).unwrap();
         assert_eq!(
             u.as_str(),
             "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket"
         );
-        let u = backend_url("ws://127.0.0.1:15674/ws", Dialect::Stomp).unwrap();
+        let u = backend_url("ws://127.0.0.1:15674/ws", &stomp::SPEC).unwrap();
         assert_eq!(u.as_str(), "ws://127.0.0.1:15674/ws");
+        let u = backend_url("ws://127.0.0.1:6001/app/key", &pusher::SPEC).unwrap();
+        assert!(
+            u.as_str()
+                .starts_with("ws://127.0.0.1:6001/app/key?protocol=7&client=switchboard&version=")
+        );
+    }
+
+    #[test]
+    fn a_client_role_adds_path_query_and_headers() {
+        let base = backend_url("ws://127.0.0.1:6001/app", &pusher::SPEC).unwrap();
+        let dial = Dial {
+            path_suffix: "/k1".into(),
+            query: vec![("token".into(), "a b".into())],
+            headers: Vec::new(),
+        };
+        let u = session_url(&base, &dial);
+        assert_eq!(u.path(), "/app/k1");
+        assert!(u.query().unwrap_or_default().ends_with("&token=a+b"));
     }
 }

@@ -40,7 +40,7 @@ fn check_reports_key_line_and_reason() {
             "dialect = \"socketio\"",
             "dialect = \"pusher\"",
             "route.0.upstream.dialect",
-            "not implemented yet",
+            "has no client role yet",
         ),
         (
             "path = \"/ws\"",
@@ -111,8 +111,7 @@ fn systemd_unit_contract() {
         .and_then(|v| v.trim_end_matches('s').parse().ok())
         .unwrap();
     let config =
-        switchboard::config::Config::from_toml(&std::fs::read_to_string("config.toml").unwrap())
-            .unwrap();
+        switchboard::registry::from_toml(&std::fs::read_to_string("config.toml").unwrap()).unwrap();
     assert!(
         stop * 1000 > config.shutdown.grace_period_ms,
         "TimeoutStopSec must exceed the grace period"

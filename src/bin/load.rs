@@ -261,7 +261,7 @@ async fn stomp_client(a: &Args, url: &str, i: usize) -> Result<Stats, BoxErr> {
 }
 
 async fn sio_client(a: &Args, url: &str) -> Result<Stats, BoxErr> {
-    let url = switchboard::upstream::backend_url(url, switchboard::dialect::Dialect::Socketio)?;
+    let url = switchboard::upstream::backend_url(url, &switchboard::dialect::socketio::SPEC)?;
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
     let mut dec = SioDecoder::new(10);
     let mut stats = Stats::default();

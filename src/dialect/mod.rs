@@ -9,15 +9,19 @@
 //! comes in as an argument; the session owns every timer.
 #![deny(clippy::indexing_slicing)]
 
+pub mod actioncable;
 pub mod json;
+pub mod pusher;
+pub mod socketcluster;
 pub mod socketio;
 pub mod stomp;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::frame::{BackendEvent, ClientOp, ErrorInfo};
+use crate::frame::{BackendEvent, ClientOp, Credentials, ErrorInfo};
 
 /// The five dialects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
@@ -36,6 +40,15 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// Every dialect.
+    pub const ALL: [Dialect; 5] = [
+        Self::Stomp,
+        Self::Socketio,
+        Self::Pusher,
+        Self::Socketcluster,
+        Self::Actioncable,
+    ];
+
     /// A stable label for metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
@@ -45,6 +58,141 @@ impl Dialect {
             Self::Socketcluster => "socketcluster",
             Self::Actioncable => "actioncable",
         }
+    }
+}
+
+/// What the dialect registry knows of a dialect, as data. Each dialect folder exports one
+/// `SPEC`; the session, listener, dialer and translator read these fields instead of naming
+/// a dialect.
+#[derive(Debug)]
+pub struct Spec {
+    /// The dialect.
+    pub dialect: Dialect,
+    /// Subprotocols the server role accepts, most preferred first: the first one the client
+    /// offered is answered in the upgrade. Empty: none is negotiated.
+    pub offers: &'static [&'static str],
+    /// Subprotocols the client role requests when it dials a backend.
+    pub requests: &'static [&'static str],
+    /// The route path when the config sets none (the path the dialect's clients use).
+    pub default_path: &'static str,
+    /// Query parameters added to a backend URL (`upstream.url` is the URL its users know).
+    pub backend_query: &'static [(&'static str, &'static str)],
+    /// Whether the backend URL's path must end with `/` (Engine.IO).
+    pub backend_trailing_slash: bool,
+    /// The largest message the protocol itself allows a peer to send, where it sets one
+    /// (Pusher's 10 KB); the proxy's own `limits.max_message_size` applies besides.
+    pub max_message_size: Option<usize>,
+    /// How the dialect names things when no `[[route.map]]` rule matches.
+    pub naming: Naming,
+    /// What the dialect can express.
+    pub caps: Caps,
+}
+
+/// The default naming convention of a dialect: templates with one `{name}` variable that
+/// turn its names into neutral ones and back (`/topic/{name}` for STOMP subscriptions).
+#[derive(Debug)]
+pub struct Naming {
+    /// Names used to subscribe; the first one is used to build a name.
+    pub subscribe: &'static [&'static str],
+    /// Names used to publish; the first one is used to build a name.
+    pub publish: &'static [&'static str],
+}
+
+/// What a dialect can express on its wire.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caps {
+    /// Carries an event name apart from the channel (Socket.IO, Pusher, SocketCluster emits).
+    pub event_names: bool,
+    /// Clients subscribe on the wire (STOMP SUBSCRIBE, Pusher subscribe, SC `#subscribe`).
+    pub client_subscriptions: bool,
+    /// Answers a request with data (a Socket.IO ack's arguments, an SC `rid`), not only a
+    /// confirmation.
+    pub replies_with_data: bool,
+    /// Has wire-level presence (Pusher `presence-` channels).
+    pub presence: bool,
+    /// The server speaks before the client sends anything (Pusher
+    /// `connection_established`, Action Cable `welcome`, Engine.IO `open`).
+    pub speaks_first: bool,
+    /// Clients receive events nobody subscribed to (a Socket.IO client hears `io.emit`, an
+    /// SC client hears the server's emits).
+    pub events_without_subscribe: bool,
+    /// Clients acknowledge deliveries themselves (STOMP ACK/NACK); otherwise a backend that
+    /// wants acks is acked by the proxy once the message is delivered.
+    pub acks_deliveries: bool,
+}
+
+/// The HTTP upgrade as a server role sees it: everything a dialect may authenticate or route
+/// on. Header names are lowercase.
+#[derive(Debug, Clone, Default)]
+pub struct Handshake {
+    /// The request path.
+    pub path: String,
+    /// The raw query string (without `?`).
+    pub query: String,
+    /// Request headers, lowercase names, in order.
+    pub headers: Vec<(String, Bytes)>,
+    /// The subprotocol answered in the upgrade.
+    pub subprotocol: Option<&'static str>,
+    /// The client's address (the TCP peer).
+    pub peer: Option<SocketAddr>,
+}
+
+impl Handshake {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// The first value of query parameter `name`, decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The bearer token of the upgrade: the `Authorization` header (its `Bearer ` scheme
+    /// stripped), else the `token` query parameter.
+    pub fn bearer(&self) -> Option<Bytes> {
+        if let Some(v) = self.header("authorization") {
+            return Some(strip_bearer(v));
+        }
+        self.query_param("token").map(Bytes::from)
+    }
+}
+
+/// `Bearer xyz` → `xyz`; other schemes are passed whole. The one place a bearer scheme is
+/// read, for upgrade headers and STOMP CONNECT headers alike.
+pub fn strip_bearer(v: &Bytes) -> Bytes {
+    match v.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case(b"bearer ") => v.slice(7..),
+        _ => v.clone(),
+    }
+}
+
+/// How a client role wants its backend dialed, on top of the route's URL and the dialect's
+/// [`Spec::backend_query`] and [`Spec::requests`]: what a backend that authenticates only at
+/// the upgrade (Action Cable: cookie, query or header) needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dial {
+    /// Appended to the URL's path (Pusher's `/<app_key>` when the URL names none).
+    pub path_suffix: String,
+    /// Extra query parameters.
+    pub query: Vec<(String, String)>,
+    /// Extra request headers (`Authorization`, `Cookie`, `Origin`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Dial {
+    /// The default: the downstream client's cookie and origin go along, as a reverse proxy
+    /// forwards them, and nothing else.
+    pub fn from_credentials(c: &Credentials) -> Self {
+        let mut d = Self::default();
+        for (name, v) in [("Cookie", &c.cookie), ("Origin", &c.origin)] {
+            if let Some(v) = v.as_ref().and_then(|v| std::str::from_utf8(v).ok()) {
+                d.headers.push((name.to_owned(), v.to_owned()));
+            }
+        }
+        d
     }
 }
 
@@ -135,6 +283,9 @@ pub struct ClientOut {
 
 /// The proxy playing the backend for clients of one dialect.
 pub trait ServerRole: Send {
+    /// The session starts: what to send before the client says anything (Pusher
+    /// `connection_established`, Action Cable `welcome`). Most dialects wait.
+    fn on_start(&mut self, _now: Instant, _out: &mut ServerOut) {}
     /// A message arrived from the client.
     fn on_client(&mut self, msg: WsMsg, now: Instant, out: &mut ServerOut);
     /// An event arrived from the upstream leg (already translated to this dialect's naming).
@@ -147,6 +298,12 @@ pub trait ServerRole: Send {
     /// connection cannot go on. Tell it in its dialect where there is a way, and close with
     /// 1009 (RFC 6455 §7.4.1: the size, not the content, was refused).
     fn on_too_big(&mut self, reason: ErrorInfo, out: &mut ServerOut);
+    /// The client stopped reading: its queue stayed full, or a write made no progress, for
+    /// the write timeout. What is still queued is discarded; say why in the dialect's words
+    /// where it has some (written best-effort), and close.
+    fn on_slow_consumer(&mut self, out: &mut ServerOut) {
+        out.close = Some(Close::new(1008, "slow consumer"));
+    }
     /// Negotiated keepalive duties (may change after the handshake).
     fn keepalive(&self) -> Keepalive;
     /// Nothing was sent to the client for `send_every`: the heartbeat to send.
@@ -163,6 +320,11 @@ pub trait ServerRole: Send {
 
 /// The proxy playing a client of one dialect toward a backend.
 pub trait ClientRole: Send {
+    /// How to dial the backend for this session (built from the downstream client's
+    /// credentials); asked once, before the dial.
+    fn dial(&self) -> Dial {
+        Dial::default()
+    }
     /// The connection is open: what to send first.
     fn start(&mut self, now: Instant, out: &mut ClientOut);
     /// An operation from the downstream leg (already translated to this dialect's naming).

@@ -28,7 +28,7 @@ use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
 };
-use crate::translate::{Captures, Template};
+use crate::template::{Captures, Template};
 
 /// The root namespace.
 const ROOT: &[u8] = b"/";
@@ -264,6 +264,7 @@ impl SocketioServer {
                         login: None,
                         passcode: None,
                         auth_json: p.data.clone(),
+                        ..Default::default()
                     },
                 });
                 self.connect_sent = true;
@@ -1066,6 +1067,7 @@ mod tests {
                     login: None,
                     passcode: None,
                     auth_json: Some(Bytes::from(r#"{"token":"abc","room":"r1"}"#)),
+                    ..Default::default()
                 }
             }]
         );

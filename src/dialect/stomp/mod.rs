@@ -4,6 +4,34 @@ pub mod client;
 pub mod codec;
 pub mod server;
 
+use crate::dialect::{Caps, Dialect, Naming, Spec};
+
+/// The registry's data for STOMP.
+pub const SPEC: Spec = Spec {
+    dialect: Dialect::Stomp,
+    offers: &["v12.stomp", "v11.stomp", "v10.stomp"],
+    requests: &["v12.stomp", "v11.stomp", "v10.stomp"],
+    // RabbitMQ Web-STOMP's and Spring's usual endpoint.
+    default_path: "/ws",
+    backend_query: &[],
+    backend_trailing_slash: false,
+    max_message_size: None,
+    // Spring's convention: subscribe to `/topic/x`, send to `/app/x` (or the topic itself).
+    naming: Naming {
+        subscribe: &["/topic/{name}"],
+        publish: &["/app/{name}", "/topic/{name}"],
+    },
+    caps: Caps {
+        event_names: false,
+        client_subscriptions: true,
+        replies_with_data: false,
+        presence: false,
+        speaks_first: false,
+        events_without_subscribe: false,
+        acks_deliveries: true,
+    },
+};
+
 use bytes::Bytes;
 
 use crate::dialect::json::is_json;

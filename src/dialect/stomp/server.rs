@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
 use super::payload_kind;
 use crate::dialect::json::{self, is_json};
-use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat};
+use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat, strip_bearer};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
 };
@@ -385,6 +385,7 @@ impl StompServer {
             login,
             passcode,
             auth_json: None,
+            ..Default::default()
         };
         self.connect_receipt = f.header("receipt").cloned();
         self.state = State::Connecting;
@@ -851,6 +852,17 @@ impl ServerRole for StompServer {
         self.fatal(&msg, &detail_bytes(&reason), None, 1009, out);
     }
 
+    fn on_slow_consumer(&mut self, out: &mut ServerOut) {
+        // 1008: the client broke the (implicit) policy of reading what it subscribed to.
+        self.fatal(
+            "slow consumer: messages were not read in time",
+            b"",
+            None,
+            1008,
+            out,
+        );
+    }
+
     fn keepalive(&self) -> Keepalive {
         match self.state {
             State::AwaitConnect | State::Connecting => Keepalive {
@@ -896,15 +908,6 @@ impl ServerRole for StompServer {
 fn parse_heartbeat(s: &str) -> Option<(u64, u64)> {
     let (a, b) = s.split_once(',')?;
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
-}
-
-/// `Bearer xyz` → `xyz` (other schemes are passed whole).
-pub fn strip_bearer(v: &Bytes) -> Bytes {
-    let s = v.as_ref();
-    match s.get(..7) {
-        Some(p) if p.eq_ignore_ascii_case(b"bearer ") => v.slice(7..),
-        _ => v.clone(),
-    }
 }
 
 fn detail_bytes(e: &ErrorInfo) -> Vec<u8> {

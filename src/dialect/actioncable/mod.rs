@@ -1,0 +1,30 @@
+//! Rails Action Cable (`actioncable-v1-json`): what the registry knows of it. It has no codec and no roles yet, so
+//! `switchboard check` refuses a route that names it; its codec and roles land here, beside
+//! this data.
+
+use crate::dialect::{Caps, Dialect, Naming, Spec};
+
+/// The registry's data for this dialect.
+pub const SPEC: Spec = Spec {
+    dialect: Dialect::Actioncable,
+    offers: &["actioncable-v1-json", "actioncable-unsupported"],
+    requests: &["actioncable-v1-json", "actioncable-unsupported"],
+    default_path: "/cable",
+    backend_query: &[],
+    backend_trailing_slash: false,
+    max_message_size: None,
+    naming: Naming {
+        subscribe: &["{name}"],
+        publish: &["{name}"],
+    },
+    caps: Caps {
+        event_names: false,
+        client_subscriptions: true,
+        replies_with_data: false,
+        presence: false,
+        // `welcome`.
+        speaks_first: true,
+        events_without_subscribe: false,
+        acks_deliveries: false,
+    },
+};

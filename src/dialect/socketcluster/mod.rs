@@ -1,0 +1,30 @@
+//! SocketCluster (legacy protocol v1 and v2): what the registry knows of it. It has no codec and no roles yet, so
+//! `switchboard check` refuses a route that names it; its codec and roles land here, beside
+//! this data.
+
+use crate::dialect::{Caps, Dialect, Naming, Spec};
+
+/// The registry's data for this dialect.
+pub const SPEC: Spec = Spec {
+    dialect: Dialect::Socketcluster,
+    offers: &[],
+    requests: &[],
+    default_path: "/socketcluster/",
+    backend_query: &[],
+    backend_trailing_slash: true,
+    max_message_size: None,
+    naming: Naming {
+        subscribe: &["{name}"],
+        publish: &["{name}"],
+    },
+    caps: Caps {
+        event_names: true,
+        client_subscriptions: true,
+        replies_with_data: true,
+        presence: false,
+        speaks_first: false,
+        // A client hears the server's emits without subscribing.
+        events_without_subscribe: true,
+        acks_deliveries: false,
+    },
+};

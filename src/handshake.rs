@@ -1,0 +1,370 @@
+//! The HTTP upgrade: what makes a request a WebSocket upgrade, subprotocol negotiation from
+//! the client dialect's [`Spec`](crate::dialect::Spec), the [`Handshake`] facts a server
+//! role sees, the 101 answer, and handing the upgraded socket to a session.
+//!
+//! Owns: `is_upgrade` (the one test of an upgrade request), the WebSocket limits of a route's
+//! client leg, [`Upgrader`] (shared by plain WebSocket routes and dialect transports such as
+//! Engine.IO), the [`Transport`] trait such transports implement, and session ids.
+//!
+//! Must not touch: the accept loop and route tables (the listener's), translation, wire
+//! bytes of any dialect. It does not import the listener: the listener and the transports
+//! both sit above it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dialect::{Dial, Handshake};
+use crate::metrics as m;
+use crate::session::{self, Link, RouteCtx, Session};
+
+/// A transport of a dialect's own in front of its sessions (Engine.IO's long-polling and
+/// upgrade): it takes every HTTP request on the route's path.
+pub trait Transport: Send + Sync {
+    /// Answer one request; WebSocket upgrades go through `up`.
+    fn handle(&self, req: Request<Incoming>, up: Upgrader) -> BoxFuture<'_, Response<Full<Bytes>>>;
+}
+
+/// Whether a request asks for a WebSocket upgrade: `GET`, with `Upgrade: websocket` and
+/// `Connection: upgrade` among the (possibly repeated, comma-separated) header values.
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    req.method() == Method::GET
+        && has(header::UPGRADE, "websocket")
+        && has(header::CONNECTION, "upgrade")
+}
+
+/// The first of `offers` (the server role's subprotocols, most preferred first) that the
+/// client offered in any `Sec-WebSocket-Protocol` header.
+pub fn negotiate<B>(req: &Request<B>, offers: &[&'static str]) -> Option<&'static str> {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    offers
+        .iter()
+        .copied()
+        .find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
+}
+
+/// The facts of a request a server role may look at.
+pub fn handshake_of<B>(
+    req: &Request<B>,
+    peer: Option<SocketAddr>,
+    subprotocol: Option<&'static str>,
+) -> Handshake {
+    Handshake {
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or_default().to_owned(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+            .collect(),
+        subprotocol,
+        peer,
+    }
+}
+
+/// How a passthrough route dials its backend: the client's bearer token, cookie and origin
+/// go along, as a plain reverse proxy forwards them.
+pub fn passthrough_dial(hs: &Handshake) -> Dial {
+    let mut d = Dial::default();
+    if let Some(t) = hs.bearer() {
+        d.headers.push((
+            "Authorization".into(),
+            format!("Bearer {}", String::from_utf8_lossy(&t)),
+        ));
+    }
+    for name in ["cookie", "origin"] {
+        if let Some(v) = hs.header(name).and_then(|v| std::str::from_utf8(v).ok()) {
+            d.headers.push((name.into(), v.into()));
+        }
+    }
+    d
+}
+
+/// A short random session id.
+pub fn session_id() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 15] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Everything needed to turn an HTTP request into a WebSocket session.
+#[derive(Clone)]
+pub struct Upgrader {
+    ctx: Arc<RouteCtx>,
+    peer: SocketAddr,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    permit: Arc<OwnedSemaphorePermit>,
+}
+
+/// What a finished upgrade hands over: the WebSocket and the request's facts.
+pub struct Upgraded {
+    /// The WebSocket, server side.
+    pub ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    /// The upgrade request as the server role sees it.
+    pub handshake: Handshake,
+}
+
+/// A session starter for upgrades whose session is not the route's default (Engine.IO).
+pub type OnUpgrade =
+    Box<dyn FnOnce(Upgraded, Arc<RouteCtx>, CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+impl Upgrader {
+    /// An upgrader for one accepted connection. `permit` is its connection permit, held by
+    /// any session it upgrades into.
+    pub fn new(
+        ctx: Arc<RouteCtx>,
+        peer: SocketAddr,
+        limit: Arc<Semaphore>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+        permit: Arc<OwnedSemaphorePermit>,
+    ) -> Self {
+        Self {
+            ctx,
+            peer,
+            limit,
+            tracker,
+            shutdown,
+            permit,
+        }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// A connection permit of its own for a session that outlives its HTTP connection (an
+    /// Engine.IO long-polling session), so `limits.max_connections` bounds those too.
+    /// `None` when the limit is reached.
+    pub fn session_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.limit.clone().try_acquire_owned().ok()
+    }
+
+    /// Spawn a session task that is not a WebSocket upgrade (an Engine.IO long-polling
+    /// session): it is tracked for the drain and holds `permit` until it ends.
+    pub fn spawn_session<F, Fut>(&self, permit: OwnedSemaphorePermit, start: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let fut = start(self.shutdown.clone());
+        self.tracker.spawn(async move {
+            let _permit = permit;
+            fut.await;
+        });
+    }
+
+    /// Answer `101` and spawn the session once hyper hands over the connection. `custom`
+    /// replaces the route's default session (Engine.IO uses it).
+    pub fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        custom: Option<OnUpgrade>,
+    ) -> Response<Full<Bytes>> {
+        if req
+            .headers()
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            m::handshake_failed("ws_version");
+            let mut r = text(StatusCode::BAD_REQUEST, "unsupported WebSocket version\n");
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return r;
+        }
+        let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+            m::handshake_failed("ws_key");
+            return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        let ctx = self.ctx.clone();
+        let protocol = negotiate(&req, ctx.client_spec.offers);
+        let handshake = handshake_of(&req, Some(self.peer), protocol);
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let (shutdown, permit) = (self.shutdown.clone(), self.permit.clone());
+        let max = ctx.client_message_limit;
+        self.tracker.spawn(async move {
+            let _permit = permit;
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return m::handshake_failed("upgrade");
+                }
+            };
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(max))
+                .max_frame_size(Some(max));
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            let up = Upgraded { ws, handshake };
+            match custom {
+                Some(start) => start(up, ctx, shutdown).await,
+                None => run_default(up, ctx, shutdown).await,
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&accept) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        if let Some(p) = protocol {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+        }
+        r
+    }
+}
+
+/// The session of a route whose client dialect needs no transport of its own: the server
+/// role from the route's factory over the upgraded WebSocket, or a passthrough.
+async fn run_default(up: Upgraded, ctx: Arc<RouteCtx>, shutdown: CancellationToken) {
+    let link = Link::websocket(
+        up.ws,
+        ctx.queue_depth,
+        ctx.queue_bytes,
+        ctx.write_timeout,
+        ctx.metrics.down.clone(),
+    );
+    if session::is_passthrough(&ctx.config) {
+        let dial = passthrough_dial(&up.handshake);
+        return session::passthrough(ctx, link, dial, shutdown).await;
+    }
+    let server = (ctx.new_server)(&up.handshake, Instant::now());
+    Session::new(ctx, link, server, &up.handshake)
+        .run(shutdown)
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subprotocol_follows_the_servers_preference() {
+        let offers = &["v12.stomp", "v11.stomp", "v10.stomp"];
+        let req = Request::builder()
+            .header("Sec-WebSocket-Protocol", "v10.stomp, v12.stomp")
+            .body(())
+            .unwrap();
+        assert_eq!(negotiate(&req, offers), Some("v12.stomp"));
+        let req = Request::builder()
+            .header("Sec-WebSocket-Protocol", "v11.stomp")
+            .body(())
+            .unwrap();
+        assert_eq!(negotiate(&req, offers), Some("v11.stomp"));
+        // Several headers count as one list.
+        let req = Request::builder()
+            .header("Sec-WebSocket-Protocol", "mqtt")
+            .header("Sec-WebSocket-Protocol", "V10.STOMP")
+            .body(())
+            .unwrap();
+        assert_eq!(negotiate(&req, offers), Some("v10.stomp"));
+        let req = Request::builder()
+            .header("Sec-WebSocket-Protocol", "mqtt")
+            .body(())
+            .unwrap();
+        assert_eq!(negotiate(&req, offers), None);
+        assert_eq!(negotiate(&req, &[]), None);
+    }
+
+    #[test]
+    fn upgrade_detection_reads_every_header_value() {
+        let req = |conn: &[&str]| {
+            let mut b = Request::builder()
+                .method("GET")
+                .header("Upgrade", "WebSocket");
+            for c in conn {
+                b = b.header("Connection", *c);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(is_upgrade(&req(&["Upgrade"])));
+        assert!(is_upgrade(&req(&["keep-alive, Upgrade"])));
+        // Firefox-style split headers: the token is in the second value.
+        assert!(is_upgrade(&req(&["keep-alive", "upgrade"])));
+        assert!(!is_upgrade(&req(&["keep-alive"])));
+        let post = Request::builder()
+            .method("POST")
+            .header("Upgrade", "websocket")
+            .header("Connection", "upgrade")
+            .body(())
+            .unwrap();
+        assert!(!is_upgrade(&post));
+    }
+
+    #[test]
+    fn handshake_carries_bearer_cookie_and_origin() {
+        let req = Request::builder()
+            .uri("/ws?room=1&token=q")
+            .header("Authorization", "Bearer abc")
+            .header("Cookie", "s=1")
+            .header("Origin", "https://app.example")
+            .body(())
+            .unwrap();
+        let hs = handshake_of(&req, None, Some("v12.stomp"));
+        assert_eq!(hs.path, "/ws");
+        assert_eq!(hs.query_param("room").as_deref(), Some("1"));
+        assert_eq!(hs.bearer().unwrap(), "abc");
+        assert_eq!(hs.header("cookie").unwrap(), "s=1");
+        let d = passthrough_dial(&hs);
+        assert!(
+            d.headers
+                .contains(&("Authorization".into(), "Bearer abc".into()))
+        );
+        assert!(d.headers.contains(&("cookie".into(), "s=1".into())));
+        let req = Request::builder().uri("/ws?token=x%20y").body(()).unwrap();
+        assert_eq!(handshake_of(&req, None, None).bearer().unwrap(), "x y");
+    }
+}

@@ -1,0 +1,443 @@
+//! The dialect registry: the one place that says, for each dialect, what it is (its
+//! [`Spec`]: subprotocols, default path, backend URL parameters, limits, naming, capabilities)
+//! and how its roles are built from a route's configuration.
+//!
+//! Owns: the list of dialects ([`ENTRIES`], one entry each), turning `[[route]]` tables
+//! into the plain option structs the roles take, the dialect-specific checks of a parsed
+//! config (run from above, as `switchboard check` runs them: `config` does not import this
+//! module), and building a route's [`RouteCtx`].
+//!
+//! Must not touch: wire bytes, sockets, sessions once built. Adding a dialect is its folder
+//! under `src/dialect/` and one entry here; nothing else in the crate names a dialect.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, Mode, Route};
+use crate::dialect::socketio::{self, client::SocketioClient, server::SocketioServer};
+use crate::dialect::stomp::{self, client::StompClient, server::StompServer};
+use crate::dialect::{Dialect, Spec, actioncable, pusher, socketcluster};
+use crate::engine::Engine;
+use crate::handshake::{Transport, session_id};
+use crate::metrics::RouteMetrics;
+use crate::session::{ClientFactory, RouteCtx, ServerFactory, pending_budget};
+use crate::template::Template;
+use crate::translate::Mapping;
+use crate::upstream::Dialer;
+
+/// What building a route needs besides the route itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Shared<'a> {
+    /// The whole config (process-wide limits).
+    pub config: &'a Config,
+}
+
+/// Builds a dialect's transport for a route.
+pub type TransportBuild = fn(Arc<RouteCtx>) -> Arc<dyn Transport>;
+/// A dialect-specific check of a route: `Err((key below route.N, why))`.
+pub type RouteCheck = fn(&Route, Shared<'_>) -> Result<(), (String, String)>;
+/// A built route: what its sessions share, and the dialect's transport if it has one.
+pub type BuiltRoute = (Arc<RouteCtx>, Option<Arc<dyn Transport>>);
+
+/// One dialect: its data and, where they exist, its roles.
+pub struct Entry {
+    /// What the dialect is, as data.
+    pub spec: &'static Spec,
+    /// Builds a route's server-role factory (options parsed once per route); `None`: the
+    /// dialect has no server role yet.
+    pub server: Option<fn(&Route, Shared<'_>) -> ServerFactory>,
+    /// A transport of the dialect's own in front of its sessions (Engine.IO); `None`: plain
+    /// WebSocket upgrades.
+    pub transport: Option<TransportBuild>,
+    /// Builds a route's client-role factory; `None`: no client role yet.
+    pub client: Option<fn(&Route, Shared<'_>) -> ClientFactory>,
+    /// The largest WebSocket message a client of a translating route may send.
+    pub client_message_limit: fn(&Route, Shared<'_>) -> usize,
+    /// Checks of the route's dialect tables when it is the client dialect.
+    pub check_server: RouteCheck,
+}
+
+/// Every dialect, one entry each.
+pub static ENTRIES: &[Entry] = &[
+    Entry {
+        spec: &stomp::SPEC,
+        server: Some(stomp_server),
+        transport: None,
+        client: Some(stomp_client),
+        client_message_limit: global_limit,
+        check_server: no_checks,
+    },
+    Entry {
+        spec: &socketio::SPEC,
+        server: Some(socketio_server),
+        transport: Some(engine),
+        client: Some(socketio_client),
+        client_message_limit: socketio_limit,
+        check_server: socketio_checks,
+    },
+    spec_only(&pusher::SPEC),
+    spec_only(&socketcluster::SPEC),
+    spec_only(&actioncable::SPEC),
+];
+
+/// A dialect whose folder has its data but no roles yet.
+const fn spec_only(spec: &'static Spec) -> Entry {
+    Entry {
+        spec,
+        server: None,
+        transport: None,
+        client: None,
+        client_message_limit: global_limit,
+        check_server: no_checks,
+    }
+}
+
+/// The entry of a dialect.
+pub fn entry(d: Dialect) -> Option<&'static Entry> {
+    ENTRIES.iter().find(|e| e.spec.dialect == d)
+}
+
+/// Load, layer, fill in the dialects' defaults and validate a config file: what `switchboard
+/// check` and the run command do.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    from_toml_with_env(&text)
+}
+
+/// [`load`] from text, with the environment layer.
+pub fn from_toml_with_env(text: &str) -> Result<Config, ConfigError> {
+    complete(Config::parse_with_env(text)?, text)
+}
+
+/// [`load`] from text, without the environment layer.
+pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+    complete(Config::parse(text)?, text)
+}
+
+fn complete(mut config: Config, text: &str) -> Result<Config, ConfigError> {
+    for r in &mut config.routes {
+        if r.path.is_empty()
+            && let Some(e) = entry(r.client)
+        {
+            r.path = e.spec.default_path.to_owned();
+        }
+    }
+    let config = config.validate(text)?;
+    check(&config, text)?;
+    Ok(config)
+}
+
+/// The dialect-specific checks of a parsed config: every route's dialects have the roles it
+/// needs, and the client dialect's own tables hold.
+pub fn check(config: &Config, text: &str) -> Result<(), ConfigError> {
+    let shared = Shared { config };
+    for (i, r) in config.routes.iter().enumerate() {
+        let bad = |field: &str, reason: String| {
+            ConfigError::at(text, format!("route.{i}.{field}"), reason)
+        };
+        let client = entry(r.client).filter(|e| e.server.is_some());
+        let Some(client) = client else {
+            return Err(bad(
+                "client",
+                format!(
+                    "dialect `{}` has no server role yet (clients cannot connect with it)",
+                    r.client.label()
+                ),
+            ));
+        };
+        if entry(r.upstream.dialect)
+            .filter(|e| e.client.is_some())
+            .is_none()
+        {
+            return Err(bad(
+                "upstream.dialect",
+                format!(
+                    "dialect `{}` has no client role yet (backends speaking it cannot be reached)",
+                    r.upstream.dialect.label()
+                ),
+            ));
+        }
+        (client.check_server)(r, shared).map_err(|(k, why)| bad(&k, why))?;
+    }
+    Ok(())
+}
+
+/// Why a route cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A dialect lacks the role the route needs (a config that skipped [`check`]).
+    #[error("dialect `{0}` has no {1} role")]
+    NoRole(&'static str, &'static str),
+    /// The backend URL is unusable.
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    /// The mapping does not compile.
+    #[error("{0}")]
+    Mapping(String),
+}
+
+/// Everything a route's sessions share, and its transport when the dialect has one.
+pub fn route_ctx(
+    r: &Route,
+    config: &Config,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<BuiltRoute, BuildError> {
+    let shared = Shared { config };
+    let down = entry(r.client).ok_or(BuildError::NoRole(r.client.label(), "server"))?;
+    let up = entry(r.upstream.dialect)
+        .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?;
+    let new_server = down
+        .server
+        .ok_or(BuildError::NoRole(r.client.label(), "server"))?(r, shared);
+    let new_client =
+        up.client
+            .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?(r, shared);
+    let limits = &config.limits;
+    let dialer = Dialer::new(
+        &r.name,
+        &r.upstream.url,
+        up.spec,
+        tls,
+        Duration::from_millis(r.upstream.connect_timeout_ms),
+        limits.max_message_size,
+    )?;
+    let mapping = Mapping::new(&r.maps, down.spec, up.spec).map_err(BuildError::Mapping)?;
+    let client_message_limit = match r.mode {
+        Mode::Translate => (down.client_message_limit)(r, shared),
+        // The backend advertises its own limit; the proxy's is the global one.
+        Mode::Passthrough => limits.max_message_size,
+    };
+    let ctx = Arc::new(RouteCtx {
+        config: r.clone(),
+        client_spec: down.spec,
+        upstream_spec: up.spec,
+        new_server,
+        new_client,
+        mapping,
+        dialer,
+        metrics: RouteMetrics::new(&r.name, r.client.label(), r.upstream.dialect.label()),
+        queue_depth: limits.queue_depth,
+        queue_bytes: limits.queue_bytes.max(limits.max_message_size),
+        write_timeout: limits.write_timeout(),
+        max_message_size: limits.max_message_size,
+        client_message_limit,
+        idle_ping: limits.idle_ping(),
+    });
+    let transport = down.transport.map(|t| t(ctx.clone()));
+    Ok((ctx, transport))
+}
+
+fn global_limit(_: &Route, s: Shared<'_>) -> usize {
+    s.config.limits.max_message_size
+}
+
+fn no_checks(_: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
+    Ok(())
+}
+
+// --- STOMP -------------------------------------------------------------------------------
+
+fn stomp_server(r: &Route, _: Shared<'_>) -> ServerFactory {
+    let s = &r.stomp;
+    let settings = stomp::server::Settings {
+        heartbeat: s.heartbeat_ms,
+        limits: stomp::codec::Limits {
+            max_frame_size: s.max_frame_size,
+            max_headers: s.max_headers,
+            max_header_len: s.max_header_len,
+        },
+        max_subscriptions: s.max_subscriptions,
+        connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+        ..Default::default()
+    };
+    Arc::new(move |hs, now| {
+        Box::new(StompServer::new(
+            settings.clone(),
+            hs.bearer(),
+            session_id(),
+            now,
+        ))
+    })
+}
+
+fn stomp_client(r: &Route, s: Shared<'_>) -> ClientFactory {
+    let up = &r.upstream;
+    let token_as = match up.credentials.token_as.as_deref() {
+        Some("authorization") => stomp::client::TokenAs::Authorization,
+        Some("none") => stomp::client::TokenAs::None,
+        _ => stomp::client::TokenAs::Passcode,
+    };
+    let acks_deliveries = entry(r.client).is_some_and(|e| e.spec.caps.acks_deliveries);
+    let settings = stomp::client::Settings {
+        // Brokers read `host` as the virtual host (RabbitMQ refuses unknown ones), so the
+        // default is the default vhost rather than the URL's host name.
+        host: up.vhost.clone().unwrap_or_else(|| "/".into()),
+        heartbeat: up.heartbeat_ms,
+        token_as,
+        login: up.credentials.login.clone(),
+        passcode: up.credentials.passcode.clone(),
+        client_ack: up.ack_mode == "client-individual",
+        // A client that cannot ack a delivery itself has it acked once delivered.
+        ack_on_delivery: !acks_deliveries,
+        receipt_timeout: Duration::from_millis(up.ack_timeout_ms),
+        limits: stomp::codec::Limits {
+            max_frame_size: r.stomp.max_frame_size,
+            ..stomp::codec::Limits::default()
+        },
+        max_queued_ops: 1024,
+        // The same budget as the session's, so all it held while dialing fits.
+        max_queued_bytes: pending_budget(s.config.limits.max_message_size),
+    };
+    Arc::new(move |credentials| Box::new(StompClient::new(settings.clone(), credentials)))
+}
+
+// --- Socket.IO -----------------------------------------------------------------------------
+
+/// The smallest `route.socketio.max_payload`: below it, a namespace CONNECT with a bearer
+/// token would not fit, so a typo (bytes taken for kilobytes) would refuse every client.
+const MIN_MAX_PAYLOAD: usize = 512;
+
+fn socketio_server(r: &Route, _: Shared<'_>) -> ServerFactory {
+    let c = &r.socketio;
+    let settings = socketio::server::Settings {
+        ping_interval: Duration::from_millis(c.ping_interval_ms),
+        ping_timeout: Duration::from_millis(c.ping_timeout_ms),
+        max_payload: c.max_payload,
+        namespaces: c.namespaces.clone(),
+        max_attachments: c.max_attachments,
+        connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+        // Checked by `Config::validate`.
+        auto_subscribe: c
+            .auto_subscribe
+            .iter()
+            .filter_map(|t| Template::parse(t).ok())
+            .collect(),
+        ..Default::default()
+    };
+    Arc::new(move |hs, now| {
+        Box::new(SocketioServer::new(
+            settings.clone(),
+            hs.bearer(),
+            hs.query.clone(),
+            session_id(),
+            now,
+        ))
+    })
+}
+
+fn engine(ctx: Arc<RouteCtx>) -> Arc<dyn Transport> {
+    Arc::new(Engine::new(ctx))
+}
+
+fn socketio_client(r: &Route, s: Shared<'_>) -> ClientFactory {
+    let up = &r.upstream;
+    let settings = socketio::client::Settings {
+        namespace: up.namespace.clone(),
+        acks: up.acks,
+        ack_timeout: Duration::from_millis(up.ack_timeout_ms),
+        max_attachments: r.socketio.max_attachments,
+        max_queued_ops: 1024,
+        // The same budget as the session's, so all it held while dialing fits.
+        max_queued_bytes: pending_budget(s.config.limits.max_message_size),
+    };
+    Arc::new(move |credentials| Box::new(SocketioClient::new(settings.clone(), credentials)))
+}
+
+/// Engine.IO's `maxPayload`, which its `open` packet advertises and the reference server
+/// enforces on WebSocket messages too.
+fn socketio_limit(r: &Route, _: Shared<'_>) -> usize {
+    r.socketio.max_payload
+}
+
+fn socketio_checks(r: &Route, s: Shared<'_>) -> Result<(), (String, String)> {
+    let max = s.config.limits.max_message_size;
+    if !(MIN_MAX_PAYLOAD..=max).contains(&r.socketio.max_payload) {
+        return Err((
+            "socketio.max_payload".into(),
+            format!("must be between {MIN_MAX_PAYLOAD} and limits.max_message_size ({max})"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::MINIMAL;
+
+    #[test]
+    fn every_dialect_has_exactly_one_entry() {
+        for d in Dialect::ALL {
+            assert_eq!(
+                ENTRIES.iter().filter(|e| e.spec.dialect == d).count(),
+                1,
+                "{d:?}"
+            );
+        }
+        assert_eq!(ENTRIES.len(), Dialect::ALL.len());
+    }
+
+    #[test]
+    fn a_dialect_without_roles_is_refused_from_the_registry() {
+        for name in ["pusher", "socketcluster", "actioncable"] {
+            let text = MINIMAL.replace("client = \"stomp\"", &format!("client = \"{name}\""));
+            let ConfigError::Invalid { key, line, reason } = from_toml(&text).unwrap_err() else {
+                panic!()
+            };
+            assert_eq!(key, "route.0.client");
+            assert_eq!(line, Some(9));
+            assert!(reason.contains("no server role"), "{reason}");
+            let text = MINIMAL.replace("dialect = \"socketio\"", &format!("dialect = \"{name}\""));
+            let ConfigError::Invalid { key, reason, .. } = from_toml(&text).unwrap_err() else {
+                panic!()
+            };
+            assert_eq!(key, "route.0.upstream.dialect");
+            assert!(reason.contains("no client role"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn the_path_defaults_to_the_dialects() {
+        let text = MINIMAL.replace("path = \"/ws\"\n", "");
+        assert_eq!(from_toml(&text).unwrap().routes[0].path, "/ws");
+        let text = text.replace("client = \"stomp\"", "client = \"socketio\"");
+        assert_eq!(from_toml(&text).unwrap().routes[0].path, "/socket.io/");
+    }
+
+    #[test]
+    fn socketio_limits_are_validated() {
+        let sio = MINIMAL.replace("client = \"stomp\"", "client = \"socketio\"");
+        let c = from_toml(&sio).unwrap();
+        assert_eq!(c.routes[0].socketio.max_packets_per_post, 1024);
+        for (table, key) in [
+            ("max_payload = 100", "route.0.socketio.max_payload"),
+            ("max_payload = 2000000", "route.0.socketio.max_payload"),
+            (
+                "max_packets_per_post = 0",
+                "route.0.socketio.max_packets_per_post",
+            ),
+        ] {
+            let text = format!("{sio}\n[route.socketio]\n{table}\n");
+            let ConfigError::Invalid { key: k, line, .. } = from_toml(&text).unwrap_err() else {
+                panic!()
+            };
+            assert_eq!(k, key, "{table}");
+            assert_eq!(line, Some(16), "{table}");
+        }
+        // Bounded by the global message limit, which may be raised.
+        let text = format!(
+            "[limits]\nmax_message_size = 4000000\n{sio}\n[route.socketio]\nmax_payload = 2000000\n"
+        );
+        assert_eq!(
+            from_toml(&text).unwrap().routes[0].socketio.max_payload,
+            2_000_000
+        );
+        // A STOMP route's unused Socket.IO defaults do not fail a small global limit.
+        let text = format!("[limits]\nmax_message_size = 65536\n{MINIMAL}");
+        assert!(from_toml(&text).is_ok());
+    }
+}

@@ -1,0 +1,171 @@
+//! Name templates such as `/v1/topic/conversation/{id}` ⇄ `conversation:{id}`.
+//!
+//! Owns: parsing, matching and filling templates, and checking that the two sides of a map
+//! rule agree on their variables (from plain strings).
+//!
+//! Must not touch: anything else in the crate. It is a leaf: configuration checks rules with
+//! it, the translator and the roles that fill templates from a handshake use it.
+
+use std::collections::BTreeMap;
+
+/// One piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Var(String),
+}
+
+/// A name template such as `/v1/topic/conversation/{id}` or `conversation:{id}`.
+/// A `{var}` matches one or more characters other than `/`, up to the next literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// Captured template variables.
+pub type Captures = BTreeMap<String, String>;
+
+impl Template {
+    /// Parse a template; `{` and `}` delimit variable names.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            match rest.find('{') {
+                Some(0) => {
+                    let end = rest
+                        .find('}')
+                        .ok_or_else(|| format!("unclosed `{{` in `{s}`"))?;
+                    let name = rest.get(1..end).unwrap_or_default();
+                    if name.is_empty()
+                        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        return Err(format!("bad variable name `{name}` in `{s}`"));
+                    }
+                    if matches!(parts.last(), Some(Part::Var(_))) {
+                        return Err(format!("two variables must be separated by text in `{s}`"));
+                    }
+                    parts.push(Part::Var(name.to_owned()));
+                    rest = rest.get(end + 1..).unwrap_or_default();
+                }
+                Some(i) => {
+                    parts.push(Part::Lit(rest.get(..i).unwrap_or_default().to_owned()));
+                    rest = rest.get(i..).unwrap_or_default();
+                }
+                None => {
+                    if rest.contains('}') {
+                        return Err(format!("stray `}}` in `{s}`"));
+                    }
+                    parts.push(Part::Lit(rest.to_owned()));
+                    rest = "";
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err("empty template".into());
+        }
+        Ok(Self { parts })
+    }
+
+    /// Check that a map rule's two sides (and its upstream argument templates) agree on
+    /// their variables.
+    pub fn check_pair(
+        client: &str,
+        upstream: &str,
+        upstream_args: &[String],
+    ) -> Result<(), String> {
+        let client = Self::parse(client)?;
+        let upstream = Self::parse(upstream)?;
+        let mut up_vars = upstream.vars();
+        for a in upstream_args {
+            up_vars.extend(Self::parse(a)?.vars());
+        }
+        for v in client.vars() {
+            if !up_vars.contains(&v) {
+                return Err(format!(
+                    "variable `{{{v}}}` of `client` is not used on the upstream side"
+                ));
+            }
+        }
+        for v in &up_vars {
+            if !client.vars().contains(v) {
+                return Err(format!("variable `{{{v}}}` is not captured by `client`"));
+            }
+        }
+        Ok(())
+    }
+
+    fn vars(&self) -> Vec<String> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Var(v) => Some(v.clone()),
+                Part::Lit(_) => None,
+            })
+            .collect()
+    }
+
+    /// Match a name, returning the captures.
+    pub fn matches(&self, name: &str) -> Option<Captures> {
+        let mut caps = Captures::new();
+        let mut rest = name;
+        let mut parts = self.parts.iter().peekable();
+        while let Some(p) = parts.next() {
+            match p {
+                Part::Lit(l) => rest = rest.strip_prefix(l.as_str())?,
+                Part::Var(v) => {
+                    let end = match parts.peek() {
+                        Some(Part::Lit(next)) => rest.find(next.as_str())?,
+                        _ => rest.len(),
+                    };
+                    let value = rest.get(..end)?;
+                    if value.is_empty() || value.contains('/') {
+                        return None;
+                    }
+                    caps.insert(v.clone(), value.to_owned());
+                    rest = rest.get(end..)?;
+                }
+            }
+        }
+        rest.is_empty().then_some(caps)
+    }
+
+    /// Fill the template from captures.
+    pub fn fill(&self, caps: &Captures) -> Option<String> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(l) => out.push_str(l),
+                Part::Var(v) => out.push_str(caps.get(v)?),
+            }
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_matches_and_fills() {
+        let t = Template::parse("/v1/topic/conversation/{id}").unwrap();
+        let caps = t.matches("/v1/topic/conversation/28cc-f5").unwrap();
+        assert_eq!(caps["id"], "28cc-f5");
+        assert!(t.matches("/v1/topic/conversation/a/b").is_none());
+        assert!(t.matches("/v1/topic/conversation/").is_none());
+        let u = Template::parse("conversation:{id}").unwrap();
+        assert_eq!(u.fill(&caps).unwrap(), "conversation:28cc-f5");
+        let two = Template::parse("/v1/app/conversation/{id}/typing/{what}").unwrap();
+        let c = two.matches("/v1/app/conversation/7/typing/start").unwrap();
+        assert_eq!((c["id"].as_str(), c["what"].as_str()), ("7", "start"));
+    }
+
+    #[test]
+    fn template_errors() {
+        assert!(Template::parse("a{b").is_err());
+        assert!(Template::parse("{a}{b}").is_err());
+        assert!(Template::parse("a}").is_err());
+        assert!(Template::parse("{}").is_err());
+    }
+}
