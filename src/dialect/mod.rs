@@ -4,7 +4,7 @@
 //! per-leg protocol state machines (`server` and `client` modules) that turn dialect frames
 //! into neutral [`crate::frame`] operations and events, keep correlation tables and say which
 //! heartbeats are due; and what those roles share: [`hold::HoldQueue`] for operations held
-//! until a leg is ready.
+//! until a leg is ready, [`pending::Pending`] for correlation tables with deadlines.
 //!
 //! Must not touch: tokio, sockets, metrics, configuration files, or another dialect. Time
 //! comes in as an argument; the session owns every timer.
@@ -12,6 +12,7 @@
 
 pub mod hold;
 pub mod json;
+pub mod pending;
 pub mod socketio;
 pub mod stomp;
 
