@@ -3,14 +3,17 @@
 //! Owns: bytes to and from dialect frames (`codec` modules, pure and synchronous) and the
 //! per-leg protocol state machines (`server` and `client` modules) that turn dialect frames
 //! into neutral [`crate::frame`] operations and events, keep correlation tables and say which
-//! heartbeats are due.
+//! heartbeats are due; and what those roles share: [`hold::HoldQueue`] for operations held
+//! until a leg is ready, [`pending::Pending`] for correlation tables with deadlines.
 //!
 //! Must not touch: tokio, sockets, metrics, configuration files, or another dialect. Time
 //! comes in as an argument; the session owns every timer.
 #![deny(clippy::indexing_slicing)]
 
 pub mod actioncable;
+pub mod hold;
 pub mod json;
+pub mod pending;
 pub mod pusher;
 pub mod socketcluster;
 pub mod socketio;

@@ -8,13 +8,14 @@
 //!
 //! Must not touch: I/O, timers, naming (the translator has already rewritten names).
 
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use super::engineio::{self, Packet as Eio};
 use super::packet::{self, Decoder, Packet, PacketType};
+use crate::dialect::hold::HoldQueue;
+use crate::dialect::pending::{self, Pending};
 use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId,
@@ -50,6 +51,11 @@ impl Default for Settings {
     }
 }
 
+/// Most emits waiting for the backend's ack at once. Far above what a downstream leg has in
+/// flight (the server roles cap their own acks and receipts in the low thousands); an emit
+/// past it is refused rather than sent with an ack id nobody would correlate.
+const MAX_PENDING_ACKS: usize = 65_536;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for the Engine.IO open packet.
@@ -72,11 +78,11 @@ pub struct SocketioClient {
     max_payload: usize,
     /// Set when the CONNECT reply had a `pid`: stored events then carry a trailing offset.
     recovery: bool,
-    queued: VecDeque<ClientOp>,
-    /// [`ClientOp::held_bytes`] of `queued`.
-    queued_bytes: usize,
+    /// Ops held until the namespace is joined.
+    queued: HoldQueue,
     next_ack: u64,
-    pending: HashMap<u64, (ReplyId, Instant)>,
+    /// Our ack id → the reply it answers.
+    pending: Pending<u64, ReplyId>,
     copied: u64,
 }
 
@@ -86,6 +92,7 @@ impl SocketioClient {
         let nsp = Bytes::from(settings.namespace.clone());
         Self {
             decoder: Decoder::new(settings.max_attachments),
+            queued: HoldQueue::new(settings.max_queued_ops, settings.max_queued_bytes),
             settings,
             credentials,
             state: State::AwaitOpen,
@@ -93,10 +100,8 @@ impl SocketioClient {
             keepalive: Keepalive::default(),
             max_payload: 1_000_000,
             recovery: false,
-            queued: VecDeque::new(),
-            queued_bytes: 0,
             next_ack: 0,
-            pending: HashMap::new(),
+            pending: Pending::new(MAX_PENDING_ACKS),
             copied: 0,
         }
     }
@@ -154,16 +159,14 @@ impl SocketioClient {
     }
 
     fn fail_pending(&mut self, e: &ErrorInfo, out: &mut ClientOut) {
-        let mut ids: Vec<(u64, ReplyId)> = self.pending.drain().map(|(k, (r, _))| (k, r)).collect();
-        ids.sort_unstable();
-        for (_, id) in ids {
+        // Insertion order is ack-id order: ids only grow.
+        for (_, id) in self.pending.drain() {
             out.events.push(BackendEvent::Reply {
                 id,
                 result: Err(e.clone()),
             });
         }
-        self.queued_bytes = 0;
-        for op in self.queued.drain(..) {
+        for op in self.queued.drain() {
             if let ClientOp::Publish {
                 reply: Some(id), ..
             } = op
@@ -218,9 +221,11 @@ impl SocketioClient {
         let id = match reply {
             Some(rid) if self.settings.acks => {
                 let id = self.next_ack;
+                let deadline = pending::deadline(now, self.settings.ack_timeout);
+                if let Err(e) = self.pending.insert(id, rid, deadline) {
+                    return reply_err(reply, ErrorInfo::new(ErrorKind::Limit, e.to_string()), out);
+                }
                 self.next_ack += 1;
-                self.pending
-                    .insert(id, (rid, now + self.settings.ack_timeout));
                 Some(id)
             }
             _ => None,
@@ -348,7 +353,6 @@ impl SocketioClient {
                 while let Some(op) = self.queued.pop_front() {
                     self.on_op(op, now, out);
                 }
-                self.queued_bytes = 0;
             }
             PacketType::ConnectError => {
                 let (message, detail) = connect_error(p.data.as_ref());
@@ -424,7 +428,7 @@ impl SocketioClient {
             }
             PacketType::Ack | PacketType::BinaryAck => {
                 let Some(id) = p.id else { return };
-                let Some((rid, _)) = self.pending.remove(&id) else {
+                let Some(rid) = self.pending.remove(&id) else {
                     return;
                 };
                 let result = match p.data {
@@ -572,10 +576,8 @@ impl ClientRole for SocketioClient {
                 return;
             }
             State::AwaitOpen | State::Connecting if !matches!(op, ClientOp::Connect { .. }) => {
-                let bytes = op.held_bytes();
-                if self.queued.len() >= self.settings.max_queued_ops
-                    || self.queued_bytes.saturating_add(bytes) > self.settings.max_queued_bytes
-                {
+                // One wording for either limit.
+                if self.queued.push(op).is_err() {
                     return self.fail(
                         ErrorInfo::new(
                             ErrorKind::Limit,
@@ -584,8 +586,6 @@ impl ClientRole for SocketioClient {
                         out,
                     );
                 }
-                self.queued_bytes += bytes;
-                self.queued.push_back(op);
                 return;
             }
             _ => {}
@@ -719,15 +719,9 @@ impl ClientRole for SocketioClient {
     }
 
     fn expire(&mut self, now: Instant, out: &mut ClientOut) {
-        let mut late: Vec<(u64, ReplyId)> = self
-            .pending
-            .iter()
-            .filter(|(_, (_, d))| *d <= now)
-            .map(|(k, (r, _))| (*k, *r))
-            .collect();
-        late.sort_unstable();
-        for (k, rid) in late {
-            self.pending.remove(&k);
+        // Deadline order is ack-id order: each ack waits `ack_timeout` from a `now` that never
+        // goes back.
+        for (_, rid) in self.pending.expire(now) {
             out.events.push(BackendEvent::Reply {
                 id: rid,
                 result: Err(ErrorInfo::new(
@@ -896,6 +890,45 @@ mod tests {
         assert!(
             matches!(&out.events[0], BackendEvent::Reply { id: 8, result: Err(e) } if e.kind == ErrorKind::Timeout)
         );
+    }
+
+    #[test]
+    fn a_full_ack_table_refuses_the_emit_instead_of_sending_it() {
+        let mut c = connected(Settings {
+            acks: true,
+            ..Default::default()
+        });
+        c.pending = Pending::new(1);
+        let now = Instant::now();
+        let mut out = ClientOut::default();
+        for reply in [7, 8] {
+            c.on_op(publish("m", Payload::null(), Some(reply)), now, &mut out);
+        }
+        assert_eq!(
+            out.to_backend.iter().map(s).collect::<Vec<_>>(),
+            [r#"420["m",null]"#]
+        );
+        assert!(
+            matches!(&out.events[..], [BackendEvent::Reply { id: 8, result: Err(e) }] if e.kind == ErrorKind::Limit),
+            "{out:?}"
+        );
+        assert!(out.close.is_none(), "the leg goes on");
+        // The next emit that fits gets the next ack id.
+        let mut out = ClientOut::default();
+        c.on_backend(txt("430[]"), now, &mut out);
+        assert!(
+            matches!(
+                &out.events[..],
+                [BackendEvent::Reply {
+                    id: 7,
+                    result: Ok(_)
+                }]
+            ),
+            "{out:?}"
+        );
+        let mut out = ClientOut::default();
+        c.on_op(publish("m", Payload::null(), Some(9)), now, &mut out);
+        assert_eq!(s(&out.to_backend[0]), r#"421["m",null]"#);
     }
 
     #[test]

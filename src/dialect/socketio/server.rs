@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 use super::engineio::{self, Packet as Eio};
 use super::packet::{self, Decoder, Packet, PacketType, SioError};
 use crate::dialect::json::is_json;
+use crate::dialect::pending::{self, Pending};
 use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
@@ -125,9 +126,9 @@ pub struct SocketioServer {
     /// Publish reply id → (namespace, the client's ack id).
     replies: HashMap<ReplyId, (Bytes, u64)>,
     next_reply: ReplyId,
-    /// Our ack id on an emit to the client → (the backend's ack token, when).
-    /// The backend asked for an ack; the client's `43<id>` answers it.
-    backend_acks: HashMap<u64, (Bytes, Instant)>,
+    /// Our ack id on an emit to the client → the backend's ack token, forgotten after
+    /// [`BACKEND_ACK_TTL`]. The backend asked for an ack; the client's `43<id>` answers it.
+    backend_acks: Pending<u64, Bytes>,
     next_ack: u64,
     last_recv: Option<Instant>,
     /// When the connection is closed unless a namespace CONNECT came: absolute from the
@@ -151,6 +152,7 @@ impl SocketioServer {
         Self {
             connect_deadline: started + settings.connect_timeout,
             decoder: Decoder::new(settings.max_attachments),
+            backend_acks: Pending::new(settings.max_pending_acks),
             settings,
             upgrade_token,
             query,
@@ -165,7 +167,6 @@ impl SocketioServer {
             next_sub: 1,
             replies: HashMap::new(),
             next_reply: 1,
-            backend_acks: HashMap::new(),
             next_ack: 0,
             last_recv: None,
             copied: 0,
@@ -648,15 +649,13 @@ impl SocketioServer {
         parts.push(&last);
         parts.push(b"]");
         // A full table asks for no ack: the backend's own timeout answers that emit.
-        let id = match ack {
-            Some(token) if self.backend_acks.len() < self.settings.max_pending_acks => {
-                let id = self.next_ack;
-                self.next_ack += 1;
-                self.backend_acks.insert(id, (token, now));
-                Some(id)
-            }
-            _ => None,
-        };
+        let id = ack.and_then(|token| {
+            let id = self.next_ack;
+            let deadline = pending::deadline(now, BACKEND_ACK_TTL);
+            self.backend_acks.insert(id, token, deadline).ok()?;
+            self.next_ack += 1;
+            Some(id)
+        });
         match attachment {
             Some(bin) => {
                 out.to_client
@@ -673,7 +672,7 @@ impl SocketioServer {
     /// answer to its own ack request. Unknown ids are ignored, as the reference server does.
     fn on_client_ack(&mut self, p: Packet, out: &mut ServerOut) {
         let Some(id) = p.id else { return };
-        let Some((token, _)) = self.backend_acks.remove(&id) else {
+        let Some(token) = self.backend_acks.remove(&id) else {
             return;
         };
         let data = p.data.unwrap_or_else(|| Bytes::from_static(b"[]"));
@@ -995,8 +994,7 @@ impl ServerRole for SocketioServer {
         // Emits wait for the upstream leg, which times its own acks out and answers each
         // reply id exactly once. Acks the client owes the backend are forgotten after a
         // while: the backend's own timeout has answered them by then.
-        self.backend_acks
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < BACKEND_ACK_TTL);
+        self.backend_acks.expire(now);
     }
 
     fn take_copied(&mut self) -> u64 {
@@ -2069,5 +2067,31 @@ mod tests {
         let mut out = ServerOut::default();
         r.expire(Instant::now() + BACKEND_ACK_TTL, &mut out);
         assert!(feed(&mut r, "430[]").ops.is_empty());
+    }
+
+    #[test]
+    fn a_full_backend_ack_table_asks_the_client_for_no_ack() {
+        let mut r = ready();
+        r.backend_acks = Pending::new(1);
+        let ev = |token: &str| BackendEvent::Message {
+            meta: Vec::new(),
+            sub: None,
+            channel: Bytes::from("confirm"),
+            event: None,
+            args: vec![],
+            payload: Payload::null(),
+            ack: Some(Bytes::from(token.to_owned())),
+        };
+        assert_eq!(
+            texts(&backend(&mut r, ev("12"))),
+            [r#"420["confirm",null]"#]
+        );
+        assert_eq!(texts(&backend(&mut r, ev("13"))), [r#"42["confirm",null]"#]);
+        // The answer frees the entry; the next request gets the next id.
+        assert_eq!(feed(&mut r, "430[]").ops.len(), 1);
+        assert_eq!(
+            texts(&backend(&mut r, ev("14"))),
+            [r#"421["confirm",null]"#]
+        );
     }
 }

@@ -7,7 +7,6 @@
 //!
 //! Must not touch: I/O, timers, naming (destinations arrive already translated).
 
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +14,8 @@ use bytes::{Bytes, BytesMut};
 use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
 use super::payload_kind;
 use crate::config::Route;
+use crate::dialect::hold::{HoldError, HoldQueue};
+use crate::dialect::pending::{self, Pending};
 use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg, stat};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
@@ -121,10 +122,29 @@ enum State {
     Closed,
 }
 
+/// Most receipts awaited at once. Far above what a downstream leg has in flight (the server
+/// roles cap their own receipts and acks in the low thousands); a SEND or SUBSCRIBE past it
+/// is refused rather than sent without a receipt nobody could answer.
+const MAX_PENDING_RECEIPTS: usize = 65_536;
+
+/// What a receipt we asked the broker for answers.
 #[derive(Debug, Clone, Copy)]
-enum Pending {
+enum ReceiptFor {
     Reply(ReplyId),
     Subscribe(SubId),
+}
+
+impl ReceiptFor {
+    /// The event telling the downstream leg this request failed.
+    fn failed(self, reason: ErrorInfo) -> BackendEvent {
+        match self {
+            Self::Reply(id) => BackendEvent::Reply {
+                id,
+                result: Err(reason),
+            },
+            Self::Subscribe(sub) => BackendEvent::SubscribeFailed { sub, reason },
+        }
+    }
 }
 
 /// The STOMP client role of one session.
@@ -136,11 +156,11 @@ pub struct StompClient {
     version: Version,
     decoder: Decoder,
     keepalive: Keepalive,
-    queued: VecDeque<ClientOp>,
-    /// [`ClientOp::held_bytes`] of `queued`.
-    queued_bytes: usize,
+    /// Ops held while CONNECT is in flight.
+    queued: HoldQueue,
     next_receipt: u64,
-    pending: HashMap<Bytes, (Pending, Instant)>,
+    /// Receipt id → what it answers.
+    pending: Pending<Bytes, ReceiptFor>,
     copied: u64,
 }
 
@@ -149,15 +169,14 @@ impl StompClient {
     pub fn new(settings: Settings, credentials: Credentials) -> Self {
         Self {
             decoder: Decoder::new(settings.limits.clone()).pausing_after_handshake(),
+            queued: HoldQueue::new(settings.max_queued_ops, settings.max_queued_bytes),
             settings,
             credentials,
             state: State::Connecting,
             version: Version::V1_2,
             keepalive: Keepalive::default(),
-            queued: VecDeque::new(),
-            queued_bytes: 0,
             next_receipt: 1,
-            pending: HashMap::new(),
+            pending: Pending::new(MAX_PENDING_RECEIPTS),
             copied: 0,
         }
     }
@@ -171,12 +190,15 @@ impl StompClient {
         }
     }
 
-    fn receipt_id(&mut self, p: Pending, now: Instant) -> Bytes {
+    /// A fresh receipt id awaited for `p`, or why none can be awaited.
+    fn receipt_id(&mut self, p: ReceiptFor, now: Instant) -> Result<Bytes, ErrorInfo> {
         let id = Bytes::from(format!("sb-{}", self.next_receipt));
-        self.next_receipt += 1;
+        let deadline = pending::deadline(now, self.settings.receipt_timeout);
         self.pending
-            .insert(id.clone(), (p, now + self.settings.receipt_timeout));
-        id
+            .insert(id.clone(), p, deadline)
+            .map_err(|e| ErrorInfo::new(ErrorKind::Limit, e.to_string()))?;
+        self.next_receipt += 1;
+        Ok(id)
     }
 
     fn fail(&mut self, e: ErrorInfo, out: &mut ClientOut) {
@@ -190,23 +212,14 @@ impl StompClient {
     }
 
     fn fail_pending(&mut self, e: &ErrorInfo, out: &mut ClientOut) {
-        let mut all: Vec<(Bytes, Pending)> =
-            self.pending.drain().map(|(k, (p, _))| (k, p)).collect();
+        let mut all = self.pending.drain();
+        // Receipt-id byte order (`sb-10` before `sb-2`), as before the table was a `Pending`;
+        // its own order is insertion order.
         all.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, p) in all {
-            out.events.push(match p {
-                Pending::Reply(id) => BackendEvent::Reply {
-                    id,
-                    result: Err(e.clone()),
-                },
-                Pending::Subscribe(sub) => BackendEvent::SubscribeFailed {
-                    sub,
-                    reason: e.clone(),
-                },
-            });
+            out.events.push(p.failed(e.clone()));
         }
-        self.queued_bytes = 0;
-        for op in self.queued.drain(..) {
+        for op in self.queued.drain() {
             if let ClientOp::Publish {
                 reply: Some(id), ..
             } = op
@@ -301,7 +314,6 @@ impl StompClient {
                 out.events.push(BackendEvent::Ready {
                     session: f.header("session").cloned(),
                 });
-                self.queued_bytes = 0;
                 while let Some(op) = self.queued.pop_front() {
                     self.on_op(op, now, out);
                 }
@@ -311,11 +323,11 @@ impl StompClient {
                     return;
                 };
                 match self.pending.remove(id) {
-                    Some((Pending::Reply(rid), _)) => out.events.push(BackendEvent::Reply {
+                    Some(ReceiptFor::Reply(rid)) => out.events.push(BackendEvent::Reply {
                         id: rid,
                         result: Ok(None),
                     }),
-                    Some((Pending::Subscribe(sub), _)) => {
+                    Some(ReceiptFor::Subscribe(sub)) => {
                         out.events.push(BackendEvent::Subscribed { sub })
                     }
                     None => {}
@@ -371,17 +383,8 @@ impl StompClient {
                     message,
                     detail,
                 };
-                if let Some((p, _)) = f.header("receipt-id").and_then(|r| self.pending.remove(r)) {
-                    out.events.push(match p {
-                        Pending::Reply(id) => BackendEvent::Reply {
-                            id,
-                            result: Err(info.clone()),
-                        },
-                        Pending::Subscribe(sub) => BackendEvent::SubscribeFailed {
-                            sub,
-                            reason: info.clone(),
-                        },
-                    });
+                if let Some(p) = f.header("receipt-id").and_then(|r| self.pending.remove(r)) {
+                    out.events.push(p.failed(info.clone()));
                 }
                 self.fail(info, out);
             }
@@ -457,27 +460,15 @@ impl ClientRole for StompClient {
                 return;
             }
             State::Connecting if !matches!(op, ClientOp::Connect { .. }) => {
-                if self.queued.len() >= self.settings.max_queued_ops {
-                    return self.fail(
-                        ErrorInfo::new(
-                            ErrorKind::Limit,
-                            "too many operations before the broker was ready",
-                        ),
-                        out,
-                    );
+                if let Err(e) = self.queued.push(op) {
+                    let why = match e {
+                        HoldError::TooMany { .. } => {
+                            "too many operations before the broker was ready"
+                        }
+                        HoldError::TooBig { .. } => "too many bytes before the broker was ready",
+                    };
+                    return self.fail(ErrorInfo::new(ErrorKind::Limit, why), out);
                 }
-                let bytes = op.held_bytes();
-                if self.queued_bytes.saturating_add(bytes) > self.settings.max_queued_bytes {
-                    return self.fail(
-                        ErrorInfo::new(
-                            ErrorKind::Limit,
-                            "too many bytes before the broker was ready",
-                        ),
-                        out,
-                    );
-                }
-                self.queued_bytes += bytes;
-                self.queued.push_back(op);
                 return;
             }
             _ => {}
@@ -485,7 +476,10 @@ impl ClientRole for StompClient {
         match op {
             ClientOp::Connect { .. } => {}
             ClientOp::Subscribe { sub, channel } => {
-                let receipt = self.receipt_id(Pending::Subscribe(sub), now);
+                let receipt = match self.receipt_id(ReceiptFor::Subscribe(sub), now) {
+                    Ok(r) => r,
+                    Err(e) => return out.events.push(ReceiptFor::Subscribe(sub).failed(e)),
+                };
                 let f = Frame::new(Command::Subscribe)
                     .with_header("id", format!("sub-{sub}"))
                     .with_header("destination", channel)
@@ -526,8 +520,10 @@ impl ClientRole for StompClient {
                     f.push_header("event", e);
                 }
                 if let Some(id) = reply {
-                    let r = self.receipt_id(Pending::Reply(id), now);
-                    f.push_header("receipt", r);
+                    match self.receipt_id(ReceiptFor::Reply(id), now) {
+                        Ok(r) => f.push_header("receipt", r),
+                        Err(e) => return out.events.push(ReceiptFor::Reply(id).failed(e)),
+                    }
                 }
                 f.headers.extend(meta);
                 let f = f.with_body(body);
@@ -596,22 +592,13 @@ impl ClientRole for StompClient {
     }
 
     fn expire(&mut self, now: Instant, out: &mut ClientOut) {
-        let mut late: Vec<Bytes> = self
-            .pending
-            .iter()
-            .filter(|(_, (_, d))| *d <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        late.sort();
-        for k in late {
-            let Some((p, _)) = self.pending.remove(&k) else {
-                continue;
-            };
+        let mut late = self.pending.expire(now);
+        // Receipt-id byte order, as before the table was a `Pending`; its own order is by
+        // deadline.
+        late.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, p) in late {
             let e = ErrorInfo::new(ErrorKind::Timeout, "broker did not send a RECEIPT in time");
-            out.events.push(match p {
-                Pending::Reply(id) => BackendEvent::Reply { id, result: Err(e) },
-                Pending::Subscribe(sub) => BackendEvent::SubscribeFailed { sub, reason: e },
-            });
+            out.events.push(p.failed(e));
         }
     }
 
@@ -887,6 +874,43 @@ mod tests {
             "{out:?}"
         );
         assert!(out.close.is_some());
+    }
+
+    #[test]
+    fn a_full_receipt_table_refuses_the_op_instead_of_sending_it() {
+        let (mut c, _) = connected(Settings::default(), Credentials::default());
+        c.pending = Pending::new(1);
+        let now = Instant::now();
+        let mut out = ClientOut::default();
+        c.on_op(publish("a", Some(1)), now, &mut out);
+        c.on_op(publish("b", Some(2)), now, &mut out);
+        c.on_op(
+            ClientOp::Subscribe {
+                sub: 3,
+                channel: Bytes::from("/topic/a"),
+            },
+            now,
+            &mut out,
+        );
+        assert_eq!(out.to_backend.len(), 1, "{out:?}");
+        assert!(s(&out.to_backend[0]).contains("\nreceipt:sb-1\n"));
+        assert!(
+            matches!(&out.events[..], [
+                BackendEvent::Reply { id: 2, result: Err(e) },
+                BackendEvent::SubscribeFailed { sub: 3, reason: r },
+            ] if e.kind == ErrorKind::Limit && r.kind == ErrorKind::Limit),
+            "{out:?}"
+        );
+        assert!(out.close.is_none(), "the leg goes on");
+        let mut out = ClientOut::default();
+        c.on_backend(txt("RECEIPT\nreceipt-id:sb-1\n\n\0"), now, &mut out);
+        assert_eq!(
+            out.events,
+            vec![BackendEvent::Reply {
+                id: 1,
+                result: Ok(None)
+            }]
+        );
     }
 
     #[test]

@@ -1,0 +1,200 @@
+//! Holding client operations until an upstream is ready.
+//!
+//! Owns: [`HoldQueue`], the FIFO of [`ClientOp`]s that wait for a backend being dialed or a
+//! protocol handshake in flight, bounded in count and in bytes ([`ClientOp::held_bytes`]),
+//! both checked before an op is queued.
+//!
+//! Must not touch: I/O, timers, metrics, configuration, the ops themselves (they leave in the
+//! order they came, unchanged), or what a refusal means: the caller decides whether a full
+//! queue fails the leg or the session, and in which words.
+
+use std::collections::VecDeque;
+
+use crate::frame::ClientOp;
+
+/// Why [`HoldQueue::push`] refused an op. The texts are the session's; a role that words
+/// it differently matches on the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HoldError {
+    /// `max_ops` ops are held already.
+    #[error("too many frames before the backend was ready")]
+    TooMany {
+        /// The count limit.
+        max_ops: usize,
+    },
+    /// The op would take the held bytes past `max_bytes`.
+    #[error("too many bytes before the backend was ready")]
+    TooBig {
+        /// The byte budget.
+        max_bytes: usize,
+    },
+}
+
+/// A FIFO of ops held until an upstream is ready, within a count and a byte budget.
+#[derive(Debug)]
+pub struct HoldQueue {
+    ops: VecDeque<ClientOp>,
+    /// [`ClientOp::held_bytes`] of `ops`.
+    bytes: usize,
+    max_ops: usize,
+    max_bytes: usize,
+}
+
+impl HoldQueue {
+    /// An empty queue holding at most `max_ops` ops of at most `max_bytes` bytes in all.
+    pub fn new(max_ops: usize, max_bytes: usize) -> Self {
+        Self {
+            ops: VecDeque::new(),
+            bytes: 0,
+            max_ops,
+            max_bytes,
+        }
+    }
+
+    /// Hold `op` at the back, or refuse it (and drop it) when the count or the byte budget
+    /// would be exceeded; the count is checked first. Exactly the budget is accepted.
+    pub fn push(&mut self, op: ClientOp) -> Result<(), HoldError> {
+        if self.ops.len() >= self.max_ops {
+            return Err(HoldError::TooMany {
+                max_ops: self.max_ops,
+            });
+        }
+        let bytes = op.held_bytes();
+        if self.bytes.saturating_add(bytes) > self.max_bytes {
+            return Err(HoldError::TooBig {
+                max_bytes: self.max_bytes,
+            });
+        }
+        self.bytes += bytes;
+        self.ops.push_back(op);
+        Ok(())
+    }
+
+    /// The oldest held op.
+    pub fn pop_front(&mut self) -> Option<ClientOp> {
+        let op = self.ops.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(op.held_bytes());
+        Some(op)
+    }
+
+    /// Every held op, oldest first. The queue is empty (and holds no bytes) from this call
+    /// on, even if the iterator is dropped early.
+    pub fn drain(&mut self) -> impl Iterator<Item = ClientOp> + '_ {
+        self.bytes = 0;
+        self.ops.drain(..)
+    }
+
+    /// How many ops are held.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// [`ClientOp::held_bytes`] of everything held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::frame::Payload;
+
+    /// A publish holding `n` bytes (one of channel, the rest body).
+    fn op(n: usize) -> ClientOp {
+        ClientOp::Publish {
+            channel: Bytes::from("c"),
+            event: None,
+            args: Vec::new(),
+            payload: Payload::text(Bytes::from("x".repeat(n - 1))),
+            meta: Vec::new(),
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn holds_in_order_up_to_exactly_the_budget() {
+        let mut q = HoldQueue::new(10, 10);
+        assert!(q.is_empty());
+        q.push(op(4)).unwrap();
+        q.push(ClientOp::Unsubscribe { sub: 1 }).unwrap();
+        q.push(op(6)).unwrap();
+        assert_eq!((q.len(), q.bytes()), (3, 10));
+        assert_eq!(q.pop_front(), Some(op(4)));
+        assert_eq!((q.len(), q.bytes()), (2, 6));
+        assert_eq!(q.pop_front(), Some(ClientOp::Unsubscribe { sub: 1 }));
+        assert_eq!(q.pop_front(), Some(op(6)));
+        assert_eq!(q.pop_front(), None);
+        assert!(q.is_empty());
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn refuses_one_byte_over_and_keeps_what_it_held() {
+        let mut q = HoldQueue::new(10, 10);
+        q.push(op(6)).unwrap();
+        assert_eq!(q.push(op(5)), Err(HoldError::TooBig { max_bytes: 10 }));
+        assert_eq!((q.len(), q.bytes()), (1, 6));
+        // What still fits goes in after a refusal.
+        q.push(op(4)).unwrap();
+        assert_eq!((q.len(), q.bytes()), (2, 10));
+        // Ops that hold no bytes still count.
+        assert_eq!(
+            q.push(op(1)),
+            Err(HoldError::TooBig { max_bytes: 10 }),
+            "a full byte budget refuses a 1-byte op"
+        );
+        q.push(ClientOp::Disconnect).unwrap();
+        assert_eq!(q.len(), 3);
+    }
+
+    #[test]
+    fn refuses_past_the_count_before_looking_at_bytes() {
+        let mut q = HoldQueue::new(2, 5);
+        q.push(op(1)).unwrap();
+        q.push(op(1)).unwrap();
+        // Too many and too big at once: the count is what is reported.
+        assert_eq!(q.push(op(100)), Err(HoldError::TooMany { max_ops: 2 }));
+        assert_eq!((q.len(), q.bytes()), (2, 2));
+        let mut none = HoldQueue::new(0, 0);
+        assert_eq!(
+            none.push(ClientOp::Disconnect),
+            Err(HoldError::TooMany { max_ops: 0 })
+        );
+    }
+
+    #[test]
+    fn drain_empties_even_when_dropped_early() {
+        let mut q = HoldQueue::new(10, 100);
+        for n in [3, 4, 5] {
+            q.push(op(n)).unwrap();
+        }
+        assert_eq!(q.drain().next(), Some(op(3)));
+        assert!(q.is_empty());
+        assert_eq!(q.bytes(), 0);
+        // The budget is whole again.
+        q.push(op(100)).unwrap();
+        assert_eq!(q.drain().collect::<Vec<_>>(), vec![op(100)]);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn errors_say_which_limit_in_the_sessions_words() {
+        assert_eq!(
+            HoldError::TooMany { max_ops: 1 }.to_string(),
+            "too many frames before the backend was ready"
+        );
+        assert_eq!(
+            HoldError::TooBig { max_bytes: 1 }.to_string(),
+            "too many bytes before the backend was ready"
+        );
+        assert!(std::mem::size_of::<HoldError>() <= 16);
+    }
+}
