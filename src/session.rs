@@ -11,7 +11,6 @@
 //! Must not touch: wire bytes. Roles decode and encode; the translator renames. Every
 //! `select!` branch is cancel-safe: state lives on [`Session`], never in a branch future.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Mode, Route};
+use crate::dialect::hold::HoldQueue;
 use crate::dialect::{
     ClientOut, ClientRole, Close, Dial, Handshake, ServerOut, ServerRole, Spec, WsMsg,
 };
@@ -592,9 +592,8 @@ pub struct Session {
     /// TLS and the WebSocket upgrade; a backend that accepts the upgrade and then never
     /// finishes its protocol handshake would otherwise hold the client forever.
     ready_by: Option<Instant>,
-    pending_ops: VecDeque<ClientOp>,
-    /// [`ClientOp::held_bytes`] of `pending_ops`.
-    pending_bytes: usize,
+    /// Operations held while the upstream is dialed.
+    pending_ops: HoldQueue,
     last_expire: Instant,
     /// Set once the client connection is being closed; the loop then ends.
     done: Option<Outcome>,
@@ -610,6 +609,7 @@ impl Session {
         handshake: &Handshake,
     ) -> Self {
         let now = Instant::now();
+        let pending_ops = HoldQueue::new(MAX_PENDING_OPS, pending_budget(ctx.max_message_size));
         Self {
             translator: Translator::new(ctx.mapping.clone()),
             ctx,
@@ -627,8 +627,7 @@ impl Session {
                 handshake.header("origin").cloned(),
             ),
             ready_by: None,
-            pending_ops: VecDeque::new(),
-            pending_bytes: 0,
+            pending_ops,
             last_expire: now,
             done: None,
             shutting: false,
@@ -1012,8 +1011,7 @@ impl Session {
                 let mut out = ClientOut::default();
                 if let Some(up) = &mut self.up {
                     up.role.start(now, &mut out);
-                    self.pending_bytes = 0;
-                    for op in self.pending_ops.drain(..) {
+                    for op in self.pending_ops.drain() {
                         up.role.on_op(op, now, &mut out);
                     }
                 }
@@ -1147,32 +1145,19 @@ impl Session {
                 Box::pin(self.apply_client(out)).await;
             }
             None => {
-                if let Err(why) = self.hold(op) {
+                if let Err(why) = self.pending_ops.push(op) {
                     if let Some(sub) = failed_sub {
                         self.translator.forget(sub);
                     }
                     let mut out = ServerOut::default();
-                    self.server
-                        .on_upstream_lost(ErrorInfo::new(ErrorKind::Limit, why), &mut out);
+                    self.server.on_upstream_lost(
+                        ErrorInfo::new(ErrorKind::Limit, why.to_string()),
+                        &mut out,
+                    );
                     Box::pin(self.apply_server(out)).await;
                 }
             }
         }
-    }
-
-    /// Hold `op` until the upstream is dialed, within the count and the byte budget, both
-    /// checked before the op is queued.
-    fn hold(&mut self, op: ClientOp) -> Result<(), &'static str> {
-        if self.pending_ops.len() >= MAX_PENDING_OPS {
-            return Err("too many frames before the backend was ready");
-        }
-        let bytes = op.held_bytes();
-        if self.pending_bytes.saturating_add(bytes) > pending_budget(self.ctx.max_message_size) {
-            return Err("too many bytes before the backend was ready");
-        }
-        self.pending_bytes += bytes;
-        self.pending_ops.push_back(op);
-        Ok(())
     }
 
     /// Carry out what the client role asked: write upstream, then deliver events downstream.

@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 
 use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
 use super::payload_kind;
-use crate::config::Route;
 use crate::dialect::hold::{HoldError, HoldQueue};
 use crate::dialect::pending::{self, Pending};
 use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg, stat};
@@ -65,37 +64,6 @@ pub struct Settings {
 /// The default of [`Settings::max_queued_bytes`]: hundreds of ordinary frames, and the STOMP
 /// server role's transaction budget too.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
-
-impl Settings {
-    /// Settings for a route's upstream.
-    pub fn from_route(r: &Route) -> Self {
-        let up = &r.upstream;
-        // Brokers read `host` as the virtual host (RabbitMQ refuses unknown ones), so the
-        // default is the default vhost rather than the URL's host name.
-        let host = up.vhost.clone().unwrap_or_else(|| "/".into());
-        let token_as = match up.credentials.token_as.as_deref() {
-            Some("authorization") => TokenAs::Authorization,
-            Some("none") => TokenAs::None,
-            _ => TokenAs::Passcode,
-        };
-        Self {
-            host,
-            heartbeat: up.heartbeat_ms,
-            token_as,
-            login: up.credentials.login.clone(),
-            passcode: up.credentials.passcode.clone(),
-            client_ack: up.ack_mode == "client-individual",
-            ack_on_delivery: r.client != crate::dialect::Dialect::Stomp,
-            receipt_timeout: Duration::from_millis(up.ack_timeout_ms),
-            limits: Limits {
-                max_frame_size: r.stomp.max_frame_size,
-                ..Limits::default()
-            },
-            max_queued_ops: 1024,
-            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
-        }
-    }
-}
 
 impl Default for Settings {
     fn default() -> Self {
