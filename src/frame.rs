@@ -20,6 +20,52 @@ pub type Meta = Vec<(Bytes, Bytes)>;
 /// Each leg keeps its own wire ids (STOMP receipt, Socket.IO ack id) in its own table.
 pub type ReplyId = u64;
 
+/// A publish that wants an answer: which one, and what kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// The downstream leg's id, echoed in [`BackendEvent::Reply`].
+    pub id: ReplyId,
+    /// The client expects data back (a Socket.IO ack's arguments, an SC emit callback): an
+    /// upstream that can answer with data always asks its backend for the answer. `false`
+    /// for a receipt-style confirmation (STOMP `receipt`), which is confirmed once written
+    /// upstream unless the route sets `upstream.acks`, or the backend's own receipt where
+    /// its dialect has one.
+    pub data: bool,
+}
+
+impl Reply {
+    /// A request for the backend's answer.
+    pub fn data(id: ReplyId) -> Self {
+        Self { id, data: true }
+    }
+    /// A request for a confirmation.
+    pub fn receipt(id: ReplyId) -> Self {
+        Self { id, data: false }
+    }
+}
+
+/// What a subscription carries besides its channel, for backends that authorize or
+/// parameterize subscriptions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubParams {
+    /// A channel authorization (Pusher `auth`: `<key>:<hmac>`), checked by the leg that
+    /// issued the socket id it is bound to; never forwarded as is.
+    pub auth: Option<Bytes>,
+    /// Presence member data (Pusher `channel_data`: a JSON string with `user_id`, `user_info`).
+    pub channel_data: Option<Bytes>,
+    /// Free subscription data, raw JSON: SocketCluster `#subscribe` data, the params of an
+    /// Action Cable identifier (`{"channel":"ChatChannel","room":7}` without `channel`).
+    pub data: Option<Payload>,
+}
+
+impl SubParams {
+    fn held_bytes(&self) -> usize {
+        self.auth.as_ref().map_or(0, Bytes::len)
+            + self.channel_data.as_ref().map_or(0, Bytes::len)
+            + self.data.as_ref().map_or(0, |p| p.data.len())
+    }
+}
+
 /// How a payload's bytes are to be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadKind {
@@ -101,6 +147,8 @@ pub enum ClientOp {
         sub: SubId,
         /// Channel, destination or event name.
         channel: Bytes,
+        /// Authorization and data the subscription carries.
+        params: SubParams,
     },
     /// Stop a subscription.
     Unsubscribe {
@@ -119,8 +167,8 @@ pub enum ClientOp {
         payload: Payload,
         /// User headers.
         meta: Meta,
-        /// Set when the client wants to hear that the publish was done.
-        reply: Option<ReplyId>,
+        /// Set when the client wants to hear that the publish was done, or its answer.
+        reply: Option<Reply>,
     },
     /// Acknowledge (or refuse) a delivered message: for upstreams with client acks, and for
     /// backends that asked for an ack when they emitted it (Socket.IO).
@@ -133,11 +181,17 @@ pub enum ClientOp {
         /// argument array); `None` for a plain ACK/NACK.
         result: Option<Payload>,
     },
+    /// Authenticate again on the open session (SocketCluster `#authenticate`, Pusher
+    /// `pusher:signin`, a second Socket.IO-style CONNECT). A backend dialect that cannot
+    /// re-authenticate refuses it ([`BackendEvent::Refused`]); the session stays as it was.
+    Reauth {
+        /// The new credentials.
+        credentials: Credentials,
+    },
     /// The client is leaving.
     Disconnect,
 }
 
-/// Why a backend refused or ended something.
 impl ClientOp {
     /// The bytes this operation keeps alive while it waits (for a backend being dialed, or a
     /// CONNECT in flight): what bounds such queues besides their length.
@@ -157,11 +211,13 @@ impl ClientOp {
                     + payload.data.len()
                     + meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
             }
-            Self::Subscribe { channel, .. } => channel.len(),
+            Self::Subscribe {
+                channel, params, ..
+            } => channel.len() + params.held_bytes(),
             Self::Ack { token, result, .. } => {
                 token.len() + result.as_ref().map_or(0, |p| p.data.len())
             }
-            Self::Connect { credentials } => [
+            Self::Connect { credentials } | Self::Reauth { credentials } => [
                 &credentials.token,
                 &credentials.login,
                 &credentials.passcode,
@@ -177,6 +233,7 @@ impl ClientOp {
     }
 }
 
+/// Why a backend refused or ended something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Credentials refused.
@@ -216,6 +273,9 @@ pub struct ErrorInfo {
     pub message: Bytes,
     /// Extra detail (a JSON value or text), e.g. Socket.IO `data`, STOMP ERROR body.
     pub detail: Option<Payload>,
+    /// The dialect's own error code where it has one (Pusher 4001–4301, SocketCluster
+    /// 4000–4008, a WebSocket close code), so a leg of the same family can pass it on.
+    pub code: Option<u16>,
 }
 
 impl ErrorInfo {
@@ -225,7 +285,14 @@ impl ErrorInfo {
             kind,
             message: message.into(),
             detail: None,
+            code: None,
         }
+    }
+
+    /// The same error with the dialect's code.
+    pub fn with_code(mut self, code: u16) -> Self {
+        self.code = Some(code);
+        self
     }
 }
 
@@ -242,6 +309,9 @@ pub enum BackendEvent {
     Subscribed {
         /// The id from `ClientOp::Subscribe`.
         sub: SubId,
+        /// What the confirmation carries, raw JSON: a Pusher presence snapshot
+        /// (`{"presence":{"ids":[..],"hash":{..},"count":n}}`), SocketCluster's answer data.
+        data: Option<Payload>,
     },
     /// A subscription was refused.
     SubscribeFailed {
@@ -249,6 +319,28 @@ pub enum BackendEvent {
         sub: SubId,
         /// Why.
         reason: ErrorInfo,
+    },
+    /// The backend ended a subscription it had confirmed (SocketCluster `#kickOut`, an Action
+    /// Cable `reject_subscription` after `confirm_subscription`). The subscription is gone:
+    /// nothing more is delivered on it.
+    Unsubscribed {
+        /// The id from `ClientOp::Subscribe`.
+        sub: SubId,
+        /// Why, in the backend's words.
+        reason: ErrorInfo,
+    },
+    /// The backend changed the session's authentication (SocketCluster `#setAuthToken`,
+    /// `#removeAuthToken`); a client dialect that can hold a token is told.
+    AuthChanged {
+        /// The new token, `None` when it was removed.
+        token: Option<Bytes>,
+    },
+    /// How many connections are subscribed to a channel (Pusher `subscription_count`).
+    SubscriptionCount {
+        /// The channel.
+        channel: Bytes,
+        /// The count.
+        count: u64,
     },
     /// A published message.
     Message {
@@ -320,8 +412,12 @@ mod tests {
         let sub = ClientOp::Subscribe {
             sub: 1,
             channel: Bytes::from("/topic/a"),
+            params: SubParams {
+                auth: Some(Bytes::from("k:sig")),
+                ..Default::default()
+            },
         };
-        assert_eq!(sub.held_bytes(), 8);
+        assert_eq!(sub.held_bytes(), 8 + 5);
         let ack = ClientOp::Ack {
             token: Bytes::from("t-1"),
             positive: true,

@@ -33,7 +33,7 @@ use crate::dialect::hold::HoldQueue;
 use crate::dialect::{
     ClientOut, ClientRole, Close, Dial, Handshake, ServerOut, ServerRole, Spec, WsMsg,
 };
-use crate::frame::{BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind};
+use crate::frame::{BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Reply};
 use crate::metrics::{self as m, LegCounters, RouteMetrics};
 use crate::translate::{Mapping, Translator};
 use crate::upstream::{Dialer, UpstreamError, Ws};
@@ -1095,8 +1095,14 @@ impl Session {
     }
 
     async fn route_op(&mut self, op: ClientOp) {
+        let started = self.up.is_some() || self.dialing.is_some() || self.role.is_some();
+        let op = match op {
+            // A second Connect on an open session is a re-authentication.
+            ClientOp::Connect { credentials } if started => ClientOp::Reauth { credentials },
+            op => op,
+        };
         if let ClientOp::Connect { mut credentials } = op {
-            if self.up.is_none() && self.dialing.is_none() && self.role.is_none() {
+            {
                 if credentials.cookie.is_none() {
                     credentials.cookie = self.forward.0.clone();
                 }
@@ -1128,7 +1134,8 @@ impl Session {
                         BackendEvent::SubscribeFailed { sub, reason: e }
                     }
                     ClientOp::Publish {
-                        reply: Some(id), ..
+                        reply: Some(Reply { id, .. }),
+                        ..
                     } => BackendEvent::Reply { id, result: Err(e) },
                     _ => BackendEvent::Refused(e),
                 };

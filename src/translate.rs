@@ -191,7 +191,7 @@ impl Translator {
     /// to the client (nothing goes upstream).
     pub fn down_op(&mut self, op: ClientOp) -> Result<ClientOp, ErrorInfo> {
         match op {
-            ClientOp::Subscribe { sub, channel } => {
+            ClientOp::Subscribe { sub, channel, .. } => {
                 let name = utf8(&channel)?;
                 let (up, args, event_from_key) = self
                     .mapping
@@ -212,7 +212,11 @@ impl Translator {
                         event_from_key,
                     },
                 );
-                Ok(ClientOp::Subscribe { sub, channel: up })
+                Ok(ClientOp::Subscribe {
+                    sub,
+                    channel: up,
+                    params: Default::default(),
+                })
             }
             ClientOp::Unsubscribe { sub } => {
                 self.subs.remove(&sub);
@@ -441,13 +445,15 @@ mod tests {
             .down_op(ClientOp::Subscribe {
                 sub: 1,
                 channel: Bytes::from("/topic/message_created"),
+                params: Default::default(),
             })
             .unwrap();
         assert_eq!(
             op,
             ClientOp::Subscribe {
                 sub: 1,
-                channel: Bytes::from("message_created")
+                channel: Bytes::from("message_created"),
+                params: Default::default(),
             }
         );
         let op = t
@@ -465,6 +471,7 @@ mod tests {
             .down_op(ClientOp::Subscribe {
                 sub: 2,
                 channel: Bytes::from("/queue/x"),
+                params: Default::default(),
             })
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Untranslatable);
@@ -480,11 +487,13 @@ mod tests {
         t.down_op(ClientOp::Subscribe {
             sub: 1,
             channel: Bytes::from("/v1/topic/conversation/a"),
+            params: Default::default(),
         })
         .unwrap();
         t.down_op(ClientOp::Subscribe {
             sub: 2,
             channel: Bytes::from("/v1/topic/conversation/b"),
+            params: Default::default(),
         })
         .unwrap();
         let mut out = Vec::new();
@@ -523,6 +532,7 @@ mod tests {
         t.down_op(ClientOp::Subscribe {
             sub: 1,
             channel: Bytes::from("/v1/topic/conversation/42"),
+            params: Default::default(),
         })
         .unwrap();
         let op = t
@@ -570,13 +580,15 @@ mod tests {
             .down_op(ClientOp::Subscribe {
                 sub: 1,
                 channel: Bytes::from("conversation:7"),
+                params: Default::default(),
             })
             .unwrap();
         assert_eq!(
             op,
             ClientOp::Subscribe {
                 sub: 1,
-                channel: Bytes::from("/v1/topic/conversation/7")
+                channel: Bytes::from("/v1/topic/conversation/7"),
+                params: Default::default(),
             }
         );
         let body = Bytes::from(r#"{"read":{"userId":"u"}}"#);
@@ -614,6 +626,7 @@ mod tests {
         t.down_op(ClientOp::Subscribe {
             sub: 1,
             channel: Bytes::from("a"),
+            params: Default::default(),
         })
         .unwrap();
         let mut out = Vec::new();
@@ -645,6 +658,7 @@ mod tests {
         t.down_op(ClientOp::Subscribe {
             sub: 1,
             channel: Bytes::from("/topic/a"),
+            params: Default::default(),
         })
         .unwrap();
         t.down_op(ClientOp::Unsubscribe { sub: 1 }).unwrap();
@@ -677,6 +691,7 @@ mod refused {
         t.down_op(ClientOp::Subscribe {
             sub: 7,
             channel: Bytes::from("news"),
+            params: Default::default(),
         })
         .unwrap();
         assert!(t.has_sub(7));

@@ -18,7 +18,7 @@ use crate::dialect::hold::HoldQueue;
 use crate::dialect::pending::{self, Pending};
 use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg};
 use crate::frame::{
-    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId,
+    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply, ReplyId,
 };
 
 /// Settings of the Socket.IO client role, from `[route.upstream]`.
@@ -168,7 +168,8 @@ impl SocketioClient {
         }
         for op in self.queued.drain() {
             if let ClientOp::Publish {
-                reply: Some(id), ..
+                reply: Some(Reply { id, .. }),
+                ..
             } = op
             {
                 out.events.push(BackendEvent::Reply {
@@ -184,10 +185,15 @@ impl SocketioClient {
         event: Bytes,
         args: Vec<Bytes>,
         payload: Payload,
-        reply: Option<ReplyId>,
+        reply: Option<Reply>,
         now: Instant,
         out: &mut ClientOut,
     ) {
+        // The client wants the backend's answer (its data), or the route waits for the
+        // backend's ack on every confirmation; otherwise a confirmation is given once the
+        // emit is written.
+        let ack = reply.filter(|r| r.data || self.settings.acks);
+        let reply = reply.map(|r| r.id);
         let Ok(name) = std::str::from_utf8(&event) else {
             return reply_err(
                 reply,
@@ -218,8 +224,8 @@ impl SocketioClient {
         let mut parts: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
         parts.push(&last);
         let data = packet::build_event(name, &parts);
-        let id = match reply {
-            Some(rid) if self.settings.acks => {
+        let id = match ack {
+            Some(Reply { id: rid, .. }) => {
                 let id = self.next_ack;
                 let deadline = pending::deadline(now, self.settings.ack_timeout);
                 if let Err(e) = self.pending.insert(id, rid, deadline) {
@@ -361,6 +367,7 @@ impl SocketioClient {
                         kind: ErrorKind::Unauthorized,
                         message,
                         detail,
+                        code: None,
                     },
                     out,
                 );
@@ -562,7 +569,8 @@ impl ClientRole for SocketioClient {
         match self.state {
             State::Closed => {
                 if let ClientOp::Publish {
-                    reply: Some(id), ..
+                    reply: Some(Reply { id, .. }),
+                    ..
                 } = op
                 {
                     out.events.push(BackendEvent::Reply {
@@ -594,8 +602,15 @@ impl ClientRole for SocketioClient {
             ClientOp::Connect { credentials } => self.credentials = credentials,
             // Socket.IO has no subscribe on the wire: every event the backend sends reaches us,
             // and the translator delivers it to the subscriptions that match.
-            ClientOp::Subscribe { sub, .. } => out.events.push(BackendEvent::Subscribed { sub }),
+            ClientOp::Subscribe { sub, .. } => out
+                .events
+                .push(BackendEvent::Subscribed { sub, data: None }),
             ClientOp::Unsubscribe { .. } => {}
+            // A namespace's auth is fixed at its CONNECT.
+            ClientOp::Reauth { .. } => out.events.push(BackendEvent::Refused(ErrorInfo::new(
+                ErrorKind::Untranslatable,
+                "a Socket.IO backend cannot re-authenticate an open session",
+            ))),
             ClientOp::Ack {
                 token,
                 positive,
@@ -755,7 +770,7 @@ mod tests {
             event: None,
             args: vec![],
             payload,
-            reply,
+            reply: reply.map(Reply::receipt),
         }
     }
 
@@ -942,7 +957,7 @@ mod tests {
                 event: None,
                 args: vec![Bytes::from("\"42\"")],
                 payload: Payload::text(Bytes::from("hi")),
-                reply: Some(1),
+                reply: Some(Reply::receipt(1)),
             },
             Instant::now(),
             &mut out,
@@ -953,6 +968,37 @@ mod tests {
             vec![BackendEvent::Reply {
                 id: 1,
                 result: Ok(None)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_request_for_data_waits_for_the_backends_answer_without_acks() {
+        // `upstream.acks` is off: receipts are confirmed on write, but a client that expects
+        // data (a Socket.IO ack) gets the backend's ack arguments.
+        let mut c = connected(Settings::default());
+        let mut out = ClientOut::default();
+        c.on_op(
+            ClientOp::Publish {
+                meta: Vec::new(),
+                channel: Bytes::from("m"),
+                event: None,
+                args: vec![],
+                payload: Payload::json(Bytes::from("1")),
+                reply: Some(Reply::data(5)),
+            },
+            Instant::now(),
+            &mut out,
+        );
+        assert_eq!(s(&out.to_backend[0]), r#"420["m",1]"#);
+        assert!(out.events.is_empty(), "{:?}", out.events);
+        let mut out = ClientOut::default();
+        c.on_backend(txt(r#"430[{"ok":true}]"#), Instant::now(), &mut out);
+        assert_eq!(
+            out.events,
+            vec![BackendEvent::Reply {
+                id: 5,
+                result: Ok(Some(Payload::json(Bytes::from(r#"{"ok":true}"#))))
             }]
         );
     }

@@ -27,7 +27,8 @@ use crate::dialect::json::is_json;
 use crate::dialect::pending::{self, Pending};
 use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{
-    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
+    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply,
+    ReplyId, SubId,
 };
 use crate::template::{Captures, Template};
 
@@ -411,6 +412,7 @@ impl SocketioServer {
         out.ops.push(ClientOp::Subscribe {
             sub,
             channel: topic,
+            params: Default::default(),
         });
     }
 
@@ -491,7 +493,8 @@ impl SocketioServer {
                 let rid = self.next_reply;
                 self.next_reply += 1;
                 self.replies.insert(rid, (p.nsp.clone(), id));
-                Some(rid)
+                // A Socket.IO ack carries the backend's answer: data, not a receipt.
+                Some(Reply::data(rid))
             }
         };
         out.ops.push(ClientOp::Publish {
@@ -900,7 +903,7 @@ impl ServerRole for SocketioServer {
         }
         match ev {
             BackendEvent::Ready { .. } => self.on_ready(out),
-            BackendEvent::Subscribed { sub } => {
+            BackendEvent::Subscribed { sub, .. } => {
                 if let Some(s) = self.subs.get_mut(&sub)
                     && let Some(id) = s.ack.take()
                 {
@@ -929,9 +932,17 @@ impl ServerRole for SocketioServer {
                 ack,
                 ..
             } => self.deliver(sub, channel, event, args, payload, ack, now, out),
-            // An emit without an ack has nobody to tell; the refusal is counted by the session.
-            BackendEvent::Presence { .. } | BackendEvent::Refused(_) | BackendEvent::Dropped(_) => {
+            // The backend ended the subscription: delivery on it stops.
+            BackendEvent::Unsubscribed { sub, .. } => {
+                self.subs.remove(&sub);
             }
+            // An emit without an ack has nobody to tell; the refusal is counted by the session.
+            // Socket.IO carries no presence, token push or subscription count.
+            BackendEvent::Presence { .. }
+            | BackendEvent::Refused(_)
+            | BackendEvent::Dropped(_)
+            | BackendEvent::AuthChanged { .. }
+            | BackendEvent::SubscriptionCount { .. } => {}
             BackendEvent::Reply { id, result } => self.on_reply(id, result, out),
             BackendEvent::Error(e) | BackendEvent::Closing { reason: e, .. } => {
                 self.upstream_failed(&e, out);
@@ -1079,13 +1090,13 @@ mod tests {
             r,
             &format!(r#"42{ack_id}["subscribe",{{"topic":"{topic}"}}]"#),
         );
-        let [ClientOp::Subscribe { sub, channel }] = out.ops.as_slice() else {
+        let [ClientOp::Subscribe { sub, channel, .. }] = out.ops.as_slice() else {
             panic!("{:?}", out.ops)
         };
         assert_eq!(channel, topic);
         let sub = *sub;
         assert!(out.to_client.is_empty());
-        let out = backend(r, BackendEvent::Subscribed { sub });
+        let out = backend(r, BackendEvent::Subscribed { sub, data: None });
         assert_eq!(texts(&out), [format!("43{ack_id}[null]")]);
         sub
     }
@@ -1277,6 +1288,7 @@ mod tests {
                 kind: ErrorKind::Unauthorized,
                 message: Bytes::from("invalid token"),
                 detail: Some(Payload::json(Bytes::from(r#"{"reason":"jwt"}"#))),
+                code: None,
             }),
         );
         assert_eq!(
@@ -1295,6 +1307,7 @@ mod tests {
                 kind: ErrorKind::Unauthorized,
                 message: Bytes::from("Bad \"creds\""),
                 detail: Some(Payload::text(Bytes::from("nope"))),
+                code: None,
             },
             &mut out,
         );
@@ -1401,12 +1414,12 @@ mod tests {
         let mut r = ready();
         feed(&mut r, r#"40/admin,{"token":"abc"}"#);
         let out = feed(&mut r, r#"42/admin,7["subscribe","files"]"#);
-        let [ClientOp::Subscribe { sub, channel }] = out.ops.as_slice() else {
+        let [ClientOp::Subscribe { sub, channel, .. }] = out.ops.as_slice() else {
             panic!()
         };
         assert_eq!(channel, "files");
         let sub = *sub;
-        let out = backend(&mut r, BackendEvent::Subscribed { sub });
+        let out = backend(&mut r, BackendEvent::Subscribed { sub, data: None });
         assert_eq!(texts(&out), ["43/admin,7[null]"]);
         let out = backend(
             &mut r,
@@ -1461,7 +1474,13 @@ mod tests {
         let [ClientOp::Subscribe { sub, .. }] = out.ops.as_slice() else {
             panic!()
         };
-        let out = backend(&mut r, BackendEvent::Subscribed { sub: *sub });
+        let out = backend(
+            &mut r,
+            BackendEvent::Subscribed {
+                sub: *sub,
+                data: None,
+            },
+        );
         assert!(out.to_client.is_empty());
         // A duplicate is answered at once without a second subscription.
         let out = feed(&mut r, r#"425["subscribe",{"topic":"quiet"}]"#);
@@ -1526,7 +1545,9 @@ mod tests {
         // Zero copy: the payload is a slice of the received message.
         assert!(wire_msg.as_ptr_range().contains(&payload.data.as_ptr()));
         assert_eq!(r.take_copied(), 0);
-        let rid = *rid;
+        // A Socket.IO ack asks for the backend's data.
+        assert!(rid.data);
+        let rid = rid.id;
         let out = backend(
             &mut r,
             BackendEvent::Reply {
@@ -1559,7 +1580,7 @@ mod tests {
         else {
             panic!("{m}: {:?}", out.ops)
         };
-        (channel.clone(), payload.clone(), *reply)
+        (channel.clone(), payload.clone(), reply.map(|r| r.id))
     }
 
     #[test]
@@ -1601,7 +1622,9 @@ mod tests {
         };
         assert_eq!(channel, "upload");
         assert_eq!(payload, &Payload::binary(Bytes::from_static(&[9, 8])));
-        let rid = *rid;
+        // A Socket.IO ack asks for the backend's data.
+        assert!(rid.data);
+        let rid = rid.id;
         let out = backend(
             &mut r,
             BackendEvent::Reply {
@@ -1887,7 +1910,7 @@ mod tests {
         let ClientOp::Subscribe { sub, .. } = out.ops[0] else {
             panic!()
         };
-        let out = backend(&mut r, BackendEvent::Subscribed { sub });
+        let out = backend(&mut r, BackendEvent::Subscribed { sub, data: None });
         assert!(out.to_client.is_empty());
         let out = backend(
             &mut r,

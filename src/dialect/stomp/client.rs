@@ -17,7 +17,8 @@ use crate::dialect::hold::{HoldError, HoldQueue};
 use crate::dialect::pending::{self, Pending};
 use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg, stat};
 use crate::frame::{
-    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
+    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply,
+    ReplyId, SubId,
 };
 
 /// Where a client's bearer token goes in the broker's CONNECT.
@@ -189,7 +190,8 @@ impl StompClient {
         }
         for op in self.queued.drain() {
             if let ClientOp::Publish {
-                reply: Some(id), ..
+                reply: Some(Reply { id, .. }),
+                ..
             } = op
             {
                 out.events.push(BackendEvent::Reply {
@@ -295,9 +297,9 @@ impl StompClient {
                         id: rid,
                         result: Ok(None),
                     }),
-                    Some(ReceiptFor::Subscribe(sub)) => {
-                        out.events.push(BackendEvent::Subscribed { sub })
-                    }
+                    Some(ReceiptFor::Subscribe(sub)) => out
+                        .events
+                        .push(BackendEvent::Subscribed { sub, data: None }),
                     None => {}
                 }
             }
@@ -350,6 +352,7 @@ impl StompClient {
                     kind,
                     message,
                     detail,
+                    code: None,
                 };
                 if let Some(p) = f.header("receipt-id").and_then(|r| self.pending.remove(r)) {
                     out.events.push(p.failed(info.clone()));
@@ -419,7 +422,8 @@ impl ClientRole for StompClient {
         match self.state {
             State::Closed => {
                 if let ClientOp::Publish {
-                    reply: Some(id), ..
+                    reply: Some(Reply { id, .. }),
+                    ..
                 } = op
                 {
                     let e = ErrorInfo::new(ErrorKind::Unavailable, "broker connection closed");
@@ -443,7 +447,12 @@ impl ClientRole for StompClient {
         }
         match op {
             ClientOp::Connect { .. } => {}
-            ClientOp::Subscribe { sub, channel } => {
+            // STOMP authenticates once, at CONNECT.
+            ClientOp::Reauth { .. } => out.events.push(BackendEvent::Refused(ErrorInfo::new(
+                ErrorKind::Untranslatable,
+                "a STOMP broker cannot re-authenticate an open session",
+            ))),
+            ClientOp::Subscribe { sub, channel, .. } => {
                 let receipt = match self.receipt_id(ReceiptFor::Subscribe(sub), now) {
                     Ok(r) => r,
                     Err(e) => return out.events.push(ReceiptFor::Subscribe(sub).failed(e)),
@@ -487,7 +496,9 @@ impl ClientRole for StompClient {
                 if let Some(e) = event {
                     f.push_header("event", e);
                 }
-                if let Some(id) = reply {
+                // A STOMP broker answers receipt-style requests and data requests alike
+                // with its RECEIPT: the backend's own confirmation.
+                if let Some(Reply { id, .. }) = reply {
                     match self.receipt_id(ReceiptFor::Reply(id), now) {
                         Ok(r) => f.push_header("receipt", r),
                         Err(e) => return out.events.push(ReceiptFor::Reply(id).failed(e)),
@@ -669,6 +680,7 @@ mod tests {
             ClientOp::Subscribe {
                 sub: 3,
                 channel: Bytes::from("/topic/a"),
+                params: Default::default(),
             },
             now,
             &mut out,
@@ -679,7 +691,10 @@ mod tests {
         );
         let mut out = ClientOut::default();
         c.on_backend(txt("RECEIPT\nreceipt-id:sb-1\n\n\0MESSAGE\nsubscription:sub-3\nmessage-id:m1\ndestination:/topic/a\ncontent-type:application/json\ncontent-length:7\n\n{\"a\":1}\0"), now, &mut out);
-        assert_eq!(out.events[0], BackendEvent::Subscribed { sub: 3 });
+        assert_eq!(
+            out.events[0],
+            BackendEvent::Subscribed { sub: 3, data: None }
+        );
         assert!(
             matches!(&out.events[1], BackendEvent::Message { sub: Some(3), payload, .. } if payload.data == "{\"a\":1}" && payload.kind == PayloadKind::Json)
         );
@@ -697,7 +712,7 @@ mod tests {
                 event: Some(Bytes::from("typing")),
                 args: vec![],
                 payload: Payload::json(Bytes::from("{}")),
-                reply: Some(9),
+                reply: Some(Reply::receipt(9)),
             },
             now,
             &mut out,
@@ -723,7 +738,7 @@ mod tests {
                 event: None,
                 args: vec![],
                 payload: Payload::null(),
-                reply: Some(10),
+                reply: Some(Reply::receipt(10)),
             },
             now,
             &mut out,
@@ -773,6 +788,7 @@ mod tests {
             ClientOp::Subscribe {
                 sub: 1,
                 channel: Bytes::from("/topic/a"),
+                params: Default::default(),
             },
             now,
             &mut out,
@@ -795,7 +811,7 @@ mod tests {
             event: None,
             args: vec![],
             payload: Payload::text(Bytes::from(body.to_owned())),
-            reply,
+            reply: reply.map(Reply::receipt),
         }
     }
 
@@ -856,6 +872,7 @@ mod tests {
             ClientOp::Subscribe {
                 sub: 3,
                 channel: Bytes::from("/topic/a"),
+                params: Default::default(),
             },
             now,
             &mut out,

@@ -17,7 +17,8 @@ use super::payload_kind;
 use crate::dialect::json::{self, is_json};
 use crate::dialect::{Close, Keepalive, ServerOut, ServerRole, WsMsg, stat, strip_bearer};
 use crate::frame::{
-    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, ReplyId, SubId,
+    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply,
+    ReplyId, SubId,
 };
 
 /// Settings of the STOMP server role, from `[route.stomp]`.
@@ -275,7 +276,8 @@ impl StompServer {
             let id = self.next_reply;
             self.next_reply += 1;
             if let ClientOp::Publish { reply, .. } = &mut op {
-                *reply = Some(id);
+                // A receipt asks for a confirmation, not data.
+                *reply = Some(Reply::receipt(id));
             }
             if !self.queue_receipt(r, Wait::Reply(id), out) {
                 return;
@@ -447,7 +449,11 @@ impl StompServer {
                 unacked: VecDeque::new(),
             },
         );
-        out.ops.push(ClientOp::Subscribe { sub, channel: dest });
+        out.ops.push(ClientOp::Subscribe {
+            sub,
+            channel: dest,
+            params: Default::default(),
+        });
     }
 
     fn on_unsubscribe(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
@@ -787,7 +793,7 @@ impl ServerRole for StompServer {
                     self.receipt(r, out);
                 }
             }
-            BackendEvent::Subscribed { sub } => self.resolve(Wait::Subscribed(sub), out),
+            BackendEvent::Subscribed { sub, .. } => self.resolve(Wait::Subscribed(sub), out),
             BackendEvent::SubscribeFailed { sub, reason } => {
                 let receipt = self.take_receipt(Wait::Subscribed(sub));
                 let msg = String::from_utf8_lossy(&reason.message).into_owned();
@@ -809,7 +815,19 @@ impl ServerRole for StompServer {
                 let msg = String::from_utf8_lossy(&e.message).into_owned();
                 self.fatal(&msg, &detail_bytes(&e), Some(r), 1011, out);
             }
-            BackendEvent::Presence { .. } | BackendEvent::Dropped(_) => {}
+            // The backend ended the subscription (kicked out): STOMP has no frame for that, so
+            // delivery stops; the client's later UNSUBSCRIBE of that id is a no-op.
+            BackendEvent::Unsubscribed { sub, .. } => {
+                if let Some(s) = self.subs.remove(&sub) {
+                    self.by_stomp_id.remove(&s.stomp_id);
+                    self.ack_tokens.retain(|_, (t, _)| *t != sub);
+                }
+            }
+            // Nothing in STOMP carries these.
+            BackendEvent::Presence { .. }
+            | BackendEvent::Dropped(_)
+            | BackendEvent::AuthChanged { .. }
+            | BackendEvent::SubscriptionCount { .. } => {}
             // STOMP: "a SEND that fails must produce an ERROR", and ERROR is fatal.
             BackendEvent::Refused(e) => {
                 let msg = String::from_utf8_lossy(&e.message).into_owned();
@@ -1026,12 +1044,17 @@ mod tests {
             out.ops,
             vec![ClientOp::Subscribe {
                 sub: 1,
-                channel: Bytes::from("/topic/message_created")
+                channel: Bytes::from("/topic/message_created"),
+                params: Default::default(),
             }]
         );
         assert!(out.to_client.is_empty());
         let mut o = ServerOut::default();
-        r.on_backend(BackendEvent::Subscribed { sub: 1 }, Instant::now(), &mut o);
+        r.on_backend(
+            BackendEvent::Subscribed { sub: 1, data: None },
+            Instant::now(),
+            &mut o,
+        );
         assert_eq!(text(&o.to_client[0]), "RECEIPT\nreceipt-id:r1\n\n\0");
         let mut o = ServerOut::default();
         r.on_backend(
@@ -1077,7 +1100,7 @@ mod tests {
         let mut o = ServerOut::default();
         r.on_backend(
             BackendEvent::Reply {
-                id: *id,
+                id: id.id,
                 result: Ok(None),
             },
             Instant::now(),
@@ -1351,12 +1374,12 @@ mod tests {
         else {
             panic!("{:?}", out.ops)
         };
-        let o = backend(&mut r, BackendEvent::Subscribed { sub: 1 });
+        let o = backend(&mut r, BackendEvent::Subscribed { sub: 1, data: None });
         assert!(o.to_client.is_empty());
         let o = backend(
             &mut r,
             BackendEvent::Reply {
-                id: *id,
+                id: id.id,
                 result: Ok(None),
             },
         );
@@ -1442,7 +1465,7 @@ mod tests {
         let o = backend(
             &mut r,
             BackendEvent::Reply {
-                id: *id,
+                id: id.id,
                 result: Ok(None),
             },
         );
