@@ -863,10 +863,11 @@ impl Session {
         if k.expect_within
             .is_some_and(|e| now >= self.down_last_recv + e)
         {
+            // Set first: the role's close code would otherwise read as a protocol error.
+            self.done.get_or_insert(Outcome::Timeout);
             let mut out = ServerOut::default();
             self.server.on_peer_silent(&mut out);
             self.apply_server(out).await;
-            self.done.get_or_insert(Outcome::Timeout);
             return;
         }
         if let Some(at) = self.liveness(
@@ -877,13 +878,13 @@ impl Session {
         {
             if self.down_pinged {
                 // No pong for twice the idle time: a half-open connection.
+                self.done.get_or_insert(Outcome::Timeout);
                 let mut out = ServerOut::default();
                 self.server.on_peer_silent(&mut out);
                 if out.close.is_none() {
                     out.close = Some(Close::new(1001, "peer not responding"));
                 }
                 self.apply_server(out).await;
-                self.done.get_or_insert(Outcome::Timeout);
                 return;
             }
             self.down_pinged = true;

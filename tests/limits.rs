@@ -24,41 +24,6 @@ const SECRET: &str = "test-secret";
 /// `limits.max_message_size` of the small-limit proxies.
 const LIMIT: usize = 4096;
 
-/// The next STOMP frame from the proxy, skipping heart-beat EOLs.
-async fn next_frame(ws: &mut RawWs) -> String {
-    loop {
-        match tokio::time::timeout(T, ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(t))) if t.trim().is_empty() => {}
-            Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
-            Some(Ok(Message::Binary(b))) => return String::from_utf8_lossy(&b).into_owned(),
-            other => panic!("expected a STOMP frame, got {other:?}"),
-        }
-    }
-}
-
-/// The close frame's code, once the proxy closes.
-async fn close_code(ws: &mut RawWs) -> u16 {
-    loop {
-        match tokio::time::timeout(T, ws.next()).await.unwrap() {
-            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Text(t))) if t.trim().is_empty() => {}
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
-/// CONNECT without heart-beats, then CONNECTED.
-async fn connect(ws: &mut RawWs) {
-    ws.send(Message::text(
-        "CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0",
-    ))
-    .await
-    .unwrap();
-    let f = next_frame(ws).await;
-    assert!(f.starts_with("CONNECTED\n"), "{f}");
-}
-
 /// A SEND whose whole WebSocket message is `size` bytes.
 fn send_of_size(destination: &str, size: usize) -> String {
     let head = format!("SEND\ndestination:{destination}\ncontent-type:text/plain\n\n");
@@ -100,7 +65,7 @@ dialect = "socketio"
     // The bystander: subscribed, and hearing its own emits through the backend.
     let ann = jwt("ann", SECRET);
     let mut other = raw_stomp_ws(&url, Some(&ann)).await;
-    connect(&mut other).await;
+    stomp_connect(&mut other).await;
     other
         .send(Message::text(
             "SUBSCRIBE\nid:s\ndestination:/topic/message_created\nreceipt:r-sub\n\n\0",
@@ -133,7 +98,7 @@ dialect = "socketio"
     ] {
         let mut ws = raw_stomp_ws(&url, Some(&bob)).await;
         if connected {
-            connect(&mut ws).await;
+            stomp_connect(&mut ws).await;
         }
         let size = msg.len();
         ws.send(msg).await.unwrap();
@@ -150,7 +115,7 @@ dialect = "socketio"
 
     // Exactly the limit is a message like any other (an event the backend does not echo).
     let mut ws = raw_stomp_ws(&url, Some(&bob)).await;
-    connect(&mut ws).await;
+    stomp_connect(&mut ws).await;
     let mut fits = send_of_size("/app/quiet", LIMIT);
     fits.insert_str("SEND\n".len(), "receipt:r-fit\n");
     fits.truncate(LIMIT - 1);
@@ -283,7 +248,7 @@ async fn oversize_backend_messages_and_passthrough() {
 
     // Translate: the client role reads the oversize message.
     let mut ws = raw_stomp_ws(&format!("ws://127.0.0.1:{translate}/ws"), None).await;
-    connect(&mut ws).await;
+    stomp_connect(&mut ws).await;
     ws.send(Message::text(ask_big)).await.unwrap();
     let err = next_frame(&mut ws).await;
     assert!(err.starts_with("ERROR\n"), "{err}");
@@ -300,14 +265,14 @@ async fn oversize_backend_messages_and_passthrough() {
     // Passthrough, backend to client.
     let pt = format!("ws://127.0.0.1:{passthrough}/ws");
     let mut ws = raw_stomp_ws(&pt, None).await;
-    connect(&mut ws).await;
+    stomp_connect(&mut ws).await;
     ws.send(Message::text(ask_big)).await.unwrap();
     assert_eq!(close_code(&mut ws).await, 1011);
     assert_eq!(broker_close(&mut seen).await, Some(1009));
 
     // Passthrough, client to backend.
     let mut ws = raw_stomp_ws(&pt, None).await;
-    connect(&mut ws).await;
+    stomp_connect(&mut ws).await;
     ws.send(Message::text(send_of_size("/queue/a", LIMIT + 1)))
         .await
         .unwrap();

@@ -1234,3 +1234,56 @@ pub fn stomp_subprotocol(
     }
     Ok(resp)
 }
+
+/// The next STOMP frame from the proxy, skipping heart-beat EOLs.
+pub async fn next_frame(ws: &mut RawWs) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(ws))
+            .await
+            .unwrap()
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) if t.trim().is_empty() => {}
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                return t.as_str().to_owned();
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => {
+                return String::from_utf8_lossy(&b).into_owned();
+            }
+            other => panic!("expected a STOMP frame, got {other:?}"),
+        }
+    }
+}
+
+/// The close frame's code, once the proxy closes.
+pub async fn close_code(ws: &mut RawWs) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(ws))
+            .await
+            .unwrap()
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+                return u16::from(f.code);
+            }
+            Some(Ok(
+                tokio_tungstenite::tungstenite::Message::Ping(_)
+                | tokio_tungstenite::tungstenite::Message::Pong(_),
+            )) => {}
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) if t.trim().is_empty() => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// CONNECT without heart-beats, then CONNECTED.
+pub async fn stomp_connect(ws: &mut RawWs) {
+    futures_util::SinkExt::send(
+        ws,
+        tokio_tungstenite::tungstenite::Message::text(
+            "CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0",
+        ),
+    )
+    .await
+    .unwrap();
+    let f = next_frame(ws).await;
+    assert!(f.starts_with("CONNECTED\n"), "{f}");
+}

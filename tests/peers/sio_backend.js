@@ -14,6 +14,8 @@
 //     to every socket of the namespace, the sender included; ack (if asked) `{ok:true, event}`.
 //   - `echo`: re-emitted to the sender only as `echo` with the same args (binary included);
 //     ack (if asked) `{ok:true, event, args}`.
+//   - `no_ack`: recorded, never acked (for ack timeouts).
+//   - `flood`: only counted (see GET /control/counts), for load from a test.
 //   - any other event: ack (if asked) `{ok:true, event, args}`.
 //   Every client event is recorded (see GET /control/received).
 //
@@ -23,8 +25,9 @@
 //                                  ack?:true, timeoutMs?:n}  -> {ok:true}
 //                                 (with ack: {ok:true, responses:[...]} or {ok:false, error})
 //   GET  /control/received        -> [{sub, event, args, namespace, id}]
+//   GET  /control/counts          -> {<event>: n} of counted-only events
 //   POST /control/reset           clears the recorded events -> {ok:true}
-//   GET  /control/clients         -> [{id, sub, namespace, transport}]
+//   GET  /control/clients         -> [{id, sub, namespace, transport, cookie, origin}]
 //   POST /control/disconnect-all  {namespace?} disconnects every socket -> {ok:true, count}
 'use strict';
 const http = require('http');
@@ -80,6 +83,7 @@ function fromJson(v) {
 
 // --- state ---------------------------------------------------------------------------------
 const received = [];
+const counts = {};
 const BROADCAST_EVENTS = new Set(['message_created', 'message_updated', 'message_deleted']);
 const NAMESPACES = ['/', '/admin'];
 
@@ -125,6 +129,8 @@ async function control(req, res) {
         log('control emit', b.namespace || '/', b.to === undefined ? '*' : b.to, b.event);
         return reply(res, 200, { ok: true });
       }
+      case 'GET /control/counts':
+        return reply(res, 200, counts);
       case 'GET /control/received':
         return reply(res, 200, received);
       case 'POST /control/reset':
@@ -134,7 +140,9 @@ async function control(req, res) {
         const out = [];
         for (const n of NAMESPACES) {
           for (const s of io.of(n).sockets.values()) {
-            out.push({ id: s.id, sub: s.data.sub, namespace: n, transport: s.conn.transport.name });
+            const h = s.handshake.headers;
+            out.push({ id: s.id, sub: s.data.sub, namespace: n, transport: s.conn.transport.name,
+              cookie: h.cookie || null, origin: h.origin || null });
           }
         }
         return reply(res, 200, out);
@@ -195,8 +203,13 @@ function onConnection(socket) {
 
   socket.onAny((event, ...args) => {
     const ack = args.length && typeof args[args.length - 1] === 'function' ? args.pop() : null;
+    if (event === 'flood') {
+      counts.flood = (counts.flood || 0) + 1;
+      return;
+    }
     received.push({ sub, event, args: toJson(args), namespace: nsp.name, id: socket.id });
     log('event', nsp.name, socket.id, event, ack ? '(ack)' : '');
+    if (event === 'no_ack') return;
     if (BROADCAST_EVENTS.has(event)) {
       nsp.emit(event, ...args);
       if (ack) ack({ ok: true, event });
