@@ -1,0 +1,114 @@
+//! The state one Engine.IO session's HTTP handlers, writer task and upgrade share: which
+//! transport is current, the long-polling buffer, the inbound channel into the session, and
+//! the slot where an upgrade hands its WebSocket to the writer.
+//!
+//! Owns: [`Shared`], its transport states and the channel ends of a new session.
+//!
+//! Must not touch: requests and responses, Engine.IO packets, the session itself. It is plain
+//! state; the handlers in `polling.rs` and `upgrade.rs` act on it.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use futures_util::stream::SplitSink;
+use hyper_util::rt::TokioIo;
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::dialect::WsMsg;
+use crate::dialect::socketio::engineio::Packet as Eio;
+use crate::metrics::LegCounters;
+use crate::session::{LinkError, LinkOut};
+
+/// The WebSocket write half handed from an upgrade to the session's writer.
+pub(super) type WsSink = SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, Message>;
+
+/// `Shared::transport` values.
+pub(super) const POLLING: u8 = 0;
+pub(super) const UPGRADING: u8 = 1;
+pub(super) const WEBSOCKET: u8 = 2;
+
+/// The long-polling side of a session: packets waiting for the next GET.
+pub(super) struct PollState {
+    pub(super) rx: mpsc::Receiver<Eio>,
+    /// A packet taken from `rx` that did not fit the previous response.
+    pub(super) held: Option<Eio>,
+    /// The session moved to WebSocket; GETs are refused.
+    pub(super) upgraded: bool,
+}
+
+/// One Engine.IO session as the HTTP handlers, the writer task and an upgrade share it.
+pub(super) struct Shared {
+    /// Packets from the client (POST bodies, then the WebSocket) into the session.
+    pub(super) inbound: mpsc::Sender<Result<WsMsg, LinkError>>,
+    /// Ends the session from the transport side (overlapping polls, bad bodies, stuck polls).
+    pub(super) kill: CancellationToken,
+    pub(super) poll: Mutex<PollState>,
+    pub(super) get_busy: AtomicBool,
+    pub(super) post_busy: AtomicBool,
+    /// [`POLLING`], [`UPGRADING`] or [`WEBSOCKET`].
+    pub(super) transport: AtomicU8,
+    /// A `2probe` was answered: a waiting GET is released with a noop.
+    pub(super) probing: watch::Sender<bool>,
+    /// The client sent `5`: a waiting GET is released with a noop.
+    pub(super) upgraded: CancellationToken,
+    /// A GET carried the close packet: the sid may go.
+    pub(super) finished: CancellationToken,
+    /// Where an upgrade hands its WebSocket to the writer task.
+    pub(super) hand_over: Mutex<Option<oneshot::Sender<WsSink>>>,
+    pub(super) counters: LegCounters,
+}
+
+impl Shared {
+    /// A fresh long-polling session's shared state, and the channel ends it does not keep.
+    pub(super) fn new(depth: usize, counters: LegCounters) -> (Self, Ends) {
+        let (in_tx, in_rx) = mpsc::channel(depth);
+        let (out_tx, out_rx) = mpsc::channel(depth);
+        let (poll_tx, poll_rx) = mpsc::channel(depth);
+        let (hand_tx, hand_rx) = oneshot::channel();
+        let shared = Self {
+            inbound: in_tx,
+            kill: CancellationToken::new(),
+            poll: Mutex::new(PollState {
+                rx: poll_rx,
+                held: None,
+                upgraded: false,
+            }),
+            get_busy: AtomicBool::new(false),
+            post_busy: AtomicBool::new(false),
+            transport: AtomicU8::new(POLLING),
+            probing: watch::Sender::new(false),
+            upgraded: CancellationToken::new(),
+            finished: CancellationToken::new(),
+            hand_over: Mutex::new(Some(hand_tx)),
+            counters,
+        };
+        let ends = Ends {
+            inbound: in_rx,
+            outbound: out_tx,
+            outbound_rx: out_rx,
+            poll: poll_tx,
+            hand_over: hand_rx,
+        };
+        (shared, ends)
+    }
+
+    pub(super) fn transport(&self) -> u8 {
+        self.transport.load(Ordering::Acquire)
+    }
+}
+
+/// The channel ends of a new long-polling session that [`Shared`] does not hold.
+pub(super) struct Ends {
+    /// The session's inbound stream reads this.
+    pub(super) inbound: mpsc::Receiver<Result<WsMsg, LinkError>>,
+    /// The session's outbound queue...
+    pub(super) outbound: mpsc::Sender<LinkOut>,
+    /// ...which the writer task drains.
+    pub(super) outbound_rx: mpsc::Receiver<LinkOut>,
+    /// The writer fills the long-polling buffer through this.
+    pub(super) poll: mpsc::Sender<Eio>,
+    /// The writer receives an upgrade's WebSocket here.
+    pub(super) hand_over: oneshot::Receiver<WsSink>,
+}
