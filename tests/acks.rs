@@ -49,6 +49,34 @@ fn emit_with_ack(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socketio_ack_gets_the_backends_answer_with_no_configuration() {
+    ensure_npm();
+    let (_backend, backend) = start_sio_backend(&[]);
+    let proxy = free_port();
+    // No `upstream.acks`: a client that expects data back still gets the backend's.
+    let _p = Proxy::start(&config("socketio", "/socket.io/", proxy, backend)).await;
+    let mut d = Driver::sio().await;
+    d.send(
+        json!({"op":"connect","c":"ivy","url":format!("http://127.0.0.1:{proxy}"),
+        "auth":{"token":jwt("ivy", SECRET)},"transports":["websocket"]}),
+    )
+    .await;
+    d.expect_ev(T, "ivy", "connect").await;
+    d.send(json!({"op":"emit","c":"ivy","event":"lookup","args":[{"id":3}],"ack":true,"reqId":1}))
+        .await;
+    let ack = d
+        .expect(T, |v| {
+            v["c"] == "ivy" && v["ev"] == "ack" && v["reqId"] == 1
+        })
+        .await;
+    assert_eq!(
+        ack["args"],
+        json!([{"ok": true, "event": "lookup", "args": [{"id": 3}]}]),
+        "{ack}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketio_client_answers_the_backends_ack_request() {
     ensure_npm();
     let (_backend, backend) = start_sio_backend(&[]);

@@ -16,7 +16,7 @@ use super::engineio::{self, Packet as Eio};
 use super::packet::{self, Decoder, Packet, PacketType};
 use crate::dialect::hold::HoldQueue;
 use crate::dialect::pending::{self, Pending};
-use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg};
+use crate::dialect::{ClientOut, ClientRole, Close, Dial, Keepalive, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply, ReplyId,
 };
@@ -561,6 +561,12 @@ fn reply_err(reply: Option<ReplyId>, e: ErrorInfo, out: &mut ClientOut) {
 }
 
 impl ClientRole for SocketioClient {
+    fn dial(&self) -> Dial {
+        // The client's cookie and origin go along, as any reverse proxy forwards them:
+        // backends behind session cookies or Origin checks see their own client.
+        Dial::from_credentials(&self.credentials)
+    }
+
     fn start(&mut self, _now: Instant, _out: &mut ClientOut) {
         // The server speaks first (Engine.IO open packet).
     }

@@ -15,7 +15,7 @@ use super::codec::{self, Command, Decoder, Frame, Item, Limits, Version};
 use super::payload_kind;
 use crate::dialect::hold::{HoldError, HoldQueue};
 use crate::dialect::pending::{self, Pending};
-use crate::dialect::{ClientOut, ClientRole, Close, Keepalive, WsMsg, stat};
+use crate::dialect::{ClientOut, ClientRole, Close, Dial, Keepalive, WsMsg, stat};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply,
     ReplyId, SubId,
@@ -407,6 +407,12 @@ impl StompClient {
 }
 
 impl ClientRole for StompClient {
+    fn dial(&self) -> Dial {
+        // The client's cookie and origin go along, as any reverse proxy forwards them:
+        // backends behind session cookies or Origin checks see their own client.
+        Dial::from_credentials(&self.credentials)
+    }
+
     fn start(&mut self, _now: Instant, out: &mut ClientOut) {
         let f = self.connect_frame();
         self.send(&f, out);

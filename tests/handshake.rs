@@ -1,0 +1,72 @@
+//! What the client's HTTP upgrade carries reaches the backend: the proxy dials a real
+//! socket.io 4.8 backend (`tests/peers`) with the client's `Cookie` and `Origin`, as a
+//! reverse proxy forwards them, so a backend behind session cookies or Origin checks sees
+//! its own client; the route's path defaults to the client dialect's (the registry's).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+const SECRET: &str = "test-secret";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_and_origin_of_the_upgrade_reach_the_backend() {
+    ensure_npm();
+    let (_backend, backend) = start_sio_backend(&[]);
+    let proxy = free_port();
+    // No `path`: STOMP's default, `/ws`.
+    let _p = Proxy::start(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "chat"
+listen = "127.0.0.1:{proxy}"
+client = "stomp"
+
+[route.upstream]
+url = "ws://127.0.0.1:{backend}/socket.io/"
+dialect = "socketio"
+"#,
+        admin = free_port()
+    ))
+    .await;
+    let mut req = format!("ws://127.0.0.1:{proxy}/ws")
+        .into_client_request()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("v10.stomp, v12.stomp"),
+    );
+    h.insert(
+        "Authorization",
+        HeaderValue::from_str(&format!("Bearer {}", jwt("hal", SECRET))).unwrap(),
+    );
+    h.insert(
+        "Cookie",
+        HeaderValue::from_static("session=s3cr3t; theme=dark"),
+    );
+    h.insert("Origin", HeaderValue::from_static("https://app.example"));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    // The highest version the client offered, whatever its order.
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "v12.stomp"
+    );
+    stomp_connect(&mut ws).await;
+    let clients = http_json(backend, "GET", "/control/clients", None).await;
+    let hal = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["sub"] == "hal")
+        .unwrap_or_else(|| panic!("no socket of hal: {clients}"))
+        .clone();
+    assert_eq!(hal["cookie"], "session=s3cr3t; theme=dark", "{hal}");
+    assert_eq!(hal["origin"], "https://app.example", "{hal}");
+}
