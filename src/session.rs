@@ -1446,6 +1446,8 @@ mod tests {
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let seen = tx.clone();
+            // The signature is tungstenite's `Callback`.
+            #[allow(clippy::result_large_err)]
             let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                            mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
                 // The dialect's subprotocol, as a STOMP broker answers it.
