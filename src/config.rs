@@ -205,6 +205,9 @@ pub struct Route {
     /// Socket.IO server-role settings (when `client = "socketio"`).
     #[serde(default)]
     pub socketio: SocketioServer,
+    /// Pusher server-role settings (when `client = "pusher"`).
+    #[serde(default)]
+    pub pusher: PusherServer,
     /// Channel/event templates, tried in order before the defaults.
     #[serde(default, rename = "map")]
     pub maps: Vec<MapRule>,
@@ -257,6 +260,10 @@ pub struct Upstream {
     /// How the client's credentials are presented upstream.
     #[serde(default)]
     pub credentials: UpstreamCredentials,
+    /// Pusher upstream: the app secret that signs private and presence subscriptions for
+    /// the upstream's socket id.
+    #[serde(default)]
+    pub app_secret: Option<String>,
 }
 
 /// `[route.upstream.credentials]`.
@@ -346,6 +353,19 @@ impl Default for SocketioServer {
             max_packets_per_post: 1024,
         }
     }
+}
+
+/// `[route.pusher]`: the Pusher server role.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PusherServer {
+    /// The app key clients connect with (`<path>/<app_key>`); required on Pusher routes.
+    pub app_key: String,
+    /// The app secret that signs channel authorizations; required on Pusher routes.
+    pub app_secret: String,
+    /// Seconds of silence before a ping (announced in `connection_established`); a client
+    /// that then stays silent 30 s more is closed with 4201. 0: Pusher's 120.
+    pub activity_timeout: u64,
 }
 
 /// `[[route.map]]`: one template pair. `{name}` captures one path segment (no `/`), and

@@ -33,7 +33,32 @@ use crate::session::RouteCtx;
 pub struct Bound {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    routes: Arc<HashMap<String, RouteEntry>>,
+    routes: Arc<Routes>,
+}
+
+/// One listener's routes by path.
+struct Routes {
+    exact: HashMap<String, RouteEntry>,
+}
+
+impl Routes {
+    /// The route serving `path`: its own path, or one segment below it when its client
+    /// dialect's clients append one (Pusher's `/app/<key>`).
+    fn find(&self, path: &str) -> Option<&RouteEntry> {
+        if let Some(r) = self.exact.get(path) {
+            return Some(r);
+        }
+        let (parent, last) = path.rsplit_once('/')?;
+        if last.is_empty() {
+            return None;
+        }
+        // The route's path as written, with or without its trailing slash.
+        let with_slash = path.get(..=parent.len())?;
+        [parent, with_slash]
+            .into_iter()
+            .filter_map(|p| self.exact.get(p))
+            .find(|r| r.ctx.client_spec.path_takes_key)
+    }
 }
 
 /// A route as the listener serves it.
@@ -53,10 +78,11 @@ impl Bound {
         routes: Vec<RouteEntry>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let routes = routes
+        let exact = routes
             .into_iter()
             .map(|r| (r.ctx.config.path.clone(), r))
             .collect();
+        let routes = Routes { exact };
         Ok(Self {
             listener,
             tls,
@@ -112,7 +138,7 @@ impl Bound {
 }
 
 struct Conn {
-    routes: Arc<HashMap<String, RouteEntry>>,
+    routes: Arc<Routes>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -157,7 +183,7 @@ impl Conn {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(route) = self.routes.get(req.uri().path()).cloned() else {
+        let Some(route) = self.routes.find(req.uri().path()).cloned() else {
             m::handshake_failed("no_route");
             return text(StatusCode::NOT_FOUND, "no route for this path\n");
         };

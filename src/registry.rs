@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, Mode, Route};
+use crate::dialect::pusher::{self, client::PusherClient, server::PusherServer};
 use crate::dialect::socketio::{self, client::SocketioClient, server::SocketioServer};
 use crate::dialect::stomp::{self, client::StompClient, server::StompServer};
-use crate::dialect::{Dialect, Spec, actioncable, pusher, socketcluster};
+use crate::dialect::{Dialect, Spec, actioncable, socketcluster};
 use crate::engine::Engine;
 use crate::handshake::{Transport, session_id};
 use crate::metrics::RouteMetrics;
@@ -56,6 +57,8 @@ pub struct Entry {
     pub client_message_limit: fn(&Route, Shared<'_>) -> usize,
     /// Checks of the route's dialect tables when it is the client dialect.
     pub check_server: RouteCheck,
+    /// Checks of the route's upstream table when it is the upstream dialect.
+    pub check_client: RouteCheck,
 }
 
 /// Every dialect, one entry each.
@@ -67,6 +70,7 @@ pub static ENTRIES: &[Entry] = &[
         client: Some(stomp_client),
         client_message_limit: global_limit,
         check_server: no_checks,
+        check_client: no_checks,
     },
     Entry {
         spec: &socketio::SPEC,
@@ -75,8 +79,17 @@ pub static ENTRIES: &[Entry] = &[
         client: Some(socketio_client),
         client_message_limit: socketio_limit,
         check_server: socketio_checks,
+        check_client: no_checks,
     },
-    spec_only(&pusher::SPEC),
+    Entry {
+        spec: &pusher::SPEC,
+        server: Some(pusher_server),
+        transport: None,
+        client: Some(pusher_client),
+        client_message_limit: global_limit,
+        check_server: pusher_server_checks,
+        check_client: pusher_client_checks,
+    },
     spec_only(&socketcluster::SPEC),
     spec_only(&actioncable::SPEC),
 ];
@@ -90,6 +103,7 @@ const fn spec_only(spec: &'static Spec) -> Entry {
         client: None,
         client_message_limit: global_limit,
         check_server: no_checks,
+        check_client: no_checks,
     }
 }
 
@@ -162,6 +176,9 @@ pub fn check(config: &Config, text: &str) -> Result<(), ConfigError> {
             ));
         }
         (client.check_server)(r, shared).map_err(|(k, why)| bad(&k, why))?;
+        if let Some(up) = entry(r.upstream.dialect) {
+            (up.check_client)(r, shared).map_err(|(k, why)| bad(&k, why))?;
+        }
     }
     Ok(())
 }
@@ -364,6 +381,76 @@ fn socketio_checks(r: &Route, s: Shared<'_>) -> Result<(), (String, String)> {
     Ok(())
 }
 
+// --- Pusher --------------------------------------------------------------------------------
+
+/// A socket id in Pusher's `<digits>.<digits>` form, fresh per connection.
+fn pusher_socket_id() -> String {
+    let a: u32 = rand::random_range(1..1_000_000_000);
+    let b: u32 = rand::random_range(1..1_000_000_000);
+    format!("{a}.{b}")
+}
+
+fn pusher_server(r: &Route, _: Shared<'_>) -> ServerFactory {
+    let p = &r.pusher;
+    let settings = pusher::server::Settings {
+        app_key: p.app_key.clone(),
+        app_secret: p.app_secret.clone(),
+        activity_timeout: Duration::from_secs(if p.activity_timeout == 0 {
+            120
+        } else {
+            p.activity_timeout
+        }),
+        upstream_presence: entry(r.upstream.dialect).is_some_and(|e| e.spec.caps.presence),
+        ..Default::default()
+    };
+    Arc::new(move |hs, _now| Box::new(PusherServer::new(settings.clone(), hs, pusher_socket_id())))
+}
+
+fn pusher_server_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
+    if r.pusher.app_key.is_empty() || r.pusher.app_key.contains('/') {
+        return Err((
+            "pusher.app_key".into(),
+            "a Pusher route needs its app key (no `/`)".into(),
+        ));
+    }
+    if r.pusher.app_secret.is_empty() {
+        return Err((
+            "pusher.app_secret".into(),
+            "a Pusher route needs the app secret that signs channel authorizations".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The app key of a Pusher upstream URL: the segment after `/app/`.
+fn pusher_app_key(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let mut segs = u.path_segments()?;
+    segs.find(|s| *s == "app")?;
+    segs.next().filter(|k| !k.is_empty()).map(str::to_owned)
+}
+
+fn pusher_client(r: &Route, s: Shared<'_>) -> ClientFactory {
+    let up = &r.upstream;
+    let settings = pusher::client::Settings {
+        app_key: pusher_app_key(&up.url).unwrap_or_default(),
+        app_secret: up.app_secret.clone(),
+        max_queued_bytes: pending_budget(s.config.limits.max_message_size),
+        ..Default::default()
+    };
+    Arc::new(move |credentials| Box::new(PusherClient::new(settings.clone(), credentials)))
+}
+
+fn pusher_client_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
+    if pusher_app_key(&r.upstream.url).is_none() {
+        return Err((
+            "upstream.url".into(),
+            "a Pusher upstream URL names its app: ws[s]://host/app/<key>".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_dialect_without_roles_is_refused_from_the_registry() {
-        for name in ["pusher", "socketcluster", "actioncable"] {
+        for name in ["socketcluster", "actioncable"] {
             let text = MINIMAL.replace("client = \"stomp\"", &format!("client = \"{name}\""));
             let ConfigError::Invalid { key, line, reason } = from_toml(&text).unwrap_err() else {
                 panic!()

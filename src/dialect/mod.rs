@@ -78,6 +78,9 @@ pub struct Spec {
     pub requests: &'static [&'static str],
     /// The route path when the config sets none (the path the dialect's clients use).
     pub default_path: &'static str,
+    /// Clients append a segment to the route's path (Pusher's `/app/<key>`): the route
+    /// serves every path one segment below its own.
+    pub path_takes_key: bool,
     /// Query parameters added to a backend URL (`upstream.url` is the URL its users know).
     pub backend_query: &'static [(&'static str, &'static str)],
     /// Whether the backend URL's path must end with `/` (Engine.IO).

@@ -10,6 +10,7 @@ pub const SPEC: Spec = Spec {
     offers: &["actioncable-v1-json", "actioncable-unsupported"],
     requests: &["actioncable-v1-json", "actioncable-unsupported"],
     default_path: "/cable",
+    path_takes_key: false,
     backend_query: &[],
     backend_trailing_slash: false,
     max_message_size: None,

@@ -1,6 +1,9 @@
-//! Pusher Channels protocol 7: what the registry knows of it. It has no codec and no roles yet, so
-//! `switchboard check` refuses a route that names it; its codec and roles land here, beside
-//! this data.
+//! Pusher Channels protocol 7: the envelope codec, signatures, and both roles.
+
+pub mod auth;
+pub mod client;
+pub mod codec;
+pub mod server;
 
 use crate::dialect::{Caps, Dialect, Naming, Spec};
 
@@ -11,6 +14,7 @@ pub const SPEC: Spec = Spec {
     requests: &[],
     // pusher-js builds `/app/<key>`; the key is the rest of the path.
     default_path: "/app",
+    path_takes_key: true,
     backend_query: &[
         ("protocol", "7"),
         ("client", "switchboard"),

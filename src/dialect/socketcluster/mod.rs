@@ -10,6 +10,7 @@ pub const SPEC: Spec = Spec {
     offers: &[],
     requests: &[],
     default_path: "/socketcluster/",
+    path_takes_key: false,
     backend_query: &[],
     backend_trailing_slash: true,
     max_message_size: None,

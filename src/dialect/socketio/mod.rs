@@ -13,6 +13,7 @@ pub const SPEC: Spec = Spec {
     offers: &[],
     requests: &[],
     default_path: "/socket.io/",
+    path_takes_key: false,
     backend_query: &[("EIO", "4"), ("transport", "websocket")],
     backend_trailing_slash: true,
     // The route's `max_payload` (Engine.IO's own limit) is the one that applies.

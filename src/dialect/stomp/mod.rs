@@ -13,6 +13,7 @@ pub const SPEC: Spec = Spec {
     requests: &["v12.stomp", "v11.stomp", "v10.stomp"],
     // RabbitMQ Web-STOMP's and Spring's usual endpoint.
     default_path: "/ws",
+    path_takes_key: false,
     backend_query: &[],
     backend_trailing_slash: false,
     max_message_size: None,
