@@ -1,0 +1,152 @@
+//! MESSAGE delivery and its acknowledgement: backend messages become MESSAGE frames with our
+//! own message and ack ids (`auto` subscriptions are acked upstream at once), a bounded table
+//! maps ack ids to the upstream's tokens, and the client's ACK/NACK goes upstream (`client`
+//! covering every earlier message of the subscription, `client-individual` just one).
+//!
+//! Must not touch: subscribing (`subscriptions.rs`), holding acks in a transaction
+//! (`transactions.rs`).
+
+use bytes::Bytes;
+
+use super::{AckMode, MAX_UNACKED, StompServer, TxItem, Wait};
+use crate::dialect::stomp::codec::{self, Command, Frame, Version};
+use crate::dialect::stomp::push_content_type;
+use crate::dialect::{ServerOut, WsMsg, json};
+use crate::frame::{BackendEvent, ClientOp, PayloadKind};
+
+impl StompServer {
+    /// Acknowledges our ack id `id` upstream: alone under `client-individual`, with every
+    /// earlier message of its subscription under `client`.
+    pub(super) fn apply_ack(&mut self, id: &Bytes, positive: bool, out: &mut ServerOut) {
+        // Upstreams without client acks redeliver nothing: the ACK is a no-op there.
+        let Some(&(sub, _)) = self.ack_tokens.get(id) else {
+            return;
+        };
+        match self.subs.get_mut(&sub) {
+            Some(s) if s.ack == AckMode::Client => {
+                while let Some(front) = s.unacked.pop_front() {
+                    if let Some((_, token)) = self.ack_tokens.remove(&front) {
+                        out.ops.push(ClientOp::Ack {
+                            token,
+                            positive,
+                            result: None,
+                        });
+                    }
+                    if front == id {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                if let Some((_, token)) = self.ack_tokens.remove(id) {
+                    out.ops.push(ClientOp::Ack {
+                        token,
+                        positive,
+                        result: None,
+                    });
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
+        // 1.2 acks by `id`; 1.0/1.1 by `message-id`.
+        let id = f.header("id").or_else(|| f.header("message-id")).cloned();
+        let Some(id) = id else {
+            return self.fatal(
+                "missing id",
+                b"ACK/NACK needs an id header",
+                receipt,
+                1002,
+                out,
+            );
+        };
+        let positive = f.command == Command::Ack;
+        match f.header("transaction") {
+            // Acked only on COMMIT: after an ABORT the message can still be acknowledged.
+            Some(tx) => self.buffer(tx, TxItem::Ack { id, positive }, 0, out),
+            None => self.apply_ack(&id, positive, out),
+        }
+        if let Some(r) = receipt {
+            self.queue_receipt(r, Wait::Nothing, out);
+        }
+    }
+
+    pub(super) fn deliver(&mut self, ev: BackendEvent, out: &mut ServerOut) {
+        let BackendEvent::Message {
+            meta,
+            sub: Some(sub),
+            channel,
+            event,
+            args,
+            payload,
+            ack,
+        } = ev
+        else {
+            return;
+        };
+        let Some(s) = self.subs.get(&sub) else { return };
+        let (body, kind) = if args.is_empty() {
+            (payload.data, payload.kind)
+        } else {
+            // Several arguments become one JSON array body.
+            let arr = json::pack(&args, &payload);
+            self.copied += arr.len() as u64;
+            (arr, PayloadKind::Json)
+        };
+        let message_id = format!("{}-{}", self.session_id, self.next_message);
+        self.next_message += 1;
+        let mut f = Frame::new(Command::Message)
+            .with_header("subscription", s.stomp_id.clone())
+            .with_header("message-id", message_id.clone())
+            .with_header("destination", channel);
+        // An `auto` subscriber never acks: the proxy acks upstream once the MESSAGE is queued.
+        let mut auto_ack = None;
+        match (s.ack, ack) {
+            (AckMode::Auto, token) => auto_ack = token,
+            (mode, token) => {
+                let ack_id = Bytes::from(message_id);
+                if self.version == Version::V1_2 {
+                    f.push_header("ack", ack_id.clone());
+                }
+                if let Some(token) = token {
+                    if self.ack_tokens.len() >= MAX_UNACKED {
+                        return self.fatal(
+                            "too many unacknowledged messages",
+                            b"acknowledge messages before receiving more",
+                            None,
+                            1008,
+                            out,
+                        );
+                    }
+                    if mode == AckMode::Client {
+                        if let Some(s) = self.subs.get_mut(&sub) {
+                            s.unacked.push_back(ack_id.clone());
+                        }
+                    }
+                    self.ack_tokens.insert(ack_id, (sub, token));
+                }
+            }
+        }
+        push_content_type(&mut f, kind, &meta);
+        f.push_header("content-length", body.len().to_string());
+        if let Some(e) = event {
+            f.push_header("event", e);
+        }
+        f.headers.extend(meta);
+        let f = f.with_body(body);
+        if kind == PayloadKind::Binary {
+            out.to_client
+                .push(WsMsg::Binary(codec::encode_to_bytes(&f, self.version)));
+        } else {
+            self.send(&f, out);
+        }
+        if let Some(token) = auto_ack {
+            out.ops.push(ClientOp::Ack {
+                token,
+                positive: true,
+                result: None,
+            });
+        }
+    }
+}
