@@ -1,5 +1,6 @@
 //! Decode + translate + encode throughput, in frames per second, for both directions of the
-//! STOMP ⇄ Socket.IO route, plus the STOMP codec alone as the floor.
+//! STOMP ⇄ Socket.IO, Pusher ⇄ Socket.IO and STOMP ⇄ Pusher routes, plus the STOMP codec
+//! alone as the floor.
 //!
 //! Run: `cargo bench --bench translate`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,8 +13,10 @@ use switchboard::config::MapRule;
 use switchboard::dialect::socketio::client::{self as sio, SocketioClient};
 use switchboard::dialect::stomp::codec::{Decoder, Limits};
 use switchboard::dialect::stomp::server::{self as stomp, StompServer};
-use switchboard::dialect::{ClientOut, ClientRole, ServerOut, ServerRole, WsMsg};
-use switchboard::frame::{BackendEvent, ClientOp, Credentials};
+use switchboard::dialect::pusher::client::{self as pusher_client, PusherClient};
+use switchboard::dialect::pusher::server::{self as pusher_server, PusherServer};
+use switchboard::dialect::{ClientOut, ClientRole, Handshake, ServerOut, ServerRole, WsMsg};
+use switchboard::frame::{BackendEvent, ClientOp, Credentials, SubId};
 use switchboard::translate::{Mapping, Translator};
 
 const BODY: &str = r#"{"id":17,"thread":"t-42","text":"Hello, the results are in. Please call me back.","author":{"id":5,"name":"Ann"}}"#;
@@ -148,10 +151,217 @@ fn stomp_decode_only(c: &mut Criterion) {
     g.finish();
 }
 
+/// A Pusher client (server role) on a private channel, signed for its socket id.
+fn pusher_server() -> (PusherServer, SubId) {
+    use switchboard::dialect::pusher::auth;
+    let hs = Handshake {
+        path: "/app/key".into(),
+        query: "protocol=7".into(),
+        ..Default::default()
+    };
+    let settings = pusher_server::Settings {
+        app_key: "key".into(),
+        app_secret: "secret".into(),
+        ..Default::default()
+    };
+    let mut s = PusherServer::new(settings, &hs, "1.2".into());
+    let now = Instant::now();
+    let mut out = ServerOut::default();
+    s.on_start(now, &mut out);
+    let sig = auth::sign(
+        "key",
+        "secret",
+        &auth::channel_string("1.2", b"private-chat", None),
+    )
+    .unwrap();
+    let mut out = ServerOut::default();
+    s.on_client(
+        WsMsg::Text(Bytes::from(format!(
+            r#"{{"event":"pusher:subscribe","data":{{"channel":"private-chat","auth":"{sig}"}}}}"#
+        ))),
+        now,
+        &mut out,
+    );
+    let Some(ClientOp::Subscribe { sub, .. }) = out.ops.first().cloned() else {
+        panic!("{:?}", out.to_client)
+    };
+    s.on_backend(BackendEvent::Subscribed { sub, data: None }, now, &mut out);
+    (s, sub)
+}
+
+fn opened_socketio() -> SocketioClient {
+    let now = Instant::now();
+    let mut client = SocketioClient::new(sio::Settings::default(), Credentials::default());
+    let mut cout = ClientOut::default();
+    client.on_backend(
+        WsMsg::Text(Bytes::from_static(
+            br#"0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
+        )),
+        now,
+        &mut cout,
+    );
+    client.on_backend(
+        WsMsg::Text(Bytes::from_static(br#"40{"sid":"y"}"#)),
+        now,
+        &mut cout,
+    );
+    client
+}
+
+fn pusher_and_socketio(c: &mut Criterion) {
+    let (mut server, sub) = pusher_server();
+    let mut client = opened_socketio();
+    let mut t = Translator::new(
+        Mapping::new(
+            &[],
+            &switchboard::dialect::pusher::SPEC,
+            &switchboard::dialect::socketio::SPEC,
+        )
+        .unwrap(),
+    );
+    t.down_op(ClientOp::Subscribe {
+        sub,
+        channel: Bytes::from_static(b"private-chat"),
+        params: Default::default(),
+    })
+    .unwrap();
+    let client_event = Bytes::from(format!(
+        r#"{{"event":"client-message","channel":"private-chat","data":{BODY}}}"#
+    ));
+    let packet = Bytes::from(format!(r#"42["private-chat",{BODY}]"#));
+    let mut g = c.benchmark_group("pusher_socketio");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("client_event_to_emit", |b| {
+        b.iter(|| {
+            let now = Instant::now();
+            let mut out = ServerOut::default();
+            server.on_client(WsMsg::Text(client_event.clone()), now, &mut out);
+            let mut cout = ClientOut::default();
+            for op in out.ops {
+                client.on_op(t.down_op(op).unwrap(), now, &mut cout);
+            }
+            std::hint::black_box(cout.to_backend);
+        })
+    });
+    g.bench_function("event_to_pusher_event", |b| {
+        b.iter(|| {
+            let now = Instant::now();
+            let mut cout = ClientOut::default();
+            client.on_backend(WsMsg::Text(packet.clone()), now, &mut cout);
+            let mut evs = Vec::new();
+            for ev in cout.events {
+                t.up_event(ev, &mut evs);
+            }
+            let mut out = ServerOut::default();
+            for ev in evs {
+                server.on_backend(ev, now, &mut out);
+            }
+            std::hint::black_box(out.to_client);
+        })
+    });
+    g.finish();
+}
+
+fn stomp_and_pusher(c: &mut Criterion) {
+    let now = Instant::now();
+    let mut r = route();
+    let mut client = PusherClient::new(
+        pusher_client::Settings {
+            app_key: "key".into(),
+            app_secret: Some("secret".into()),
+            ..Default::default()
+        },
+        Credentials::default(),
+    );
+    let mut cout = ClientOut::default();
+    client.on_backend(
+        WsMsg::Text(Bytes::from_static(
+            br#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":120}"}"#,
+        )),
+        now,
+        &mut cout,
+    );
+    let mut t = Translator::new(
+        Mapping::new(
+            &[],
+            &switchboard::dialect::stomp::SPEC,
+            &switchboard::dialect::pusher::SPEC,
+        )
+        .unwrap(),
+    );
+    let mut out = ServerOut::default();
+    r.server.on_client(
+        WsMsg::Text(Bytes::from_static(
+            b"SUBSCRIBE\nid:1\ndestination:/topic/private-chat\n\n\0",
+        )),
+        now,
+        &mut out,
+    );
+    for op in out.ops {
+        client.on_op(t.down_op(op).unwrap(), now, &mut cout);
+    }
+    let mut cout = ClientOut::default();
+    client.on_backend(
+        WsMsg::Text(Bytes::from_static(
+            br#"{"event":"pusher_internal:subscription_succeeded","channel":"private-chat","data":"{}"}"#,
+        )),
+        now,
+        &mut cout,
+    );
+    for ev in cout.events {
+        let mut evs = Vec::new();
+        t.up_event(ev, &mut evs);
+        for ev in evs {
+            r.server.on_backend(ev, now, &mut ServerOut::default());
+        }
+    }
+    let send = Bytes::from(format!(
+        "SEND\ndestination:/topic/private-chat\nevent:client-message\ncontent-type:application/json\ncontent-length:{}\n\n{BODY}\0",
+        BODY.len()
+    ));
+    let escaped = BODY.replace('"', "\\\"");
+    let server_event = Bytes::from(format!(
+        r#"{{"event":"message_created","channel":"private-chat","data":"{escaped}"}}"#
+    ));
+    let mut g = c.benchmark_group("stomp_pusher");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("send_to_client_event", |b| {
+        b.iter(|| {
+            let now = Instant::now();
+            let mut out = ServerOut::default();
+            r.server.on_client(WsMsg::Text(send.clone()), now, &mut out);
+            let mut cout = ClientOut::default();
+            for op in out.ops {
+                client.on_op(t.down_op(op).unwrap(), now, &mut cout);
+            }
+            std::hint::black_box(cout.to_backend);
+        })
+    });
+    g.bench_function("server_event_to_message", |b| {
+        b.iter(|| {
+            let now = Instant::now();
+            let mut cout = ClientOut::default();
+            client.on_backend(WsMsg::Text(server_event.clone()), now, &mut cout);
+            let mut evs = Vec::new();
+            for ev in cout.events {
+                t.up_event(ev, &mut evs);
+            }
+            let mut out = ServerOut::default();
+            for ev in evs {
+                r.server.on_backend(ev, now, &mut out);
+            }
+            std::hint::black_box(out.to_client);
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     stomp_to_socketio,
     socketio_to_stomp,
+    pusher_and_socketio,
+    stomp_and_pusher,
     stomp_decode_only
 );
 criterion_main!(benches);
