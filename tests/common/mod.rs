@@ -1287,3 +1287,257 @@ pub async fn stomp_connect(ws: &mut RawWs) {
     let f = next_frame(ws).await;
     assert!(f.starts_with("CONNECTED\n"), "{f}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pusher Channels: soketi, the pusher-js driver, the HTTP API
+// ---------------------------------------------------------------------------------------------
+
+/// soketi's default app (tests/peers/soketi/start.sh), also the pusher_driver.js defaults.
+pub const PUSHER_APP_ID: &str = "app-id";
+/// The default app's key.
+pub const PUSHER_APP_KEY: &str = "app-key";
+/// The default app's secret (signs channel auth and HTTP API requests).
+pub const PUSHER_APP_SECRET: &str = "app-secret";
+
+/// A soketi 1.6.1 server (Pusher Channels protocol 7) on free loopback ports: WebSocket and
+/// HTTP API on `port`, its `/usage` server on `metrics_port`, its UDP cluster discovery on
+/// `cluster_port`, all bound to 127.0.0.1. Default app `app-id`/`app-key`/`app-secret` with
+/// client events enabled. Drop stops it (SIGTERM to its group, SIGKILL after 3 s).
+pub struct Soketi {
+    child: Child,
+    /// WebSocket (`ws://127.0.0.1:<port>/app/app-key`) and HTTP API.
+    pub port: u16,
+    /// `/usage`, `/ready` (and `/metrics` with `SOKETI_METRICS_ENABLED=true`).
+    pub metrics_port: u16,
+    /// UDP discovery (node-discover; soketi always runs it).
+    pub cluster_port: u16,
+}
+
+impl Soketi {
+    /// The URL pusher-js 8.6 dials for the default app.
+    pub fn ws_url(&self) -> String {
+        format!(
+            "ws://127.0.0.1:{}/app/{PUSHER_APP_KEY}?protocol=7&client=js&version=8.6.0&flash=false",
+            self.port
+        )
+    }
+
+    /// A pusher_driver.js `connect` command for client `c` on this server, signing private and
+    /// presence channels with the app secret. Add fields (`userId`, `userInfo`, `forgeAuth`, ...)
+    /// to the returned object as needed.
+    pub fn connect_cmd(&self, c: &str) -> Value {
+        pusher_connect_cmd(c, self.port)
+    }
+
+    /// Triggers `event` on `channel` through soketi's HTTP API (`POST /apps/app-id/events`,
+    /// signed with the app secret); panics unless HTTP 200. Returns the answer's body.
+    pub async fn trigger(&self, channel: &str, event: &str, data: Value) -> Value {
+        pusher_trigger(self.port, channel, event, data).await
+    }
+
+    /// Any HTTP API request (see [`pusher_rest`]).
+    pub async fn rest(&self, req: Value) -> (u16, Value) {
+        pusher_rest(self.port, req).await
+    }
+
+    /// soketi's console output.
+    pub fn log_path(&self) -> &Path {
+        self.child.log_path()
+    }
+
+    /// The process.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+/// Starts soketi (see [`start_soketi_with`]).
+pub fn start_soketi() -> Soketi {
+    start_soketi_with(&[])
+}
+
+/// Starts `tests/peers/soketi/start.sh` on free ports and waits until its HTTP server answers
+/// `GET /` with `OK` (~2 s). `extra_env` goes to start.sh, e.g.
+/// `[("SOKETI_DEFAULT_APP_MAX_CONNECTIONS", "1"), ("SOKETI_DEBUG", "true")]`; SOKETI_*
+/// variables of the calling environment are removed first. soketi prints that it is up even
+/// when a port was taken meanwhile, so a server that does not answer is restarted on new ports
+/// (three tries).
+pub fn start_soketi_with(extra_env: &[(&str, &str)]) -> Soketi {
+    ensure_npm();
+    let mut last_log = String::new();
+    for _attempt in 0..3 {
+        let (port, metrics_port, cluster_port) = (free_port(), free_port(), free_port());
+        let mut cmd = Command::new("bash");
+        cmd.arg(peers_dir().join("soketi").join("start.sh"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SOKETI_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("PORT", port.to_string())
+            .env("METRICS_PORT", metrics_port.to_string())
+            .env("CLUSTER_PORT", cluster_port.to_string());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = Child::spawn("soketi", cmd);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The banner comes after both listen() calls, whether or not they succeeded.
+        let mut up = false;
+        while Instant::now() < deadline {
+            match child.next_line_blocking(Duration::from_millis(200)) {
+                Some(l) if l.contains("Server is up and running") => {
+                    up = true;
+                    break;
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(status) = child.try_wait() {
+                        panic!(
+                            "soketi exited during start-up ({status}); log {}:\n{}",
+                            child.log_path().display(),
+                            child.log_tail(60)
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            up,
+            "soketi did not start within 30 s; log {}:\n{}",
+            child.log_path().display(),
+            child.log_tail(60)
+        );
+        child.discard_lines();
+        let probe_until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < probe_until {
+            if let Some((200, body)) = http_get_blocking(port, "/") {
+                if body.trim() == "OK" {
+                    return Soketi {
+                        child,
+                        port,
+                        metrics_port,
+                        cluster_port,
+                    };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        last_log = format!("{}:\n{}", child.log_path().display(), child.log_tail(30));
+        // dropping `child` stops it; try new ports
+    }
+    panic!("soketi never answered GET / on its port (3 tries); last log {last_log}");
+}
+
+/// A blocking `GET path` on 127.0.0.1:`port` (for sync set-up code).
+pub fn http_get_blocking(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    parse_http_response(&raw)
+}
+
+/// A pusher_driver.js `connect` command for client `c` to a Pusher server on
+/// 127.0.0.1:`port` with the default app key, signing private and presence channels locally
+/// with the default secret.
+pub fn pusher_connect_cmd(c: &str, port: u16) -> Value {
+    json!({
+        "op": "connect",
+        "c": c,
+        "port": port,
+        "key": PUSHER_APP_KEY,
+        "authSecret": PUSHER_APP_SECRET,
+    })
+}
+
+async fn pusher_rest_node(req: &Value) -> Value {
+    ensure_npm();
+    let run = tokio::process::Command::new("node")
+        .arg("pusher_rest.js")
+        .arg(req.to_string())
+        .current_dir(peers_dir())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap_or_else(|_| panic!("node pusher_rest.js {req}: no answer within 30 s"))
+        .unwrap_or_else(|e| panic!("cannot run node pusher_rest.js: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "node pusher_rest.js {req}: bad output ({e}) {stdout:?}; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success() && v.get("error").is_none(),
+        "node pusher_rest.js {req} failed ({}): {v}; stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    v
+}
+
+/// One Pusher HTTP API request to 127.0.0.1:`port`, signed by the `pusher` npm library
+/// (`node tests/peers/pusher_rest.js`, ~0.3 s). `req` holds the fields of pusher_rest.js
+/// without `port`: `{"op":"trigger","channel","event","data","socketId"?}`,
+/// `{"op":"get","path":"/channels","params"?}`, `{"op":"batch","batch":[..]}`,
+/// `{"op":"post","path","body"}`; `appId`/`key`/`secret` default to the soketi app. Returns
+/// (HTTP status, body as JSON, or a JSON string when not JSON); panics only when the request
+/// could not be made.
+pub async fn pusher_rest(port: u16, mut req: Value) -> (u16, Value) {
+    req["port"] = json!(port);
+    let v = pusher_rest_node(&req).await;
+    let status = v["status"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .unwrap_or_else(|| panic!("pusher_rest.js answer without status: {v}"));
+    (status, v["body"].clone())
+}
+
+/// Triggers `event` with `data` on `channel` through the HTTP API at 127.0.0.1:`port`
+/// (`POST /apps/app-id/events`; the library sends `data` JSON-encoded as a string); panics
+/// unless HTTP 200. Returns the answer's body.
+pub async fn pusher_trigger(port: u16, channel: &str, event: &str, data: Value) -> Value {
+    let req = json!({"op": "trigger", "channel": channel, "event": event, "data": data});
+    let (status, body) = pusher_rest(port, req).await;
+    assert_eq!(
+        status, 200,
+        "trigger {event} on {channel} at port {port}: {body}"
+    );
+    body
+}
+
+/// The subscription auth a Pusher auth endpoint answers for `socket_id` on `channel` with the
+/// default app secret: `{"auth":"app-key:<hex HMAC-SHA256>"}`, plus `channel_data` when
+/// `presence` is `Some((user_id, user_info))`. Signed by the `pusher` npm library, which
+/// refuses a socket_id that is not `<digits>.<digits>` (then this panics).
+pub async fn pusher_channel_auth(
+    socket_id: &str,
+    channel: &str,
+    presence: Option<(&str, Value)>,
+) -> Value {
+    let mut req = json!({"op": "auth", "port": 0, "socketId": socket_id, "channel": channel});
+    if let Some((user_id, user_info)) = presence {
+        req["userId"] = json!(user_id);
+        req["userInfo"] = user_info;
+    }
+    pusher_rest_node(&req).await["body"].clone()
+}
+
+impl Driver {
+    /// `node pusher_driver.js` (pusher-js 8.6 clients), ready.
+    pub async fn pusher() -> Driver {
+        Self::spawn("pusher_driver.js").await
+    }
+}
