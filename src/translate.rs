@@ -191,7 +191,11 @@ impl Translator {
     /// to the client (nothing goes upstream).
     pub fn down_op(&mut self, op: ClientOp) -> Result<ClientOp, ErrorInfo> {
         match op {
-            ClientOp::Subscribe { sub, channel, .. } => {
+            ClientOp::Subscribe {
+                sub,
+                channel,
+                params,
+            } => {
                 let name = utf8(&channel)?;
                 let (up, args, event_from_key) = self
                     .mapping
@@ -212,10 +216,11 @@ impl Translator {
                         event_from_key,
                     },
                 );
+                // Parameters (authorization, member data) travel with the subscription.
                 Ok(ClientOp::Subscribe {
                     sub,
                     channel: up,
-                    params: Default::default(),
+                    params,
                 })
             }
             ClientOp::Unsubscribe { sub } => {
@@ -684,6 +689,23 @@ mod refused {
     use super::*;
     use crate::dialect::{socketio, stomp};
     use crate::frame::Payload;
+
+    #[test]
+    fn subscription_parameters_travel_with_the_subscription() {
+        let mut t = Translator::new(Mapping::new(&[], &stomp::SPEC, &socketio::SPEC).unwrap());
+        let params = crate::frame::SubParams {
+            channel_data: Some(Bytes::from(r#"{"user_id":"1"}"#)),
+            ..Default::default()
+        };
+        let op = t
+            .down_op(ClientOp::Subscribe {
+                sub: 1,
+                channel: Bytes::from("/topic/presence-x"),
+                params: params.clone(),
+            })
+            .unwrap();
+        assert!(matches!(op, ClientOp::Subscribe { params: p, .. } if p == params));
+    }
 
     #[test]
     fn a_refused_subscription_leaves_the_table_and_claims_nothing() {
