@@ -264,6 +264,11 @@ pub struct Upstream {
     /// the upstream's socket id.
     #[serde(default)]
     pub app_secret: Option<String>,
+    /// Pusher upstream: the app's authorization endpoint (the vendor's `authEndpoint`),
+    /// POSTed `socket_id` and `channel_name` with the client's bearer token and cookie when
+    /// a private or presence subscription needs a signature and there is no `app_secret`.
+    #[serde(default)]
+    pub auth_endpoint: Option<String>,
 }
 
 /// `[route.upstream.credentials]`.

@@ -435,6 +435,7 @@ fn pusher_client(r: &Route, s: Shared<'_>) -> ClientFactory {
     let settings = pusher::client::Settings {
         app_key: pusher_app_key(&up.url).unwrap_or_default(),
         app_secret: up.app_secret.clone(),
+        auth_endpoint: up.auth_endpoint.clone(),
         max_queued_bytes: pending_budget(s.config.limits.max_message_size),
         ..Default::default()
     };
@@ -447,6 +448,16 @@ fn pusher_client_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)
             "upstream.url".into(),
             "a Pusher upstream URL names its app: ws[s]://host/app/<key>".into(),
         ));
+    }
+    if let Some(e) = &r.upstream.auth_endpoint {
+        let ok = url::Url::parse(e)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+        if !ok {
+            return Err((
+                "upstream.auth_endpoint".into(),
+                "must be an http:// or https:// URL".into(),
+            ));
+        }
     }
     Ok(())
 }

@@ -69,7 +69,12 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
     let mut by_addr: BTreeMap<SocketAddr, (Option<tokio_rustls::TlsAcceptor>, Vec<RouteEntry>)> =
         BTreeMap::new();
     for r in &config.routes {
-        let tls_for_upstream = if r.upstream.url.starts_with("wss:") {
+        let https_auth = r
+            .upstream
+            .auth_endpoint
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https:"));
+        let tls_for_upstream = if r.upstream.url.starts_with("wss:") || https_auth {
             if r.upstream.ca_file.is_some() || client_tls.is_none() {
                 let cfg = tls::client_config(r.upstream.ca_file.as_deref()).map_err(|source| {
                     StartError::Tls {

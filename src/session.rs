@@ -510,6 +510,11 @@ pub fn pending_budget(max_message_size: usize) -> usize {
 }
 
 type Dialing = Pin<Box<dyn Future<Output = Result<Ws, UpstreamError>> + Send>>;
+/// An authorization POST in flight for the client role, and its answer.
+type Authorizing = Pin<Box<dyn Future<Output = (u64, Result<Bytes, ErrorInfo>)> + Send>>;
+
+/// Authorization POSTs one session may have in flight; more are refused at once.
+const MAX_AUTHORIZING: usize = 16;
 
 struct Up {
     link: Link,
@@ -528,6 +533,7 @@ enum Ev {
     Up(Option<Result<WsMsg, LinkError>>),
     UpGone,
     Dialed(Box<Result<Ws, UpstreamError>>),
+    Authorized(u64, Result<Bytes, ErrorInfo>),
     Tick,
 }
 
@@ -585,6 +591,8 @@ pub struct Session {
     dialing: Option<Dialing>,
     /// The client role, built when the client connects, until its backend is dialed.
     role: Option<Box<dyn ClientRole>>,
+    /// Authorization POSTs the client role asked for (bounded by [`MAX_AUTHORIZING`]).
+    authorizing: futures_util::stream::FuturesUnordered<Authorizing>,
     /// The upgrade's `Cookie` and `Origin`, added to the client's credentials.
     forward: (Option<Bytes>, Option<Bytes>),
     /// When the upstream must be ready (`BackendEvent::Ready`) by: set when dialing starts,
@@ -622,6 +630,7 @@ impl Session {
             up: None,
             dialing: None,
             role: None,
+            authorizing: futures_util::stream::FuturesUnordered::new(),
             forward: (
                 handshake.header("cookie").cloned(),
                 handshake.header("origin").cloned(),
@@ -725,6 +734,9 @@ impl Session {
                 _ = self.down.outbound.closed() => Ev::DownGone,
                 _ = self.down.stalled.cancelled() => Ev::DownStalled,
                 r = dialing(&mut self.dialing) => Ev::Dialed(Box::new(r)),
+                Some((id, r)) = self.authorizing.next(), if !self.authorizing.is_empty() => {
+                    Ev::Authorized(id, r)
+                }
                 m = self.down.inbound.next(), if down_ready => Ev::Down(m),
                 e = up_next(&mut self.up, up_ready) => e,
                 _ = tokio::time::sleep_until(deadline) => Ev::Tick,
@@ -806,6 +818,13 @@ impl Session {
                     self.apply_client(out).await;
                 }
                 Ev::Dialed(r) => self.on_dialed(*r).await,
+                Ev::Authorized(id, r) => {
+                    let mut out = ClientOut::default();
+                    if let Some(up) = &mut self.up {
+                        up.role.on_authorized(id, r, Instant::now(), &mut out);
+                    }
+                    self.apply_client(out).await;
+                }
                 Ev::Tick => self.on_tick().await,
             }
         }
@@ -1168,8 +1187,41 @@ impl Session {
         }
     }
 
+    /// Start the authorization POSTs the client role asked for; past the bound, the role
+    /// hears at once that it was refused.
+    fn authorize(&mut self, requests: Vec<crate::dialect::AuthRequest>) -> ClientOut {
+        let mut refused = ClientOut::default();
+        for req in requests {
+            if self.authorizing.len() >= MAX_AUTHORIZING {
+                if let Some(up) = &mut self.up {
+                    let e = ErrorInfo::new(ErrorKind::Limit, "too many authorizations in flight");
+                    up.role
+                        .on_authorized(req.id, Err(e), Instant::now(), &mut refused);
+                }
+                continue;
+            }
+            let dialer = self.ctx.dialer.clone();
+            let limit = Duration::from_millis(self.ctx.config.upstream.connect_timeout_ms);
+            self.authorizing.push(Box::pin(async move {
+                let r = dialer.authorize(&req, limit).await.map_err(|e| {
+                    ErrorInfo::new(
+                        ErrorKind::Unauthorized,
+                        format!("authorization endpoint: {e}"),
+                    )
+                });
+                (req.id, r)
+            }));
+        }
+        refused
+    }
+
     /// Carry out what the client role asked: write upstream, then deliver events downstream.
-    async fn apply_client(&mut self, out: ClientOut) {
+    async fn apply_client(&mut self, mut out: ClientOut) {
+        if !out.authorize.is_empty() {
+            let refused = self.authorize(std::mem::take(&mut out.authorize));
+            out.to_backend.extend(refused.to_backend);
+            out.events.extend(refused.events);
+        }
         if out
             .events
             .iter()

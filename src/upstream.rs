@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -19,7 +20,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use url::Url;
 
-use crate::dialect::{Dial, Spec};
+use crate::dialect::{AuthRequest, Dial, Spec};
 use crate::metrics as m;
 
 /// Any byte stream a WebSocket can run over.
@@ -221,6 +222,98 @@ impl Dialer {
                 .await
                 .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
         Ok(ws)
+    }
+}
+
+/// The largest answer an authorization endpoint may give.
+const MAX_AUTH_BODY: usize = 64 * 1024;
+
+impl Dialer {
+    /// POST a client role's [`AuthRequest`] (a form, with the downstream client's
+    /// credentials as headers) and return the body of a 2xx answer, all within `limit`.
+    /// `https://` uses the route's TLS client config.
+    pub async fn authorize(&self, req: &AuthRequest, limit: Duration) -> Result<Bytes, String> {
+        tokio::time::timeout(limit, self.authorize_inner(req))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+    }
+
+    async fn authorize_inner(&self, req: &AuthRequest) -> Result<Bytes, String> {
+        use http_body_util::{BodyExt, Full, Limited};
+        let url = Url::parse(&req.url).map_err(|e| e.to_string())?;
+        let host = url.host_str().ok_or("no host")?.to_owned();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = url.port_or_known_default().ok_or("no port")?;
+        let tcp = TcpStream::connect((bare.as_str(), port))
+            .await
+            .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
+        let io: Box<dyn Io> = match (url.scheme(), &self.tls) {
+            ("http", _) => Box::new(tcp),
+            ("https", Some(cfg)) => {
+                let name =
+                    rustls::pki_types::ServerName::try_from(bare).map_err(|e| e.to_string())?;
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {host}: {e}"))?;
+                Box::new(tls)
+            }
+            (s, _) => return Err(format!("cannot POST to a {s} URL")),
+        };
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                .await
+                .map_err(|e| e.to_string())?;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&req.form)
+            .finish();
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let mut r = hyper::Request::post(path)
+            .header(hyper::header::HOST, url.authority())
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(hyper::header::CONNECTION, "close");
+        for (k, v) in &req.headers {
+            r = r.header(k.as_str(), v.as_str());
+        }
+        let r = r
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let work = async {
+            let resp = sender.send_request(r).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_AUTH_BODY)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(format!(
+                    "{status}: {}",
+                    String::from_utf8_lossy(body.get(..body.len().min(200)).unwrap_or_default())
+                ))
+            }
+        };
+        tokio::pin!(work);
+        tokio::pin!(conn);
+        // The connection is driven until the answer is read; its end first is no answer.
+        tokio::select! {
+            r = &mut work => r,
+            c = &mut conn => match c {
+                Ok(()) => work.await,
+                Err(e) => Err(e.to_string()),
+            },
+        }
     }
 }
 

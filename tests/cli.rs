@@ -38,7 +38,7 @@ fn check_reports_key_line_and_reason() {
         ),
         (
             "dialect = \"socketio\"",
-            "dialect = \"pusher\"",
+            "dialect = \"socketcluster\"",
             "route.0.upstream.dialect",
             "has no client role yet",
         ),

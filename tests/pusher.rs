@@ -23,9 +23,10 @@ use serde_json::{Value, json};
 const T: Duration = Duration::from_secs(10);
 const SECRET: &str = "test-secret";
 
-/// The proxy's routes on one listener: pusher → soketi at `/app`, stomp → soketi at `/ws`,
+/// The proxy's routes on one listener: pusher → soketi at `/app`, stomp → soketi at `/ws`
+/// (signing with the app secret) and at `/ws-endpoint` (asking the app's auth endpoint),
 /// socketio → soketi at `/socket.io/`, pusher → socket.io at `/sio/app`.
-fn config(proxy: u16, soketi: u16, sio: u16) -> String {
+fn config(proxy: u16, soketi: u16, sio: u16, auth: u16) -> String {
     format!(
         r#"
 [admin]
@@ -53,6 +54,16 @@ dialect = "pusher"
 app_secret = "{PUSHER_APP_SECRET}"
 
 [[route]]
+name = "stomp-soketi-endpoint"
+listen = "127.0.0.1:{proxy}"
+path = "/ws-endpoint"
+client = "stomp"
+[route.upstream]
+url = "ws://127.0.0.1:{soketi}/app/{PUSHER_APP_KEY}"
+dialect = "pusher"
+auth_endpoint = "http://127.0.0.1:{auth}/pusher/auth"
+
+[[route]]
 name = "socketio-soketi"
 listen = "127.0.0.1:{proxy}"
 client = "socketio"
@@ -75,6 +86,78 @@ dialect = "socketio"
 "#,
         admin = free_port(),
     )
+}
+
+/// The app's authorization endpoint, as a vendor runs it: `POST socket_id, channel_name`
+/// with the user's bearer token; a known token gets a signature for that socket id (and
+/// presence member data naming the user), anything else 403.
+async fn auth_endpoint() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then as much body as Content-Length says.
+                let (head, body) = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break (head.to_owned(), body.to_owned());
+                        }
+                    }
+                };
+                let form: std::collections::HashMap<String, String> =
+                    url::form_urlencoded::parse(body.as_bytes())
+                        .into_owned()
+                        .collect();
+                let user = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("Authorization: Bearer ")
+                            .or_else(|| l.strip_prefix("authorization: Bearer "))
+                    })
+                    .filter(|t| *t == "good-token")
+                    .map(|_| "u-good");
+                let resp = match (user, form.get("socket_id"), form.get("channel_name")) {
+                    (Some(user), Some(sid), Some(ch)) => {
+                        use switchboard::dialect::pusher::auth;
+                        let data = ch.starts_with("presence-").then(|| format!(r#"{{"user_id":"{user}"}}"#));
+                        let string = auth::channel_string(sid, ch.as_bytes(), data.as_deref().map(str::as_bytes));
+                        let sig = auth::sign(PUSHER_APP_KEY, PUSHER_APP_SECRET, &string).unwrap();
+                        let mut answer = json!({"auth": sig});
+                        if let Some(d) = data {
+                            answer["channel_data"] = json!(d);
+                        }
+                        let b = answer.to_string();
+                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}", b.len())
+                    }
+                    _ => "HTTP/1.1 403 Forbidden\r\ncontent-length: 9\r\nconnection: close\r\n\r\nforbidden".to_owned(),
+                };
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
 }
 
 struct Env {
@@ -128,7 +211,8 @@ async fn pusher_through_switchboard() {
     let soketi = start_soketi();
     let (_sio_child, sio) = start_sio_backend(&[]);
     let proxy_port = free_port();
-    let proxy = Proxy::start(&config(proxy_port, soketi.port, sio)).await;
+    let auth = auth_endpoint().await;
+    let proxy = Proxy::start(&config(proxy_port, soketi.port, sio, auth)).await;
     let env = Env {
         soketi,
         proxy_port,
@@ -142,6 +226,7 @@ async fn pusher_through_switchboard() {
         private_signatures_and_client_events(e),
         wrong_key(e),
         stomp_to_soketi(e),
+        stomp_signed_by_the_apps_endpoint(e),
         socketio_to_soketi(e),
         pusher_to_socketio(e),
         bad_input(e),
@@ -343,6 +428,54 @@ async fn stomp_to_soketi(e: &Env) {
     );
 }
 
+/// Without the app secret, the proxy asks the app's auth endpoint with the client's bearer
+/// token: a known user gets private and presence channels (the member is who the endpoint
+/// says), an unknown one a STOMP ERROR.
+async fn stomp_signed_by_the_apps_endpoint(e: &Env) {
+    let url = format!("ws://127.0.0.1:{}/ws-endpoint", e.proxy_port);
+    let mut s = Driver::stomp().await;
+    s.send(json!({"op":"connect","c":"good","url":url,"wsHeaders":{"Authorization":"Bearer good-token"}}))
+        .await;
+    s.expect_ev(T, "good", "connected").await;
+    for (id, dest) in [("0", "/topic/private-ward"), ("1", "/topic/presence-ward")] {
+        let receipt = format!("good-{id}");
+        s.send(json!({"op":"subscribe","c":"good","id":id,"destination":dest,"headers":{"receipt":receipt}}))
+            .await;
+        s.expect(T, |v| {
+            v["c"] == "good" && v["ev"] == "receipt" && v["id"] == receipt.as_str()
+        })
+        .await;
+    }
+    e.soketi
+        .trigger("private-ward", "round", json!({"bed": 4}))
+        .await;
+    let m = s
+        .expect(T, |v| {
+            v["c"] == "good" && v["ev"] == "message" && v["headers"]["event"] == "round"
+        })
+        .await;
+    assert_eq!(m["destination"], "/topic/private-ward", "{m}");
+    let (status, users) = e
+        .soketi
+        .rest(json!({"op":"get","path":"/channels/presence-ward/users"}))
+        .await;
+    assert_eq!(status, 200, "{users}");
+    assert_eq!(users["users"], json!([{"id": "u-good"}]), "{users}");
+
+    s.send(
+        json!({"op":"connect","c":"bad","url":url,"wsHeaders":{"Authorization":"Bearer stolen"}}),
+    )
+    .await;
+    s.expect_ev(T, "bad", "connected").await;
+    s.send(json!({"op":"subscribe","c":"bad","id":"0","destination":"/topic/private-ward","headers":{"receipt":"bad-0"}}))
+        .await;
+    let err = s.expect_ev(T, "bad", "error").await;
+    assert!(
+        err["headers"]["message"].as_str().unwrap().contains("403"),
+        "{err}"
+    );
+}
+
 /// socket.io-client on soketi: subscribe with the convention, receive Pusher events by name
 /// with their decoded data.
 async fn socketio_to_soketi(e: &Env) {
@@ -451,7 +584,7 @@ async fn a_dead_backend_closes_with_a_reconnect_code() {
     let mut soketi = start_soketi();
     let proxy_port = free_port();
     let (_sio_child, sio) = start_sio_backend(&[]);
-    let _proxy = Proxy::start(&config(proxy_port, soketi.port, sio)).await;
+    let _proxy = Proxy::start(&config(proxy_port, soketi.port, sio, free_port())).await;
     let mut d = Driver::pusher().await;
     d.send(pusher_connect_cmd("ann", proxy_port)).await;
     connected(&mut d, "ann").await;

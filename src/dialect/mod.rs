@@ -285,6 +285,23 @@ pub struct ClientOut {
     pub events: Vec<BackendEvent>,
     /// Close the backend connection after writing `to_backend`.
     pub close: Option<Close>,
+    /// Authorizations to fetch from the app's HTTP endpoint; each answer comes back through
+    /// [`ClientRole::on_authorized`].
+    pub authorize: Vec<AuthRequest>,
+}
+
+/// A POST the session makes for a client role (Pusher's `authEndpoint`: the app signs a
+/// subscription for the upstream's socket id, with the downstream client's credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequest {
+    /// The role's own id for it.
+    pub id: u64,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// The form body (`application/x-www-form-urlencoded`).
+    pub form: Vec<(String, String)>,
+    /// Request headers (`Authorization`, `Cookie`, as the endpoint expects them).
+    pub headers: Vec<(String, String)>,
 }
 
 /// The proxy playing the backend for clients of one dialect.
@@ -347,6 +364,15 @@ pub trait ClientRole: Send {
     fn expire(&mut self, now: Instant, out: &mut ClientOut);
     /// The backend connection ended: fail every pending entry.
     fn on_closed(&mut self, reason: ErrorInfo, out: &mut ClientOut);
+    /// The answer to an [`AuthRequest`]: the response body of a 2xx, else why not.
+    fn on_authorized(
+        &mut self,
+        _id: u64,
+        _result: Result<Bytes, ErrorInfo>,
+        _now: Instant,
+        _out: &mut ClientOut,
+    ) {
+    }
     /// Payload bytes copied since the last call (reassembly, escaping, re-encoding).
     fn take_copied(&mut self) -> u64 {
         0

@@ -29,8 +29,11 @@ pub struct Settings {
     /// The app key (the last segment of the upstream URL's path).
     pub app_key: String,
     /// The app secret that signs private and presence subscriptions for the upstream's
-    /// socket id; without it such subscriptions are refused.
+    /// socket id.
     pub app_secret: Option<String>,
+    /// Else the app's authorization endpoint, asked with the client's credentials; with
+    /// neither, such subscriptions are refused.
+    pub auth_endpoint: Option<String>,
     /// Our own activity timeout; the server's, if shorter, wins.
     pub activity_timeout: Duration,
     /// A ping unanswered this long means the server is gone.
@@ -48,6 +51,7 @@ impl Default for Settings {
         Self {
             app_key: String::new(),
             app_secret: None,
+            auth_endpoint: None,
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
             max_event_size: 10 * 1024,
@@ -84,6 +88,9 @@ pub struct PusherClient {
     held: HoldQueue,
     channels: HashMap<Bytes, Channel>,
     by_sub: HashMap<SubId, Bytes>,
+    /// Authorization requests in flight → their channel.
+    authorizing: HashMap<u64, Bytes>,
+    next_auth: u64,
     copied: u64,
 }
 
@@ -100,6 +107,8 @@ impl PusherClient {
             held,
             channels: HashMap::new(),
             by_sub: HashMap::new(),
+            authorizing: HashMap::new(),
+            next_auth: 1,
             copied: 0,
         }
     }
@@ -175,17 +184,9 @@ impl PusherClient {
             return;
         }
         let kind = codec::kind(&channel);
-        let mut body = Vec::with_capacity(64 + channel.len());
-        body.extend_from_slice(b"{\"channel\":");
-        body.extend_from_slice(&crate::dialect::json::json_string(&channel));
-        if kind != Kind::Public {
-            let Some(secret) = self.settings.app_secret.as_deref() else {
-                return refuse(
-                    ErrorKind::Unauthorized,
-                    "private and presence channels need upstream.app_secret",
-                    out,
-                );
-            };
+        let signed = if kind == Kind::Public {
+            Some((None, None))
+        } else if let Some(secret) = self.settings.app_secret.as_deref() {
             let data = match kind {
                 // The member data the downstream's app signed (a Pusher client's), else the
                 // authenticated identity: the login the client presented. Never made up.
@@ -212,15 +213,53 @@ impl PusherClient {
             let Some(signature) = auth::sign(&self.settings.app_key, secret, &string) else {
                 return refuse(ErrorKind::Unauthorized, "cannot sign", out);
             };
-            body.extend_from_slice(b",\"auth\":");
-            body.extend_from_slice(&crate::dialect::json::json_string(signature.as_bytes()));
-            if let Some(d) = &data {
-                body.extend_from_slice(b",\"channel_data\":");
-                body.extend_from_slice(&crate::dialect::json::json_string(d));
+            Some((Some(Bytes::from(signature)), data))
+        } else if let Some(url) = self.settings.auth_endpoint.clone() {
+            // The app signs for our socket id, as it would for its own client, on the
+            // strength of that client's credentials; its answer comes to `on_authorized`.
+            let id = self.next_auth;
+            self.next_auth += 1;
+            self.authorizing.insert(id, channel.clone());
+            let mut headers = Vec::new();
+            if let Some(t) = self
+                .credentials
+                .token
+                .as_ref()
+                .and_then(|t| std::str::from_utf8(t).ok())
+            {
+                headers.push(("Authorization".to_owned(), format!("Bearer {t}")));
             }
+            if let Some(c) = self
+                .credentials
+                .cookie
+                .as_ref()
+                .and_then(|c| std::str::from_utf8(c).ok())
+            {
+                headers.push(("Cookie".to_owned(), c.to_owned()));
+            }
+            out.authorize.push(crate::dialect::AuthRequest {
+                id,
+                url,
+                form: vec![
+                    ("socket_id".to_owned(), self.socket_id.clone()),
+                    (
+                        "channel_name".to_owned(),
+                        String::from_utf8_lossy(&channel).into_owned(),
+                    ),
+                ],
+                headers,
+            });
+            None
+        } else {
+            return refuse(
+                ErrorKind::Unauthorized,
+                "private and presence channels need upstream.app_secret or upstream.auth_endpoint",
+                out,
+            );
+        };
+        if let Some((auth, data)) = signed {
+            Self::send_subscribe(&channel, auth.as_deref(), data.as_deref(), out);
         }
-        body.push(b'}');
-        Self::send(out, b"pusher:subscribe", None, Data::Raw(&body));
         self.by_sub.insert(sub, channel.clone());
         self.channels.insert(
             channel,
@@ -229,6 +268,72 @@ impl PusherClient {
                 ..Default::default()
             },
         );
+    }
+
+    fn send_subscribe(
+        channel: &[u8],
+        auth: Option<&[u8]>,
+        channel_data: Option<&[u8]>,
+        out: &mut ClientOut,
+    ) {
+        let mut body = Vec::with_capacity(64 + channel.len());
+        body.extend_from_slice(b"{\"channel\":");
+        body.extend_from_slice(&crate::dialect::json::json_string(channel));
+        if let Some(a) = auth {
+            body.extend_from_slice(b",\"auth\":");
+            body.extend_from_slice(&crate::dialect::json::json_string(a));
+        }
+        if let Some(d) = channel_data {
+            body.extend_from_slice(b",\"channel_data\":");
+            body.extend_from_slice(&crate::dialect::json::json_string(d));
+        }
+        body.push(b'}');
+        Self::send(out, b"pusher:subscribe", None, Data::Raw(&body));
+    }
+
+    /// The endpoint's answer for one channel: subscribe with it, or refuse every
+    /// subscription waiting on that channel.
+    fn authorized(&mut self, id: u64, result: Result<Bytes, ErrorInfo>, out: &mut ClientOut) {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            auth: String,
+            #[serde(default)]
+            channel_data: Option<String>,
+        }
+        let Some(channel) = self.authorizing.remove(&id) else {
+            return;
+        };
+        if !self.channels.contains_key(&channel) {
+            // Unsubscribed meanwhile.
+            return;
+        }
+        let answer = result.and_then(|body| {
+            serde_json::from_slice::<Answer>(&body).map_err(|e| {
+                ErrorInfo::new(
+                    ErrorKind::Unauthorized,
+                    format!("authorization endpoint: bad answer: {e}"),
+                )
+            })
+        });
+        match answer {
+            Ok(a) => Self::send_subscribe(
+                &channel,
+                Some(a.auth.as_bytes()),
+                a.channel_data.as_deref().map(str::as_bytes),
+                out,
+            ),
+            Err(reason) => {
+                if let Some(ch) = self.channels.remove(&channel) {
+                    for sub in ch.subs {
+                        self.by_sub.remove(&sub);
+                        out.events.push(BackendEvent::SubscribeFailed {
+                            sub,
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     fn unsubscribe(&mut self, sub: SubId, out: &mut ClientOut) {
@@ -581,6 +686,18 @@ impl ClientRole for PusherClient {
     fn on_closed(&mut self, reason: ErrorInfo, out: &mut ClientOut) {
         self.state = State::Closed;
         self.fail_all(&reason, out);
+    }
+
+    fn on_authorized(
+        &mut self,
+        id: u64,
+        result: Result<Bytes, ErrorInfo>,
+        _now: Instant,
+        out: &mut ClientOut,
+    ) {
+        if self.state == State::Open {
+            self.authorized(id, result, out);
+        }
     }
 
     fn take_copied(&mut self) -> u64 {

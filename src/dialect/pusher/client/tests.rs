@@ -315,3 +315,74 @@ fn client_events_with_limits() {
         );
     }
 }
+
+#[test]
+fn without_a_secret_the_apps_endpoint_signs_with_the_clients_credentials() {
+    let mut c = PusherClient::new(
+        Settings {
+            app_secret: None,
+            auth_endpoint: Some("http://127.0.0.1:9/pusher/auth".into()),
+            ..settings()
+        },
+        Credentials {
+            token: Some(Bytes::from("good-token")),
+            cookie: Some(Bytes::from("s=1")),
+            ..Default::default()
+        },
+    );
+    let mut out = ClientOut::default();
+    c.on_backend(
+        txt(r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"7.8\"}"}"#),
+        Instant::now(),
+        &mut out,
+    );
+    let out = op(&mut c, subscribe(1, "private-ward", SubParams::default()));
+    assert!(out.to_backend.is_empty(), "nothing before the app signs");
+    let [req] = &out.authorize[..] else {
+        panic!("{:?}", out.authorize)
+    };
+    assert_eq!(req.url, "http://127.0.0.1:9/pusher/auth");
+    assert_eq!(
+        req.form,
+        vec![
+            ("socket_id".to_owned(), "7.8".to_owned()),
+            ("channel_name".to_owned(), "private-ward".to_owned())
+        ]
+    );
+    assert!(
+        req.headers
+            .contains(&("Authorization".into(), "Bearer good-token".into()))
+    );
+    assert!(req.headers.contains(&("Cookie".into(), "s=1".into())));
+    // A second subscription to the channel waits on the same answer.
+    assert!(
+        op(&mut c, subscribe(2, "private-ward", SubParams::default()))
+            .authorize
+            .is_empty()
+    );
+    let mut out = ClientOut::default();
+    c.on_authorized(
+        req.id,
+        Ok(Bytes::from(r#"{"auth":"app-key:abc"}"#)),
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(
+        sent(&out),
+        [r#"{"event":"pusher:subscribe","data":{"channel":"private-ward","auth":"app-key:abc"}}"#]
+    );
+    // A refusal fails every subscription waiting on it.
+    let out = op(&mut c, subscribe(3, "presence-ward", SubParams::default()));
+    let id = out.authorize[0].id;
+    let mut out = ClientOut::default();
+    c.on_authorized(
+        id,
+        Err(ErrorInfo::new(ErrorKind::Unauthorized, "403 Forbidden")),
+        Instant::now(),
+        &mut out,
+    );
+    assert!(matches!(
+        &out.events[..],
+        [BackendEvent::SubscribeFailed { sub: 3, reason }] if reason.kind == ErrorKind::Unauthorized
+    ));
+}
