@@ -88,6 +88,10 @@ pub struct Mapping {
     /// The client dialect hears events nobody subscribed to (Socket.IO clients hear
     /// `io.emit`).
     deliver_unclaimed: bool,
+    /// The client dialect has presence of its own (Pusher); otherwise presence changes
+    /// reach it as `presence:member_added` / `presence:member_removed` events on the
+    /// subscriptions of that channel (PROTOCOLS §6.5).
+    down_presence: bool,
 }
 
 impl Mapping {
@@ -115,6 +119,7 @@ impl Mapping {
             up: Arc::new(Defaults::new(&up.naming)?),
             same: down.dialect == up.dialect,
             deliver_unclaimed: down.caps.events_without_subscribe,
+            down_presence: down.caps.presence,
         })
     }
 
@@ -367,6 +372,36 @@ impl Translator {
                 // stay in the table.
                 self.subs.remove(&sub);
                 out.push(BackendEvent::SubscribeFailed { sub, reason });
+            }
+            BackendEvent::Presence {
+                channel,
+                member,
+                added,
+            } if !self.mapping.down_presence => {
+                // Documented events on the channel's subscriptions; nothing fabricated.
+                let event = Bytes::from_static(if added {
+                    b"presence:member_added"
+                } else {
+                    b"presence:member_removed"
+                });
+                let mut matched: Vec<(SubId, &SubEntry)> = self
+                    .subs
+                    .iter()
+                    .filter(|(_, e)| e.up_channel == channel)
+                    .map(|(id, e)| (*id, e))
+                    .collect();
+                matched.sort_by_key(|(id, _)| *id);
+                for (id, e) in matched {
+                    out.push(BackendEvent::Message {
+                        meta: Vec::new(),
+                        sub: Some(id),
+                        channel: e.down_channel.clone(),
+                        event: Some(event.clone()),
+                        args: Vec::new(),
+                        payload: Payload::json(member.clone()),
+                        ack: None,
+                    });
+                }
             }
             BackendEvent::Presence {
                 channel,
@@ -689,6 +724,65 @@ mod refused {
     use super::*;
     use crate::dialect::{socketio, stomp};
     use crate::frame::Payload;
+
+    #[test]
+    fn presence_reaches_dialects_without_it_as_documented_events() {
+        let mut t = Translator::new(
+            Mapping::new(&[], &stomp::SPEC, &crate::dialect::pusher::SPEC).unwrap(),
+        );
+        t.down_op(ClientOp::Subscribe {
+            sub: 4,
+            channel: Bytes::from("/topic/presence-ward"),
+            params: Default::default(),
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        t.up_event(
+            BackendEvent::Presence {
+                channel: Bytes::from("presence-ward"),
+                member: Bytes::from(r#"{"user_id":"11"}"#),
+                added: true,
+            },
+            &mut out,
+        );
+        let [
+            BackendEvent::Message {
+                sub: Some(4),
+                channel,
+                event,
+                payload,
+                ..
+            },
+        ] = &out[..]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(channel, "/topic/presence-ward");
+        assert_eq!(event.as_deref(), Some(&b"presence:member_added"[..]));
+        assert_eq!(payload.data, r#"{"user_id":"11"}"#);
+        // A Pusher client gets Pusher's own presence events.
+        let mut t = Translator::new(
+            Mapping::new(
+                &[],
+                &crate::dialect::pusher::SPEC,
+                &crate::dialect::pusher::SPEC,
+            )
+            .unwrap(),
+        );
+        let mut out = Vec::new();
+        t.up_event(
+            BackendEvent::Presence {
+                channel: Bytes::from("presence-ward"),
+                member: Bytes::from("{}"),
+                added: false,
+            },
+            &mut out,
+        );
+        assert!(matches!(
+            &out[..],
+            [BackendEvent::Presence { added: false, .. }]
+        ));
+    }
 
     #[test]
     fn subscription_parameters_travel_with_the_subscription() {

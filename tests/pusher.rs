@@ -461,6 +461,32 @@ async fn stomp_signed_by_the_apps_endpoint(e: &Env) {
         .await;
     assert_eq!(status, 200, "{users}");
     assert_eq!(users["users"], json!([{"id": "u-good"}]), "{users}");
+    // Presence reaches STOMP as documented events on the channel's subscription.
+    let mut p = Driver::pusher().await;
+    let mut v = e.soketi.connect_cmd("visitor");
+    v["userId"] = json!("u-visitor");
+    v["userInfo"] = json!({"name": "Vi"});
+    p.send(v).await;
+    connected(&mut p, "visitor").await;
+    p.send(json!({"op":"subscribe","c":"visitor","channel":"presence-ward"}))
+        .await;
+    assert_eq!(
+        subscribed(&mut p, "visitor", "presence-ward").await["count"],
+        2
+    );
+    let m = s
+        .expect(T, |v| {
+            v["c"] == "good"
+                && v["ev"] == "message"
+                && v["headers"]["event"] == "presence:member_added"
+        })
+        .await;
+    assert_eq!(m["destination"], "/topic/presence-ward", "{m}");
+    let member: Value = serde_json::from_str(m["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        member,
+        json!({"user_id": "u-visitor", "user_info": {"name": "Vi"}})
+    );
 
     s.send(
         json!({"op":"connect","c":"bad","url":url,"wsHeaders":{"Authorization":"Bearer stolen"}}),
