@@ -83,6 +83,47 @@ fn route() -> Route {
     }
 }
 
+/// One client message through the route: server role, translator, client role; what goes
+/// to the backend.
+fn down(
+    server: &mut dyn ServerRole,
+    t: &mut Translator,
+    client: &mut dyn ClientRole,
+    msg: &Bytes,
+) -> Vec<WsMsg> {
+    let now = Instant::now();
+    let mut out = ServerOut::default();
+    server.on_client(WsMsg::Text(msg.clone()), now, &mut out);
+    let mut cout = ClientOut::default();
+    for op in out.ops {
+        let op: ClientOp = t.down_op(op).unwrap();
+        client.on_op(op, now, &mut cout);
+    }
+    cout.to_backend
+}
+
+/// One backend message through the route: client role, translator, server role; what goes
+/// to the client.
+fn up(
+    client: &mut dyn ClientRole,
+    t: &mut Translator,
+    server: &mut dyn ServerRole,
+    msg: &Bytes,
+) -> Vec<WsMsg> {
+    let now = Instant::now();
+    let mut cout = ClientOut::default();
+    client.on_backend(WsMsg::Text(msg.clone()), now, &mut cout);
+    let mut evs = Vec::new();
+    for ev in cout.events {
+        t.up_event(ev, &mut evs);
+    }
+    let mut out = ServerOut::default();
+    for ev in evs {
+        server.on_backend(ev, now, &mut out);
+    }
+    out.to_client
+}
+
 fn stomp_to_socketio(c: &mut Criterion) {
     let mut r = route();
     let frame = Bytes::from(format!(
@@ -93,16 +134,12 @@ fn stomp_to_socketio(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("send_to_emit", |b| {
         b.iter(|| {
-            let now = Instant::now();
-            let mut out = ServerOut::default();
-            r.server
-                .on_client(WsMsg::Text(frame.clone()), now, &mut out);
-            let mut cout = ClientOut::default();
-            for op in out.ops {
-                let op: ClientOp = r.translator.down_op(op).unwrap();
-                r.client.on_op(op, now, &mut cout);
-            }
-            std::hint::black_box(cout.to_backend);
+            std::hint::black_box(down(
+                &mut r.server,
+                &mut r.translator,
+                &mut r.client,
+                &frame,
+            ))
         })
     });
     g.finish();
@@ -115,19 +152,7 @@ fn socketio_to_stomp(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("event_to_message", |b| {
         b.iter(|| {
-            let now = Instant::now();
-            let mut cout = ClientOut::default();
-            r.client
-                .on_backend(WsMsg::Text(packet.clone()), now, &mut cout);
-            let mut evs = Vec::new();
-            for ev in cout.events {
-                r.translator.up_event(ev, &mut evs);
-            }
-            let mut out = ServerOut::default();
-            for ev in evs {
-                r.server.on_backend(ev, now, &mut out);
-            }
-            std::hint::black_box(out.to_client);
+            std::hint::black_box(up(&mut r.client, &mut r.translator, &mut r.server, &packet))
         })
     });
     g.finish();
@@ -232,32 +257,10 @@ fn pusher_and_socketio(c: &mut Criterion) {
     let mut g = c.benchmark_group("pusher_socketio");
     g.throughput(Throughput::Elements(1));
     g.bench_function("client_event_to_emit", |b| {
-        b.iter(|| {
-            let now = Instant::now();
-            let mut out = ServerOut::default();
-            server.on_client(WsMsg::Text(client_event.clone()), now, &mut out);
-            let mut cout = ClientOut::default();
-            for op in out.ops {
-                client.on_op(t.down_op(op).unwrap(), now, &mut cout);
-            }
-            std::hint::black_box(cout.to_backend);
-        })
+        b.iter(|| std::hint::black_box(down(&mut server, &mut t, &mut client, &client_event)))
     });
     g.bench_function("event_to_pusher_event", |b| {
-        b.iter(|| {
-            let now = Instant::now();
-            let mut cout = ClientOut::default();
-            client.on_backend(WsMsg::Text(packet.clone()), now, &mut cout);
-            let mut evs = Vec::new();
-            for ev in cout.events {
-                t.up_event(ev, &mut evs);
-            }
-            let mut out = ServerOut::default();
-            for ev in evs {
-                server.on_backend(ev, now, &mut out);
-            }
-            std::hint::black_box(out.to_client);
-        })
+        b.iter(|| std::hint::black_box(up(&mut client, &mut t, &mut server, &packet)))
     });
     g.finish();
 }
@@ -326,32 +329,10 @@ fn stomp_and_pusher(c: &mut Criterion) {
     let mut g = c.benchmark_group("stomp_pusher");
     g.throughput(Throughput::Elements(1));
     g.bench_function("send_to_client_event", |b| {
-        b.iter(|| {
-            let now = Instant::now();
-            let mut out = ServerOut::default();
-            r.server.on_client(WsMsg::Text(send.clone()), now, &mut out);
-            let mut cout = ClientOut::default();
-            for op in out.ops {
-                client.on_op(t.down_op(op).unwrap(), now, &mut cout);
-            }
-            std::hint::black_box(cout.to_backend);
-        })
+        b.iter(|| std::hint::black_box(down(&mut r.server, &mut t, &mut client, &send)))
     });
     g.bench_function("server_event_to_message", |b| {
-        b.iter(|| {
-            let now = Instant::now();
-            let mut cout = ClientOut::default();
-            client.on_backend(WsMsg::Text(server_event.clone()), now, &mut cout);
-            let mut evs = Vec::new();
-            for ev in cout.events {
-                t.up_event(ev, &mut evs);
-            }
-            let mut out = ServerOut::default();
-            for ev in evs {
-                r.server.on_backend(ev, now, &mut out);
-            }
-            std::hint::black_box(out.to_client);
-        })
+        b.iter(|| std::hint::black_box(up(&mut client, &mut t, &mut r.server, &server_event)))
     });
     g.finish();
 }

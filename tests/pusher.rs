@@ -174,30 +174,6 @@ impl Env {
     }
 }
 
-async fn connected(d: &mut Driver, c: &str) -> String {
-    let ev = d
-        .expect(T, |v| {
-            v["c"] == c && v["ev"] == "state" && v["current"] == "connected"
-        })
-        .await;
-    let id = ev["socketId"].as_str().unwrap().to_owned();
-    let (a, b) = id.split_once('.').unwrap();
-    assert!(
-        a.bytes().chain(b.bytes()).all(|x| x.is_ascii_digit()) && !a.is_empty() && !b.is_empty(),
-        "socket_id in Pusher's form: {id}"
-    );
-    id
-}
-
-async fn subscribed(d: &mut Driver, c: &str, channel: &str) -> Value {
-    d.expect(T, |v| {
-        v["c"] == c
-            && v["channel"] == channel
-            && (v["ev"] == "subscription_succeeded" || v["ev"] == "subscription_error")
-    })
-    .await
-}
-
 async fn event(d: &mut Driver, c: &str, name: &str) -> Value {
     d.expect(T, |v| {
         v["c"] == c && v["ev"] == "event" && v["event"] == name
@@ -241,10 +217,10 @@ async fn pusher_through_switchboard() {
 async fn consultation(e: &Env) {
     let mut d = Driver::pusher().await;
     d.send(e.connect("doctor")).await;
-    connected(&mut d, "doctor").await;
+    pusher_connected(&mut d, "doctor").await;
     d.send(json!({"op":"subscribe","c":"doctor","channel":"consultation-7"}))
         .await;
-    let ok = subscribed(&mut d, "doctor", "consultation-7").await;
+    let ok = pusher_subscribed(&mut d, "doctor", "consultation-7").await;
     assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
     e.soketi
         .trigger(
@@ -268,10 +244,10 @@ async fn presence(e: &Env) {
     a["userId"] = json!("u-patient");
     a["userInfo"] = json!({"name": "Pat"});
     d.send(a).await;
-    connected(&mut d, "patient").await;
+    pusher_connected(&mut d, "patient").await;
     d.send(json!({"op":"subscribe","c":"patient","channel":"presence-consultation-7"}))
         .await;
-    let ok = subscribed(&mut d, "patient", "presence-consultation-7").await;
+    let ok = pusher_subscribed(&mut d, "patient", "presence-consultation-7").await;
     assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
     assert_eq!(ok["count"], 1, "{ok}");
     assert_eq!(ok["members"], json!({"u-patient": {"name": "Pat"}}), "{ok}");
@@ -280,10 +256,10 @@ async fn presence(e: &Env) {
     b["userId"] = json!("u-nurse");
     b["userInfo"] = json!({"name": "Nia"});
     d.send(b).await;
-    connected(&mut d, "nurse").await;
+    pusher_connected(&mut d, "nurse").await;
     d.send(json!({"op":"subscribe","c":"nurse","channel":"presence-consultation-7"}))
         .await;
-    let ok = subscribed(&mut d, "nurse", "presence-consultation-7").await;
+    let ok = pusher_subscribed(&mut d, "nurse", "presence-consultation-7").await;
     assert_eq!(ok["count"], 2, "{ok}");
     assert_eq!(
         ok["members"],
@@ -306,19 +282,19 @@ async fn private_signatures_and_client_events(e: &Env) {
     let mut d = Driver::pusher().await;
     d.send(e.connect("carol")).await;
     d.send(e.connect("dave")).await;
-    connected(&mut d, "carol").await;
-    connected(&mut d, "dave").await;
+    pusher_connected(&mut d, "carol").await;
+    pusher_connected(&mut d, "dave").await;
     for c in ["carol", "dave"] {
         d.send(json!({"op":"subscribe","c":c,"channel":"private-room-1"}))
             .await;
     }
     for c in ["carol", "dave"] {
-        let ok = subscribed(&mut d, c, "private-room-1").await;
+        let ok = pusher_subscribed(&mut d, c, "private-room-1").await;
         assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
     }
     d.send(json!({"op":"subscribe","c":"carol","channel":"private-vault","forgeAuth":true}))
         .await;
-    let err = subscribed(&mut d, "carol", "private-vault").await;
+    let err = pusher_subscribed(&mut d, "carol", "private-vault").await;
     assert_eq!(err["ev"], "subscription_error", "{err}");
     assert_eq!(err["type"], "AuthError", "{err}");
     assert_eq!(err["status"], 401, "{err}");
@@ -362,11 +338,11 @@ async fn wrong_key(e: &Env) {
 async fn stomp_to_soketi(e: &Env) {
     let mut p = Driver::pusher().await;
     p.send(e.soketi.connect_cmd("direct")).await;
-    connected(&mut p, "direct").await;
+    pusher_connected(&mut p, "direct").await;
     p.send(json!({"op":"subscribe","c":"direct","channel":"private-desk"}))
         .await;
     assert_eq!(
-        subscribed(&mut p, "direct", "private-desk").await["ev"],
+        pusher_subscribed(&mut p, "direct", "private-desk").await["ev"],
         "subscription_succeeded"
     );
 
@@ -467,11 +443,11 @@ async fn stomp_signed_by_the_apps_endpoint(e: &Env) {
     v["userId"] = json!("u-visitor");
     v["userInfo"] = json!({"name": "Vi"});
     p.send(v).await;
-    connected(&mut p, "visitor").await;
+    pusher_connected(&mut p, "visitor").await;
     p.send(json!({"op":"subscribe","c":"visitor","channel":"presence-ward"}))
         .await;
     assert_eq!(
-        subscribed(&mut p, "visitor", "presence-ward").await["count"],
+        pusher_subscribed(&mut p, "visitor", "presence-ward").await["count"],
         2
     );
     let m = s
@@ -551,17 +527,17 @@ async fn pusher_to_socketio(e: &Env) {
     cmd["wsPath"] = json!("/sio");
     cmd["headers"] = json!({"Authorization": format!("Bearer {}", jwt("sam", SECRET))});
     d.send(cmd).await;
-    connected(&mut d, "sam").await;
+    pusher_connected(&mut d, "sam").await;
     d.send(json!({"op":"subscribe","c":"sam","channel":"message_created"}))
         .await;
-    let ok = subscribed(&mut d, "sam", "message_created").await;
+    let ok = pusher_subscribed(&mut d, "sam", "message_created").await;
     assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
     sio_control_emit(e.sio, "message_created", json!([{"id": 5}]), Some("sam")).await;
     let ev = event(&mut d, "sam", "message_created").await;
     assert_eq!(ev["data"], json!({"id": 5}), "{ev}");
     d.send(json!({"op":"subscribe","c":"sam","channel":"presence-x","userId":"sam"}))
         .await;
-    let err = subscribed(&mut d, "sam", "presence-x").await;
+    let err = pusher_subscribed(&mut d, "sam", "presence-x").await;
     assert_eq!(err["ev"], "subscription_error", "{err}");
     assert_eq!(err["type"], "PresenceUnavailable", "{err}");
 }
@@ -570,7 +546,7 @@ async fn pusher_to_socketio(e: &Env) {
 async fn bad_input(e: &Env) {
     let mut d = Driver::pusher().await;
     d.send(e.connect("fuzz")).await;
-    connected(&mut d, "fuzz").await;
+    pusher_connected(&mut d, "fuzz").await;
     for raw in [
         "not json".to_owned(),
         r#"{"event":"pusher:hello","data":{}}"#.to_owned(),
@@ -592,7 +568,7 @@ async fn bad_input(e: &Env) {
     d.send(json!({"op":"subscribe","c":"fuzz","channel":"after-fuzz"}))
         .await;
     assert_eq!(
-        subscribed(&mut d, "fuzz", "after-fuzz").await["ev"],
+        pusher_subscribed(&mut d, "fuzz", "after-fuzz").await["ev"],
         "subscription_succeeded"
     );
     let closed = d
@@ -613,11 +589,11 @@ async fn a_dead_backend_closes_with_a_reconnect_code() {
     let _proxy = Proxy::start(&config(proxy_port, soketi.port, sio, free_port())).await;
     let mut d = Driver::pusher().await;
     d.send(pusher_connect_cmd("ann", proxy_port)).await;
-    connected(&mut d, "ann").await;
+    pusher_connected(&mut d, "ann").await;
     d.send(json!({"op":"subscribe","c":"ann","channel":"news"}))
         .await;
     assert_eq!(
-        subscribed(&mut d, "ann", "news").await["ev"],
+        pusher_subscribed(&mut d, "ann", "news").await["ev"],
         "subscription_succeeded"
     );
     soketi.child().kill();
@@ -662,11 +638,11 @@ passcode = "guest"
     .await;
     let mut p = Driver::pusher().await;
     p.send(pusher_connect_cmd("pia", proxy_port)).await;
-    connected(&mut p, "pia").await;
+    pusher_connected(&mut p, "pia").await;
     p.send(json!({"op":"subscribe","c":"pia","channel":"desk.news"}))
         .await;
     assert_eq!(
-        subscribed(&mut p, "pia", "desk.news").await["ev"],
+        pusher_subscribed(&mut p, "pia", "desk.news").await["ev"],
         "subscription_succeeded"
     );
     let mut s = Driver::stomp().await;

@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Driver, Soketi, pusher_channel_auth, start_soketi};
+use common::{
+    Driver, Soketi, pusher_channel_auth, pusher_connected, pusher_subscribed, start_soketi,
+};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(10);
@@ -29,39 +31,15 @@ async fn pusher_js_clients_on_soketi() {
     assert!(body["channels"].is_object(), "{body}");
 }
 
-async fn connected(d: &mut Driver, c: &str) -> String {
-    let ev = d
-        .expect(T, |v| {
-            v["c"] == c && v["ev"] == "state" && v["current"] == "connected"
-        })
-        .await;
-    let id = ev["socketId"].as_str().unwrap().to_owned();
-    let (a, b) = id.split_once('.').unwrap();
-    assert!(
-        !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|x| x.is_ascii_digit()),
-        "socket_id {id}"
-    );
-    id
-}
-
-async fn subscribed(d: &mut Driver, c: &str, channel: &str) -> Value {
-    d.expect(T, |v| {
-        v["c"] == c
-            && v["channel"] == channel
-            && (v["ev"] == "subscription_succeeded" || v["ev"] == "subscription_error")
-    })
-    .await
-}
-
 /// A public channel: subscription_succeeded without data, then an event triggered through the
 /// HTTP API arrives with its data decoded into an object (on the wire: a JSON string).
 async fn public_channel_rest_event(s: &Soketi) {
     let mut d = Driver::pusher().await;
     d.send(s.connect_cmd("pub")).await;
-    connected(&mut d, "pub").await;
+    pusher_connected(&mut d, "pub").await;
     d.send(json!({"op":"subscribe","c":"pub","channel":"news"}))
         .await;
-    let ok = subscribed(&mut d, "pub", "news").await;
+    let ok = pusher_subscribed(&mut d, "pub", "news").await;
     assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
     assert!(ok.get("data").is_none(), "soketi sends no data: {ok}");
 
@@ -87,10 +65,10 @@ async fn presence_members(s: &Soketi) {
     alice["userId"] = json!("u-alice");
     alice["userInfo"] = json!({"name": "Alice"});
     d.send(alice).await;
-    connected(&mut d, "alice").await;
+    pusher_connected(&mut d, "alice").await;
     d.send(json!({"op":"subscribe","c":"alice","channel":"presence-lobby"}))
         .await;
-    let ok = subscribed(&mut d, "alice", "presence-lobby").await;
+    let ok = pusher_subscribed(&mut d, "alice", "presence-lobby").await;
     assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
     assert_eq!(ok["count"], 1, "{ok}");
     assert_eq!(ok["members"], json!({"u-alice": {"name": "Alice"}}));
@@ -103,10 +81,10 @@ async fn presence_members(s: &Soketi) {
     bob["userId"] = json!("u-bob");
     bob["userInfo"] = json!({"name": "Bob"});
     d.send(bob).await;
-    connected(&mut d, "bob").await;
+    pusher_connected(&mut d, "bob").await;
     d.send(json!({"op":"subscribe","c":"bob","channel":"presence-lobby"}))
         .await;
-    let ok = subscribed(&mut d, "bob", "presence-lobby").await;
+    let ok = pusher_subscribed(&mut d, "bob", "presence-lobby").await;
     assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
     assert_eq!(ok["count"], 2, "{ok}");
     assert_eq!(
@@ -133,14 +111,14 @@ async fn private_client_event(s: &Soketi) {
     let mut d = Driver::pusher().await;
     d.send(s.connect_cmd("carol")).await;
     d.send(s.connect_cmd("dave")).await;
-    let carol_id = connected(&mut d, "carol").await;
-    connected(&mut d, "dave").await;
+    let carol_id = pusher_connected(&mut d, "carol").await;
+    pusher_connected(&mut d, "dave").await;
     for c in ["carol", "dave"] {
         d.send(json!({"op":"subscribe","c":c,"channel":"private-chat"}))
             .await;
     }
     for c in ["carol", "dave"] {
-        let ok = subscribed(&mut d, c, "private-chat").await;
+        let ok = pusher_subscribed(&mut d, c, "private-chat").await;
         assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
     }
     let auth = d.expect_ev(T, "carol", "auth").await;
@@ -196,16 +174,16 @@ async fn auth_failures_and_close_codes(s: &Soketi) {
     let mut eve = s.connect_cmd("eve");
     eve["forgeAuth"] = json!(true);
     d.send(eve).await;
-    let socket_id = connected(&mut d, "eve").await;
+    let socket_id = pusher_connected(&mut d, "eve").await;
     d.send(json!({"op":"subscribe","c":"eve","channel":"private-vault"}))
         .await;
-    let err = subscribed(&mut d, "eve", "private-vault").await;
+    let err = pusher_subscribed(&mut d, "eve", "private-vault").await;
     assert_eq!(err["ev"], "subscription_error", "{err}");
     assert_eq!(err["type"], "AuthError", "{err}");
     assert_eq!(err["status"], 401, "{err}");
     d.send(json!({"op":"subscribe","c":"eve","channel":"private-open","forgeAuth":false}))
         .await;
-    let ok = subscribed(&mut d, "eve", "private-open").await;
+    let ok = pusher_subscribed(&mut d, "eve", "private-open").await;
     assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
 
     // The Rust-side signer agrees with the driver's.

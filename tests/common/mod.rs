@@ -1541,3 +1541,31 @@ impl Driver {
         Self::spawn("pusher_driver.js").await
     }
 }
+
+/// Waits until pusher_driver.js client `c` is connected; returns its socket id, checked to
+/// be in Pusher's `<digits>.<digits>` form.
+pub async fn pusher_connected(d: &mut Driver, c: &str) -> String {
+    let ev = d
+        .expect(Duration::from_secs(10), |v| {
+            v["c"] == c && v["ev"] == "state" && v["current"] == "connected"
+        })
+        .await;
+    let id = ev["socketId"].as_str().unwrap().to_owned();
+    let (a, b) = id.split_once('.').unwrap();
+    assert!(
+        !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|x| x.is_ascii_digit()),
+        "socket_id in Pusher's form: {id}"
+    );
+    id
+}
+
+/// The outcome of client `c`'s subscription to `channel`: `subscription_succeeded` or
+/// `subscription_error`.
+pub async fn pusher_subscribed(d: &mut Driver, c: &str, channel: &str) -> Value {
+    d.expect(Duration::from_secs(10), |v| {
+        v["c"] == c
+            && v["channel"] == channel
+            && (v["ev"] == "subscription_succeeded" || v["ev"] == "subscription_error")
+    })
+    .await
+}
