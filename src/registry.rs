@@ -401,6 +401,7 @@ fn pusher_server(r: &Route, _: Shared<'_>) -> ServerFactory {
             p.activity_timeout
         }),
         upstream_presence: entry(r.upstream.dialect).is_some_and(|e| e.spec.caps.presence),
+        upstream_echoes: entry(r.upstream.dialect).is_some_and(|e| e.spec.caps.echoes_sender),
         ..Default::default()
     };
     Arc::new(move |hs, _now| Box::new(PusherServer::new(settings.clone(), hs, pusher_socket_id())))

@@ -41,9 +41,9 @@ use crate::upstream::{Dialer, UpstreamError, Ws};
 /// Why a link stopped delivering messages.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
-    /// The peer closed the connection.
+    /// The peer closed the connection, with the close frame's code when it sent one.
     #[error("closed by peer")]
-    Closed,
+    Closed(Option<u16>),
     /// The transport failed.
     #[error("{0}")]
     Transport(String),
@@ -274,7 +274,7 @@ pub(crate) fn inbound_item(
     let msg = match r {
         Ok(Message::Text(t)) => WsMsg::Text(Bytes::from(t)),
         Ok(Message::Binary(b)) => WsMsg::Binary(b),
-        Ok(Message::Close(_)) => return Some(Err(LinkError::Closed)),
+        Ok(Message::Close(f)) => return Some(Err(LinkError::Closed(f.map(|f| u16::from(f.code))))),
         Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => return None,
         Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
             return Some(Err(LinkError::TooBig {
@@ -781,8 +781,17 @@ impl Session {
                 }
                 Ev::Up(Some(Err(e))) => {
                     let reason = match e {
-                        LinkError::Closed => {
-                            ErrorInfo::new(ErrorKind::Unavailable, "backend closed the connection")
+                        // The backend's close code goes along: a leg of the same family (a
+                        // Pusher client) passes a 4xxx code on.
+                        LinkError::Closed(code) => {
+                            let e = ErrorInfo::new(
+                                ErrorKind::Unavailable,
+                                "backend closed the connection",
+                            );
+                            match code.filter(|c| *c >= 4000) {
+                                Some(c) => e.with_code(c),
+                                None => e,
+                            }
                         }
                         LinkError::Transport(t) => ErrorInfo::new(
                             ErrorKind::Unavailable,
@@ -1064,6 +1073,12 @@ impl Session {
         up.role.on_closed(reason.clone(), &mut out);
         up.link.finish(None, Duration::from_millis(100)).await;
         self.deliver_events(out.events).await;
+        // A close code means something only in the backend's dialect: its client role has
+        // read it (and said so in events above); the server role hears the failure alone.
+        let reason = ErrorInfo {
+            code: None,
+            ..reason
+        };
         let mut sout = ServerOut::default();
         self.server.on_upstream_lost(reason, &mut sout);
         self.apply_server(sout).await;
@@ -1629,7 +1644,7 @@ mod tests {
         assert!(inbound_item(Ok(Message::Ping(Bytes::new())), &counters).is_none());
         assert!(matches!(
             inbound_item(Ok(Message::Close(None)), &counters),
-            Some(Err(LinkError::Closed))
+            Some(Err(LinkError::Closed(None)))
         ));
     }
 }

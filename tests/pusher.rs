@@ -631,6 +631,12 @@ dialect = "stomp"
 [route.upstream.credentials]
 login = "guest"
 passcode = "guest"
+
+# RabbitMQ takes publishes on /topic/ (the default is Spring's /app/): a template sends
+# private channels' client events there, and subscribes there too.
+[[route.map]]
+client = "private-{{room}}"
+upstream = "/topic/private-{{room}}"
 "#,
         admin = free_port(),
         url = rabbit.ws_url(),
@@ -661,6 +667,33 @@ passcode = "guest"
     let ev = event(&mut p, "pia", "bulletin").await;
     assert_eq!(ev["channel"], "desk.news");
     assert_eq!(ev["data"], json!({"n": 1}), "{ev}");
+    // A client event on a private channel: the broker's topic hands it to every
+    // subscriber, but never back to the pusher-js client that sent it.
+    let mut peer = pusher_connect_cmd("pat", proxy_port);
+    peer["userId"] = json!("pat");
+    p.send(peer).await;
+    pusher_connected(&mut p, "pat").await;
+    for c in ["pia", "pat"] {
+        p.send(json!({"op":"subscribe","c":c,"channel":"private-desk"}))
+            .await;
+        assert_eq!(
+            pusher_subscribed(&mut p, c, "private-desk").await["ev"],
+            "subscription_succeeded"
+        );
+    }
+    p.send(json!({"op":"trigger","c":"pia","channel":"private-desk","event":"client-note","data":{"n":2}}))
+        .await;
+    let ev = event(&mut p, "pat", "client-note").await;
+    assert_eq!(ev["data"], json!({"n": 2}), "{ev}");
+    p.send(json!({"op":"trigger","c":"pat","channel":"private-desk","event":"client-reply","data":{"n":3}}))
+        .await;
+    event(&mut p, "pia", "client-reply").await;
+    let echoed = p
+        .backlog()
+        .iter()
+        .any(|v| v["c"] == "pia" && v["ev"] == "event" && v["event"] == "client-note");
+    assert!(!echoed, "a client event was echoed to its sender");
+
     // No `event` header: named after the channel; text stays text.
     s.send(
         json!({"op":"send","c":"pub","destination":"/topic/desk.news",

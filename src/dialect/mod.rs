@@ -125,6 +125,9 @@ pub struct Caps {
     /// Clients acknowledge deliveries themselves (STOMP ACK/NACK); otherwise a backend that
     /// wants acks is acked by the proxy once the message is delivered.
     pub acks_deliveries: bool,
+    /// A backend of this dialect delivers a client's publish back to that client too (STOMP
+    /// topics, `io.emit`, SC `#publish`, Action Cable broadcasts; not Pusher client events).
+    pub echoes_sender: bool,
 }
 
 /// The HTTP upgrade as a server role sees it: everything a dialect may authenticate or route

@@ -204,6 +204,6 @@ fn oversize_websocket_message_is_left_to_the_session() {
     assert!(from_ws(Some(Ok(Message::Ping(Bytes::new()))), &counters).is_none());
     assert!(matches!(
         from_ws(None, &counters),
-        Some(Err(LinkError::Closed))
+        Some(Err(LinkError::Closed(None)))
     ));
 }

@@ -109,7 +109,7 @@ pub(super) fn from_ws(
 ) -> Option<Result<WsMsg, LinkError>> {
     match next {
         Some(r) => session::inbound_item(r, counters),
-        None => Some(Err(LinkError::Closed)),
+        None => Some(Err(LinkError::Closed(None))),
     }
 }
 

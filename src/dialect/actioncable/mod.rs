@@ -27,5 +27,6 @@ pub const SPEC: Spec = Spec {
         speaks_first: true,
         events_without_subscribe: false,
         acks_deliveries: false,
+        echoes_sender: true,
     },
 };

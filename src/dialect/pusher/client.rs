@@ -684,8 +684,16 @@ impl ClientRole for PusherClient {
     fn expire(&mut self, _now: Instant, _out: &mut ClientOut) {}
 
     fn on_closed(&mut self, reason: ErrorInfo, out: &mut ClientOut) {
+        let open = self.state != State::Closed;
         self.state = State::Closed;
         self.fail_all(&reason, out);
+        // A Pusher close code (4000–4399) says how to reconnect: keep it for a Pusher client
+        // downstream, with the kind it means.
+        if let Some(code) = reason.code.filter(|c| open && (4000..4400).contains(c)) {
+            let mut e = ErrorInfo::new(error_kind(Some(code)), reason.message);
+            e.code = Some(code);
+            out.events.push(BackendEvent::Error(e));
+        }
     }
 
     fn on_authorized(

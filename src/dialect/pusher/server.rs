@@ -40,6 +40,9 @@ pub struct Settings {
     /// The upstream has presence of its own; without it presence channels are refused
     /// (PROTOCOLS §6.5: never a fabricated member list).
     pub upstream_presence: bool,
+    /// The upstream delivers a client's publish back to it: its own client events are then
+    /// held back, since Pusher never echoes a client event to its sender.
+    pub upstream_echoes: bool,
 }
 
 impl Default for Settings {
@@ -52,6 +55,7 @@ impl Default for Settings {
             max_subscriptions: 256,
             max_event_size: 10 * 1024,
             upstream_presence: false,
+            upstream_echoes: false,
         }
     }
 }
@@ -88,7 +92,22 @@ pub struct PusherServer {
     next_sub: SubId,
     /// Signed-in user data (`pusher:signin`).
     user: Option<Bytes>,
+    /// Client events this connection sent, not yet come back from an echoing upstream:
+    /// (channel, payload) fingerprints with when they were sent.
+    sent: std::collections::VecDeque<(u64, Instant)>,
     copied: u64,
+}
+
+/// Client events remembered for echo suppression, and for how long.
+const MAX_SENT: usize = 64;
+const SENT_TTL: Duration = Duration::from_secs(10);
+
+fn fingerprint(channel: &[u8], payload: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    channel.hash(&mut h);
+    payload.hash(&mut h);
+    h.finish()
 }
 
 impl PusherServer {
@@ -107,6 +126,7 @@ impl PusherServer {
             by_channel: HashMap::new(),
             next_sub: 1,
             user: None,
+            sent: std::collections::VecDeque::new(),
             copied: 0,
         }
     }
@@ -153,7 +173,7 @@ impl PusherServer {
         );
     }
 
-    fn on_message(&mut self, text: Bytes, out: &mut ServerOut) {
+    fn on_message(&mut self, text: Bytes, now: Instant, out: &mut ServerOut) {
         let m = match codec::decode(&text) {
             Ok(m) => m,
             Err(e) => return Self::error(out, &e.to_string(), None),
@@ -164,7 +184,7 @@ impl PusherServer {
             b"pusher:subscribe" => self.on_subscribe(m.data.as_ref(), out),
             b"pusher:unsubscribe" => self.on_unsubscribe(m.data.as_ref(), out),
             b"pusher:signin" => self.on_signin(m.data.as_ref(), out),
-            e if e.starts_with(b"client-") => self.on_client_event(m, out),
+            e if e.starts_with(b"client-") => self.on_client_event(m, now, out),
             e => {
                 let name = String::from_utf8_lossy(e);
                 Self::error(out, &format!("Unknown event {name}"), None);
@@ -317,7 +337,7 @@ impl PusherServer {
         self.user = Some(s.user_data);
     }
 
-    fn on_client_event(&mut self, m: codec::Msg, out: &mut ServerOut) {
+    fn on_client_event(&mut self, m: codec::Msg, now: Instant, out: &mut ServerOut) {
         let Some(channel) = m.channel else {
             return Self::error(out, "Client event needs a channel", None);
         };
@@ -356,6 +376,13 @@ impl PusherServer {
         }
         let (payload, copied) = codec::data_payload(&data);
         self.copied += copied as u64;
+        if self.settings.upstream_echoes {
+            if self.sent.len() >= MAX_SENT {
+                self.sent.pop_front();
+            }
+            self.sent
+                .push_back((fingerprint(&channel, &payload.data), now));
+        }
         out.ops.push(ClientOp::Publish {
             channel,
             event: Some(m.event),
@@ -366,16 +393,40 @@ impl PusherServer {
         });
     }
 
+    /// Whether a delivery is this connection's own client event coming back.
+    fn is_echo(&mut self, channel: &[u8], p: &Payload, now: Instant) -> bool {
+        self.sent
+            .retain(|(_, at)| now.saturating_duration_since(*at) < SENT_TTL);
+        let f = fingerprint(channel, &p.data);
+        match self.sent.iter().position(|(h, _)| *h == f) {
+            Some(i) => {
+                self.sent.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A delivery on a subscribed channel; `data` JSON-encoded into a string.
     fn deliver(
         &mut self,
         sub: Option<SubId>,
         event: Option<Bytes>,
         p: &Payload,
+        now: Instant,
         out: &mut ServerOut,
     ) {
-        let Some(s) = sub.and_then(|s| self.subs.get(&s)) else {
+        let Some(channel) = sub
+            .and_then(|s| self.subs.get(&s))
+            .map(|s| s.channel.clone())
+        else {
             // Pusher clients hear only the channels they subscribed to.
+            return;
+        };
+        if !self.sent.is_empty() && self.is_echo(&channel, p, now) {
+            return;
+        }
+        let Some(s) = sub.and_then(|s| self.subs.get(&s)) else {
             return;
         };
         let Some(json) = codec::payload_json(p) else {
@@ -448,17 +499,17 @@ impl ServerRole for PusherServer {
         });
     }
 
-    fn on_client(&mut self, msg: WsMsg, _now: Instant, out: &mut ServerOut) {
+    fn on_client(&mut self, msg: WsMsg, now: Instant, out: &mut ServerOut) {
         if self.state != State::Open {
             return;
         }
         match msg {
-            WsMsg::Text(t) => self.on_message(t, out),
+            WsMsg::Text(t) => self.on_message(t, now, out),
             WsMsg::Binary(_) => Self::error(out, "Pusher messages are text", None),
         }
     }
 
-    fn on_backend(&mut self, ev: BackendEvent, _now: Instant, out: &mut ServerOut) {
+    fn on_backend(&mut self, ev: BackendEvent, now: Instant, out: &mut ServerOut) {
         if self.state != State::Open {
             return;
         }
@@ -507,7 +558,7 @@ impl ServerRole for PusherServer {
                 event,
                 payload,
                 ..
-            } => self.deliver(sub, event, &payload, out),
+            } => self.deliver(sub, event, &payload, now, out),
             BackendEvent::Presence {
                 channel,
                 member,

@@ -27,5 +27,6 @@ pub const SPEC: Spec = Spec {
         // A client hears the server's emits without subscribing.
         events_without_subscribe: true,
         acks_deliveries: false,
+        echoes_sender: true,
     },
 };

@@ -31,5 +31,6 @@ pub const SPEC: Spec = Spec {
         speaks_first: true,
         events_without_subscribe: true,
         acks_deliveries: false,
+        echoes_sender: true,
     },
 };

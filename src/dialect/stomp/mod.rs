@@ -30,6 +30,7 @@ pub const SPEC: Spec = Spec {
         speaks_first: false,
         events_without_subscribe: false,
         acks_deliveries: true,
+        echoes_sender: true,
     },
 };
 

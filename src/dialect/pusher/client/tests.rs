@@ -386,3 +386,22 @@ fn without_a_secret_the_apps_endpoint_signs_with_the_clients_credentials() {
         [BackendEvent::SubscribeFailed { sub: 3, reason }] if reason.kind == ErrorKind::Unauthorized
     ));
 }
+
+#[test]
+fn a_pusher_close_code_is_kept_for_the_client() {
+    let (mut c, _) = open(settings());
+    let mut out = ClientOut::default();
+    c.on_closed(
+        ErrorInfo::new(ErrorKind::Unavailable, "backend closed the connection").with_code(4200),
+        &mut out,
+    );
+    assert!(matches!(
+        &out.events[..],
+        [BackendEvent::Error(e)] if e.code == Some(4200)
+    ));
+    // A plain close has nothing to pass on.
+    let (mut c, _) = open(settings());
+    let mut out = ClientOut::default();
+    c.on_closed(ErrorInfo::new(ErrorKind::Unavailable, "gone"), &mut out);
+    assert!(out.events.is_empty());
+}

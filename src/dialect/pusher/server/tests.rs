@@ -449,3 +449,35 @@ fn upstream_failures_pick_pushers_close_codes() {
     r.on_shutdown(&mut out);
     assert_eq!(out.close.unwrap().code, 4200);
 }
+
+#[test]
+fn own_client_events_are_not_echoed_back_from_an_echoing_backend() {
+    let (mut r, _) = started(Settings {
+        upstream_echoes: true,
+        ..settings()
+    });
+    let body = format!(
+        r#"{{"channel":"private-chat","auth":"{}"}}"#,
+        sign("private-chat", None)
+    );
+    let sub = subscribed(&mut r, &body);
+    backend(&mut r, BackendEvent::Subscribed { sub, data: None });
+    let out = feed(
+        &mut r,
+        r#"{"event":"client-typing","channel":"private-chat","data":{"who":"ann"}}"#,
+    );
+    assert_eq!(out.ops.len(), 1);
+    let echo = || BackendEvent::Message {
+        sub: Some(sub),
+        channel: Bytes::from("private-chat"),
+        event: Some(Bytes::from("client-typing")),
+        args: vec![],
+        payload: Payload::json(Bytes::from(r#"{"who":"ann"}"#)),
+        meta: vec![],
+        ack: None,
+    };
+    // The backend (a STOMP topic) hands it back: held back once.
+    assert!(backend(&mut r, echo()).to_client.is_empty());
+    // The same data from someone else later is delivered.
+    assert_eq!(backend(&mut r, echo()).to_client.len(), 1);
+}
