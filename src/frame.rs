@@ -169,6 +169,11 @@ pub enum ClientOp {
         meta: Meta,
         /// Set when the client wants to hear that the publish was done, or its answer.
         reply: Option<Reply>,
+        /// A publish to the channel's subscribers (SocketCluster `#publish`, a STOMP SEND to
+        /// a subscription's destination) rather than an event for the backend's application
+        /// (an emit, an RPC, a SEND to `/app/..`). Dialects that do not tell them apart send
+        /// both the same way.
+        broadcast: bool,
     },
     /// Acknowledge (or refuse) a delivered message: for upstreams with client acks, and for
     /// backends that asked for an ack when they emitted it (Socket.IO).
@@ -407,6 +412,7 @@ mod tests {
             args: vec![Bytes::from("[1]")],
             payload: Payload::json(Bytes::from("{}")),
             reply: None,
+            broadcast: false,
         };
         assert_eq!(op.held_bytes(), 3 + 2 + 2 + 3 + 2);
         let sub = ClientOp::Subscribe {

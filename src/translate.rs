@@ -69,6 +69,17 @@ impl Defaults {
             .find_map(|t| t.matches(name)?.remove("name"))
     }
 
+    /// Whether `name` is in this dialect's channel form and not in its event form: where
+    /// the two differ (STOMP `/topic/x` against `/app/x`), a publish there goes to the
+    /// channel's subscribers.
+    fn is_channel_name(&self, name: &str) -> bool {
+        let event = self
+            .publish
+            .first()
+            .is_some_and(|t| t.matches(name).is_some());
+        !event && self.subscribe.iter().any(|t| t.matches(name).is_some())
+    }
+
     /// This dialect's name for a neutral `{name}`.
     fn build(&self, neutral: String, use_: Use) -> Option<String> {
         let mut caps = Captures::new();
@@ -239,12 +250,19 @@ impl Translator {
                 args,
                 payload,
                 reply,
+                broadcast,
             } => {
                 let name = utf8(&channel)?;
-                let (up, mut rule_args, _) = self
-                    .mapping
-                    .to_upstream(name, Use::Publish)
-                    .ok_or_else(|| {
+                // A name in the client dialect's channel form (STOMP `/topic/x`, not
+                // `/app/x`) is a publish to that channel's subscribers.
+                let broadcast = broadcast || self.mapping.down.is_channel_name(name);
+                let use_ = if broadcast {
+                    Use::Subscribe
+                } else {
+                    Use::Publish
+                };
+                let (up, mut rule_args, _) =
+                    self.mapping.to_upstream(name, use_).ok_or_else(|| {
                         ErrorInfo::new(
                             ErrorKind::Untranslatable,
                             format!("no route for destination {name}"),
@@ -258,6 +276,7 @@ impl Translator {
                     args: rule_args,
                     payload,
                     reply,
+                    broadcast,
                 })
             }
             other => Ok(other),
@@ -504,6 +523,7 @@ mod tests {
                 args: vec![],
                 payload: Payload::null(),
                 reply: None,
+                broadcast: false,
             })
             .unwrap();
         assert!(matches!(op, ClientOp::Publish { channel, .. } if channel == "message_deleted"));
@@ -583,6 +603,7 @@ mod tests {
                 args: vec![],
                 payload: Payload::null(),
                 reply: None,
+                broadcast: false,
             })
             .unwrap();
         assert!(

@@ -116,6 +116,7 @@ mod tests {
             payload: Payload::text(Bytes::from("x".repeat(n - 1))),
             meta: Vec::new(),
             reply: None,
+            broadcast: false,
         }
     }
 

@@ -390,6 +390,7 @@ impl PusherServer {
             payload,
             meta: Vec::new(),
             reply: None,
+            broadcast: false,
         });
     }
 

@@ -257,6 +257,7 @@ fn client_events_with_limits() {
         payload: data,
         meta: vec![],
         reply: Some(Reply::receipt(9)),
+        broadcast: false,
     };
     let out = op(
         &mut c,

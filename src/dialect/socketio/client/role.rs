@@ -81,6 +81,7 @@ impl ClientRole for SocketioClient {
                 args,
                 payload,
                 reply,
+                ..
             } => {
                 self.publish(channel, args, payload, reply, now, out);
             }

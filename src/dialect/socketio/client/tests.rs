@@ -17,6 +17,7 @@ fn publish(channel: &'static str, payload: Payload, reply: Option<ReplyId>) -> C
         args: vec![],
         payload,
         reply: reply.map(Reply::receipt),
+        broadcast: false,
     }
 }
 
@@ -204,6 +205,7 @@ fn publish_without_acks_is_confirmed_after_write() {
             args: vec![Bytes::from("\"42\"")],
             payload: Payload::text(Bytes::from("hi")),
             reply: Some(Reply::receipt(1)),
+            broadcast: false,
         },
         Instant::now(),
         &mut out,
@@ -232,6 +234,7 @@ fn a_request_for_data_waits_for_the_backends_answer_without_acks() {
             args: vec![],
             payload: Payload::json(Bytes::from("1")),
             reply: Some(Reply::data(5)),
+            broadcast: false,
         },
         Instant::now(),
         &mut out,

@@ -89,6 +89,7 @@ impl SocketioServer {
             args: Vec::new(),
             payload,
             reply,
+            broadcast: false,
         });
     }
 

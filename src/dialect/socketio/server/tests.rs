@@ -527,6 +527,7 @@ fn emit_becomes_publish_and_ack_answers() {
             args,
             payload,
             reply: Some(rid),
+            ..
         },
     ] = out.ops.as_slice()
     else {

@@ -97,6 +97,7 @@ impl ClientRole for StompClient {
                 args,
                 payload,
                 reply,
+                ..
             } => {
                 let (body, kind) = if args.is_empty() {
                     (payload.data, payload.kind)

@@ -123,6 +123,7 @@ fn publish_receipt_and_error_correlate() {
             args: vec![],
             payload: Payload::json(Bytes::from("{}")),
             reply: Some(Reply::receipt(9)),
+            broadcast: false,
         },
         now,
         &mut out,
@@ -149,6 +150,7 @@ fn publish_receipt_and_error_correlate() {
             args: vec![],
             payload: Payload::null(),
             reply: Some(Reply::receipt(10)),
+            broadcast: false,
         },
         now,
         &mut out,
@@ -222,6 +224,7 @@ fn publish(body: &str, reply: Option<ReplyId>) -> ClientOp {
         args: vec![],
         payload: Payload::text(Bytes::from(body.to_owned())),
         reply: reply.map(Reply::receipt),
+        broadcast: false,
     }
 }
 
@@ -441,6 +444,7 @@ fn a_senders_content_type_in_meta_replaces_the_derived_one() {
             args: vec![],
             payload: Payload::text(Bytes::from("a,b")),
             reply: None,
+            broadcast: false,
         },
         Instant::now(),
         &mut out,

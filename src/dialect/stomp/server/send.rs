@@ -67,6 +67,7 @@ impl StompServer {
                 kind,
             },
             reply: None,
+            broadcast: false,
         };
         match f.header("transaction") {
             None => self.publish(op, receipt, out),
