@@ -208,6 +208,9 @@ pub struct Route {
     /// Pusher server-role settings (when `client = "pusher"`).
     #[serde(default)]
     pub pusher: PusherServer,
+    /// SocketCluster server-role settings (when `client = "socketcluster"`).
+    #[serde(default)]
+    pub socketcluster: SocketclusterServer,
     /// Channel/event templates, tried in order before the defaults.
     #[serde(default, rename = "map")]
     pub maps: Vec<MapRule>,
@@ -269,6 +272,10 @@ pub struct Upstream {
     /// a private or presence subscription needs a signature and there is no `app_secret`.
     #[serde(default)]
     pub auth_endpoint: Option<String>,
+    /// SocketCluster upstream: the server's protocol, 1 (SocketCluster ≤ 14) or 2; unset:
+    /// learnt from its first ping.
+    #[serde(default)]
+    pub protocol_version: Option<u8>,
 }
 
 /// `[route.upstream.credentials]`.
@@ -371,6 +378,29 @@ pub struct PusherServer {
     /// Seconds of silence before a ping (announced in `connection_established`); a client
     /// that then stays silent 30 s more is closed with 4201. 0: Pusher's 120.
     pub activity_timeout: u64,
+}
+
+/// `[route.socketcluster]`: the SocketCluster server role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketclusterServer {
+    /// The protocol clients speak: 1 (socketcluster-client ≤ 14, the v9-era clients) or 2.
+    pub protocol_version: u8,
+    /// A ping every this many ms.
+    pub ping_interval_ms: u64,
+    /// A client that answers no ping for this many ms is closed with 4001 (also sent in the
+    /// handshake answer as `pingTimeout`).
+    pub ping_timeout_ms: u64,
+}
+
+impl Default for SocketclusterServer {
+    fn default() -> Self {
+        Self {
+            protocol_version: 1,
+            ping_interval_ms: 8000,
+            ping_timeout_ms: 20_000,
+        }
+    }
 }
 
 /// `[[route.map]]`: one template pair. `{name}` captures one path segment (no `/`), and

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError, Mode, Route};
 use crate::dialect::pusher::{self, client::PusherClient, server::PusherServer};
+use crate::dialect::socketcluster::{self, client::ScClient, codec::Version, server::ScServer};
 use crate::dialect::socketio::{self, client::SocketioClient, server::SocketioServer};
 use crate::dialect::stomp::{self, client::StompClient, server::StompServer};
-use crate::dialect::{Dialect, Spec, actioncable, socketcluster};
+use crate::dialect::{Dialect, Spec, actioncable};
 use crate::engine::Engine;
 use crate::handshake::{Transport, session_id};
 use crate::metrics::RouteMetrics;
@@ -90,7 +91,15 @@ pub static ENTRIES: &[Entry] = &[
         check_server: pusher_server_checks,
         check_client: pusher_client_checks,
     },
-    spec_only(&socketcluster::SPEC),
+    Entry {
+        spec: &socketcluster::SPEC,
+        server: Some(sc_server),
+        transport: None,
+        client: Some(sc_client),
+        client_message_limit: global_limit,
+        check_server: sc_server_checks,
+        check_client: sc_client_checks,
+    },
     spec_only(&actioncable::SPEC),
 ];
 
@@ -463,6 +472,62 @@ fn pusher_client_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)
     Ok(())
 }
 
+// --- SocketCluster -----------------------------------------------------------------------
+
+fn sc_version(v: u8) -> Version {
+    if v == 2 { Version::V2 } else { Version::V1 }
+}
+
+fn sc_server(r: &Route, _: Shared<'_>) -> ServerFactory {
+    let c = &r.socketcluster;
+    let settings = socketcluster::server::Settings {
+        version: sc_version(c.protocol_version),
+        ping_interval: Duration::from_millis(c.ping_interval_ms),
+        ping_timeout: Duration::from_millis(c.ping_timeout_ms),
+        ..Default::default()
+    };
+    Arc::new(move |hs, now| Box::new(ScServer::new(settings.clone(), hs, session_id(), now)))
+}
+
+fn sc_server_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
+    let c = &r.socketcluster;
+    if !matches!(c.protocol_version, 1 | 2) {
+        return Err((
+            "socketcluster.protocol_version".into(),
+            "must be 1 (SocketCluster up to 14) or 2".into(),
+        ));
+    }
+    if c.ping_interval_ms == 0 || c.ping_timeout_ms <= c.ping_interval_ms {
+        return Err((
+            "socketcluster.ping_timeout_ms".into(),
+            "must be longer than ping_interval_ms, which must not be 0".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn sc_client(r: &Route, s: Shared<'_>) -> ClientFactory {
+    let up = &r.upstream;
+    let settings = socketcluster::client::Settings {
+        version: up.protocol_version.map(sc_version),
+        ack_timeout: Duration::from_millis(up.ack_timeout_ms),
+        acks: up.acks,
+        max_queued_bytes: pending_budget(s.config.limits.max_message_size),
+        ..Default::default()
+    };
+    Arc::new(move |credentials| Box::new(ScClient::new(settings.clone(), credentials)))
+}
+
+fn sc_client_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
+    match r.upstream.protocol_version {
+        None | Some(1 | 2) => Ok(()),
+        Some(_) => Err((
+            "upstream.protocol_version".into(),
+            "must be 1 (SocketCluster up to 14) or 2".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,7 +547,8 @@ mod tests {
 
     #[test]
     fn a_dialect_without_roles_is_refused_from_the_registry() {
-        for name in ["socketcluster", "actioncable"] {
+        {
+            let name = "actioncable";
             let text = MINIMAL.replace("client = \"stomp\"", &format!("client = \"{name}\""));
             let ConfigError::Invalid { key, line, reason } = from_toml(&text).unwrap_err() else {
                 panic!()

@@ -119,6 +119,11 @@ impl<K: Eq + Hash + Clone, V> Pending<K, V> {
         all.into_iter().map(|(_, k, v)| (k, v)).collect()
     }
 
+    /// The values that wait, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.values().map(|e| &e.value)
+    }
+
     /// How many entries wait.
     pub fn len(&self) -> usize {
         self.entries.len()

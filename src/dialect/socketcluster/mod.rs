@@ -1,6 +1,9 @@
-//! SocketCluster (legacy protocol v1 and v2): what the registry knows of it. It has no codec and no roles yet, so
-//! `switchboard check` refuses a route that names it; its codec and roles land here, beside
-//! this data.
+//! SocketCluster, legacy protocol v1 (SocketCluster ≤ 14, the v9-era clients) and v2: the
+//! packet codec and both roles.
+
+pub mod client;
+pub mod codec;
+pub mod server;
 
 use crate::dialect::{Caps, Dialect, Naming, Spec};
 

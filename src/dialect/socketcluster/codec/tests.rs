@@ -1,0 +1,119 @@
+use super::*;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+#[test]
+fn pings_by_version_and_side() {
+    assert_eq!(decode(&b("#1"), false).unwrap(), Decoded::Ping(Version::V1));
+    assert_eq!(decode(&b("#2"), true).unwrap(), Decoded::Pong(Version::V1));
+    assert_eq!(decode(&b(""), false).unwrap(), Decoded::Ping(Version::V2));
+    assert_eq!(decode(&b(""), true).unwrap(), Decoded::Pong(Version::V2));
+    assert_eq!(Version::V1.pong(), b"#2");
+    assert_eq!(Version::V2.ping(), b"");
+}
+
+#[test]
+fn decodes_packets_as_slices() {
+    let src = b(r##"{"event":"#handshake","data":{"authToken":null},"cid":1}"##);
+    let Decoded::Packets(p) = decode(&src, true).unwrap() else {
+        panic!()
+    };
+    assert_eq!(p[0].event.as_deref(), Some(&b"#handshake"[..]));
+    assert_eq!(p[0].data.as_deref(), Some(&br##"{"authToken":null}"##[..]));
+    assert_eq!(p[0].cid, Some(1));
+    assert!(
+        src.as_ptr_range()
+            .contains(&p[0].data.as_ref().unwrap().as_ptr())
+    );
+    let d = decode(
+        &b(r##"{"rid":7,"error":{"name":"E","message":"m"}}"##),
+        false,
+    )
+    .unwrap();
+    let Decoded::Packets(p) = d else { panic!() };
+    assert_eq!(p[0].rid, Some(7));
+    assert_eq!(
+        error_fields(p[0].error.as_ref().unwrap()),
+        ("E".into(), "m".into())
+    );
+}
+
+#[test]
+fn batches_are_arrays() {
+    let Decoded::Packets(p) = decode(
+        &b(r##"[{"event":"a","data":1},{"event":"#publish","data":{"channel":"c","data":2}}]"##),
+        true,
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(p.len(), 2);
+    assert_eq!(
+        channel_of(p[1].data.as_ref().unwrap()),
+        Some((b("c"), Some(b("2"))))
+    );
+}
+
+#[test]
+fn refuses_what_is_not_a_packet() {
+    for bad in ["nope", "{", "3", r##""x""##, r##"[1]"##] {
+        assert!(decode(&b(bad), true).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn encodes_golden_frames() {
+    assert_eq!(
+        event(b"#handshake", Some(br##"{"authToken":"t"}"##), Some(1)),
+        r##"{"event":"#handshake","data":{"authToken":"t"},"cid":1}"##
+    );
+    assert_eq!(
+        event(
+            b"#publish",
+            Some(&channel_body(b"news", Some(br##"{"id":17}"##))),
+            None
+        ),
+        r##"{"event":"#publish","data":{"channel":"news","data":{"id":17}}}"##
+    );
+    assert_eq!(
+        event(b"#removeAuthToken", None, None),
+        r##"{"event":"#removeAuthToken"}"##
+    );
+    assert_eq!(
+        reply(
+            1,
+            Some(br##"{"id":"x","pingTimeout":20000,"isAuthenticated":false}"##)
+        ),
+        r##"{"rid":1,"data":{"id":"x","pingTimeout":20000,"isAuthenticated":false}}"##
+    );
+    assert_eq!(reply(2, None), r##"{"rid":2}"##);
+    assert_eq!(
+        reply_error(3, &error_object("InvalidActionError", b"no \"x\"")),
+        r##"{"rid":3,"error":{"name":"InvalidActionError","message":"no \"x\""}}"##
+    );
+    assert_eq!(
+        event(
+            b"#kickOut",
+            Some(&channel_body(b"news", Some(br##""bye""##))),
+            None
+        ),
+        r##"{"event":"#kickOut","data":{"channel":"news","data":"bye"}}"##
+    );
+}
+
+#[test]
+fn channel_bodies() {
+    assert_eq!(channel_of(&b(r##""news""##)), Some((b("news"), None)));
+    assert_eq!(
+        channel_of(&b(r##"{"channel":"news","message":"bye"}"##)),
+        Some((b("news"), Some(b(r##""bye""##))))
+    );
+    assert_eq!(channel_of(&b("3")), None);
+    // An error slot holding a string (the SMS guide answers in it) reads as the message.
+    assert_eq!(
+        error_fields(br##""{\"urn\":1}""##),
+        ("Error".into(), r##"{"urn":1}"##.into())
+    );
+}

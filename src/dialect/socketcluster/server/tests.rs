@@ -1,0 +1,330 @@
+use super::*;
+
+fn hs() -> Handshake {
+    Handshake {
+        path: "/socketcluster/".into(),
+        ..Default::default()
+    }
+}
+
+fn role(version: Version) -> ScServer {
+    let settings = Settings {
+        version,
+        ..Default::default()
+    };
+    ScServer::new(settings, &hs(), "sock-1".into(), Instant::now())
+}
+
+fn feed(r: &mut ScServer, s: &str) -> ServerOut {
+    let mut out = ServerOut::default();
+    r.on_client(
+        WsMsg::Text(Bytes::from(s.to_owned())),
+        Instant::now(),
+        &mut out,
+    );
+    out
+}
+
+fn backend(r: &mut ScServer, ev: BackendEvent) -> ServerOut {
+    let mut out = ServerOut::default();
+    r.on_backend(ev, Instant::now(), &mut out);
+    out
+}
+
+fn texts(out: &ServerOut) -> Vec<String> {
+    out.to_client
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.bytes()).into_owned())
+        .collect()
+}
+
+/// Handshaken with token `t`, the upstream ready.
+fn open(version: Version) -> ScServer {
+    let mut r = role(version);
+    let out = feed(
+        &mut r,
+        r##"{"event":"#handshake","data":{"authToken":"t"},"cid":1}"##,
+    );
+    let [ClientOp::Connect { credentials }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    assert_eq!(credentials.token.as_deref(), Some(&b"t"[..]));
+    assert!(
+        out.to_client.is_empty(),
+        "answered once the upstream is ready"
+    );
+    let out = backend(&mut r, BackendEvent::Ready { session: None });
+    assert_eq!(
+        texts(&out),
+        [r#"{"rid":1,"data":{"id":"sock-1","pingTimeout":20000,"isAuthenticated":true}}"#]
+    );
+    r
+}
+
+#[test]
+fn handshake_pings_and_their_versions() {
+    let mut r = open(Version::V1);
+    assert_eq!(r.heartbeat(), Some(WsMsg::Text(Bytes::from_static(b"#1"))));
+    assert!(feed(&mut r, "#2").to_client.is_empty());
+    let k = r.keepalive();
+    assert_eq!(k.send_every, Some(Duration::from_millis(8000)));
+    assert!(k.periodic);
+    let mut r = open(Version::V2);
+    assert_eq!(r.heartbeat(), Some(WsMsg::Text(Bytes::new())));
+    assert!(feed(&mut r, "").to_client.is_empty());
+    let mut out = ServerOut::default();
+    r.on_peer_silent(&mut out);
+    assert_eq!(out.close.unwrap().code, 4001);
+}
+
+#[test]
+fn before_the_handshake() {
+    let mut r = role(Version::V2);
+    let out = feed(&mut r, r#"{"event":"chat","data":1}"#);
+    assert_eq!(out.close.unwrap().code, 4009);
+    let mut r = role(Version::V1);
+    let mut out = ServerOut::default();
+    r.on_peer_silent(&mut out);
+    // v1 clients hear #disconnect first.
+    assert_eq!(
+        texts(&out),
+        [r##"{"event":"#disconnect","data":{"code":4005,"data":"no #handshake in time"}}"##]
+    );
+    assert_eq!(out.close.unwrap().code, 4005);
+}
+
+#[test]
+fn emits_are_calls_answered_with_data_or_error() {
+    let mut r = open(Version::V1);
+    let out = feed(&mut r, r#"{"event":"registerUser","data":{},"cid":2}"#);
+    let [
+        ClientOp::Publish {
+            channel,
+            payload,
+            reply: Some(reply),
+            broadcast: false,
+            ..
+        },
+    ] = out.ops.as_slice()
+    else {
+        panic!("{:?}", out.ops)
+    };
+    assert_eq!(channel, "registerUser");
+    assert_eq!(payload.data, "{}");
+    assert!(reply.data, "an emit with a callback wants the answer");
+    let id = reply.id;
+    let out = backend(
+        &mut r,
+        BackendEvent::Reply {
+            id,
+            result: Ok(Some(Payload::json(Bytes::from(r#""{\"urn\":\"u1\"}""#)))),
+        },
+    );
+    assert_eq!(texts(&out), [r#"{"rid":2,"data":"{\"urn\":\"u1\"}"}"#]);
+    // A Socket.IO-style error answer is SocketCluster's error slot.
+    let out = feed(&mut r, r#"{"event":"fail","data":null,"cid":3}"#);
+    let [
+        ClientOp::Publish {
+            reply: Some(reply), ..
+        },
+    ] = out.ops.as_slice()
+    else {
+        panic!()
+    };
+    let out = backend(
+        &mut r,
+        BackendEvent::Reply {
+            id: reply.id,
+            result: Ok(Some(Payload::json(Bytes::from(
+                r#"{"error":{"name":"FailError","message":"no"}}"#,
+            )))),
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [r#"{"rid":3,"error":{"name":"FailError","message":"no"}}"#]
+    );
+    // A failure of the route (timeout) in SocketCluster's words.
+    let out = feed(&mut r, r#"{"event":"slow","cid":4}"#);
+    let [
+        ClientOp::Publish {
+            reply: Some(reply), ..
+        },
+    ] = out.ops.as_slice()
+    else {
+        panic!()
+    };
+    let out = backend(
+        &mut r,
+        BackendEvent::Reply {
+            id: reply.id,
+            result: Err(ErrorInfo::new(ErrorKind::Timeout, "timed out")),
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [r#"{"rid":4,"error":{"name":"TimeoutError","message":"timed out"}}"#]
+    );
+    // A transmit (no cid) wants nothing back.
+    let out = feed(&mut r, r#"{"event":"note","data":1}"#);
+    assert!(matches!(
+        out.ops.as_slice(),
+        [ClientOp::Publish { reply: None, .. }]
+    ));
+}
+
+#[test]
+fn channels_subscribe_publish_and_kick_out() {
+    let mut r = open(Version::V1);
+    let out = feed(
+        &mut r,
+        r##"{"event":"#subscribe","data":{"channel":"urn:1"},"cid":5}"##,
+    );
+    let [ClientOp::Subscribe { sub, channel, .. }] = out.ops.as_slice() else {
+        panic!()
+    };
+    assert_eq!(channel, "urn:1");
+    let sub = *sub;
+    assert_eq!(
+        texts(&backend(
+            &mut r,
+            BackendEvent::Subscribed { sub, data: None }
+        )),
+        [r#"{"rid":5}"#]
+    );
+    let out = backend(
+        &mut r,
+        BackendEvent::Message {
+            sub: Some(sub),
+            channel: Bytes::from("urn:1"),
+            event: None,
+            args: vec![],
+            payload: Payload::json(Bytes::from(r#"{"to":"urn:1"}"#)),
+            meta: vec![],
+            ack: None,
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [r##"{"event":"#publish","data":{"channel":"urn:1","data":{"to":"urn:1"}}}"##]
+    );
+    let out = feed(
+        &mut r,
+        r##"{"event":"#publish","data":{"channel":"urn:1","data":{"x":1}},"cid":6}"##,
+    );
+    let [
+        ClientOp::Publish {
+            channel,
+            broadcast: true,
+            reply: Some(reply),
+            ..
+        },
+    ] = out.ops.as_slice()
+    else {
+        panic!("{:?}", out.ops)
+    };
+    assert_eq!(channel, "urn:1");
+    assert!(!reply.data, "a publish is confirmed, not answered");
+    let out = backend(
+        &mut r,
+        BackendEvent::Unsubscribed {
+            sub,
+            reason: ErrorInfo::new(ErrorKind::Unauthorized, "bye"),
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [r##"{"event":"#kickOut","data":{"channel":"urn:1","data":"bye"}}"##]
+    );
+    let out = feed(&mut r, r##"{"event":"#unsubscribe","data":"urn:1"}"##);
+    assert!(out.ops.is_empty(), "already gone");
+}
+
+#[test]
+fn tokens_both_ways() {
+    let mut r = open(Version::V1);
+    let out = feed(
+        &mut r,
+        r##"{"event":"#authenticate","data":"jwt2","cid":7}"##,
+    );
+    assert!(
+        matches!(out.ops.as_slice(), [ClientOp::Reauth { credentials }] if credentials.token.as_deref() == Some(&b"jwt2"[..]))
+    );
+    let out = backend(
+        &mut r,
+        BackendEvent::AuthChanged {
+            token: Some(Bytes::from("jwt2")),
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [
+            r#"{"rid":7,"data":{"isAuthenticated":true,"authError":null}}"#,
+            r##"{"event":"#setAuthToken","data":{"token":"jwt2"},"cid":1}"##
+        ]
+    );
+    let out = backend(&mut r, BackendEvent::AuthChanged { token: None });
+    assert_eq!(texts(&out), [r##"{"event":"#removeAuthToken"}"##]);
+}
+
+#[test]
+fn the_backends_emits_are_answered_by_the_client() {
+    let mut r = open(Version::V2);
+    let out = backend(
+        &mut r,
+        BackendEvent::Message {
+            sub: None,
+            channel: Bytes::from("confirm"),
+            event: None,
+            args: vec![],
+            payload: Payload::json(Bytes::from("{}")),
+            meta: vec![],
+            ack: Some(Bytes::from("tok")),
+        },
+    );
+    assert_eq!(texts(&out), [r#"{"event":"confirm","data":{},"cid":1}"#]);
+    let out = feed(&mut r, r#"{"rid":1,"data":{"ok":true}}"#);
+    assert_eq!(
+        out.ops,
+        vec![ClientOp::Ack {
+            token: Bytes::from("tok"),
+            positive: true,
+            result: Some(Payload::json(Bytes::from(r#"{"ok":true}"#)))
+        }]
+    );
+}
+
+#[test]
+fn bad_input() {
+    let mut r = open(Version::V2);
+    let out = feed(&mut r, r##"{"event":"#bogus","cid":9}"##);
+    assert_eq!(
+        texts(&out),
+        [
+            r##"{"rid":9,"error":{"name":"InvalidActionError","message":"#bogus is a reserved event"}}"##
+        ]
+    );
+    // A batch is handled in order.
+    let out = feed(&mut r, r#"[{"event":"a","data":1},{"event":"b","data":2}]"#);
+    assert_eq!(out.ops.len(), 2);
+    let out = feed(&mut r, "not json");
+    assert_eq!(out.close.unwrap().code, 1007);
+}
+
+#[test]
+fn a_refused_token_rejects_the_handshake() {
+    let mut r = role(Version::V2);
+    feed(
+        &mut r,
+        r##"{"event":"#handshake","data":{"authToken":"bad"},"cid":1}"##,
+    );
+    let out = backend(
+        &mut r,
+        BackendEvent::Error(ErrorInfo::new(ErrorKind::Unauthorized, "invalid token")),
+    );
+    assert_eq!(
+        texts(&out),
+        [r#"{"rid":1,"error":{"name":"AuthTokenInvalidError","message":"invalid token"}}"#]
+    );
+    assert_eq!(out.close.unwrap().code, 4008);
+}
