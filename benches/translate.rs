@@ -337,8 +337,67 @@ fn stomp_and_pusher(c: &mut Criterion) {
     g.finish();
 }
 
+fn socketcluster_and_socketio(c: &mut Criterion) {
+    use switchboard::dialect::socketcluster::server::{self as sc, ScServer};
+    let now = Instant::now();
+    let mut server = ScServer::new(
+        sc::Settings::default(),
+        &Handshake::default(),
+        "b".into(),
+        now,
+    );
+    let mut client = opened_socketio();
+    let mut t = Translator::new(
+        Mapping::new(
+            &[],
+            &switchboard::dialect::socketcluster::SPEC,
+            &switchboard::dialect::socketio::SPEC,
+        )
+        .unwrap(),
+    );
+    let mut out = ServerOut::default();
+    server.on_client(
+        WsMsg::Text(Bytes::from_static(br##"{"event":"#handshake","cid":1}"##)),
+        now,
+        &mut out,
+    );
+    server.on_backend(BackendEvent::Ready { session: None }, now, &mut out);
+    let mut out = ServerOut::default();
+    server.on_client(
+        WsMsg::Text(Bytes::from_static(
+            br##"{"event":"#subscribe","data":{"channel":"urn:1"},"cid":2}"##,
+        )),
+        now,
+        &mut out,
+    );
+    for op in out.ops {
+        let op = t.down_op(op).unwrap();
+        if let ClientOp::Subscribe { sub, .. } = op {
+            server.on_backend(
+                BackendEvent::Subscribed { sub, data: None },
+                now,
+                &mut ServerOut::default(),
+            );
+        }
+    }
+    let transmit = Bytes::from(format!(
+        r#"{{"event":"sendMessageToChannel","data":{BODY}}}"#
+    ));
+    let packet = Bytes::from(format!(r#"42["urn:1",{BODY}]"#));
+    let mut g = c.benchmark_group("socketcluster_socketio");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("emit_to_emit", |b| {
+        b.iter(|| std::hint::black_box(down(&mut server, &mut t, &mut client, &transmit)))
+    });
+    g.bench_function("event_to_channel_publish", |b| {
+        b.iter(|| std::hint::black_box(up(&mut client, &mut t, &mut server, &packet)))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    socketcluster_and_socketio,
     stomp_to_socketio,
     socketio_to_stomp,
     pusher_and_socketio,
