@@ -1569,3 +1569,105 @@ pub async fn pusher_subscribed(d: &mut Driver, c: &str, channel: &str) -> Value 
     })
     .await
 }
+
+// ---------------------------------------------------------------------------------------------
+// SocketCluster: sc_backend.js (socketcluster-server 9.1.3 / 20.0.1), sc_driver.js
+// (socketcluster-client 9.0.4 / 20.0.2)
+// ---------------------------------------------------------------------------------------------
+
+/// sc_backend.js's default secret (HS256 JWTs for `#handshake` / `#authenticate`).
+pub const SC_SECRET: &str = "test-secret";
+
+/// Starts `node sc_backend.js 0 --version <version> --protocol <protocol> <args>` (args e.g.
+/// `&["--secret", "s", "--ping-interval", "300", "--ping-timeout", "1000", "--ack-timeout",
+/// "2000"]`) and waits for `READY <port>`. Version 9 speaks protocol 1 only; version 20 either.
+/// Returns the process and its port: WebSocket `ws://127.0.0.1:<port>/socketcluster/`, control
+/// API `http://127.0.0.1:<port>/control/...` (see [`sc_control`]).
+pub fn start_sc_backend(version: u32, protocol: u32, args: &[&str]) -> (Child, u16) {
+    let mut cmd = node_command("sc_backend.js");
+    cmd.arg("0")
+        .args(["--version", &version.to_string()])
+        .args(["--protocol", &protocol.to_string()])
+        .args(args);
+    let mut child = Child::spawn(&format!("sc_backend{version}"), cmd);
+    let line = child.wait_line_blocking(Duration::from_secs(20), |l| l.starts_with("READY "));
+    let port: u16 = line["READY ".len()..]
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("bad READY line {line:?}: {e}"));
+    (child, port)
+}
+
+/// One request to sc_backend.js's control API at 127.0.0.1:`port`; `path` is relative to
+/// `/control/` (`"publish"`, `"emit"`, `"kick-out"`, `"disconnect"`, `"received"`,
+/// `"clients"`, `"closures"`, `"reset"`) or absolute (`"/control/publish"`). Panics unless
+/// the answer is 2xx JSON.
+pub async fn sc_control(port: u16, method: &str, path: &str, body: Option<Value>) -> Value {
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/control/{path}")
+    };
+    http_json(port, method, &path, body).await
+}
+
+/// `GET /control/received`: every packet the backend received (pongs excepted), as
+/// `[{id, urn, event, data, cid?, batch?}]`, `[{id, urn, rid, data?, error?}]`, `[{id, urn, raw}]`.
+pub async fn sc_received(port: u16) -> Vec<Value> {
+    match sc_control(port, "GET", "received", None).await {
+        Value::Array(a) => a,
+        other => panic!("unexpected /control/received answer {other}"),
+    }
+}
+
+/// `GET /control/clients`: `[{id, urn, authToken, subscriptions, url, state}]`.
+pub async fn sc_clients(port: u16) -> Vec<Value> {
+    match sc_control(port, "GET", "clients", None).await {
+        Value::Array(a) => a,
+        other => panic!("unexpected /control/clients answer {other}"),
+    }
+}
+
+/// An sc_driver.js `connect` command for client `c` to 127.0.0.1:`port` (path
+/// `/socketcluster/`, no auto-reconnect). Add fields (`authToken`, `query`, `ackTimeout`,
+/// `events`, `rawFrames`, ...) to the returned object as needed.
+pub fn sc_connect_cmd(c: &str, port: u16, version: u32, protocol: u32) -> Value {
+    json!({
+        "op": "connect",
+        "c": c,
+        "port": port,
+        "version": version,
+        "protocol": protocol,
+    })
+}
+
+impl Driver {
+    /// `node sc_driver.js` (socketcluster-client 9 and 20 clients), ready.
+    pub async fn sc() -> Driver {
+        Self::spawn("sc_driver.js").await
+    }
+}
+
+/// Waits until sc_driver.js client `c` finished its handshake; returns the `connect` event
+/// (`id`, `isAuthenticated`, `authError`, `pingTimeout`). Panics on `connectAbort` first.
+pub async fn sc_connected(d: &mut Driver, c: &str) -> Value {
+    let ev = d
+        .expect(Duration::from_secs(10), |v| {
+            v["c"] == c && (v["ev"] == "connect" || v["ev"] == "connectAbort")
+        })
+        .await;
+    assert_eq!(ev["ev"], "connect", "client {c} did not connect: {ev}");
+    assert!(
+        ev["id"].as_str().is_some_and(|s| !s.is_empty()),
+        "socket id: {ev}"
+    );
+    ev
+}
+
+/// The `ack` event of client `c` for `req_id` (`{error, data}`).
+pub async fn sc_ack(d: &mut Driver, c: &str, req_id: u64) -> Value {
+    d.expect(Duration::from_secs(15), |v| {
+        v["c"] == c && v["ev"] == "ack" && v["reqId"] == req_id
+    })
+    .await
+}
