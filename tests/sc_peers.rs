@@ -144,6 +144,18 @@ async fn rpc_error_and_timeout(port: u16) {
         "{err}"
     );
 
+    // A batched channel: `#subscribe` travels as a one-packet JSON array.
+    d.send(json!({"op":"subscribe","c":c,"channel":"batched9","batch":true}))
+        .await;
+    d.expect_ev(T, c, "subscribe").await;
+    let rec = sc_received(port).await;
+    assert!(
+        rec.iter().any(|r| r["event"] == "#subscribe"
+            && r["data"] == json!({"channel":"batched9","batch":true})
+            && r["batch"] == true),
+        "{rec:?}"
+    );
+
     // The link survives: echo answers in the data slot.
     d.send(json!({"op":"emit","c":c,"event":"echo","data":{"a":[1,"x"]},"reqId":4}))
         .await;
@@ -291,16 +303,32 @@ async fn echo_and_publish_v20(port: u16) {
     a["events"] = json!(["notice"]);
     a["rawFrames"] = json!(true);
     d.send(a).await;
-    d.send(sc_connect_cmd("b", port, 20, 2)).await;
+    let mut b = sc_connect_cmd("b", port, 20, 2);
+    b["batching"] = json!(true);
+    d.send(b).await;
     let ev = sc_connected(&mut d, "a").await;
     let a_id = ev["id"].as_str().unwrap().to_owned();
-    sc_connected(&mut d, "b").await;
+    let b_id = sc_connected(&mut d, "b").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     d.send(json!({"op":"emit","c":"a","event":"echo","data":{"hello":[1,2,3]},"reqId":1}))
         .await;
     let ack = sc_ack(&mut d, "a", 1).await;
     assert!(ack["error"].is_null(), "{ack}");
     assert_eq!(ack["data"], json!({"hello":[1,2,3]}));
+    // b batches (startBatching): its packets reach the server inside JSON arrays.
+    d.send(json!({"op":"emit","c":"b","event":"echo","data":"batched","reqId":9}))
+        .await;
+    let ack = sc_ack(&mut d, "b", 9).await;
+    assert_eq!(ack["data"], "batched", "{ack}");
+    let rec = sc_received(port).await;
+    assert!(
+        rec.iter()
+            .any(|r| r["id"] == b_id.as_str() && r["event"] == "echo" && r["batch"] == true),
+        "{rec:?}"
+    );
 
     for c in ["a", "b"] {
         d.send(json!({"op":"subscribe","c":c,"channel":"news20"}))

@@ -6,11 +6,13 @@
 // `sc-server-20`; protocol 2 by default: empty-string pings, or protocol 1 with --protocol 1).
 //
 // Usage: node sc_backend.js <port|0> --version 9|20 [--protocol 1|2] [--ping-interval ms]
-//                           [--ping-timeout ms] [--ack-timeout ms] [--secret S]
+//                           [--ping-timeout ms] [--ack-timeout ms] [--secret S] [--batch]
 // Listens on 127.0.0.1 only and prints `READY <port>` on stdout once listening (port 0 picks a
 // free port; the printed one is the real one). Diagnostics go to stderr. WebSocket path
 // `/socketcluster/`, no subprotocol. Defaults: secret `test-secret`, the libraries' own ping
 // interval (8000 ms), ping timeout (v9 20000 ms, v20 30000 ms) and ack timeout (10000 ms).
+// --batch (v20 only): socket.startBatching() on every connection, so everything the server
+// sends after the handshake answer goes out as JSON arrays, flushed every 50 ms.
 //
 // Auth: SocketCluster's own auth engine with authKey = the secret, HS256. A `#handshake` or
 // `#authenticate` token signed with the secret authenticates the socket (socket.authToken is
@@ -65,7 +67,7 @@
 const http = require('http');
 
 function parseArgs(argv) {
-  const opts = { port: 0, version: 0, protocol: 0, secret: 'test-secret', pingInterval: 0, pingTimeout: 0, ackTimeout: 0 };
+  const opts = { port: 0, version: 0, protocol: 0, secret: 'test-secret', pingInterval: 0, pingTimeout: 0, ackTimeout: 0, batch: false };
   const rest = argv.slice(2);
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i];
@@ -79,6 +81,7 @@ function parseArgs(argv) {
     else if (a === '--ping-interval') opts.pingInterval = Number(val());
     else if (a === '--ping-timeout') opts.pingTimeout = Number(val());
     else if (a === '--ack-timeout') opts.ackTimeout = Number(val());
+    else if (a === '--batch') opts.batch = true;
     else if (/^\d+$/.test(a)) opts.port = Number(a);
     else throw new Error(`unknown argument ${a}`);
   }
@@ -86,6 +89,7 @@ function parseArgs(argv) {
   if (!opts.protocol) opts.protocol = opts.version === 9 ? 1 : 2;
   if (opts.protocol !== 1 && opts.protocol !== 2) throw new Error('--protocol must be 1 or 2');
   if (opts.version === 9 && opts.protocol !== 1) throw new Error('socketcluster-server 9 speaks protocol 1 only');
+  if (opts.version === 9 && opts.batch) throw new Error('--batch is a socketcluster-server 20 feature');
   return opts;
 }
 
@@ -310,6 +314,7 @@ function startV20(httpServer) {
   (async () => {
     for await (const { socket, isAuthenticated } of ag.listener('connection')) {
       socket.__connected = true;
+      if (opts.batch) socket.startBatching();
       log('connection', socket.id, 'authenticated', isAuthenticated, socket.request && socket.request.url);
       for (const name of PROCEDURES) {
         (async () => {

@@ -10,13 +10,16 @@
 // Commands:
 //   {"op":"connect","c","port","host"?:"127.0.0.1","path"?:"/socketcluster/","version":9|20,
 //    "protocol"?:1|2,"authToken"?,"query"?:{}|"a=1","ackTimeout"?:10000,"connectTimeout"?,
-//    "autoReconnect"?:false,"reconnectDelay"?:ms,"events"?:["name",...],"rawFrames"?:bool}
+//    "autoReconnect"?:false,"reconnectDelay"?:ms,"events"?:["name",...],"rawFrames"?:bool,
+//    "batching"?:bool}
 //        a new client (replacing, silently, an old one of that name) on
 //        ws://host:port<path>?<query>. protocol defaults to 1 for version 9 (the only one it
 //        speaks) and 2 for version 20. authToken is sent in the #handshake. autoReconnect uses
 //        the library's backoff, or a fixed reconnectDelay. events: as many `listen` commands,
 //        registered before the socket opens. rawFrames: report every WebSocket text message
-//        both ways ("frame" events; pings/pongs included).
+//        both ways ("frame" events; pings/pongs included). batching (v20 only):
+//        socket.startBatching() once connected: outbound packets go out as JSON arrays every
+//        50 ms.
 //   {"op":"emit","c","event","data"?,"reqId"?,"cb"?:bool,"ackTimeout"?}
 //        cb (default: true when reqId is given) asks for an answer: v9 emit(event, data, cb),
 //        v20 invoke (with a cid on the wire); reports "ack". Without cb: v9 emit(event, data),
@@ -28,7 +31,9 @@
 //   {"op":"publish","c","channel","data"?,"reqId"?}
 //        with reqId: v9 publish(ch, data, cb) / v20 invokePublish (a cid), reports "ack";
 //        without: v9 publish(ch, data) / v20 transmitPublish
-//   {"op":"subscribe","c","channel","waitForAuth"?:bool,"data"?}
+//   {"op":"subscribe","c","channel","waitForAuth"?:bool,"data"?,"batch"?:bool}
+//        batch (v9 only): the channel's batch option: #subscribe goes out as a one-packet JSON
+//        array with "batch":true in its data, and the v9 server answers in an array too.
 //        reports "subscribe" or "subscribeFail", then the channel's data as "channel" events
 //        (v9 channel.watch, v20 `for await (data of channel)`, one consumer per channel name)
 //   {"op":"unsubscribe","c","channel"}
@@ -152,6 +157,7 @@ function connect(cmd) {
   const protocol = Number(cmd.protocol || (version === 9 ? 1 : 2));
   if (protocol !== 1 && protocol !== 2) throw new Error('connect: protocol must be 1 or 2');
   if (version === 9 && protocol !== 1) throw new Error('connect: socketcluster-client 9 speaks protocol 1 only');
+  if (version === 9 && cmd.batching) throw new Error('connect: batching is a socketcluster-client 20 feature');
 
   const events = Array.isArray(cmd.events) ? cmd.events : [];
   if (version === 9) events.forEach((ev) => refuseV9Local({ version }, 'connect', ev));
@@ -192,6 +198,11 @@ function connect(cmd) {
   } else {
     socket = sc20.create({ ...opts, protocolVersion: protocol, authEngine: new MemoryAuth20(cmd.authToken) });
     wireV20(st, socket, emit);
+    if (cmd.batching) {
+      (async () => {
+        for await (const _ of socket.listener('connect')) socket.startBatching();
+      })();
+    }
   }
   st.socket = socket;
 
@@ -342,6 +353,10 @@ function subscribeCmd(st, cmd) {
   const o = {};
   if (cmd.waitForAuth) o.waitForAuth = true;
   if (cmd.data !== undefined) o.data = cmd.data;
+  if (cmd.batch) {
+    if (st.version !== 9) throw new Error('subscribe: batch is a socketcluster-client 9 option');
+    o.batch = true;
+  }
   const ch = st.socket.subscribe(channel, o);
   if (st.watched.has(channel)) return;
   st.watched.add(channel);
