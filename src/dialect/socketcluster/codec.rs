@@ -249,6 +249,17 @@ pub fn channel_body(channel: &[u8], data: Option<&[u8]>) -> Bytes {
     out.freeze()
 }
 
+/// `{"channel":..,"message":..}`, a `#kickOut` body.
+pub fn kick_body(channel: &[u8], message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(24 + json_string_len(channel) + json_string_len(message));
+    out.extend_from_slice(b"{\"channel\":");
+    put_json_string(&mut out, channel);
+    out.extend_from_slice(b",\"message\":");
+    put_json_string(&mut out, message);
+    out.put_u8(b'}');
+    out.freeze()
+}
+
 /// Events SocketCluster itself defines (v2's list; v1 reserves every `#` name).
 pub const RESERVED: &[&str] = &[
     "#handshake",

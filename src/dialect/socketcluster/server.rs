@@ -544,8 +544,7 @@ impl ServerRole for ScServer {
                 self.sub_cids.remove(&sub);
                 if let Some(ch) = self.subs.remove(&sub) {
                     self.by_channel.remove(&ch);
-                    let msg = crate::dialect::json::json_string(&reason.message);
-                    let body = codec::channel_body(&ch, Some(&msg));
+                    let body = codec::kick_body(&ch, &reason.message);
                     Self::text(out, codec::event(b"#kickOut", Some(&body), None));
                 }
             }

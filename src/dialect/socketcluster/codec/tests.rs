@@ -94,12 +94,8 @@ fn encodes_golden_frames() {
         r##"{"rid":3,"error":{"name":"InvalidActionError","message":"no \"x\""}}"##
     );
     assert_eq!(
-        event(
-            b"#kickOut",
-            Some(&channel_body(b"news", Some(br##""bye""##))),
-            None
-        ),
-        r##"{"event":"#kickOut","data":{"channel":"news","data":"bye"}}"##
+        event(b"#kickOut", Some(&kick_body(b"news", b"bye")), None),
+        r##"{"event":"#kickOut","data":{"channel":"news","message":"bye"}}"##
     );
 }
 

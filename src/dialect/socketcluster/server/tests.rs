@@ -234,7 +234,7 @@ fn channels_subscribe_publish_and_kick_out() {
     );
     assert_eq!(
         texts(&out),
-        [r##"{"event":"#kickOut","data":{"channel":"urn:1","data":"bye"}}"##]
+        [r##"{"event":"#kickOut","data":{"channel":"urn:1","message":"bye"}}"##]
     );
     let out = feed(&mut r, r##"{"event":"#unsubscribe","data":"urn:1"}"##);
     assert!(out.ops.is_empty(), "already gone");
