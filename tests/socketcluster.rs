@@ -213,6 +213,17 @@ async fn kick_out_and_tokens(e: &Env) {
         .await;
     sc_ack(&mut d, "kick", 4).await;
     d.expect_ev(T, "kick", "removeAuthToken").await;
+    // The client authenticates again on the open connection: #authenticate upstream.
+    let token = jwt("bea", SC_SECRET);
+    d.send(json!({"op":"authenticate","c":"kick","token":token,"reqId":5}))
+        .await;
+    let ack = sc_ack(&mut d, "kick", 5).await;
+    assert_eq!(ack["data"]["isAuthenticated"], true, "{ack}");
+    let clients = sc_clients(e.sc9).await;
+    assert!(
+        clients.iter().any(|c| c["authToken"]["sub"] == "bea"),
+        "the backend took the token: {clients:?}"
+    );
 }
 
 /// A protocol-2 client (socketcluster-client 20) on a legacy backend (server 9): the proxy
@@ -403,6 +414,36 @@ async fn socketio_to_sc(e: &Env) {
         ack["args"][0]["error"]["message"], "failed on purpose",
         "{ack}"
     );
+    // The SMS flow from Socket.IO: registerUser answers in SocketCluster's error slot, which
+    // reaches the ack as {error:{message}} holding the urn.
+    d.send(json!({"op":"emit","c":"io","event":"registerUser","args":[{}],"ack":true,"reqId":10}))
+        .await;
+    let ack = d
+        .expect(T, |v| {
+            v["c"] == "io" && v["ev"] == "ack" && v["reqId"] == 10
+        })
+        .await;
+    let res: Value =
+        serde_json::from_str(ack["args"][0]["error"]["message"].as_str().unwrap()).unwrap();
+    let urn = res["urn"].as_str().unwrap().to_owned();
+    d.send(json!({"op":"emit","c":"io","event":"subscribe","args":[{"topic":urn}],"ack":true,"reqId":11}))
+        .await;
+    d.expect(T, |v| {
+        v["c"] == "io" && v["ev"] == "ack" && v["reqId"] == 11
+    })
+    .await;
+    d.send(json!({"op":"emit","c":"io","event":"sendMessageToChannel","args":[{"text":"hey","userUrn":"urn:user:io"}],"ack":true,"reqId":12}))
+        .await;
+    d.expect(T, |v| {
+        v["c"] == "io" && v["ev"] == "ack" && v["reqId"] == 12
+    })
+    .await;
+    let ev = d
+        .expect(T, |v| {
+            v["c"] == "io" && v["ev"] == "event" && v["event"] == urn.as_str()
+        })
+        .await;
+    assert_eq!(ev["args"][0]["to"], urn.as_str(), "{ev}");
     d.send(json!({"op":"emit","c":"io","event":"subscribe","args":[{"topic":"io-room"}],"ack":true,"reqId":3}))
         .await;
     let ack = d
@@ -558,4 +599,57 @@ passcode = "guest"
         .await;
     assert_eq!(m["channel"], "desk.alerts");
     assert_eq!(m["data"], json!({"level": 2}));
+}
+
+/// A SocketCluster client on soketi: channels are Pusher channels; an emit (not a client
+/// event) is refused with a clear SocketCluster error, never a made-up answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketcluster_on_pusher() {
+    ensure_npm();
+    let soketi = start_soketi();
+    let proxy = free_port();
+    let _p = Proxy::start(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "sc-pusher"
+listen = "127.0.0.1:{proxy}"
+client = "socketcluster"
+[route.upstream]
+url = "ws://127.0.0.1:{port}/app/{PUSHER_APP_KEY}"
+dialect = "pusher"
+app_secret = "{PUSHER_APP_SECRET}"
+"#,
+        admin = free_port(),
+        port = soketi.port,
+    ))
+    .await;
+    let mut d = Driver::sc().await;
+    d.send(sc_connect_cmd("pp", proxy, 9, 1)).await;
+    sc_connected(&mut d, "pp").await;
+    d.send(json!({"op":"subscribe","c":"pp","channel":"private-ward"}))
+        .await;
+    d.expect(T, |v| v["c"] == "pp" && v["ev"] == "subscribe")
+        .await;
+    soketi
+        .trigger("private-ward", "round", json!({"bed": 1}))
+        .await;
+    let m = d
+        .expect(T, |v| v["c"] == "pp" && v["ev"] == "channel")
+        .await;
+    assert_eq!(m["channel"], "private-ward");
+    assert_eq!(m["data"], json!({"bed": 1}));
+    d.send(json!({"op":"emit","c":"pp","event":"registerUser","data":{},"reqId":1}))
+        .await;
+    let ack = sc_ack(&mut d, "pp", 1).await;
+    assert_eq!(ack["error"]["name"], "InvalidActionError", "{ack}");
+    assert!(
+        ack["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("client-"),
+        "{ack}"
+    );
 }
