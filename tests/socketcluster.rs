@@ -489,6 +489,26 @@ async fn bad_input(e: &Env) {
         f["data"].as_str().unwrap().contains("InvalidActionError"),
         "{f}"
     );
+    // A flood of calls past the 1024 that may wait: the rest are refused at once.
+    let flood: Vec<Value> = (1000..2030)
+        .map(|cid| json!({"event":"slow","data":null,"cid":cid}))
+        .collect();
+    d.send(json!({"op":"raw_send","c":"bad","data":Value::Array(flood).to_string()}))
+        .await;
+    let f = d
+        .expect(T, |v| {
+            v["c"] == "bad"
+                && v["ev"] == "frame"
+                && v["dir"] == "in"
+                && v["data"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("\"rid\":2029"))
+        })
+        .await;
+    assert!(
+        f["data"].as_str().unwrap().contains("BadConnectionError"),
+        "{f}"
+    );
     // Another client is unaffected by what comes next.
     d.send(connect("good", e, "/socketcluster/", 9, 1)).await;
     sc_connected(&mut d, "good").await;
