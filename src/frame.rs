@@ -174,6 +174,10 @@ pub enum ClientOp {
         /// (an emit, an RPC, a SEND to `/app/..`). Dialects that do not tell them apart send
         /// both the same way.
         broadcast: bool,
+        /// The client's subscription the publish is made on, when there is one: the
+        /// translator sets it when `channel` is a subscribed name, so that a backend that
+        /// takes actions on a subscription (Action Cable `perform`) knows which one.
+        sub: Option<SubId>,
     },
     /// Acknowledge (or refuse) a delivered message: for upstreams with client acks, and for
     /// backends that asked for an ack when they emitted it (Socket.IO).
@@ -413,6 +417,7 @@ mod tests {
             payload: Payload::json(Bytes::from("{}")),
             reply: None,
             broadcast: false,
+            sub: None,
         };
         assert_eq!(op.held_bytes(), 3 + 2 + 2 + 3 + 2);
         let sub = ClientOp::Subscribe {

@@ -251,7 +251,17 @@ impl Translator {
                 payload,
                 reply,
                 broadcast,
+                sub,
             } => {
+                // The subscription the publish is made on: the one named, else the first
+                // one on that name.
+                let sub = sub.filter(|s| self.subs.contains_key(s)).or_else(|| {
+                    self.subs
+                        .iter()
+                        .filter(|(_, e)| e.down_channel == channel)
+                        .map(|(id, _)| *id)
+                        .min()
+                });
                 let name = utf8(&channel)?;
                 // A name in the client dialect's channel form (STOMP `/topic/x`, not
                 // `/app/x`) is a publish to that channel's subscribers.
@@ -277,6 +287,7 @@ impl Translator {
                     payload,
                     reply,
                     broadcast,
+                    sub,
                 })
             }
             other => Ok(other),
@@ -524,6 +535,7 @@ mod tests {
                 payload: Payload::null(),
                 reply: None,
                 broadcast: false,
+                sub: None,
             })
             .unwrap();
         assert!(matches!(op, ClientOp::Publish { channel, .. } if channel == "message_deleted"));
@@ -604,6 +616,7 @@ mod tests {
                 payload: Payload::null(),
                 reply: None,
                 broadcast: false,
+                sub: None,
             })
             .unwrap();
         assert!(

@@ -117,6 +117,7 @@ mod tests {
             meta: Vec::new(),
             reply: None,
             broadcast: false,
+            sub: None,
         }
     }
 

@@ -391,6 +391,7 @@ impl PusherServer {
             meta: Vec::new(),
             reply: None,
             broadcast: false,
+            sub: None,
         });
     }
 

@@ -238,6 +238,7 @@ impl ScServer {
             meta: Vec::new(),
             reply,
             broadcast: false,
+            sub: None,
         });
     }
 
@@ -260,6 +261,7 @@ impl ScServer {
             meta: Vec::new(),
             reply,
             broadcast: true,
+            sub: None,
         });
     }
 

@@ -258,6 +258,7 @@ fn client_events_with_limits() {
         meta: vec![],
         reply: Some(Reply::receipt(9)),
         broadcast: false,
+        sub: None,
     };
     let out = op(
         &mut c,

@@ -59,6 +59,7 @@ fn publish(channel: &str, reply: Option<Reply>, broadcast: bool) -> ClientOp {
         meta: vec![],
         reply,
         broadcast,
+        sub: None,
     }
 }
 

@@ -18,6 +18,7 @@ fn publish(channel: &'static str, payload: Payload, reply: Option<ReplyId>) -> C
         payload,
         reply: reply.map(Reply::receipt),
         broadcast: false,
+        sub: None,
     }
 }
 
@@ -206,6 +207,7 @@ fn publish_without_acks_is_confirmed_after_write() {
             payload: Payload::text(Bytes::from("hi")),
             reply: Some(Reply::receipt(1)),
             broadcast: false,
+            sub: None,
         },
         Instant::now(),
         &mut out,
@@ -235,6 +237,7 @@ fn a_request_for_data_waits_for_the_backends_answer_without_acks() {
             payload: Payload::json(Bytes::from("1")),
             reply: Some(Reply::data(5)),
             broadcast: false,
+            sub: None,
         },
         Instant::now(),
         &mut out,

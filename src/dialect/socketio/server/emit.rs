@@ -90,6 +90,7 @@ impl SocketioServer {
             payload,
             reply,
             broadcast: false,
+            sub: None,
         });
     }
 

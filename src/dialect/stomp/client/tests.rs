@@ -124,6 +124,7 @@ fn publish_receipt_and_error_correlate() {
             payload: Payload::json(Bytes::from("{}")),
             reply: Some(Reply::receipt(9)),
             broadcast: false,
+            sub: None,
         },
         now,
         &mut out,
@@ -151,6 +152,7 @@ fn publish_receipt_and_error_correlate() {
             payload: Payload::null(),
             reply: Some(Reply::receipt(10)),
             broadcast: false,
+            sub: None,
         },
         now,
         &mut out,
@@ -225,6 +227,7 @@ fn publish(body: &str, reply: Option<ReplyId>) -> ClientOp {
         payload: Payload::text(Bytes::from(body.to_owned())),
         reply: reply.map(Reply::receipt),
         broadcast: false,
+        sub: None,
     }
 }
 
@@ -445,6 +448,7 @@ fn a_senders_content_type_in_meta_replaces_the_derived_one() {
             payload: Payload::text(Bytes::from("a,b")),
             reply: None,
             broadcast: false,
+            sub: None,
         },
         Instant::now(),
         &mut out,

@@ -68,6 +68,7 @@ impl StompServer {
             },
             reply: None,
             broadcast: false,
+            sub: None,
         };
         match f.header("transaction") {
             None => self.publish(op, receipt, out),
