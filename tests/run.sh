@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that sets up a fresh machine and runs every test:
-#   1. Debian packages the tests need (rabbitmq-server; node/npm if missing), via apt-get
-#      (sudo only when not root);
+#   1. Debian packages the tests need (rabbitmq-server, ruby-actioncable, puma; node/npm if
+#      missing), via apt-get (sudo only when not root);
 #   2. `npm ci` in tests/peers (skipped when node_modules already matches package-lock.json);
 #   3. `cargo test --all-targets "$@"`, then one closing line `summary: N passed, N failed, N skipped`.
 # CI runs it through .ci/run.
@@ -17,6 +17,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 # --- Debian packages ---------------------------------------------------------------------------
 missing=()
 dpkg -s rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+# Rails Action Cable 6.1 (pulls in ruby) and puma: tests/peers/actioncable/start.sh.
+dpkg -s ruby-actioncable >/dev/null 2>&1 || missing+=(ruby-actioncable)
+dpkg -s puma >/dev/null 2>&1 || missing+=(puma)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -26,7 +29,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q
   "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The package does not start a broker: tests run their own (tests/peers/rabbitmq/start.sh).
+# The packages start no servers: tests run their own (tests/peers/rabbitmq/start.sh,
+# tests/peers/actioncable/start.sh).
 
 # --- npm ---------------------------------------------------------------------------------------
 # Same stamp as tests/common/mod.rs ensure_npm(): the lock file's SHA-256 inside node_modules.
