@@ -1671,3 +1671,238 @@ pub async fn sc_ack(d: &mut Driver, c: &str, req_id: u64) -> Value {
     })
     .await
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rails Action Cable: tests/peers/actioncable (Debian ruby-actioncable 6.1 on puma 5.6) and
+// cable_driver.js (@rails/actioncable 8.1)
+// ---------------------------------------------------------------------------------------------
+
+/// Token of member `m1` on the test Action Cable server (`?token=`, `Authorization: Bearer`,
+/// cookie `member_token` or subprotocol `token.<t>`).
+pub const CABLE_TOKEN_M1: &str = "good-token";
+/// Token of member `m2`.
+pub const CABLE_TOKEN_M2: &str = "other-token";
+/// Token of member `m3`.
+pub const CABLE_TOKEN_M3: &str = "third-token";
+
+/// The standalone Rails Action Cable server of `tests/peers/actioncable` (see its config.ru for
+/// channels, streams, actions and tokens) on a free loopback port: WebSocket
+/// `ws://127.0.0.1:<port>/cable`, control API `http://127.0.0.1:<port>/control/...`. Drop stops
+/// it (SIGTERM to its process group, SIGKILL after 3 s).
+pub struct Cable {
+    child: Child,
+    /// WebSocket (`/cable`) and control API (`/control/...`).
+    pub port: u16,
+}
+
+impl Cable {
+    /// `ws://127.0.0.1:<port>/cable`.
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/cable", self.port)
+    }
+
+    /// `ws://127.0.0.1:<port>/cable?token=<token>`.
+    pub fn url_with_token(&self, token: &str) -> String {
+        format!("{}?token={token}", self.url())
+    }
+
+    /// A cable_driver.js `connect` command for client `c` to this server with `token` as a query
+    /// parameter (none: the server rejects the connection as unauthorized). Add fields
+    /// (`headers`, `origin`, `subprotocols`, `frames`, `pings`) to the returned object as needed.
+    pub fn connect_cmd(&self, c: &str, token: Option<&str>) -> Value {
+        let url = match token {
+            Some(t) => self.url_with_token(t),
+            None => self.url(),
+        };
+        json!({ "op": "connect", "c": c, "url": url })
+    }
+
+    /// One request to the control API; `path` relative to `/control/` (`"broadcast"`,
+    /// `"performed"`, `"events"`, `"connections"`, `"disconnect"`, `"restart"`, `"reset"`).
+    /// Panics unless the answer is 2xx JSON.
+    pub async fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/control/{}", path.trim_start_matches('/'));
+        http_json(self.port, method, &path, body).await
+    }
+
+    /// `ActionCable.server.broadcast(stream, data)` (`POST /control/broadcast`), e.g.
+    /// `broadcast("notifications:m1", json!({"event": "newNotification", "notification": {..}}))`.
+    /// Returns `{ok, stream}`.
+    pub async fn broadcast(&self, stream: &str, data: Value) -> Value {
+        self.control(
+            "POST",
+            "broadcast",
+            Some(json!({ "stream": stream, "data": data })),
+        )
+        .await
+    }
+
+    /// Every perform the server received, in order (unknown actions and `receive` included):
+    /// `[{member, channel, identifier, params, action, data, known, at}]`; `identifier` is the
+    /// wire string, `data` the decoded `data` (with `action`).
+    pub async fn performed(&self) -> Vec<Value> {
+        match self.control("GET", "performed", None).await {
+            Value::Array(a) => a,
+            other => panic!("unexpected /control/performed answer {other}"),
+        }
+    }
+
+    /// Connection and subscription events: `[{type, member, identifier?, streams?, via?, at}]`
+    /// with type `connect`, `unauthorized`, `disconnect`, `subscribed`, `rejected`,
+    /// `unsubscribed` (Rails also runs `unsubscribed` for a rejected subscription).
+    pub async fn events(&self) -> Vec<Value> {
+        match self.control("GET", "events", None).await {
+            Value::Array(a) => a,
+            other => panic!("unexpected /control/events answer {other}"),
+        }
+    }
+
+    /// Open connections: `[{member, identifier, started_at, subscriptions}]`.
+    pub async fn connections(&self) -> Vec<Value> {
+        match self.control("GET", "connections", None).await {
+            Value::Array(a) => a,
+            other => panic!("unexpected /control/connections answer {other}"),
+        }
+    }
+
+    /// `ActionCable.server.remote_connections.where(current_member: member).disconnect(reconnect:)`:
+    /// each of the member's connections gets `{"type":"disconnect","reason":"remote",
+    /// "reconnect":<reconnect>}` and a close (Rails 7.1+ behaviour, backported in config.ru).
+    pub async fn disconnect(&self, member: &str, reconnect: bool) -> Value {
+        self.control(
+            "POST",
+            "disconnect",
+            Some(json!({ "member": member, "reconnect": reconnect })),
+        )
+        .await
+    }
+
+    /// `ActionCable.server.restart`: every connection gets `{"type":"disconnect",
+    /// "reason":"server_restart","reconnect":true}` and a close.
+    pub async fn restart(&self) -> Value {
+        self.control("POST", "restart", None).await
+    }
+
+    /// Clears the performed and events lists.
+    pub async fn reset(&self) -> Value {
+        self.control("POST", "reset", None).await
+    }
+
+    /// The server's log (puma and Action Cable).
+    pub fn log_path(&self) -> &Path {
+        self.child.log_path()
+    }
+
+    /// The process.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+/// Whether Ruby with Debian's ruby-actioncable and puma is installed.
+pub fn cable_installed() -> bool {
+    Command::new("ruby")
+        .args(["-e", "require 'action_cable'; require 'puma'"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Starts the Action Cable server (see [`start_cable_with`]).
+pub fn start_cable() -> Cable {
+    start_cable_with(&[])
+}
+
+/// Starts `tests/peers/actioncable/start.sh 0` and waits for `READY <port>` (~0.5 s).
+/// `extra_env` goes to start.sh, e.g. `[("CABLE_ALLOW_ANY_ORIGIN", "1")]`,
+/// `[("CABLE_BEAT_INTERVAL", "0")]` (no pings), `[("CABLE_TOKENS", "tok=m9")]`,
+/// `[("CABLE_LOG_LEVEL", "debug")]`; CABLE_* variables of the calling environment are removed
+/// first. Panics (with an install hint) when ruby-actioncable or puma is missing.
+pub fn start_cable_with(extra_env: &[(&str, &str)]) -> Cable {
+    assert!(
+        cable_installed(),
+        "ruby with action_cable and puma not found: install the Debian packages ruby-actioncable and puma (tests/run.sh does)"
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(peers_dir().join("actioncable").join("start.sh"))
+        .arg("0");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CABLE_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = Child::spawn("actioncable", cmd);
+    let line = child.wait_line_blocking(Duration::from_secs(30), |l| l.starts_with("READY "));
+    let port: u16 = line["READY ".len()..]
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("bad READY line {line:?}: {e}"));
+    Cable { child, port }
+}
+
+impl Driver {
+    /// `node cable_driver.js` (@rails/actioncable 8.1 consumers), ready.
+    pub async fn cable() -> Driver {
+        Self::spawn("cable_driver.js").await
+    }
+}
+
+/// Waits until cable_driver.js client `c` got a `{"type":"welcome"}`; returns the `connected`
+/// event (`reconnected`, `count`). Panics if the client is disconnected first.
+pub async fn cable_connected(d: &mut Driver, c: &str) -> Value {
+    let ev = d
+        .expect(Duration::from_secs(10), |v| {
+            v["c"] == c && (v["ev"] == "connected" || v["ev"] == "disconnected")
+        })
+        .await;
+    assert_eq!(ev["ev"], "connected", "client {c} did not connect: {ev}");
+    ev
+}
+
+/// Subscribes client `c` to `identifier` (`{"channel": .., params..}`) and waits for the
+/// confirmation; returns the `confirm` event. Panics on a rejection.
+pub async fn cable_subscribe(d: &mut Driver, c: &str, identifier: Value) -> Value {
+    d.send(json!({ "op": "subscribe", "c": c, "identifier": identifier }))
+        .await;
+    let ev = cable_subscription_answer(d, c, &identifier).await;
+    assert_eq!(
+        ev["ev"], "confirm",
+        "client {c} not subscribed to {identifier}: {ev}"
+    );
+    ev
+}
+
+/// The `confirm` or `reject` event of client `c` for `identifier`.
+pub async fn cable_subscription_answer(d: &mut Driver, c: &str, identifier: &Value) -> Value {
+    d.expect(Duration::from_secs(10), |v| {
+        v["c"] == c
+            && (v["ev"] == "confirm" || v["ev"] == "reject")
+            && v["identifier"] == *identifier
+    })
+    .await
+}
+
+/// The next `received` event of client `c` on `identifier` whose data matches `pred`; returns
+/// its `data`.
+pub async fn cable_received(
+    d: &mut Driver,
+    c: &str,
+    identifier: &Value,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let ev = d
+        .expect(Duration::from_secs(10), |v| {
+            v["c"] == c
+                && v["ev"] == "received"
+                && v["identifier"] == *identifier
+                && pred(&v["data"])
+        })
+        .await;
+    ev["data"].clone()
+}
