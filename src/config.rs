@@ -421,6 +421,14 @@ pub struct MapRule {
     /// `message` with `{..}`), as STOMP backends that key events by name send them.
     #[serde(default)]
     pub event_from_key: bool,
+    /// Parameters of the client's subscription, matched like `client` (an Action Cable
+    /// identifier's keys besides `channel`: `client_params = { id = "{id}" }`).
+    #[serde(default)]
+    pub client_params: std::collections::BTreeMap<String, String>,
+    /// Parameters of the upstream subscription, filled from the captures (an Action Cable
+    /// identifier: `upstream = "Chats::RoomChannel"`, `upstream_params = { id = "{id}" }`).
+    #[serde(default)]
+    pub upstream_params: std::collections::BTreeMap<String, String>,
 }
 
 fn default_connect_timeout() -> u64 {
@@ -580,10 +588,14 @@ impl Config {
                 ));
             }
             for (m, rule) in r.maps.iter().enumerate() {
+                let client_params: Vec<String> = rule.client_params.values().cloned().collect();
+                let mut upstream_extra = rule.upstream_args.clone();
+                upstream_extra.extend(rule.upstream_params.values().cloned());
                 if let Err(why) = crate::template::Template::check_pair(
                     &rule.client,
+                    &client_params,
                     &rule.upstream,
-                    &rule.upstream_args,
+                    &upstream_extra,
                 ) {
                     return Err(bad(format!("route.{i}.map.{m}"), why));
                 }

@@ -67,20 +67,24 @@ impl Template {
         Ok(Self { parts })
     }
 
-    /// Check that a map rule's two sides (and its upstream argument templates) agree on
-    /// their variables.
+    /// Check that a map rule's two sides agree on their variables: the client template with
+    /// its parameter templates, the upstream one with its argument and parameter templates.
     pub fn check_pair(
         client: &str,
+        client_extra: &[String],
         upstream: &str,
-        upstream_args: &[String],
+        upstream_extra: &[String],
     ) -> Result<(), String> {
-        let client = Self::parse(client)?;
+        let mut client_vars = Self::parse(client)?.vars();
+        for a in client_extra {
+            client_vars.extend(Self::parse(a)?.vars());
+        }
         let upstream = Self::parse(upstream)?;
         let mut up_vars = upstream.vars();
-        for a in upstream_args {
+        for a in upstream_extra {
             up_vars.extend(Self::parse(a)?.vars());
         }
-        for v in client.vars() {
+        for v in &client_vars {
             if !up_vars.contains(&v) {
                 return Err(format!(
                     "variable `{{{v}}}` of `client` is not used on the upstream side"
@@ -88,7 +92,7 @@ impl Template {
             }
         }
         for v in &up_vars {
-            if !client.vars().contains(v) {
+            if !client_vars.contains(v) {
                 return Err(format!("variable `{{{v}}}` is not captured by `client`"));
             }
         }

@@ -22,6 +22,28 @@ struct Rule {
     upstream: Template,
     upstream_args: Vec<Template>,
     event_from_key: bool,
+    client_params: Vec<(String, Template)>,
+    upstream_params: Vec<(String, Template)>,
+}
+
+/// What a name maps to upstream.
+struct Mapped {
+    name: String,
+    /// Leading arguments (raw JSON strings).
+    args: Vec<Bytes>,
+    event_from_key: bool,
+    /// Subscription parameters built by the rule (a JSON object), if it has any.
+    params: Option<Bytes>,
+}
+
+/// The string form of a parameter value: a string's content, a number or boolean as written.
+fn param_str(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 /// Whether a name is used to subscribe or to publish (dialects like STOMP name them apart).
@@ -121,6 +143,16 @@ impl Mapping {
                         .map(|a| Template::parse(a))
                         .collect::<Result<_, String>>()?,
                     event_from_key: r.event_from_key,
+                    client_params: r
+                        .client_params
+                        .iter()
+                        .map(|(k, t)| Ok((k.clone(), Template::parse(t)?)))
+                        .collect::<Result<_, String>>()?,
+                    upstream_params: r
+                        .upstream_params
+                        .iter()
+                        .map(|(k, t)| Ok((k.clone(), Template::parse(t)?)))
+                        .collect::<Result<_, String>>()?,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -136,25 +168,57 @@ impl Mapping {
 
     /// Map a downstream name to (upstream name, leading args as JSON strings, whether the
     /// event is named by the body's key).
-    fn to_upstream(&self, name: &str, use_: Use) -> Option<(String, Vec<Bytes>, bool)> {
-        for r in self.rules.iter() {
-            if let Some(caps) = r.client.matches(name) {
-                let up = r.upstream.fill(&caps)?;
-                let args = r
-                    .upstream_args
-                    .iter()
-                    .map(|a| a.fill(&caps).map(|s| json_str(&s)))
-                    .collect::<Option<Vec<_>>>()?;
-                return Some((up, args, r.event_from_key));
+    fn to_upstream(&self, name: &str, params: Option<&Payload>, use_: Use) -> Option<Mapped> {
+        // The subscription's parameters, when its dialect has them (an Action Cable
+        // identifier's keys besides `channel`).
+        let given: Option<serde_json::Map<String, serde_json::Value>> =
+            params.and_then(|p| serde_json::from_slice(&p.data).ok());
+        'rules: for r in self.rules.iter() {
+            let Some(mut caps) = r.client.matches(name) else {
+                continue;
+            };
+            for (k, t) in &r.client_params {
+                let v = given.as_ref().and_then(|g| g.get(k)).and_then(param_str);
+                match v.and_then(|v| t.matches(&v)) {
+                    Some(c) => caps.extend(c),
+                    None => continue 'rules,
+                }
             }
+            let up = r.upstream.fill(&caps)?;
+            let args = r
+                .upstream_args
+                .iter()
+                .map(|a| a.fill(&caps).map(|s| json_str(&s)))
+                .collect::<Option<Vec<_>>>()?;
+            let params = if r.upstream_params.is_empty() {
+                None
+            } else {
+                let mut obj = serde_json::Map::new();
+                for (k, t) in &r.upstream_params {
+                    obj.insert(k.clone(), serde_json::Value::String(t.fill(&caps)?));
+                }
+                Some(Bytes::from(serde_json::Value::Object(obj).to_string()))
+            };
+            return Some(Mapped {
+                name: up,
+                args,
+                event_from_key: r.event_from_key,
+                params,
+            });
         }
         // Same dialect on both legs: names mean the same thing on both sides.
-        if self.same {
-            return Some((name.to_owned(), Vec::new(), false));
-        }
-        let neutral = self.down.neutral(name, use_)?;
-        let up = self.up.build(neutral, use_)?;
-        Some((up, Vec::new(), false))
+        let name = if self.same {
+            name.to_owned()
+        } else {
+            let neutral = self.down.neutral(name, use_)?;
+            self.up.build(neutral, use_)?
+        };
+        Some(Mapped {
+            name,
+            args: Vec::new(),
+            event_from_key: false,
+            params: None,
+        })
     }
 
     /// Map an upstream name back to the downstream name (for deliveries without a
@@ -213,15 +277,26 @@ impl Translator {
                 params,
             } => {
                 let name = utf8(&channel)?;
-                let (up, args, event_from_key) = self
+                let mapped = self
                     .mapping
-                    .to_upstream(name, Use::Subscribe)
+                    .to_upstream(name, params.data.as_ref(), Use::Subscribe)
                     .ok_or_else(|| {
                         ErrorInfo::new(
                             ErrorKind::Untranslatable,
                             format!("no route for destination {name}"),
                         )
                     })?;
+                let Mapped {
+                    name: up,
+                    args,
+                    event_from_key,
+                    params: rule_params,
+                } = mapped;
+                // A rule's parameters replace the client's (which named the source).
+                let mut params = params;
+                if let Some(p) = rule_params {
+                    params.data = Some(Payload::json(p));
+                }
                 let up = Bytes::from(up);
                 self.subs.insert(
                     sub,
@@ -271,8 +346,23 @@ impl Translator {
                 } else {
                     Use::Publish
                 };
-                let (up, mut rule_args, _) =
-                    self.mapping.to_upstream(name, use_).ok_or_else(|| {
+                // A name no rule maps (one whose rule needs subscription parameters) goes
+                // where the subscription it is made on went.
+                let on_sub = sub.and_then(|s| self.subs.get(&s)).map(|e| Mapped {
+                    name: String::from_utf8_lossy(&e.up_channel).into_owned(),
+                    args: e.up_args.clone(),
+                    event_from_key: false,
+                    params: None,
+                });
+                let Mapped {
+                    name: up,
+                    args: mut rule_args,
+                    ..
+                } = self
+                    .mapping
+                    .to_upstream(name, None, use_)
+                    .or(on_sub)
+                    .ok_or_else(|| {
                         ErrorInfo::new(
                             ErrorKind::Untranslatable,
                             format!("no route for destination {name}"),
@@ -503,6 +593,8 @@ mod tests {
                 upstream: (*u).into(),
                 upstream_args: a.iter().map(|s| (*s).to_owned()).collect(),
                 event_from_key: false,
+                client_params: Default::default(),
+                upstream_params: Default::default(),
             })
             .collect();
         Mapping::new(&rules, &stomp::SPEC, &socketio::SPEC).unwrap()
@@ -648,6 +740,8 @@ mod tests {
             upstream: "/v1/topic/conversation/{id}".into(),
             upstream_args: vec![],
             event_from_key: true,
+            client_params: Default::default(),
+            upstream_params: Default::default(),
         }];
         let mut t = Translator::new(Mapping::new(&rules, &socketio::SPEC, &stomp::SPEC).unwrap());
         let op = t
@@ -816,6 +910,71 @@ mod refused {
             &out[..],
             [BackendEvent::Presence { added: false, .. }]
         ));
+    }
+
+    #[test]
+    fn rules_with_parameters_build_and_match_identifiers() {
+        use std::collections::BTreeMap;
+        let to_ac = MapRule {
+            client: "/topic/chat-room/{id}".into(),
+            upstream: "Chats::RoomChannel".into(),
+            upstream_args: vec![],
+            event_from_key: false,
+            client_params: BTreeMap::new(),
+            upstream_params: BTreeMap::from([("id".into(), "{id}".into())]),
+        };
+        let ac = &crate::dialect::actioncable::SPEC;
+        let mut t = Translator::new(Mapping::new(&[to_ac], &stomp::SPEC, ac).unwrap());
+        let op = t
+            .down_op(ClientOp::Subscribe {
+                sub: 1,
+                channel: Bytes::from("/topic/chat-room/7"),
+                params: Default::default(),
+            })
+            .unwrap();
+        let ClientOp::Subscribe {
+            channel, params, ..
+        } = op
+        else {
+            panic!()
+        };
+        assert_eq!(channel, "Chats::RoomChannel");
+        assert_eq!(params.data.unwrap().data, r#"{"id":"7"}"#);
+        // A SEND to the subscribed destination is made on that subscription.
+        let op = t
+            .down_op(ClientOp::Publish {
+                meta: vec![],
+                channel: Bytes::from("/topic/chat-room/7"),
+                event: Some(Bytes::from("sendMessage")),
+                args: vec![],
+                payload: Payload::null(),
+                reply: None,
+                broadcast: false,
+                sub: None,
+            })
+            .unwrap();
+        assert!(matches!(op, ClientOp::Publish { sub: Some(1), .. }));
+        // An Action Cable client's identifier, matched with its parameters.
+        let from_ac = MapRule {
+            client: "Chats::RoomChannel".into(),
+            upstream: "chat-room-{id}".into(),
+            upstream_args: vec![],
+            event_from_key: false,
+            client_params: BTreeMap::from([("id".into(), "{id}".into())]),
+            upstream_params: BTreeMap::new(),
+        };
+        let mut t = Translator::new(Mapping::new(&[from_ac], ac, &socketio::SPEC).unwrap());
+        let op = t
+            .down_op(ClientOp::Subscribe {
+                sub: 2,
+                channel: Bytes::from("Chats::RoomChannel"),
+                params: crate::frame::SubParams {
+                    data: Some(Payload::json(Bytes::from(r#"{"id":7}"#))),
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+        assert!(matches!(op, ClientOp::Subscribe { channel, .. } if channel == "chat-room-7"));
     }
 
     #[test]
