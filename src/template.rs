@@ -85,7 +85,7 @@ impl Template {
             up_vars.extend(Self::parse(a)?.vars());
         }
         for v in &client_vars {
-            if !up_vars.contains(&v) {
+            if !up_vars.contains(v) {
                 return Err(format!(
                     "variable `{{{v}}}` of `client` is not used on the upstream side"
                 ));

@@ -365,5 +365,11 @@ map '/control' do
   run Control
 end
 map '/' do
-  run ->(_env) { [200, { 'Content-Type' => 'text/plain' }, ["switchboard test Action Cable server\n"]] }
+  run lambda { |env|
+    if ['', '/'].include?(env['PATH_INFO'])
+      [200, { 'Content-Type' => 'text/plain' }, ["switchboard test Action Cable server\n"]]
+    else
+      [404, { 'Content-Type' => 'text/plain' }, ['Page not found']]
+    end
+  }
 end
