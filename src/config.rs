@@ -211,6 +211,9 @@ pub struct Route {
     /// SocketCluster server-role settings (when `client = "socketcluster"`).
     #[serde(default)]
     pub socketcluster: SocketclusterServer,
+    /// Action Cable server-role settings (when `client = "actioncable"`).
+    #[serde(default)]
+    pub actioncable: ActioncableServer,
     /// Channel/event templates, tried in order before the defaults.
     #[serde(default, rename = "map")]
     pub maps: Vec<MapRule>,
@@ -276,14 +279,27 @@ pub struct Upstream {
     /// learnt from its first ping.
     #[serde(default)]
     pub protocol_version: Option<u8>,
+    /// Action Cable upstream: the `Origin` sent on the upgrade (Rails refuses upgrades
+    /// without an allowed one); unset: the client's own.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Action Cable upstream: the broadcast field whose string names the event.
+    #[serde(default = "default_event_field")]
+    pub event_field: String,
+}
+
+fn default_event_field() -> String {
+    "event".into()
 }
 
 /// `[route.upstream.credentials]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamCredentials {
-    /// STOMP upstream: where the client's bearer token goes: `passcode` (login from
-    /// `login`), `authorization` (header `Authorization: Bearer <token>`), or `none`.
+    /// Where the client's bearer token goes: `passcode` (STOMP CONNECT, login from
+    /// `login`), `authorization` (STOMP CONNECT header, or the Action Cable upgrade's
+    /// `Authorization: Bearer <token>`), `query:<name>` or `cookie:<name>` (Action Cable
+    /// upgrade), or `none`.
     pub token_as: Option<String>,
     /// STOMP upstream: fixed login to use (when the client gave none).
     pub login: Option<String>,
@@ -401,6 +417,15 @@ impl Default for SocketclusterServer {
             ping_timeout_ms: 20_000,
         }
     }
+}
+
+/// `[route.actioncable]`: the Action Cable server role.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActioncableServer {
+    /// Origins allowed to connect; when set, an upgrade without one of them gets HTTP 404,
+    /// as Rails answers it. Empty: any.
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[[route.map]]`: one template pair. `{name}` captures one path segment (no `/`), and
@@ -564,13 +589,18 @@ impl Config {
                     "passthrough needs client and upstream.dialect to be the same".into(),
                 ));
             }
-            if let Some(t) = r.upstream.credentials.token_as.as_deref()
-                && !matches!(t, "passcode" | "authorization" | "none")
-            {
-                return Err(bad(
-                    k("upstream.credentials.token_as"),
-                    "must be `passcode`, `authorization` or `none`".into(),
-                ));
+            if let Some(t) = r.upstream.credentials.token_as.as_deref() {
+                let named = |p: &str| t.strip_prefix(p).is_some_and(|n| !n.is_empty());
+                if !(matches!(t, "passcode" | "authorization" | "none")
+                    || named("query:")
+                    || named("cookie:"))
+                {
+                    return Err(bad(
+                        k("upstream.credentials.token_as"),
+                        "must be `passcode`, `authorization`, `none`, `query:<name>` or `cookie:<name>`"
+                            .into(),
+                    ));
+                }
             }
             if !matches!(r.upstream.ack_mode.as_str(), "auto" | "client-individual") {
                 return Err(bad(

@@ -223,6 +223,14 @@ impl Upgrader {
         };
         let accept = derive_accept_key(key.as_bytes());
         let ctx = self.ctx.clone();
+        if !ctx.allowed_origins.is_empty() {
+            let origin = req.headers().get(header::ORIGIN).map(HeaderValue::as_bytes);
+            if !origin.is_some_and(|o| ctx.allowed_origins.iter().any(|a| a.as_bytes() == o)) {
+                // As Rails answers a missing or foreign Origin.
+                m::handshake_failed("origin");
+                return text(StatusCode::NOT_FOUND, "Page not found\n");
+            }
+        }
         let protocol = negotiate(&req, ctx.client_spec.offers);
         let handshake = handshake_of(&req, Some(self.peer), protocol);
         let on_upgrade = hyper::upgrade::on(&mut req);

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, Mode, Route};
+use crate::dialect::actioncable::{self, client::CableClient, server::CableServer};
 use crate::dialect::pusher::{self, client::PusherClient, server::PusherServer};
 use crate::dialect::socketcluster::{self, client::ScClient, codec::Version, server::ScServer};
 use crate::dialect::socketio::{self, client::SocketioClient, server::SocketioServer};
 use crate::dialect::stomp::{self, client::StompClient, server::StompServer};
-use crate::dialect::{Dialect, Spec, actioncable};
+use crate::dialect::{Dialect, Spec};
 use crate::engine::Engine;
 use crate::handshake::{Transport, session_id};
 use crate::metrics::RouteMetrics;
@@ -60,6 +61,8 @@ pub struct Entry {
     pub check_server: RouteCheck,
     /// Checks of the route's upstream table when it is the upstream dialect.
     pub check_client: RouteCheck,
+    /// Origins the route's upgrades must come from (empty: any), from its dialect table.
+    pub allowed_origins: fn(&Route) -> Vec<String>,
 }
 
 /// Every dialect, one entry each.
@@ -71,7 +74,8 @@ pub static ENTRIES: &[Entry] = &[
         client: Some(stomp_client),
         client_message_limit: global_limit,
         check_server: no_checks,
-        check_client: no_checks,
+        check_client: stomp_client_checks,
+        allowed_origins: any_origin,
     },
     Entry {
         spec: &socketio::SPEC,
@@ -81,6 +85,7 @@ pub static ENTRIES: &[Entry] = &[
         client_message_limit: socketio_limit,
         check_server: socketio_checks,
         check_client: no_checks,
+        allowed_origins: any_origin,
     },
     Entry {
         spec: &pusher::SPEC,
@@ -90,6 +95,7 @@ pub static ENTRIES: &[Entry] = &[
         client_message_limit: global_limit,
         check_server: pusher_server_checks,
         check_client: pusher_client_checks,
+        allowed_origins: any_origin,
     },
     Entry {
         spec: &socketcluster::SPEC,
@@ -99,22 +105,19 @@ pub static ENTRIES: &[Entry] = &[
         client_message_limit: global_limit,
         check_server: sc_server_checks,
         check_client: sc_client_checks,
+        allowed_origins: any_origin,
     },
-    spec_only(&actioncable::SPEC),
-];
-
-/// A dialect whose folder has its data but no roles yet.
-const fn spec_only(spec: &'static Spec) -> Entry {
     Entry {
-        spec,
-        server: None,
+        spec: &actioncable::SPEC,
+        server: Some(cable_server),
         transport: None,
-        client: None,
+        client: Some(cable_client),
         client_message_limit: global_limit,
         check_server: no_checks,
-        check_client: no_checks,
-    }
-}
+        check_client: cable_client_checks,
+        allowed_origins: cable_origins,
+    },
+];
 
 /// The entry of a dialect.
 pub fn entry(d: Dialect) -> Option<&'static Entry> {
@@ -252,9 +255,14 @@ pub fn route_ctx(
         max_message_size: limits.max_message_size,
         client_message_limit,
         idle_ping: limits.idle_ping(),
+        allowed_origins: (down.allowed_origins)(r),
     });
     let transport = down.transport.map(|t| t(ctx.clone()));
     Ok((ctx, transport))
+}
+
+fn any_origin(_: &Route) -> Vec<String> {
+    Vec::new()
 }
 
 fn global_limit(_: &Route, s: Shared<'_>) -> usize {
@@ -528,6 +536,68 @@ fn sc_client_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
     }
 }
 
+fn stomp_client_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
+    match r.upstream.credentials.token_as.as_deref() {
+        Some(t) if t.starts_with("query:") || t.starts_with("cookie:") => Err((
+            "upstream.credentials.token_as".into(),
+            "a STOMP broker takes the token in CONNECT: `passcode`, `authorization` or `none`"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+// --- Action Cable --------------------------------------------------------------------------
+
+fn cable_server(_: &Route, _: Shared<'_>) -> ServerFactory {
+    let settings = actioncable::server::Settings::default();
+    Arc::new(move |hs, now| {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Box::new(CableServer::new(settings.clone(), hs, unix, now))
+    })
+}
+
+fn cable_origins(r: &Route) -> Vec<String> {
+    r.actioncable.allowed_origins.clone()
+}
+
+fn cable_client(r: &Route, s: Shared<'_>) -> ClientFactory {
+    use actioncable::client::TokenAs;
+    let up = &r.upstream;
+    let token_as = match up.credentials.token_as.as_deref() {
+        Some("authorization") => TokenAs::Authorization,
+        Some("none") => TokenAs::None,
+        Some(t) if t.starts_with("cookie:") => {
+            TokenAs::Cookie(t.trim_start_matches("cookie:").to_owned())
+        }
+        Some(t) if t.starts_with("query:") => {
+            TokenAs::Query(t.trim_start_matches("query:").to_owned())
+        }
+        _ => TokenAs::Query("token".into()),
+    };
+    let settings = actioncable::client::Settings {
+        token_as,
+        origin: up.origin.clone(),
+        event_field: up.event_field.clone(),
+        max_queued_bytes: pending_budget(s.config.limits.max_message_size),
+        ..Default::default()
+    };
+    Arc::new(move |credentials| Box::new(CableClient::new(settings.clone(), credentials)))
+}
+
+fn cable_client_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
+    if r.upstream.credentials.token_as.as_deref() == Some("passcode") {
+        return Err((
+            "upstream.credentials.token_as".into(),
+            "Action Cable takes the token at the upgrade: `query:<name>`, `cookie:<name>`,              `authorization` or `none`"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,26 +613,6 @@ mod tests {
             );
         }
         assert_eq!(ENTRIES.len(), Dialect::ALL.len());
-    }
-
-    #[test]
-    fn a_dialect_without_roles_is_refused_from_the_registry() {
-        {
-            let name = "actioncable";
-            let text = MINIMAL.replace("client = \"stomp\"", &format!("client = \"{name}\""));
-            let ConfigError::Invalid { key, line, reason } = from_toml(&text).unwrap_err() else {
-                panic!()
-            };
-            assert_eq!(key, "route.0.client");
-            assert_eq!(line, Some(9));
-            assert!(reason.contains("no server role"), "{reason}");
-            let text = MINIMAL.replace("dialect = \"socketio\"", &format!("dialect = \"{name}\""));
-            let ConfigError::Invalid { key, reason, .. } = from_toml(&text).unwrap_err() else {
-                panic!()
-            };
-            assert_eq!(key, "route.0.upstream.dialect");
-            assert!(reason.contains("no client role"), "{reason}");
-        }
     }
 
     #[test]

@@ -501,6 +501,8 @@ pub struct RouteCtx {
     /// A WebSocket ping after this much silence on a leg whose protocol has no heartbeat
     /// (then a dead peer is one silent for twice this); `None`: off.
     pub idle_ping: Option<Duration>,
+    /// Origins upgrades must come from; empty: any.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The byte budget for operations held before the upstream is ready; see
@@ -1570,6 +1572,7 @@ mod tests {
             max_message_size: 1 << 20,
             client_message_limit: 1 << 20,
             idle_ping: None,
+            allowed_origins: Vec::new(),
         });
         let (a, b) = tokio::io::duplex(1 << 16);
         let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;

@@ -1,6 +1,8 @@
-//! Rails Action Cable (`actioncable-v1-json`): what the registry knows of it. It has no codec and no roles yet, so
-//! `switchboard check` refuses a route that names it; its codec and roles land here, beside
-//! this data.
+//! Rails Action Cable (`actioncable-v1-json`): the message codec and both roles.
+
+pub mod client;
+pub mod codec;
+pub mod server;
 
 use crate::dialect::{Caps, Dialect, Naming, Spec};
 

@@ -1,0 +1,197 @@
+use super::*;
+
+fn role() -> CableServer {
+    let hs = Handshake {
+        path: "/cable".into(),
+        query: "token=good-token".into(),
+        subprotocol: Some("actioncable-v1-json"),
+        ..Default::default()
+    };
+    CableServer::new(Settings::default(), &hs, 1_700_000_000, Instant::now())
+}
+
+fn texts(out: &ServerOut) -> Vec<String> {
+    out.to_client
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.bytes()).into_owned())
+        .collect()
+}
+
+fn feed(r: &mut CableServer, s: &str) -> ServerOut {
+    let mut out = ServerOut::default();
+    r.on_client(
+        WsMsg::Text(Bytes::from(s.to_owned())),
+        Instant::now(),
+        &mut out,
+    );
+    out
+}
+
+fn backend(r: &mut CableServer, ev: BackendEvent) -> ServerOut {
+    let mut out = ServerOut::default();
+    r.on_backend(ev, Instant::now(), &mut out);
+    out
+}
+
+fn open() -> CableServer {
+    let mut r = role();
+    let mut out = ServerOut::default();
+    r.on_start(Instant::now(), &mut out);
+    let [ClientOp::Connect { credentials }] = out.ops.as_slice() else {
+        panic!()
+    };
+    assert_eq!(credentials.token.as_deref(), Some(&b"good-token"[..]));
+    assert!(
+        out.to_client.is_empty(),
+        "welcome once the backend took the connection"
+    );
+    assert_eq!(
+        texts(&backend(&mut r, BackendEvent::Ready { session: None })),
+        [r#"{"type":"welcome"}"#]
+    );
+    r
+}
+
+const ROOM: &str =
+    r#"{"command":"subscribe","identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":7}"}"#;
+
+#[test]
+fn welcome_and_pings_with_the_time() {
+    let mut r = open();
+    assert_eq!(r.keepalive().send_every, Some(Duration::from_secs(3)));
+    assert_eq!(
+        r.heartbeat(),
+        Some(WsMsg::Text(Bytes::from_static(
+            br#"{"type":"ping","message":1700000003}"#
+        )))
+    );
+}
+
+#[test]
+fn subscriptions_confirm_with_the_clients_own_identifier() {
+    let mut r = open();
+    let out = feed(&mut r, ROOM);
+    let [
+        ClientOp::Subscribe {
+            sub,
+            channel,
+            params,
+        },
+    ] = out.ops.as_slice()
+    else {
+        panic!("{:?}", out.ops)
+    };
+    assert_eq!(channel, "Chats::RoomChannel");
+    assert_eq!(params.data.as_ref().unwrap().data, r#"{"id":7}"#);
+    let sub = *sub;
+    // The JS client's re-send with the id as a string is the same subscription.
+    let again = feed(
+        &mut r,
+        r#"{"command":"subscribe","identifier":"{\"id\":\"7\",\"channel\":\"Chats::RoomChannel\"}"}"#,
+    );
+    assert!(again.ops.is_empty() && again.to_client.is_empty());
+    let out = backend(&mut r, BackendEvent::Subscribed { sub, data: None });
+    assert_eq!(
+        texts(&out),
+        [
+            r#"{"identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":7}","type":"confirm_subscription"}"#
+        ]
+    );
+    let out = backend(
+        &mut r,
+        BackendEvent::Message {
+            sub: Some(sub),
+            channel: Bytes::from("Chats::RoomChannel"),
+            event: Some(Bytes::from("newMessage")),
+            args: vec![],
+            payload: Payload::json(Bytes::from(r#"{"event":"newMessage","message":{"id":1}}"#)),
+            meta: vec![],
+            ack: None,
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [
+            r#"{"identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":7}","message":{"event":"newMessage","message":{"id":1}}}"#
+        ]
+    );
+    let out = feed(
+        &mut r,
+        r#"{"command":"message","identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":7}","data":"{\"body\":\"hi\",\"action\":\"sendMessage\"}"}"#,
+    );
+    let [
+        ClientOp::Publish {
+            event,
+            payload,
+            sub: Some(s),
+            ..
+        },
+    ] = out.ops.as_slice()
+    else {
+        panic!("{:?}", out.ops)
+    };
+    assert_eq!(event.as_deref(), Some(&b"sendMessage"[..]));
+    assert_eq!(payload.data, r#"{"body":"hi","action":"sendMessage"}"#);
+    assert_eq!(*s, sub);
+    let out = feed(
+        &mut r,
+        r#"{"command":"unsubscribe","identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":\"7\"}"}"#,
+    );
+    assert_eq!(out.ops, vec![ClientOp::Unsubscribe { sub }]);
+}
+
+#[test]
+fn rejections_and_bad_commands() {
+    let mut r = open();
+    let out = feed(&mut r, ROOM);
+    let [ClientOp::Subscribe { sub, .. }] = out.ops.as_slice() else {
+        panic!()
+    };
+    let out = backend(
+        &mut r,
+        BackendEvent::SubscribeFailed {
+            sub: *sub,
+            reason: ErrorInfo::new(ErrorKind::Unauthorized, "no"),
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [
+            r#"{"identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":7}","type":"reject_subscription"}"#
+        ]
+    );
+    // An identifier that is not JSON names no channel: rejected, echoed as sent.
+    let out = feed(&mut r, r#"{"command":"subscribe","identifier":"not json"}"#);
+    assert_eq!(
+        texts(&out),
+        [r#"{"identifier":"not json","type":"reject_subscription"}"#]
+    );
+    // Unknown commands are ignored, as Rails does.
+    let out = feed(&mut r, r#"{"command":"dance","identifier":"{}"}"#);
+    assert!(out.to_client.is_empty() && out.ops.is_empty() && out.close.is_none());
+    let out = feed(&mut r, "not json");
+    assert_eq!(
+        texts(&out),
+        [r#"{"type":"disconnect","reason":"invalid_request","reconnect":false}"#]
+    );
+}
+
+#[test]
+fn disconnects_say_whether_to_reconnect() {
+    let mut r = open();
+    let out = backend(
+        &mut r,
+        BackendEvent::Error(ErrorInfo::new(ErrorKind::Unauthorized, "bad token")),
+    );
+    assert_eq!(
+        texts(&out),
+        [r#"{"type":"disconnect","reason":"unauthorized","reconnect":false}"#]
+    );
+    let mut r = open();
+    let mut out = ServerOut::default();
+    r.on_upstream_lost(ErrorInfo::new(ErrorKind::Unavailable, "gone"), &mut out);
+    assert_eq!(
+        texts(&out),
+        [r#"{"type":"disconnect","reason":"server_restart","reconnect":true}"#]
+    );
+}
