@@ -1,0 +1,422 @@
+//! Rails Action Cable through Switchboard, against real peers (`tests/peers`): a standalone
+//! Rails Action Cable 6.1 server on puma with the community vendor's channels
+//! (tests/peers/actioncable), @rails/actioncable 8.1 clients (cable_driver.js),
+//! @stomp/stompjs 7.5, socket.io-client 4.8, the socket.io 4.8 test backend and RabbitMQ.
+//!
+//! One Rails server, one socket.io backend and one proxy serve the main test, whose
+//! scenarios run concurrently with their own drivers and names; RabbitMQ and the killed
+//! server have tests of their own.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(10);
+const SECRET: &str = "test-secret";
+
+/// Routes on one listener:
+/// - `/cable`: Action Cable clients → Rails (token in `?token=`, as the client gave it);
+/// - `/ws`: STOMP clients → Rails, token as `Authorization`, identifier templates;
+/// - `/socket.io/`: Socket.IO clients → Rails, token in the `member_token` cookie;
+/// - `/sio/cable`: Action Cable clients → the socket.io backend.
+fn config(proxy: u16, cable: u16, sio: u16) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "ac-ac"
+listen = "127.0.0.1:{proxy}"
+client = "actioncable"
+[route.upstream]
+url = "ws://127.0.0.1:{cable}/cable"
+dialect = "actioncable"
+origin = "http://127.0.0.1"
+[route.upstream.credentials]
+token_as = "query:token"
+
+[[route]]
+name = "stomp-ac"
+listen = "127.0.0.1:{proxy}"
+client = "stomp"
+[route.upstream]
+url = "ws://127.0.0.1:{cable}/cable"
+dialect = "actioncable"
+origin = "http://127.0.0.1"
+[route.upstream.credentials]
+token_as = "authorization"
+[[route.map]]
+client = "/topic/chat-room/{{id}}"
+upstream = "Chats::RoomChannel"
+upstream_params = {{ id = "{{id}}" }}
+[[route.map]]
+client = "/topic/notifications"
+upstream = "NotificationChannel"
+
+[[route]]
+name = "sio-ac"
+listen = "127.0.0.1:{proxy}"
+client = "socketio"
+[route.upstream]
+url = "ws://127.0.0.1:{cable}/cable"
+dialect = "actioncable"
+origin = "http://127.0.0.1"
+[route.upstream.credentials]
+token_as = "cookie:member_token"
+[[route.map]]
+client = "chat-room-{{id}}"
+upstream = "Chats::RoomChannel"
+upstream_params = {{ id = "{{id}}" }}
+
+[[route]]
+name = "ac-sio"
+listen = "127.0.0.1:{proxy}"
+path = "/sio/cable"
+client = "actioncable"
+[route.upstream]
+url = "ws://127.0.0.1:{sio}/socket.io/"
+dialect = "socketio"
+[[route.map]]
+client = "Chats::RoomChannel"
+client_params = {{ id = "{{id}}" }}
+upstream = "chat-room-{{id}}"
+"#,
+        admin = free_port(),
+    )
+}
+
+struct Env {
+    cable: Cable,
+    proxy: u16,
+    sio: u16,
+}
+
+impl Env {
+    /// An @rails/actioncable consumer of the proxy's Action Cable → Rails route.
+    fn connect(&self, c: &str, token: &str) -> Value {
+        json!({"op":"connect","c":c,"url":format!("ws://127.0.0.1:{}/cable?token={token}", self.proxy)})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actioncable_through_switchboard() {
+    ensure_npm();
+    let cable = start_cable();
+    let (_sio, sio) = start_sio_backend(&[]);
+    let proxy = free_port();
+    let _p = Proxy::start(&config(proxy, cable.port, sio)).await;
+    let e = Env { cable, proxy, sio };
+    let e = &e;
+    tokio::join!(
+        notifications(e),
+        chat_room(e),
+        rejected_room_and_bad_token(e),
+        stomp_with_templates(e),
+        socketio_with_templates(e),
+        actioncable_to_socketio(e),
+        bad_commands(e),
+    );
+}
+
+/// The guide's notifications through the proxy: per-member stream, events as sent.
+async fn notifications(e: &Env) {
+    let mut d = Driver::cable().await;
+    d.send(e.connect("n1", CABLE_TOKEN_M1)).await;
+    cable_connected(&mut d, "n1").await;
+    let id = json!({"channel": "NotificationChannel"});
+    cable_subscribe(&mut d, "n1", id.clone()).await;
+    let n = json!({"event": "newNotification", "notification": {"id": 101, "text": "Ann replied"}});
+    e.cable.broadcast("notifications:m1", n.clone()).await;
+    assert_eq!(
+        cable_received(&mut d, "n1", &id, |m| m["event"] == "newNotification").await,
+        n
+    );
+    e.cable
+        .broadcast(
+            "notification-channel-m1",
+            json!({"event": "updateNewNotificationCount", "new_notifications_count": 3}),
+        )
+        .await;
+    let got = cable_received(&mut d, "n1", &id, |m| {
+        m["event"] == "updateNewNotificationCount"
+    })
+    .await;
+    assert_eq!(got["new_notifications_count"], 3);
+}
+
+/// A chat room: a perform reaches Rails with the member's identity; the broadcast reaches
+/// both members; a re-subscribe with the id as a number is the same subscription.
+async fn chat_room(e: &Env) {
+    let mut d = Driver::cable().await;
+    d.send(e.connect("r1", CABLE_TOKEN_M1)).await;
+    d.send(e.connect("r2", CABLE_TOKEN_M2)).await;
+    cable_connected(&mut d, "r1").await;
+    cable_connected(&mut d, "r2").await;
+    let room = json!({"channel": "Chats::RoomChannel", "id": "77"});
+    cable_subscribe(&mut d, "r1", room.clone()).await;
+    cable_subscribe(&mut d, "r2", room.clone()).await;
+    d.send(
+        json!({"op":"perform","c":"r1","identifier":room,"action":"sendMessage",
+        "data":{"body":"hello room","creation_uuid":"u-77"}}),
+    )
+    .await;
+    for c in ["r2", "r1"] {
+        let got = cable_received(&mut d, c, &room, |m| m["event"] == "newMessage").await;
+        assert_eq!(got["message"]["body"], "hello room", "{got}");
+        assert_eq!(got["message"]["sender"]["id"], "m1", "{got}");
+    }
+    let performed = e.cable.performed().await;
+    assert!(
+        performed
+            .iter()
+            .any(|p| p["member"] == "m1" && p["data"]["creation_uuid"] == "u-77"),
+        "{performed:?}"
+    );
+}
+
+/// A rejected room and a bad token, each in Action Cable's own words.
+async fn rejected_room_and_bad_token(e: &Env) {
+    let mut d = Driver::cable().await;
+    d.send(e.connect("x", CABLE_TOKEN_M3)).await;
+    cable_connected(&mut d, "x").await;
+    let forbidden = json!({"channel": "Chats::RoomChannel", "id": "forbidden"});
+    d.send(json!({"op":"subscribe","c":"x","identifier":forbidden}))
+        .await;
+    let a = cable_subscription_answer(&mut d, "x", &forbidden).await;
+    assert_eq!(a["ev"], "reject", "{a}");
+    d.send(e.connect("bad", "stolen")).await;
+    let gone = d.expect_ev(T, "bad", "disconnected").await;
+    assert_eq!(gone["reason"], "unauthorized", "{gone}");
+    assert_eq!(gone["reconnect"], false, "{gone}");
+}
+
+/// @stomp/stompjs on Rails with identifier templates: subscribe, deliveries named by the
+/// broadcast's event, perform by SEND with `event:<action>`, a rejected room as ERROR.
+async fn stomp_with_templates(e: &Env) {
+    let mut s = Driver::stomp().await;
+    s.send(
+        json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{}/ws", e.proxy),
+        "wsHeaders":{"Authorization":format!("Bearer {CABLE_TOKEN_M2}")}}),
+    )
+    .await;
+    s.expect_ev(T, "st", "connected").await;
+    for (id, dest) in [("0", "/topic/chat-room/88"), ("1", "/topic/notifications")] {
+        let r = format!("sub-{id}");
+        s.send(
+            json!({"op":"subscribe","c":"st","id":id,"destination":dest,"headers":{"receipt":r}}),
+        )
+        .await;
+        s.expect(T, |v| {
+            v["c"] == "st" && v["ev"] == "receipt" && v["id"] == r.as_str()
+        })
+        .await;
+    }
+    s.send(
+        json!({"op":"send","c":"st","destination":"/topic/chat-room/88",
+        "headers":{"event":"sendMessage","content-type":"application/json","receipt":"said"},
+        "body":"{\"body\":\"from stomp\"}"}),
+    )
+    .await;
+    s.expect(T, |v| {
+        v["c"] == "st" && v["ev"] == "receipt" && v["id"] == "said"
+    })
+    .await;
+    let m = s
+        .expect(T, |v| {
+            v["c"] == "st" && v["ev"] == "message" && v["headers"]["event"] == "newMessage"
+        })
+        .await;
+    assert_eq!(m["destination"], "/topic/chat-room/88", "{m}");
+    let body: Value = serde_json::from_str(m["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["message"]["body"], "from stomp", "{body}");
+    assert_eq!(body["message"]["sender"]["id"], "m2", "{body}");
+    e.cable
+        .broadcast(
+            "notifications:m2",
+            json!({"event": "newNotification", "n": 1}),
+        )
+        .await;
+    let m = s
+        .expect(T, |v| {
+            v["c"] == "st" && v["ev"] == "message" && v["headers"]["event"] == "newNotification"
+        })
+        .await;
+    assert_eq!(m["destination"], "/topic/notifications", "{m}");
+    s.send(json!({"op":"subscribe","c":"st","id":"2","destination":"/topic/chat-room/forbidden"}))
+        .await;
+    let err = s.expect_ev(T, "st", "error").await;
+    assert!(
+        err["headers"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected"),
+        "{err}"
+    );
+}
+
+/// socket.io-client on Rails (token in a cookie): subscribe with the convention, the
+/// broadcast's event as the Socket.IO event, an emit as a perform.
+async fn socketio_with_templates(e: &Env) {
+    let mut d = Driver::sio().await;
+    d.send(
+        json!({"op":"connect","c":"io","url":format!("http://127.0.0.1:{}", e.proxy),
+        "auth":{"token":CABLE_TOKEN_M3},"transports":["websocket"]}),
+    )
+    .await;
+    d.expect_ev(T, "io", "connect").await;
+    d.send(json!({"op":"emit","c":"io","event":"subscribe","args":[{"topic":"chat-room-99"}],"ack":true,"reqId":1}))
+        .await;
+    let ack = d
+        .expect(T, |v| v["c"] == "io" && v["ev"] == "ack" && v["reqId"] == 1)
+        .await;
+    assert_eq!(ack["args"], json!([null]), "{ack}");
+    d.send(json!({"op":"emit","c":"io","event":"chat-room-99","args":[{"body":"from io"}]}))
+        .await;
+    // Without an event name the emit performs `receive`; a named one is the action.
+    e.cable
+        .broadcast(
+            "chat_room:99",
+            json!({"event": "chatRoomCreated", "room": {"id": 99}}),
+        )
+        .await;
+    let ev = d
+        .expect(T, |v| {
+            v["c"] == "io" && v["ev"] == "event" && v["event"] == "chatRoomCreated"
+        })
+        .await;
+    assert_eq!(ev["args"][0]["room"]["id"], 99, "{ev}");
+    let performed = e.cable.performed().await;
+    assert!(
+        performed
+            .iter()
+            .any(|p| p["member"] == "m3" && p["data"]["body"] == "from io"),
+        "the emit was performed on the room: {performed:?}"
+    );
+}
+
+/// @rails/actioncable on the socket.io backend: an identifier template names the event.
+async fn actioncable_to_socketio(e: &Env) {
+    let mut d = Driver::cable().await;
+    let token = jwt("acuser", SECRET);
+    d.send(json!({"op":"connect","c":"as","url":format!("ws://127.0.0.1:{}/sio/cable?token={token}", e.proxy)}))
+        .await;
+    cable_connected(&mut d, "as").await;
+    let room = json!({"channel": "Chats::RoomChannel", "id": 5});
+    cable_subscribe(&mut d, "as", room.clone()).await;
+    sio_control_emit(
+        e.sio,
+        "chat-room-5",
+        json!([{"event":"newMessage","body":"x"}]),
+        Some("acuser"),
+    )
+    .await;
+    let got = cable_received(&mut d, "as", &room, |m| m["event"] == "newMessage").await;
+    assert_eq!(got["body"], "x");
+}
+
+/// Malformed commands get Action Cable's answers; others go on.
+async fn bad_commands(e: &Env) {
+    let mut d = Driver::cable().await;
+    d.send(e.connect("bad2", CABLE_TOKEN_M1)).await;
+    cable_connected(&mut d, "bad2").await;
+    d.send(json!({"op":"raw_send","c":"bad2","data":"{\"command\":\"subscribe\",\"identifier\":\"not json\"}"}))
+        .await;
+    d.send(
+        json!({"op":"raw_send","c":"bad2","data":"{\"command\":\"dance\",\"identifier\":\"{}\"}"}),
+    )
+    .await;
+    // Still serving this client.
+    cable_subscribe(&mut d, "bad2", json!({"channel": "NotificationChannel"})).await;
+    d.send(json!({"op":"raw_send","c":"bad2","data":"not json at all"}))
+        .await;
+    let gone = d.expect_ev(T, "bad2", "disconnected").await;
+    assert_eq!(gone["reason"], "invalid_request", "{gone}");
+}
+
+/// The Rails server killed mid-session: an Action Cable client is told to reconnect
+/// (server_restart), a STOMP client gets its ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_rails_server_gets_clients_a_retryable_close() {
+    ensure_npm();
+    let mut cable = start_cable();
+    let (_sio, sio) = start_sio_backend(&[]);
+    let proxy = free_port();
+    let _p = Proxy::start(&config(proxy, cable.port, sio)).await;
+    let mut d = Driver::cable().await;
+    d.send(json!({"op":"connect","c":"k","url":format!("ws://127.0.0.1:{proxy}/cable?token={CABLE_TOKEN_M1}")}))
+        .await;
+    cable_connected(&mut d, "k").await;
+    let mut s = Driver::stomp().await;
+    s.send(
+        json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{proxy}/ws"),
+        "wsHeaders":{"Authorization":format!("Bearer {CABLE_TOKEN_M1}")}}),
+    )
+    .await;
+    s.expect_ev(T, "st", "connected").await;
+    cable.child().kill();
+    let gone = d.expect_ev(T, "k", "disconnected").await;
+    assert_eq!(gone["reason"], "server_restart", "{gone}");
+    assert_eq!(gone["reconnect"], true, "{gone}");
+    let err = s.expect_ev(T, "st", "error").await;
+    assert!(
+        err["headers"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream"),
+        "{err}"
+    );
+}
+
+/// @rails/actioncable on RabbitMQ: a channel is a topic; what a STOMP client publishes
+/// arrives as the subscription's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actioncable_hears_a_stomp_broker() {
+    ensure_npm();
+    let Some(rabbit) = start_rabbitmq() else {
+        return;
+    };
+    let proxy = free_port();
+    let _p = Proxy::start(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "ac-rabbit"
+listen = "127.0.0.1:{proxy}"
+client = "actioncable"
+[route.upstream]
+url = "{url}"
+dialect = "stomp"
+[route.upstream.credentials]
+login = "guest"
+passcode = "guest"
+"#,
+        admin = free_port(),
+        url = rabbit.ws_url(),
+    ))
+    .await;
+    let mut d = Driver::cable().await;
+    d.send(json!({"op":"connect","c":"rb","url":format!("ws://127.0.0.1:{proxy}/cable")}))
+        .await;
+    cable_connected(&mut d, "rb").await;
+    let id = json!({"channel": "alerts.desk"});
+    cable_subscribe(&mut d, "rb", id.clone()).await;
+    let mut s = Driver::stomp().await;
+    s.send(json!({"op":"connect","c":"pub","url":rabbit.ws_url(),
+        "headers":{"login":"guest","passcode":"guest","host":"/"}}))
+        .await;
+    s.expect_ev(T, "pub", "connected").await;
+    s.send(json!({"op":"send","c":"pub","destination":"/topic/alerts.desk",
+        "headers":{"content-type":"application/json","receipt":"r"},"body":"{\"event\":\"alert\",\"level\":2}"}))
+        .await;
+    s.expect(T, |v| v["c"] == "pub" && v["ev"] == "receipt")
+        .await;
+    let got = cable_received(&mut d, "rb", &id, |m| m["event"] == "alert").await;
+    assert_eq!(got["level"], 2);
+}
