@@ -33,6 +33,8 @@ listen = "127.0.0.1:{admin}"
 name = "ac-ac"
 listen = "127.0.0.1:{proxy}"
 client = "actioncable"
+[route.actioncable]
+allowed_origins = ["http://127.0.0.1"]
 [route.upstream]
 url = "ws://127.0.0.1:{cable}/cable"
 dialect = "actioncable"
@@ -68,6 +70,19 @@ dialect = "actioncable"
 origin = "http://127.0.0.1"
 [route.upstream.credentials]
 token_as = "cookie:member_token"
+[[route.map]]
+client = "chat-room-{{id}}"
+upstream = "Chats::RoomChannel"
+upstream_params = {{ id = "{{id}}" }}
+
+[[route]]
+name = "sc-ac"
+listen = "127.0.0.1:{proxy}"
+client = "socketcluster"
+[route.upstream]
+url = "ws://127.0.0.1:{cable}/cable"
+dialect = "actioncable"
+origin = "http://127.0.0.1"
 [[route.map]]
 client = "chat-room-{{id}}"
 upstream = "Chats::RoomChannel"
@@ -193,6 +208,31 @@ async fn rejected_room_and_bad_token(e: &Env) {
     let gone = d.expect_ev(T, "bad", "disconnected").await;
     assert_eq!(gone["reason"], "unauthorized", "{gone}");
     assert_eq!(gone["reconnect"], false, "{gone}");
+    // The route's allowed origins, checked at the upgrade as Rails does.
+    for (c, origin) in [
+        ("noorigin", Value::Null),
+        ("foreign", json!("https://evil.example")),
+    ] {
+        let mut cmd = e.connect(c, CABLE_TOKEN_M1);
+        cmd["origin"] = origin;
+        d.send(cmd).await;
+        let ev = d.expect_ev(T, c, "http_error").await;
+        assert_eq!(ev["status"], 404, "{ev}");
+    }
+    // A SocketCluster client's rejected room is an rid error.
+    let mut sc = Driver::sc().await;
+    let mut cmd = sc_connect_cmd("scx", e.proxy, 9, 1);
+    // The handshake's token is what Rails authenticates.
+    cmd["authToken"] = json!(CABLE_TOKEN_M1);
+    sc.send(cmd).await;
+    sc_connected(&mut sc, "scx").await;
+    sc.send(json!({"op":"subscribe","c":"scx","channel":"chat-room-forbidden"}))
+        .await;
+    let f = sc.expect_ev(T, "scx", "subscribeFail").await;
+    assert!(
+        f["error"]["message"].as_str().unwrap().contains("rejected"),
+        "{f}"
+    );
 }
 
 /// @stomp/stompjs on Rails with identifier templates: subscribe, deliveries named by the
@@ -257,6 +297,20 @@ async fn stomp_with_templates(e: &Env) {
             .contains("rejected"),
         "{err}"
     );
+    // A token Rails refuses at its `connect`: the STOMP client's own auth error.
+    s.send(
+        json!({"op":"connect","c":"st2","url":format!("ws://127.0.0.1:{}/ws", e.proxy),
+        "wsHeaders":{"Authorization":"Bearer stolen"}}),
+    )
+    .await;
+    let err = s.expect_ev(T, "st2", "error").await;
+    assert!(
+        err["headers"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unauthorized"),
+        "{err}"
+    );
 }
 
 /// socket.io-client on Rails (token in a cookie): subscribe with the convention, the
@@ -277,6 +331,13 @@ async fn socketio_with_templates(e: &Env) {
     assert_eq!(ack["args"], json!([null]), "{ack}");
     d.send(json!({"op":"emit","c":"io","event":"chat-room-99","args":[{"body":"from io"}]}))
         .await;
+    // A rejected room is an ack error.
+    d.send(json!({"op":"emit","c":"io","event":"subscribe","args":[{"topic":"chat-room-forbidden"}],"ack":true,"reqId":2}))
+        .await;
+    let ack = d
+        .expect(T, |v| v["c"] == "io" && v["ev"] == "ack" && v["reqId"] == 2)
+        .await;
+    assert!(ack["args"][0]["error"].is_object(), "{ack}");
     // Without an event name the emit performs `receive`; a named one is the action.
     e.cable
         .broadcast(
