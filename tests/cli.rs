@@ -37,12 +37,6 @@ fn check_reports_key_line_and_reason() {
             "invalid type",
         ),
         (
-            "dialect = \"socketio\"",
-            "dialect = \"socketcluster\"",
-            "route.0.upstream.dialect",
-            "has no client role yet",
-        ),
-        (
             "path = \"/ws\"",
             "path = \"ws\"",
             "route.0.path",
