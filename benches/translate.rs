@@ -395,8 +395,80 @@ fn socketcluster_and_socketio(c: &mut Criterion) {
     g.finish();
 }
 
+fn actioncable_and_stomp(c: &mut Criterion) {
+    use switchboard::dialect::actioncable::client::{self as ac, CableClient};
+    let now = Instant::now();
+    let mut r = route();
+    let mut client = CableClient::new(ac::Settings::default(), Credentials::default());
+    let mut cout = ClientOut::default();
+    client.on_backend(
+        WsMsg::Text(Bytes::from_static(br#"{"type":"welcome"}"#)),
+        now,
+        &mut cout,
+    );
+    let rules = vec![MapRule {
+        client: "/topic/chat-room/{id}".into(),
+        upstream: "Chats::RoomChannel".into(),
+        upstream_args: vec![],
+        event_from_key: false,
+        client_params: Default::default(),
+        upstream_params: [("id".to_owned(), "{id}".to_owned())].into(),
+    }];
+    let mut t = Translator::new(
+        Mapping::new(
+            &rules,
+            &switchboard::dialect::stomp::SPEC,
+            &switchboard::dialect::actioncable::SPEC,
+        )
+        .unwrap(),
+    );
+    let mut out = ServerOut::default();
+    r.server.on_client(
+        WsMsg::Text(Bytes::from_static(
+            b"SUBSCRIBE\nid:1\ndestination:/topic/chat-room/7\n\n\0",
+        )),
+        now,
+        &mut out,
+    );
+    for op in out.ops {
+        client.on_op(t.down_op(op).unwrap(), now, &mut cout);
+    }
+    let mut cout = ClientOut::default();
+    client.on_backend(
+        WsMsg::Text(Bytes::from_static(
+            br#"{"identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":\"7\"}","type":"confirm_subscription"}"#,
+        )),
+        now,
+        &mut cout,
+    );
+    for ev in cout.events {
+        let mut evs = Vec::new();
+        t.up_event(ev, &mut evs);
+        for ev in evs {
+            r.server.on_backend(ev, now, &mut ServerOut::default());
+        }
+    }
+    let send = Bytes::from(format!(
+        "SEND\ndestination:/topic/chat-room/7\nevent:sendMessage\ncontent-type:application/json\ncontent-length:{}\n\n{BODY}\0",
+        BODY.len()
+    ));
+    let broadcast = Bytes::from(format!(
+        r#"{{"identifier":"{{\"channel\":\"Chats::RoomChannel\",\"id\":\"7\"}}","message":{{"event":"newMessage","message":{BODY}}}}}"#
+    ));
+    let mut g = c.benchmark_group("stomp_actioncable");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("send_to_perform", |b| {
+        b.iter(|| std::hint::black_box(down(&mut r.server, &mut t, &mut client, &send)))
+    });
+    g.bench_function("broadcast_to_message", |b| {
+        b.iter(|| std::hint::black_box(up(&mut client, &mut t, &mut r.server, &broadcast)))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    actioncable_and_stomp,
     socketcluster_and_socketio,
     stomp_to_socketio,
     socketio_to_stomp,
