@@ -608,9 +608,10 @@ impl ServerRole for ScServer {
                 };
                 self.close(code, &msg, out);
             }
-            BackendEvent::Closing { reason, .. } => {
+            BackendEvent::Closing { reason, retry } => {
                 let msg = String::from_utf8_lossy(&reason.message).into_owned();
-                self.close(1011, &msg, out);
+                // 4500 and up: SocketCluster clients do not reconnect.
+                self.close(if retry { 1011 } else { 4500 }, &msg, out);
             }
         }
     }
