@@ -15,6 +15,11 @@
 //   - `echo`: re-emitted to the sender only as `echo` with the same args (binary included);
 //     ack (if asked) `{ok:true, event, args}`.
 //   - `no_ack`: recorded, never acked (for ack timeouts).
+//   - `registerUser` / `sendMessageToChannel`: the SMS vendor's procedures as a Socket.IO
+//     backend would serve them: registerUser acks {error: '{"urn":"urn:session:sio-<n>"}'}
+//     (the guide's answer lives in SocketCluster's first callback slot), and
+//     sendMessageToChannel {text, userUrn} emits event <urn> {text, from:userUrn, to:<urn>}
+//     to the sender and acks {ok:true}.
 //   - `flood`: only counted (see GET /control/counts), for load from a test.
 //   - any other event: ack (if asked) `{ok:true, event, args}`.
 //   Every client event is recorded (see GET /control/received).
@@ -84,6 +89,7 @@ function fromJson(v) {
 // --- state ---------------------------------------------------------------------------------
 const received = [];
 const counts = {};
+let sessions = 0;
 const BROADCAST_EVENTS = new Set(['message_created', 'message_updated', 'message_deleted']);
 const NAMESPACES = ['/', '/admin'];
 
@@ -210,6 +216,18 @@ function onConnection(socket) {
     received.push({ sub, event, args: toJson(args), namespace: nsp.name, id: socket.id });
     log('event', nsp.name, socket.id, event, ack ? '(ack)' : '');
     if (event === 'no_ack') return;
+    if (event === 'registerUser') {
+      socket.data.urn = `urn:session:sio-${++sessions}`;
+      if (ack) ack({ error: JSON.stringify({ urn: socket.data.urn }) });
+      return;
+    }
+    if (event === 'sendMessageToChannel') {
+      const m = args[0] || {};
+      const urn = socket.data.urn || m.userUrn;
+      socket.emit(urn, { text: m.text, from: m.userUrn, to: urn });
+      if (ack) ack({ ok: true });
+      return;
+    }
     if (BROADCAST_EVENTS.has(event)) {
       nsp.emit(event, ...args);
       if (ack) ack({ ok: true, event });

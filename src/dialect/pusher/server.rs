@@ -600,10 +600,11 @@ impl ServerRole for PusherServer {
             }
             BackendEvent::Closing { reason, retry } => {
                 let msg = String::from_utf8_lossy(&reason.message).into_owned();
-                let code = if retry {
-                    4200
-                } else {
-                    Self::close_for(&reason)
+                // 4000–4099: pusher-js does not reconnect as is.
+                let code = match (retry, reason.kind) {
+                    (true, _) => 4200,
+                    (false, ErrorKind::Unauthorized) => 4009,
+                    (false, _) => 4099,
                 };
                 self.fatal(&msg, code, out);
             }

@@ -470,7 +470,9 @@ fn json_of(p: &Payload, copied: &mut u64) -> Bytes {
     }
 }
 
-/// The error object of an answer shaped `{"error":{..}}` (the Socket.IO convention).
+/// The error slot of an answer shaped `{"error":..}` (the Socket.IO convention: an error
+/// object, or whatever value a backend answers there, as the SMS guide's does with a
+/// string); `null` is no error.
 fn error_slot(p: &Payload) -> Option<Bytes> {
     if p.kind != PayloadKind::Json || !p.data.starts_with(b"{") {
         return None;
@@ -481,9 +483,7 @@ fn error_slot(p: &Payload) -> Option<Bytes> {
         return None;
     }
     let e = map.get("error")?;
-    e.get()
-        .starts_with('{')
-        .then(|| p.data.slice_ref(e.get().as_bytes()))
+    (e.get() != "null").then(|| p.data.slice_ref(e.get().as_bytes()))
 }
 
 fn error_name(e: &ErrorInfo) -> &'static str {
