@@ -89,6 +89,24 @@ upstream = "Chats::RoomChannel"
 upstream_params = {{ id = "{{id}}" }}
 
 [[route]]
+name = "pusher-ac"
+listen = "127.0.0.1:{proxy}"
+client = "pusher"
+[route.pusher]
+app_key = "{PUSHER_APP_KEY}"
+app_secret = "{PUSHER_APP_SECRET}"
+[route.upstream]
+url = "ws://127.0.0.1:{cable}/cable"
+dialect = "actioncable"
+origin = "http://127.0.0.1"
+[route.upstream.credentials]
+token_as = "authorization"
+[[route.map]]
+client = "chat-room-{{id}}"
+upstream = "Chats::RoomChannel"
+upstream_params = {{ id = "{{id}}" }}
+
+[[route]]
 name = "ac-sio"
 listen = "127.0.0.1:{proxy}"
 path = "/sio/cable"
@@ -233,6 +251,32 @@ async fn rejected_room_and_bad_token(e: &Env) {
         f["error"]["message"].as_str().unwrap().contains("rejected"),
         "{f}"
     );
+    // A Pusher client's: subscription_error; its allowed room delivers Rails' broadcasts.
+    let mut p = Driver::pusher().await;
+    let mut cmd = pusher_connect_cmd("px", e.proxy);
+    cmd["headers"] = json!({"Authorization": format!("Bearer {CABLE_TOKEN_M2}")});
+    p.send(cmd).await;
+    pusher_connected(&mut p, "px").await;
+    p.send(json!({"op":"subscribe","c":"px","channel":"chat-room-forbidden"}))
+        .await;
+    let r = pusher_subscribed(&mut p, "px", "chat-room-forbidden").await;
+    assert_eq!(r["ev"], "subscription_error", "{r}");
+    p.send(json!({"op":"subscribe","c":"px","channel":"chat-room-55"}))
+        .await;
+    let ok = pusher_subscribed(&mut p, "px", "chat-room-55").await;
+    assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
+    e.cable
+        .broadcast(
+            "chat_room:55",
+            json!({"event": "newMessage", "message": {"id": 3}}),
+        )
+        .await;
+    let ev = p
+        .expect(T, |v| {
+            v["c"] == "px" && v["ev"] == "event" && v["event"] == "newMessage"
+        })
+        .await;
+    assert_eq!(ev["data"]["message"]["id"], 3, "{ev}");
 }
 
 /// @stomp/stompjs on Rails with identifier templates: subscribe, deliveries named by the
