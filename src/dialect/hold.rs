@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use crate::frame::ClientOp;
+use crate::frame::{ClientOp, ErrorInfo};
 
 /// Why [`HoldQueue::push`] refused an op. The texts are the session's; a role that words
 /// it differently matches on the variant.
@@ -97,6 +97,31 @@ impl HoldQueue {
     /// [`ClientOp::held_bytes`] of everything held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+/// Answer an operation that will never be carried out: a subscription fails, a publish
+/// that wanted an answer gets `e`; the rest need no answer.
+pub fn refuse(op: ClientOp, e: ErrorInfo, out: &mut crate::dialect::ClientOut) {
+    use crate::frame::{BackendEvent, Reply};
+    match op {
+        ClientOp::Subscribe { sub, .. } => out
+            .events
+            .push(BackendEvent::SubscribeFailed { sub, reason: e }),
+        ClientOp::Publish {
+            reply: Some(Reply { id, .. }),
+            ..
+        } => out.events.push(BackendEvent::Reply { id, result: Err(e) }),
+        _ => {}
+    }
+}
+
+impl HoldQueue {
+    /// Refuse every held operation with `e` (the leg will never be ready).
+    pub fn refuse_all(&mut self, e: &ErrorInfo, out: &mut crate::dialect::ClientOut) {
+        for op in self.drain() {
+            refuse(op, e.clone(), out);
+        }
     }
 }
 

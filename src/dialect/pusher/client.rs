@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::auth;
 use super::codec::{self, Data, Kind};
-use crate::dialect::hold::HoldQueue;
+use crate::dialect::hold::{HoldQueue, refuse};
 use crate::dialect::{ClientOut, ClientRole, Close, Dial, Keepalive, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, Reply, SubId, SubParams,
@@ -140,22 +140,7 @@ impl PusherClient {
             }
         }
         self.by_sub.clear();
-        for op in self.held.drain() {
-            match op {
-                ClientOp::Subscribe { sub, .. } => out.events.push(BackendEvent::SubscribeFailed {
-                    sub,
-                    reason: e.clone(),
-                }),
-                ClientOp::Publish {
-                    reply: Some(Reply { id, .. }),
-                    ..
-                } => out.events.push(BackendEvent::Reply {
-                    id,
-                    result: Err(e.clone()),
-                }),
-                _ => {}
-            }
-        }
+        self.held.refuse_all(e, out);
     }
 
     fn subscribe(&mut self, sub: SubId, channel: Bytes, params: SubParams, out: &mut ClientOut) {
@@ -601,18 +586,7 @@ impl ClientRole for PusherClient {
         match self.state {
             State::Closed => {
                 let e = ErrorInfo::new(ErrorKind::Unavailable, "Pusher connection closed");
-                match op {
-                    ClientOp::Subscribe { sub, .. } => {
-                        out.events
-                            .push(BackendEvent::SubscribeFailed { sub, reason: e });
-                    }
-                    ClientOp::Publish {
-                        reply: Some(Reply { id, .. }),
-                        ..
-                    } => out.events.push(BackendEvent::Reply { id, result: Err(e) }),
-                    _ => {}
-                }
-                return;
+                return refuse(op, e, out);
             }
             State::AwaitEstablished if !matches!(op, ClientOp::Connect { .. }) => {
                 if let Err(e) = self.held.push(op) {

@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::codec::{self, Decoded, Packet, Version};
-use crate::dialect::hold::HoldQueue;
+use crate::dialect::hold::{HoldQueue, refuse};
 use crate::dialect::pending::{self, Pending};
 use crate::dialect::{ClientOut, ClientRole, Close, Dial, Keepalive, WsMsg};
 use crate::frame::{
-    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply,
-    ReplyId, SubId,
+    BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, Reply, ReplyId, SubId,
 };
 
 /// Settings of the SocketCluster client role, from `[route.upstream]`.
@@ -157,22 +156,7 @@ impl ScClient {
                 w => Self::fail_call(w, e.clone(), out),
             }
         }
-        for op in self.held.drain() {
-            match op {
-                ClientOp::Subscribe { sub, .. } => out.events.push(BackendEvent::SubscribeFailed {
-                    sub,
-                    reason: e.clone(),
-                }),
-                ClientOp::Publish {
-                    reply: Some(Reply { id, .. }),
-                    ..
-                } => out.events.push(BackendEvent::Reply {
-                    id,
-                    result: Err(e.clone()),
-                }),
-                _ => {}
-            }
-        }
+        self.held.refuse_all(e, out);
     }
 
     fn subscribe(
@@ -199,7 +183,7 @@ impl ScClient {
             let e = ErrorInfo::new(ErrorKind::Limit, "too many calls waiting for an answer");
             return self.fail_channel(&channel, &e, out);
         };
-        let data = data.map(|d| json_of(&d, &mut self.copied));
+        let data = data.map(|d| codec::payload_json(&d, &mut self.copied));
         let body = codec::channel_body(&channel, data.as_deref());
         Self::text(out, codec::event(b"#subscribe", Some(&body), Some(cid)));
     }
@@ -236,7 +220,7 @@ impl ScClient {
         now: Instant,
         out: &mut ClientOut,
     ) {
-        let data = json_of(&payload, &mut self.copied);
+        let data = codec::payload_json(&payload, &mut self.copied);
         // A client that expects data (or a route that waits for the backend) gets the
         // answer; a receipt is confirmed once written.
         let wait = reply.filter(|r| r.data || self.settings.acks);
@@ -459,26 +443,6 @@ impl ScClient {
     }
 }
 
-/// A payload as the JSON SocketCluster carries (text as a JSON string, binary as the
-/// default codec's `{"base64":true,"data":..}`), counting what is copied.
-fn json_of(p: &Payload, copied: &mut u64) -> Bytes {
-    match p.kind {
-        PayloadKind::Json => p.data.clone(),
-        PayloadKind::Text => {
-            let s = crate::dialect::json::json_string(&p.data);
-            *copied += s.len() as u64;
-            s
-        }
-        PayloadKind::Binary => {
-            use base64::Engine as _;
-            let b = base64::engine::general_purpose::STANDARD.encode(&p.data);
-            let s = format!(r#"{{"base64":true,"data":"{b}"}}"#);
-            *copied += s.len() as u64;
-            Bytes::from(s)
-        }
-    }
-}
-
 impl ClientRole for ScClient {
     fn dial(&self) -> Dial {
         Dial::from_credentials(&self.credentials)
@@ -503,17 +467,7 @@ impl ClientRole for ScClient {
         match self.state {
             State::Closed => {
                 let e = ErrorInfo::new(ErrorKind::Unavailable, "SocketCluster connection closed");
-                match op {
-                    ClientOp::Subscribe { sub, .. } => out
-                        .events
-                        .push(BackendEvent::SubscribeFailed { sub, reason: e }),
-                    ClientOp::Publish {
-                        reply: Some(Reply { id, .. }),
-                        ..
-                    } => out.events.push(BackendEvent::Reply { id, result: Err(e) }),
-                    _ => {}
-                }
-                return;
+                return refuse(op, e, out);
             }
             // The v9 server drops what comes before its handshake answer: hold it.
             State::Handshaking if !matches!(op, ClientOp::Connect { .. }) => {
@@ -563,7 +517,7 @@ impl ClientRole for ScClient {
                 else {
                     return;
                 };
-                let data = result.map(|r| json_of(&r, &mut self.copied));
+                let data = result.map(|r| codec::payload_json(&r, &mut self.copied));
                 let msg = if positive {
                     codec::reply(cid, data.as_deref())
                 } else {

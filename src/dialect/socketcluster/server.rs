@@ -395,7 +395,7 @@ impl ScServer {
                 // A Socket.IO-style `{error:{name,message}}` answer is SocketCluster's error.
                 Some(e) => codec::reply_error(cid, &e),
                 None => {
-                    let data = json_of(&p, &mut self.copied);
+                    let data = codec::payload_json(&p, &mut self.copied);
                     codec::reply(cid, Some(&data))
                 }
             },
@@ -419,7 +419,7 @@ impl ScServer {
         ack: Option<Bytes>,
         out: &mut ServerOut,
     ) {
-        let data = json_of(&p, &mut self.copied);
+        let data = codec::payload_json(&p, &mut self.copied);
         match sub.and_then(|s| self.subs.get(&s)) {
             Some(ch) => {
                 let body = codec::channel_body(ch, Some(&data));
@@ -448,26 +448,6 @@ impl ScServer {
 /// A packet's `data` as a payload (`null` when absent).
 fn payload_of(data: Option<Bytes>) -> Payload {
     data.map(Payload::json).unwrap_or_else(Payload::null)
-}
-
-/// A payload as the JSON SocketCluster carries: JSON as is, text as a JSON string, binary
-/// as the default codec's `{"base64":true,"data":..}`.
-fn json_of(p: &Payload, copied: &mut u64) -> Bytes {
-    match p.kind {
-        PayloadKind::Json => p.data.clone(),
-        PayloadKind::Text => {
-            let s = crate::dialect::json::json_string(&p.data);
-            *copied += s.len() as u64;
-            s
-        }
-        PayloadKind::Binary => {
-            use base64::Engine as _;
-            let b = base64::engine::general_purpose::STANDARD.encode(&p.data);
-            let s = format!(r#"{{"base64":true,"data":"{b}"}}"#);
-            *copied += s.len() as u64;
-            Bytes::from(s)
-        }
-    }
 }
 
 /// The error slot of an answer shaped `{"error":..}` (the Socket.IO convention: an error
