@@ -1,0 +1,402 @@
+//! The session pump: one task per client connection, owning its upstream connection.
+//!
+//! Owns: the only `select!` loops of the proxy, the bounded queues toward each peer (with a
+//! writer task per peer), keepalive deadlines of both legs, the upstream's connect deadline
+//! (dial, WebSocket and protocol handshake until the client role is ready), correlation-table
+//! expiry ticks, the order of effects (a publish is confirmed only after its frame is
+//! written), the answer to a WebSocket message over the size limit (the dialect's error where
+//! the role has one, then close 1009), and the count and byte budget of client operations held
+//! while the upstream is dialed.
+//!
+//! Must not touch: wire bytes. Roles decode and encode; the translator renames. Every
+//! `select!` branch is cancel-safe: state lives on [`Session`], never in a branch future.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: [`RouteCtx`] and the role factories, the [`Session`] state, its `run` and the
+//!   pump (the `select!` loop and what each event leads to).
+//! - `link.rs`: [`Link`], [`LinkOut`], [`LinkError`] and the writer tasks.
+//! - `down.rs`: the client leg: what the server role asks, routing operations, a slow
+//!   consumer, a client message over the limit.
+//! - `up.rs`: the upstream leg: the dial's result, the connect deadline, losing or leaving the
+//!   backend, authorization POSTs, what the client role asks, delivering its events.
+//! - `ticks.rs`: the next deadline and what a tick does (keepalive, pings, expiry).
+//! - `passthrough.rs`: the session of a passthrough route.
+
+mod down;
+mod link;
+mod passthrough;
+#[cfg(test)]
+mod tests;
+mod ticks;
+mod up;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Route;
+use crate::dialect::hold::HoldQueue;
+use crate::dialect::{ClientOut, ClientRole, Close, Handshake, ServerOut, ServerRole, Spec, WsMsg};
+use crate::frame::{Credentials, ErrorInfo, ErrorKind};
+use crate::metrics::RouteMetrics;
+use crate::translate::{Mapping, Translator};
+use crate::upstream::{Dialer, UpstreamError, Ws};
+
+pub use link::{Inbound, Link, LinkError, LinkOut};
+pub(crate) use link::{feed, flush, inbound_item, write_socket};
+pub use passthrough::{is_passthrough, passthrough};
+
+/// Builds a route's server role for one client connection, from the upgrade's facts.
+pub type ServerFactory = Arc<dyn Fn(&Handshake, Instant) -> Box<dyn ServerRole> + Send + Sync>;
+/// Builds a route's client role for one session, from the downstream client's credentials.
+pub type ClientFactory = Arc<dyn Fn(Credentials) -> Box<dyn ClientRole> + Send + Sync>;
+
+/// Everything a route's sessions share. Built by the dialect registry; nothing here names a
+/// dialect.
+pub struct RouteCtx {
+    /// The route's config.
+    pub config: Route,
+    /// What the client dialect is.
+    pub client_spec: &'static Spec,
+    /// What the upstream dialect is.
+    pub upstream_spec: &'static Spec,
+    /// The server role of each session.
+    pub new_server: ServerFactory,
+    /// The client role of each session.
+    pub new_client: ClientFactory,
+    /// Compiled mapping.
+    pub mapping: Mapping,
+    /// How to reach the backend.
+    pub dialer: Dialer,
+    /// Metric handles.
+    pub metrics: RouteMetrics,
+    /// Queue depth per peer.
+    pub queue_depth: usize,
+    /// Bytes queued per peer.
+    pub queue_bytes: usize,
+    /// Writer timeout.
+    pub write_timeout: Duration,
+    /// Largest WebSocket message from a backend.
+    pub max_message_size: usize,
+    /// Largest WebSocket message from a client of this route.
+    pub client_message_limit: usize,
+    /// A WebSocket ping after this much silence on a leg whose protocol has no heartbeat
+    /// (then a dead peer is one silent for twice this); `None`: off.
+    pub idle_ping: Option<Duration>,
+    /// Origins upgrades must come from; empty: any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The byte budget for operations held before the upstream is ready; see
+/// [`MAX_PENDING_BYTES`]. Client roles get the same, so all the session held fits.
+pub fn pending_budget(max_message_size: usize) -> usize {
+    MAX_PENDING_BYTES.max(max_message_size)
+}
+
+type Dialing = Pin<Box<dyn Future<Output = Result<Ws, UpstreamError>> + Send>>;
+/// An authorization POST in flight for the client role, and its answer.
+type Authorizing = Pin<Box<dyn Future<Output = (u64, Result<Bytes, ErrorInfo>)> + Send>>;
+
+/// Authorization POSTs one session may have in flight; more are refused at once.
+const MAX_AUTHORIZING: usize = 16;
+
+struct Up {
+    link: Link,
+    role: Box<dyn ClientRole>,
+    last_recv: Instant,
+    last_send: Instant,
+    /// A WebSocket ping went out and nothing came back yet.
+    pinged: bool,
+}
+
+enum Ev {
+    Shutdown,
+    Down(Option<Result<WsMsg, LinkError>>),
+    DownGone,
+    DownStalled,
+    Up(Option<Result<WsMsg, LinkError>>),
+    UpGone,
+    Dialed(Box<Result<Ws, UpstreamError>>),
+    Authorized(u64, Result<Bytes, ErrorInfo>),
+    Tick,
+}
+
+/// How a session ended, for `switchboard_sessions_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    ClientClosed,
+    UpstreamLost,
+    UpstreamUnavailable,
+    ProtocolError,
+    Shutdown,
+    Timeout,
+    SlowConsumer,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::UpstreamLost => "upstream_lost",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::ProtocolError => "protocol_error",
+            Self::Shutdown => "shutdown",
+            Self::Timeout => "timeout",
+            Self::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+/// How often correlation tables are checked for expired entries.
+const EXPIRE_TICK: Duration = Duration::from_millis(500);
+/// Most client operations held while the upstream is being dialed.
+const MAX_PENDING_OPS: usize = 1024;
+/// Most bytes of client operations held while the upstream is not ready, by the session while
+/// it dials and then by the client role until its handshake ends (each holds at most this).
+/// The count alone would let one session hold 1024 messages of `limits.max_message_size`,
+/// 1 GiB at the default. 4 MiB, the STOMP server role's transaction budget too, is hundreds of
+/// ordinary frames; a client that sends more before its backend answers is flooding, not
+/// chatting. [`RouteCtx::pending_budget`] raises it to one largest message, so any message
+/// the WebSocket layer admits can still wait.
+const MAX_PENDING_BYTES: usize = 4 << 20;
+
+/// One translating session.
+pub struct Session {
+    ctx: Arc<RouteCtx>,
+    translator: Translator,
+    down: Link,
+    server: Box<dyn ServerRole>,
+    down_last_recv: Instant,
+    down_last_send: Instant,
+    down_last_hb: Instant,
+    /// A WebSocket ping went to the client and nothing came back yet.
+    down_pinged: bool,
+    up: Option<Up>,
+    dialing: Option<Dialing>,
+    /// The client role, built when the client connects, until its backend is dialed.
+    role: Option<Box<dyn ClientRole>>,
+    /// Authorization POSTs the client role asked for (bounded by [`MAX_AUTHORIZING`]).
+    authorizing: futures_util::stream::FuturesUnordered<Authorizing>,
+    /// The upgrade's `Cookie` and `Origin`, added to the client's credentials.
+    forward: (Option<Bytes>, Option<Bytes>),
+    /// When the upstream must be ready (`BackendEvent::Ready`) by: set when dialing starts,
+    /// cleared on Ready or when the upstream goes. The dialer's own timeout covers only TCP,
+    /// TLS and the WebSocket upgrade; a backend that accepts the upgrade and then never
+    /// finishes its protocol handshake would otherwise hold the client forever.
+    ready_by: Option<Instant>,
+    /// Operations held while the upstream is dialed.
+    pending_ops: HoldQueue,
+    last_expire: Instant,
+    /// Set once the client connection is being closed; the loop then ends.
+    done: Option<Outcome>,
+    shutting: bool,
+}
+
+impl Session {
+    /// A session for a freshly upgraded client connection.
+    pub fn new(
+        ctx: Arc<RouteCtx>,
+        down: Link,
+        server: Box<dyn ServerRole>,
+        handshake: &Handshake,
+    ) -> Self {
+        let now = Instant::now();
+        let pending_ops = HoldQueue::new(MAX_PENDING_OPS, pending_budget(ctx.max_message_size));
+        Self {
+            translator: Translator::new(ctx.mapping.clone()),
+            ctx,
+            down,
+            server,
+            down_last_recv: now,
+            down_last_send: now,
+            down_last_hb: now,
+            down_pinged: false,
+            up: None,
+            dialing: None,
+            role: None,
+            authorizing: futures_util::stream::FuturesUnordered::new(),
+            forward: (
+                handshake.header("cookie").cloned(),
+                handshake.header("origin").cloned(),
+            ),
+            ready_by: None,
+            pending_ops,
+            last_expire: now,
+            done: None,
+            shutting: false,
+        }
+    }
+
+    /// Run to completion.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let metrics = self.ctx.metrics.clone();
+        metrics.active.increment(1.0);
+        let started = Instant::now();
+        tracing::debug!(route = %metrics.route, "session started");
+        let mut out = ServerOut::default();
+        self.server.on_start(started, &mut out);
+        self.apply_server(out).await;
+        let outcome = self.pump(&shutdown).await;
+        let limit = self.ctx.write_timeout.min(Duration::from_secs(2));
+        if let Some(mut up) = self.up.take() {
+            up.link.finish(Some(Close::normal()), limit).await;
+        }
+        // The server role already queued its close when it decided to end.
+        self.down.finish(None, limit).await;
+        metrics.active.decrement(1.0);
+        metrics.session_ended(outcome.label());
+        tracing::info!(
+            route = %metrics.route,
+            outcome = outcome.label(),
+            secs = started.elapsed().as_secs_f64(),
+            "session ended"
+        );
+    }
+
+    async fn pump(&mut self, shutdown: &CancellationToken) -> Outcome {
+        loop {
+            if let Some(o) = self.done {
+                return o;
+            }
+            let now = Instant::now();
+            let deadline = tokio::time::Instant::from_std(self.deadline(now));
+            // Backpressure: read a side only while the queue its frames go to has room.
+            let down_ready = self.up.as_ref().is_none_or(|u| u.link.ready());
+            let up_ready = self.down.ready();
+            // Not `biased`: a client that publishes without pause must not keep the
+            // backend's pings unread or the timers from firing. Every ready branch gets its
+            // turn.
+            let ev = tokio::select! {
+                _ = shutdown.cancelled(), if !self.shutting => Ev::Shutdown,
+                _ = self.down.outbound.closed() => Ev::DownGone,
+                _ = self.down.stalled.cancelled() => Ev::DownStalled,
+                r = dialing(&mut self.dialing) => Ev::Dialed(Box::new(r)),
+                Some((id, r)) = self.authorizing.next(), if !self.authorizing.is_empty() => {
+                    Ev::Authorized(id, r)
+                }
+                m = self.down.inbound.next(), if down_ready => Ev::Down(m),
+                e = up_next(&mut self.up, up_ready) => e,
+                _ = tokio::time::sleep_until(deadline) => Ev::Tick,
+            };
+            match ev {
+                Ev::Shutdown => {
+                    self.shutting = true;
+                    let mut out = ServerOut::default();
+                    self.server.on_shutdown(&mut out);
+                    self.apply_server(out).await;
+                    self.done.get_or_insert(Outcome::Shutdown);
+                }
+                Ev::DownGone => {
+                    if self.down.stalled.is_cancelled() {
+                        self.slow_consumer().await;
+                    } else {
+                        self.leave_upstream().await;
+                    }
+                    self.done.get_or_insert(Outcome::ClientClosed);
+                }
+                Ev::DownStalled => self.slow_consumer().await,
+                Ev::Down(Some(Err(LinkError::TooBig { size, max }))) => {
+                    self.client_too_big(size, max).await
+                }
+                Ev::Down(None | Some(Err(_))) => {
+                    self.leave_upstream().await;
+                    return Outcome::ClientClosed;
+                }
+                Ev::Down(Some(Ok(msg))) => {
+                    self.down_last_recv = Instant::now();
+                    self.down_pinged = false;
+                    let mut out = ServerOut::default();
+                    self.server.on_client(msg, self.down_last_recv, &mut out);
+                    self.apply_server(out).await;
+                }
+                Ev::UpGone | Ev::Up(None) => {
+                    self.upstream_lost(ErrorInfo::new(
+                        ErrorKind::Unavailable,
+                        "backend closed the connection",
+                    ))
+                    .await
+                }
+                Ev::Up(Some(Err(e))) => {
+                    let reason = match e {
+                        // The backend's close code goes along: a leg of the same family (a
+                        // Pusher client) passes a 4xxx code on.
+                        LinkError::Closed(code) => {
+                            let e = ErrorInfo::new(
+                                ErrorKind::Unavailable,
+                                "backend closed the connection",
+                            );
+                            match code.filter(|c| *c >= 4000) {
+                                Some(c) => e.with_code(c),
+                                None => e,
+                            }
+                        }
+                        LinkError::Transport(t) => ErrorInfo::new(
+                            ErrorKind::Unavailable,
+                            format!("backend connection failed: {t}"),
+                        ),
+                        LinkError::TooBig { size, max } => {
+                            // The backend hears why, as a client would tell it; the writer
+                            // sends this before `upstream_lost` lets the link go.
+                            if let Some(up) = &self.up {
+                                let _ = up
+                                    .link
+                                    .outbound
+                                    .try_send(LinkOut::Close(Close::new(1009, "message too big")));
+                            }
+                            ErrorInfo::new(
+                                ErrorKind::Limit,
+                                format!(
+                                    "backend sent a message of {size} bytes, over the limit of {max} bytes"
+                                ),
+                            )
+                        }
+                    };
+                    self.upstream_lost(reason).await;
+                }
+                Ev::Up(Some(Ok(msg))) => {
+                    let now = Instant::now();
+                    let mut out = ClientOut::default();
+                    if let Some(up) = &mut self.up {
+                        up.last_recv = now;
+                        up.pinged = false;
+                        up.role.on_backend(msg, now, &mut out);
+                    }
+                    self.apply_client(out).await;
+                }
+                Ev::Dialed(r) => self.on_dialed(*r).await,
+                Ev::Authorized(id, r) => {
+                    let mut out = ClientOut::default();
+                    if let Some(up) = &mut self.up {
+                        up.role.on_authorized(id, r, Instant::now(), &mut out);
+                    }
+                    self.apply_client(out).await;
+                }
+                Ev::Tick => self.on_tick().await,
+            }
+        }
+    }
+}
+
+async fn dialing(d: &mut Option<Dialing>) -> Result<Ws, UpstreamError> {
+    match d {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The upstream's next message, or its writer going away; reads only when `ready`.
+async fn up_next(up: &mut Option<Up>, ready: bool) -> Ev {
+    match up {
+        Some(u) => tokio::select! {
+            _ = u.link.outbound.closed() => Ev::UpGone,
+            m = u.link.inbound.next(), if ready => Ev::Up(m),
+        },
+        None => std::future::pending().await,
+    }
+}

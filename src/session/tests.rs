@@ -1,0 +1,245 @@
+//! Unit tests of the session: a translating session end to end over in-memory sockets (a
+//! role that speaks first, a second Connect that reauthenticates, what the dial carries), and
+//! how one WebSocket read is taken.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+
+use super::link::{Link, LinkError, inbound_item};
+use super::{RouteCtx, Session};
+use crate::dialect::{
+    ClientOut, ClientRole, Close, Dial, Handshake, Keepalive, ServerOut, ServerRole, WsMsg, stomp,
+};
+use crate::frame::{BackendEvent, ClientOp, Credentials, ErrorInfo};
+use crate::metrics::{LegCounters, RouteMetrics};
+use crate::translate::Mapping;
+use crate::upstream::Dialer;
+
+/// A server role that greets first and hands two Connects and a Subscribe upstream.
+struct Greeter;
+
+impl ServerRole for Greeter {
+    fn on_start(&mut self, _: Instant, out: &mut ServerOut) {
+        out.to_client
+            .push(WsMsg::Text(Bytes::from_static(b"welcome")));
+    }
+    fn on_client(&mut self, msg: WsMsg, _: Instant, out: &mut ServerOut) {
+        let token = Some(msg.bytes().clone());
+        out.ops.push(ClientOp::Connect {
+            credentials: Credentials {
+                token,
+                ..Default::default()
+            },
+        });
+    }
+    fn on_backend(&mut self, ev: BackendEvent, _: Instant, out: &mut ServerOut) {
+        let text = format!("{ev:?}");
+        out.to_client.push(WsMsg::Text(Bytes::from(text)));
+    }
+    fn on_upstream_lost(&mut self, _: ErrorInfo, out: &mut ServerOut) {
+        out.close = Some(Close::new(1011, "lost"));
+    }
+    fn on_shutdown(&mut self, out: &mut ServerOut) {
+        out.close = Some(Close::new(1001, "bye"));
+    }
+    fn on_too_big(&mut self, _: ErrorInfo, out: &mut ServerOut) {
+        out.close = Some(Close::new(1009, "big"));
+    }
+    fn keepalive(&self) -> Keepalive {
+        Keepalive::default()
+    }
+    fn heartbeat(&mut self) -> Option<WsMsg> {
+        None
+    }
+    fn on_peer_silent(&mut self, _: &mut ServerOut) {}
+    fn expire(&mut self, _: Instant, _: &mut ServerOut) {}
+}
+
+/// A client role that dials with a path, query and header of its own and reports every
+/// operation it gets.
+struct Recorder(UnboundedSender<ClientOp>, Credentials);
+
+impl ClientRole for Recorder {
+    fn dial(&self) -> Dial {
+        Dial {
+            path_suffix: "k1".into(),
+            query: vec![("token".into(), "t1".into())],
+            headers: vec![("Cookie".into(), "c=1".into())],
+        }
+    }
+    fn start(&mut self, _: Instant, out: &mut ClientOut) {
+        let _ = self.0.send(ClientOp::Connect {
+            credentials: self.1.clone(),
+        });
+        out.events.push(BackendEvent::Ready { session: None });
+    }
+    fn on_op(&mut self, op: ClientOp, _: Instant, out: &mut ClientOut) {
+        if let ClientOp::Reauth { .. } = &op {
+            out.events.push(BackendEvent::AuthChanged { token: None });
+        }
+        let _ = self.0.send(op);
+    }
+    fn on_backend(&mut self, _: WsMsg, _: Instant, _: &mut ClientOut) {}
+    fn keepalive(&self) -> Keepalive {
+        Keepalive::default()
+    }
+    fn heartbeat(&mut self) -> Option<WsMsg> {
+        None
+    }
+    fn on_peer_silent(&mut self, _: &mut ClientOut) {}
+    fn expire(&mut self, _: Instant, _: &mut ClientOut) {}
+    fn on_closed(&mut self, _: ErrorInfo, _: &mut ClientOut) {}
+}
+
+/// A WebSocket backend on 127.0.0.1 that reports the upgrade's URI and `Cookie`.
+async fn backend() -> (u16, mpsc::UnboundedReceiver<(String, String)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let seen = tx.clone();
+        // The signature is tungstenite's `Callback`.
+        #[allow(clippy::result_large_err)]
+        let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                       mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            // The dialect's subprotocol, as a STOMP broker answers it.
+            resp.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                tokio_tungstenite::tungstenite::http::HeaderValue::from_static("v12.stomp"),
+            );
+            let cookie = req
+                .headers()
+                .get("cookie")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let _ = seen.send((req.uri().to_string(), cookie));
+            Ok(resp)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(tcp, cb).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn a_server_role_speaks_first_and_a_second_connect_reauthenticates() {
+    let (port, mut seen) = backend().await;
+    let text = crate::config::tests::MINIMAL.replace(
+        "ws://127.0.0.1:3000/socket.io/",
+        &format!("ws://127.0.0.1:{port}/app"),
+    );
+    let config = crate::config::Config::from_toml(&text).unwrap();
+    let route = config.routes[0].clone();
+    let (ops_tx, mut ops) = mpsc::unbounded_channel();
+    let ctx = Arc::new(RouteCtx {
+        new_server: Arc::new(|_, _| Box::new(Greeter)),
+        new_client: Arc::new(move |c| Box::new(Recorder(ops_tx.clone(), c))),
+        mapping: Mapping::new(&[], &stomp::SPEC, &stomp::SPEC).unwrap(),
+        dialer: Dialer::new(
+            "t",
+            &route.upstream.url,
+            &stomp::SPEC,
+            None,
+            Duration::from_secs(2),
+            1 << 20,
+        )
+        .unwrap(),
+        metrics: RouteMetrics::new("t", "stomp", "stomp"),
+        config: route,
+        client_spec: &stomp::SPEC,
+        upstream_spec: &stomp::SPEC,
+        queue_depth: 8,
+        queue_bytes: 1 << 20,
+        write_timeout: Duration::from_secs(2),
+        max_message_size: 1 << 20,
+        client_message_limit: 1 << 20,
+        idle_ping: None,
+        allowed_origins: Vec::new(),
+    });
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+    let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+    let link = Link::websocket(
+        server,
+        8,
+        1 << 20,
+        Duration::from_secs(2),
+        ctx.metrics.down.clone(),
+    );
+    let hs = Handshake {
+        headers: vec![("origin".into(), Bytes::from_static(b"https://a.example"))],
+        ..Default::default()
+    };
+    let stop = CancellationToken::new();
+    let session = Session::new(ctx, link, Box::new(Greeter), &hs);
+    let run = tokio::spawn(session.run(stop.clone()));
+    // Before the client says anything.
+    let first = client.next().await.unwrap().unwrap();
+    assert_eq!(first, Message::text("welcome"));
+    client.send(Message::text("tok-1")).await.unwrap();
+    let (uri, cookie) = seen.recv().await.unwrap();
+    assert_eq!(uri, "/app/k1?token=t1");
+    assert_eq!(cookie, "c=1");
+    let op = ops.recv().await;
+    let Some(ClientOp::Connect { credentials }) = op else {
+        panic!("{op:?}")
+    };
+    assert_eq!(credentials.token.as_deref(), Some(&b"tok-1"[..]));
+    // The upgrade's Origin went into the credentials.
+    assert_eq!(
+        credentials.origin.as_deref(),
+        Some(&b"https://a.example"[..])
+    );
+    client.send(Message::text("tok-2")).await.unwrap();
+    let op = ops.recv().await;
+    let Some(ClientOp::Reauth { credentials }) = op else {
+        panic!("{op:?}")
+    };
+    assert_eq!(credentials.token.as_deref(), Some(&b"tok-2"[..]));
+    // The backend's answer reaches the server role.
+    loop {
+        let m = client.next().await.unwrap().unwrap();
+        if m.to_text().unwrap().starts_with("AuthChanged") {
+            break;
+        }
+    }
+    stop.cancel();
+    run.await.unwrap();
+}
+
+#[test]
+fn an_oversize_message_is_told_apart_from_other_failures() {
+    let counters = LegCounters::new("test", "stomp", "downstream");
+    let too_long = WsError::Capacity(CapacityError::MessageTooLong {
+        size: 11,
+        max_size: 10,
+    });
+    assert!(matches!(
+        inbound_item(Err(too_long), &counters),
+        Some(Err(LinkError::TooBig { size: 11, max: 10 }))
+    ));
+    assert!(matches!(
+        inbound_item(Err(WsError::ConnectionClosed), &counters),
+        Some(Err(LinkError::Transport(_)))
+    ));
+    assert!(matches!(
+        inbound_item(Ok(Message::text("x")), &counters),
+        Some(Ok(WsMsg::Text(t))) if t == "x"
+    ));
+    assert!(inbound_item(Ok(Message::Ping(Bytes::new())), &counters).is_none());
+    assert!(matches!(
+        inbound_item(Ok(Message::Close(None)), &counters),
+        Some(Err(LinkError::Closed(None)))
+    ));
+}

@@ -1,0 +1,236 @@
+//! The upstream leg, as an `impl Session` block: a finished dial (the client role starts and
+//! gets the operations held meanwhile), a protocol handshake past the connect deadline, losing
+//! the backend or leaving it when the client goes, the client role's authorization POSTs, and
+//! carrying out what the client role asks: messages toward the backend (a confirmation waits
+//! until the frame it confirms is flushed), its close, and its events, translated and handed
+//! to the server role one at a time.
+//!
+//! Must not touch: wire bytes, the client's link (everything toward the client goes through
+//! the server role and `apply_server`), timers.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::link::{Link, LinkOut, Sent};
+use super::{MAX_AUTHORIZING, Outcome, Session, Up};
+use crate::dialect::{ClientOut, ServerOut};
+use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind};
+use crate::metrics as m;
+use crate::upstream::{UpstreamError, Ws};
+
+impl Session {
+    pub(super) async fn on_dialed(&mut self, r: Result<Ws, UpstreamError>) {
+        self.dialing = None;
+        match (r, self.role.take()) {
+            (Ok(ws), Some(role)) => {
+                let counters = self.ctx.metrics.up.clone();
+                let link = Link::websocket(
+                    ws,
+                    self.ctx.queue_depth,
+                    self.ctx.queue_bytes,
+                    self.ctx.write_timeout,
+                    counters,
+                );
+                let now = Instant::now();
+                self.up = Some(Up {
+                    link,
+                    role,
+                    last_recv: now,
+                    last_send: now,
+                    pinged: false,
+                });
+                let mut out = ClientOut::default();
+                if let Some(up) = &mut self.up {
+                    up.role.start(now, &mut out);
+                    for op in self.pending_ops.drain() {
+                        up.role.on_op(op, now, &mut out);
+                    }
+                }
+                self.apply_client(out).await;
+            }
+            (r, _) => {
+                self.ready_by = None;
+                let e = match r {
+                    Ok(_) => UpstreamError::Handshake("no client role".into()),
+                    Err(e) => e,
+                };
+                tracing::info!(route = %self.ctx.metrics.route, error = %e, "upstream unavailable");
+                let kind = match e {
+                    UpstreamError::Timeout(_) => ErrorKind::Timeout,
+                    _ => ErrorKind::Unavailable,
+                };
+                let mut out = ServerOut::default();
+                self.server
+                    .on_upstream_lost(ErrorInfo::new(kind, e.to_string()), &mut out);
+                self.apply_server(out).await;
+                self.done.get_or_insert(Outcome::UpstreamUnavailable);
+            }
+        }
+    }
+
+    /// The upstream WebSocket is open but the backend did not finish its protocol handshake
+    /// (Engine.IO open, Socket.IO CONNECT reply, STOMP CONNECTED) within the connect timeout.
+    pub(super) async fn handshake_timed_out(&mut self) {
+        self.ready_by = None;
+        let ms = self.ctx.config.upstream.connect_timeout_ms;
+        // A reason of its own: "timeout" is the dial's, "handshake" the WebSocket upgrade's.
+        m::upstream_connect_failed(
+            &self.ctx.metrics.route,
+            self.ctx.upstream_spec.dialect.label(),
+            "protocol_timeout",
+        );
+        tracing::info!(
+            route = %self.ctx.metrics.route,
+            timeout_ms = ms,
+            "upstream unavailable: protocol handshake timed out"
+        );
+        // The outcome is that of a failed dial: the client never had a working upstream.
+        self.done.get_or_insert(Outcome::UpstreamUnavailable);
+        self.upstream_lost(ErrorInfo::new(
+            ErrorKind::Timeout,
+            format!("backend handshake not completed within {ms} ms"),
+        ))
+        .await;
+    }
+
+    pub(super) async fn upstream_lost(&mut self, reason: ErrorInfo) {
+        self.ready_by = None;
+        let Some(mut up) = self.up.take() else { return };
+        let mut out = ClientOut::default();
+        up.role.on_closed(reason.clone(), &mut out);
+        up.link.finish(None, Duration::from_millis(100)).await;
+        self.deliver_events(out.events).await;
+        // A close code means something only in the backend's dialect: its client role has
+        // read it (and said so in events above); the server role hears the failure alone.
+        let reason = ErrorInfo {
+            code: None,
+            ..reason
+        };
+        let mut sout = ServerOut::default();
+        self.server.on_upstream_lost(reason, &mut sout);
+        self.apply_server(sout).await;
+        self.done.get_or_insert(Outcome::UpstreamLost);
+    }
+
+    /// The client is gone or going: leave the backend as a client that disconnects would.
+    pub(super) async fn leave_upstream(&mut self) {
+        if let Some(up) = &mut self.up {
+            let mut out = ClientOut::default();
+            up.role
+                .on_op(ClientOp::Disconnect, Instant::now(), &mut out);
+            self.apply_client(out).await;
+        }
+    }
+
+    /// Start the authorization POSTs the client role asked for; past the bound, the role
+    /// hears at once that it was refused.
+    fn authorize(&mut self, requests: Vec<crate::dialect::AuthRequest>) -> ClientOut {
+        let mut refused = ClientOut::default();
+        for req in requests {
+            if self.authorizing.len() >= MAX_AUTHORIZING {
+                if let Some(up) = &mut self.up {
+                    let e = ErrorInfo::new(ErrorKind::Limit, "too many authorizations in flight");
+                    up.role
+                        .on_authorized(req.id, Err(e), Instant::now(), &mut refused);
+                }
+                continue;
+            }
+            let dialer = self.ctx.dialer.clone();
+            let limit = Duration::from_millis(self.ctx.config.upstream.connect_timeout_ms);
+            self.authorizing.push(Box::pin(async move {
+                let r = dialer.authorize(&req, limit).await.map_err(|e| {
+                    ErrorInfo::new(
+                        ErrorKind::Unauthorized,
+                        format!("authorization endpoint: {e}"),
+                    )
+                });
+                (req.id, r)
+            }));
+        }
+        refused
+    }
+
+    /// Carry out what the client role asked: write upstream, then deliver events downstream.
+    pub(super) async fn apply_client(&mut self, mut out: ClientOut) {
+        if !out.authorize.is_empty() {
+            let refused = self.authorize(std::mem::take(&mut out.authorize));
+            out.to_backend.extend(refused.to_backend);
+            out.events.extend(refused.events);
+        }
+        if out
+            .events
+            .iter()
+            .any(|e| matches!(e, BackendEvent::Ready { .. }))
+        {
+            self.ready_by = None;
+        }
+        let Some(up) = &mut self.up else {
+            return self.deliver_events(out.events).await;
+        };
+        self.ctx.metrics.copied(up.role.take_copied());
+        let wrote = !out.to_backend.is_empty();
+        let mut alive = true;
+        for msg in out.to_backend {
+            if up.link.send(msg, self.ctx.write_timeout).await != Sent::Queued {
+                alive = false;
+                break;
+            }
+            up.last_send = Instant::now();
+        }
+        // A confirmation must not overtake the frame it confirms onto the wire; the wait for
+        // the flush is bounded like any write.
+        let confirms = out
+            .events
+            .iter()
+            .any(|e| matches!(e, BackendEvent::Reply { result: Ok(_), .. }));
+        if alive && wrote && confirms {
+            let (tx, rx) = oneshot::channel();
+            let limit = self.ctx.write_timeout;
+            alive = matches!(
+                tokio::time::timeout(limit, async {
+                    up.link.outbound.send(LinkOut::Barrier(tx)).await.is_ok() && rx.await.is_ok()
+                })
+                .await,
+                Ok(true)
+            );
+        }
+        if let Some(c) = out.close
+            && let Some(mut up) = self.up.take()
+        {
+            up.link.finish(Some(c), Duration::from_millis(500)).await;
+        }
+        self.deliver_events(out.events).await;
+        if !alive {
+            self.upstream_lost(ErrorInfo::new(
+                ErrorKind::Unavailable,
+                "backend connection failed",
+            ))
+            .await;
+        }
+    }
+
+    /// Hand backend events to the server role one at a time, each written (within the
+    /// client's queue budget) before the next is encoded: one backend message that many
+    /// subscriptions match never turns into all its copies encoded at once.
+    async fn deliver_events(&mut self, events: Vec<BackendEvent>) {
+        let mut translated = Vec::new();
+        for ev in events {
+            if let BackendEvent::Dropped(e) = &ev {
+                // Nothing the client asked for: count it, never tell the client.
+                m::translation_error(&self.ctx.metrics.route, e.kind.label());
+                tracing::debug!(route = %self.ctx.metrics.route, reason = %String::from_utf8_lossy(&e.message), "backend event dropped");
+                continue;
+            }
+            self.translator.up_event(ev, &mut translated);
+            for ev in translated.drain(..) {
+                if self.done.is_some() {
+                    return;
+                }
+                let mut out = ServerOut::default();
+                self.server.on_backend(ev, Instant::now(), &mut out);
+                Box::pin(self.apply_server(out)).await;
+            }
+        }
+    }
+}
