@@ -94,7 +94,7 @@ pub struct RouteCtx {
 }
 
 /// The byte budget for operations held before the upstream is ready; see
-/// [`MAX_PENDING_BYTES`]. Client roles get the same, so all the session held fits.
+/// the 4 MiB of `MAX_PENDING_BYTES`. Client roles get the same, so all the session held fits.
 pub fn pending_budget(max_message_size: usize) -> usize {
     MAX_PENDING_BYTES.max(max_message_size)
 }
@@ -162,7 +162,7 @@ const MAX_PENDING_OPS: usize = 1024;
 /// The count alone would let one session hold 1024 messages of `limits.max_message_size`,
 /// 1 GiB at the default. 4 MiB, the STOMP server role's transaction budget too, is hundreds of
 /// ordinary frames; a client that sends more before its backend answers is flooding, not
-/// chatting. [`RouteCtx::pending_budget`] raises it to one largest message, so any message
+/// chatting. [`pending_budget`] raises it to one largest message, so any message
 /// the WebSocket layer admits can still wait.
 const MAX_PENDING_BYTES: usize = 4 << 20;
 
