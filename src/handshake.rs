@@ -325,6 +325,22 @@ mod tests {
             .unwrap();
         assert_eq!(negotiate(&req, offers), None);
         assert_eq!(negotiate(&req, &[]), None);
+        // Action Cable: the JS client offers both; a client offering only
+        // `actioncable-unsupported` is answered with it, as Rails does (and then gives up).
+        let cable = crate::dialect::actioncable::SPEC.offers;
+        let req = Request::builder()
+            .header(
+                "Sec-WebSocket-Protocol",
+                "actioncable-v1-json, actioncable-unsupported",
+            )
+            .body(())
+            .unwrap();
+        assert_eq!(negotiate(&req, cable), Some("actioncable-v1-json"));
+        let req = Request::builder()
+            .header("Sec-WebSocket-Protocol", "actioncable-unsupported")
+            .body(())
+            .unwrap();
+        assert_eq!(negotiate(&req, cable), Some("actioncable-unsupported"));
     }
 
     #[test]

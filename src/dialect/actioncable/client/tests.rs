@@ -182,3 +182,20 @@ fn rejections_and_disconnects() {
         matches!(&out.events[..], [BackendEvent::Error(e)] if e.kind == ErrorKind::Unauthorized)
     );
 }
+
+#[test]
+fn a_silent_server_is_gone_after_the_stale_threshold() {
+    let mut c = client(TokenAs::None);
+    assert_eq!(
+        c.keepalive().expect_within,
+        None,
+        "nothing expected before welcome"
+    );
+    from_backend(&mut c, r#"{"type":"welcome"}"#);
+    assert_eq!(c.keepalive().expect_within, Some(Duration::from_secs(6)));
+    let mut out = ClientOut::default();
+    c.on_peer_silent(&mut out);
+    assert!(
+        matches!(&out.events[..], [BackendEvent::Error(e)] if e.kind == ErrorKind::Unavailable)
+    );
+}
