@@ -115,6 +115,9 @@ pub struct Limits {
     /// A leg whose protocol has no heartbeat (STOMP with `heart-beat:0,0`) gets a WebSocket
     /// ping after this many ms of silence and is closed after twice this; 0 turns it off.
     pub idle_ping_ms: u64,
+    /// Bytes each WebSocket reads from its socket at once (both legs). tungstenite's 128 KiB
+    /// default, twice per proxied client, was most of an idle client's memory.
+    pub read_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -127,6 +130,7 @@ impl Default for Limits {
             queue_bytes: 8 << 20,
             write_timeout_ms: 10_000,
             idle_ping_ms: 30_000,
+            read_buffer_bytes: 4096,
         }
     }
 }
@@ -646,6 +650,12 @@ impl Config {
             return Err(bad(
                 "limits.max_connections".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        if self.limits.read_buffer_bytes < 512 {
+            return Err(bad(
+                "limits.read_buffer_bytes".into(),
+                "must be at least 512".into(),
             ));
         }
         if self.limits.queue_bytes == 0 {

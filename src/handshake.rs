@@ -236,6 +236,7 @@ impl Upgrader {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (shutdown, permit) = (self.shutdown.clone(), self.permit.clone());
         let max = ctx.client_message_limit;
+        let read_buffer = ctx.read_buffer;
         self.tracker.spawn(async move {
             let _permit = permit;
             let upgraded = match on_upgrade.await {
@@ -245,9 +246,7 @@ impl Upgrader {
                     return m::handshake_failed("upgrade");
                 }
             };
-            let config = WebSocketConfig::default()
-                .max_message_size(Some(max))
-                .max_frame_size(Some(max));
+            let config = client_ws_config(max, read_buffer);
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
@@ -273,6 +272,15 @@ impl Upgrader {
         }
         r
     }
+}
+
+/// A client WebSocket's limits: the route's message limit (checked from the frame header,
+/// before buffering) and the read buffer size.
+fn client_ws_config(max: usize, read_buffer: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(read_buffer)
 }
 
 /// The session of a route whose client dialect needs no transport of its own: the server
@@ -341,6 +349,13 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(negotiate(&req, cable), Some("actioncable-unsupported"));
+    }
+
+    #[test]
+    fn memory_settings_reach_the_client_socket() {
+        let c = client_ws_config(4096, 2048);
+        assert_eq!(c.read_buffer_size, 2048);
+        assert_eq!(c.max_frame_size, Some(4096));
     }
 
     #[test]

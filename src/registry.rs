@@ -233,6 +233,7 @@ pub fn route_ctx(
         tls,
         Duration::from_millis(r.upstream.connect_timeout_ms),
         limits.max_message_size,
+        limits.read_buffer_bytes,
     )?;
     let mapping = Mapping::new(&r.maps, down.spec, up.spec).map_err(BuildError::Mapping)?;
     let client_message_limit = match r.mode {
@@ -256,6 +257,7 @@ pub fn route_ctx(
         client_message_limit,
         idle_ping: limits.idle_ping(),
         allowed_origins: (down.allowed_origins)(r),
+        read_buffer: limits.read_buffer_bytes,
     });
     let transport = down.transport.map(|t| t(ctx.clone()));
     Ok((ctx, transport))

@@ -125,11 +125,13 @@ impl Dialer {
         tls: Option<Arc<rustls::ClientConfig>>,
         timeout: Duration,
         max_message_size: usize,
+        read_buffer: usize,
     ) -> Result<Self, UpstreamError> {
         let url = backend_url(url, spec)?;
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(max_message_size))
-            .max_frame_size(Some(max_message_size));
+            .max_frame_size(Some(max_message_size))
+            .read_buffer_size(read_buffer);
         Ok(Self {
             url,
             spec,
@@ -347,6 +349,22 @@ mod tests {
             u.as_str()
                 .starts_with("ws://127.0.0.1:6001/app/key?protocol=7&client=switchboard&version=")
         );
+    }
+
+    #[test]
+    fn the_read_buffer_setting_reaches_the_upstream_socket() {
+        let d = Dialer::new(
+            "r",
+            "ws://127.0.0.1:1/ws",
+            &stomp::SPEC,
+            None,
+            Duration::from_secs(1),
+            1 << 20,
+            4096,
+        )
+        .unwrap();
+        assert_eq!(d.ws_config.read_buffer_size, 4096);
+        assert_eq!(d.ws_config.max_message_size, Some(1 << 20));
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub struct RouteCtx {
     pub idle_ping: Option<Duration>,
     /// Origins upgrades must come from; empty: any.
     pub allowed_origins: Vec<String>,
+    /// Bytes a client WebSocket reads at once.
+    pub read_buffer: usize,
 }
 
 /// The byte budget for operations held before the upstream is ready; see

@@ -153,6 +153,7 @@ async fn a_server_role_speaks_first_and_a_second_connect_reauthenticates() {
             None,
             Duration::from_secs(2),
             1 << 20,
+            4096,
         )
         .unwrap(),
         metrics: RouteMetrics::new("t", "stomp", "stomp"),
@@ -166,6 +167,7 @@ async fn a_server_role_speaks_first_and_a_second_connect_reauthenticates() {
         client_message_limit: 1 << 20,
         idle_ping: None,
         allowed_origins: Vec::new(),
+        read_buffer: 4096,
     });
     let (a, b) = tokio::io::duplex(1 << 16);
     let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
