@@ -703,3 +703,41 @@ upstream = "/topic/private-{{room}}"
     let ev = event(&mut p, "pia", "desk.news").await;
     assert_eq!(ev["data"], "plain words", "{ev}");
 }
+
+/// @rails/actioncable on soketi: an identifier's channel is a Pusher channel; the Pusher
+/// event's data is the Action Cable message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actioncable_on_pusher() {
+    ensure_npm();
+    let soketi = start_soketi();
+    let proxy = free_port();
+    let _p = Proxy::start(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "ac-pusher"
+listen = "127.0.0.1:{proxy}"
+client = "actioncable"
+[route.upstream]
+url = "ws://127.0.0.1:{port}/app/{PUSHER_APP_KEY}"
+dialect = "pusher"
+app_secret = "{PUSHER_APP_SECRET}"
+"#,
+        admin = free_port(),
+        port = soketi.port,
+    ))
+    .await;
+    let mut a = Driver::cable().await;
+    a.send(json!({"op":"connect","c":"ac","url":format!("ws://127.0.0.1:{proxy}/cable")}))
+        .await;
+    cable_connected(&mut a, "ac").await;
+    let id = json!({"channel": "consultation-9"});
+    cable_subscribe(&mut a, "ac", id.clone()).await;
+    soketi
+        .trigger("consultation-9", "call-status", json!({"status": "ended"}))
+        .await;
+    let got = cable_received(&mut a, "ac", &id, |m| m["status"] == "ended").await;
+    assert_eq!(got, json!({"status": "ended"}));
+}

@@ -697,3 +697,92 @@ app_secret = "{PUSHER_APP_SECRET}"
         "{ack}"
     );
 }
+
+/// pusher-js and @rails/actioncable on a SocketCluster backend: channels are SocketCluster
+/// channels; a Pusher client event is a channel publish (#publish) the other subscribers get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pusher_and_actioncable_on_socketcluster() {
+    ensure_npm();
+    let (_sc9, sc9) = start_sc_backend(9, 1, &[]);
+    let proxy = free_port();
+    let _p = Proxy::start(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "pusher-sc"
+listen = "127.0.0.1:{proxy}"
+client = "pusher"
+[route.pusher]
+app_key = "{PUSHER_APP_KEY}"
+app_secret = "{PUSHER_APP_SECRET}"
+[route.upstream]
+url = "ws://127.0.0.1:{sc9}/socketcluster/"
+dialect = "socketcluster"
+
+[[route]]
+name = "ac-sc"
+listen = "127.0.0.1:{proxy}"
+client = "actioncable"
+[route.upstream]
+url = "ws://127.0.0.1:{sc9}/socketcluster/"
+dialect = "socketcluster"
+"#,
+        admin = free_port(),
+    ))
+    .await;
+    let mut p = Driver::pusher().await;
+    p.send(pusher_connect_cmd("pa", proxy)).await;
+    pusher_connected(&mut p, "pa").await;
+    p.send(json!({"op":"subscribe","c":"pa","channel":"private-sc-room"}))
+        .await;
+    assert_eq!(
+        pusher_subscribed(&mut p, "pa", "private-sc-room").await["ev"],
+        "subscription_succeeded"
+    );
+    let mut d = Driver::sc().await;
+    d.send(sc_connect_cmd("direct", sc9, 9, 1)).await;
+    sc_connected(&mut d, "direct").await;
+    d.send(json!({"op":"subscribe","c":"direct","channel":"private-sc-room"}))
+        .await;
+    d.expect(T, |v| v["c"] == "direct" && v["ev"] == "subscribe")
+        .await;
+    sc_control(
+        sc9,
+        "POST",
+        "/control/publish",
+        Some(json!({"channel":"private-sc-room","data":{"n":1}})),
+    )
+    .await;
+    let ev = p
+        .expect(T, |v| {
+            v["c"] == "pa" && v["ev"] == "event" && v["channel"] == "private-sc-room"
+        })
+        .await;
+    assert_eq!(ev["data"], json!({"n": 1}), "{ev}");
+    p.send(json!({"op":"trigger","c":"pa","channel":"private-sc-room","event":"client-note","data":{"from":"pusher"}}))
+        .await;
+    let m = d
+        .expect(T, |v| {
+            v["c"] == "direct" && v["ev"] == "channel" && v["data"]["from"] == "pusher"
+        })
+        .await;
+    assert_eq!(m["channel"], "private-sc-room");
+
+    let mut a = Driver::cable().await;
+    a.send(json!({"op":"connect","c":"ac","url":format!("ws://127.0.0.1:{proxy}/cable")}))
+        .await;
+    cable_connected(&mut a, "ac").await;
+    let id = json!({"channel": "sc-news"});
+    cable_subscribe(&mut a, "ac", id.clone()).await;
+    sc_control(
+        sc9,
+        "POST",
+        "/control/publish",
+        Some(json!({"channel":"sc-news","data":{"event":"headline","n":2}})),
+    )
+    .await;
+    let got = cable_received(&mut a, "ac", &id, |m| m["event"] == "headline").await;
+    assert_eq!(got["n"], 2);
+}

@@ -390,7 +390,8 @@ impl PusherServer {
             payload,
             meta: Vec::new(),
             reply: None,
-            broadcast: false,
+            // A client event goes to the channel's other subscribers: a channel publish.
+            broadcast: true,
             sub: None,
         });
     }
