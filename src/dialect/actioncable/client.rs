@@ -92,6 +92,8 @@ pub struct CableClient {
     /// Canonical identifier → the wire subscription.
     wires: HashMap<String, Wire>,
     by_sub: HashMap<SubId, String>,
+    /// The identifier strings sent → their canonical form.
+    by_sent: HashMap<Vec<u8>, String>,
     copied: u64,
 }
 
@@ -105,6 +107,7 @@ impl CableClient {
             state: State::AwaitWelcome,
             wires: HashMap::new(),
             by_sub: HashMap::new(),
+            by_sent: HashMap::new(),
             copied: 0,
         }
     }
@@ -124,6 +127,7 @@ impl CableClient {
     }
 
     fn fail_all(&mut self, e: &ErrorInfo, out: &mut ClientOut) {
+        self.by_sent.clear();
         for (_, w) in self.wires.drain() {
             if !w.confirmed {
                 for sub in w.subs {
@@ -161,6 +165,8 @@ impl CableClient {
             return;
         }
         Self::text(out, codec::command("subscribe", raw.as_bytes(), None));
+        self.by_sent
+            .insert(raw.as_bytes().to_vec(), id.canonical.clone());
         self.wires.insert(
             id.canonical,
             Wire {
@@ -180,6 +186,7 @@ impl CableClient {
             w.subs.is_empty()
         });
         if empty && let Some(w) = self.wires.remove(&canonical) {
+            self.by_sent.remove(w.identifier.as_bytes());
             Self::text(
                 out,
                 codec::command("unsubscribe", w.identifier.as_bytes(), None),
@@ -216,36 +223,12 @@ impl CableClient {
                 out,
             );
         };
-        // The action, merged into a JSON object body, else beside the body as `data`.
         let action = event.map(|e| String::from_utf8_lossy(&e).into_owned());
-        let mut obj = match payload.kind {
-            PayloadKind::Json => {
-                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&payload.data)
-                    .unwrap_or_else(|_| {
-                        let mut m = serde_json::Map::new();
-                        if let Ok(v) = serde_json::from_slice(&payload.data) {
-                            m.insert("data".into(), v);
-                        }
-                        m
-                    })
-            }
-            _ => {
-                let mut m = serde_json::Map::new();
-                m.insert(
-                    "data".into(),
-                    serde_json::Value::String(String::from_utf8_lossy(&payload.data).into_owned()),
-                );
-                m
-            }
-        };
-        if let Some(a) = action {
-            obj.insert("action".into(), serde_json::Value::String(a));
-        }
-        let data = serde_json::Value::Object(obj).to_string();
+        let data = codec::perform_data(action.as_deref(), &payload);
         self.copied += data.len() as u64;
         Self::text(
             out,
-            codec::command("message", w.identifier.as_bytes(), Some(data.as_bytes())),
+            codec::command("message", w.identifier.as_bytes(), Some(&data)),
         );
         // Action Cable answers nothing: confirmed once written (PROTOCOLS §6.2).
         answer(Ok(None), out);
@@ -286,6 +269,7 @@ impl CableClient {
                 let Some(w) = self.wires.remove(&canonical) else {
                     return;
                 };
+                self.by_sent.remove(w.identifier.as_bytes());
                 let reason = ErrorInfo::new(ErrorKind::Unauthorized, "subscription rejected");
                 for sub in w.subs {
                     self.by_sub.remove(&sub);
@@ -343,18 +327,28 @@ impl CableClient {
     }
 
     fn wire_of(&mut self, identifier: Option<&Bytes>) -> Option<&mut Wire> {
-        let canonical = codec::identifier(identifier?).ok()?.canonical;
+        let identifier = identifier?;
+        // Rails echoes the identifier byte for byte: the string sent finds it without a
+        // parse; another spelling of it is compared canonically.
+        let canonical = match self.by_sent.get(&identifier[..]) {
+            Some(c) => c.clone(),
+            None => codec::identifier(identifier).ok()?.canonical,
+        };
         self.wires.get_mut(&canonical)
     }
 }
 
 /// The event a broadcast names in its top-level `field` (a string), if any.
 fn event_name(message: &Bytes, field: &str) -> Option<Bytes> {
-    let obj: HashMap<String, serde_json::Value> = serde_json::from_slice(message).ok()?;
-    match obj.get(field)? {
-        serde_json::Value::String(s) => Some(Bytes::from(s.clone())),
-        _ => None,
-    }
+    // The top level only, values left raw: no DOM of the payload.
+    let obj: HashMap<std::borrow::Cow<'_, str>, &serde_json::value::RawValue> =
+        serde_json::from_slice(message).ok()?;
+    let v = obj.get(field)?;
+    let s: std::borrow::Cow<'_, str> = serde_json::from_str(v.get()).ok()?;
+    Some(match s {
+        std::borrow::Cow::Borrowed(b) => message.slice_ref(b.as_bytes()),
+        std::borrow::Cow::Owned(o) => Bytes::from(o),
+    })
 }
 
 impl ClientRole for CableClient {

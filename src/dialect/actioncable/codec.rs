@@ -221,6 +221,65 @@ pub fn command(command: &str, identifier: &[u8], data: Option<&[u8]>) -> Bytes {
     out.freeze()
 }
 
+/// The `data` of a `perform(action, payload)`: the action merged into a JSON object body
+/// (spliced in front of its keys, no DOM built), else beside the body as `data`.
+pub fn perform_data(action: Option<&str>, payload: &crate::frame::Payload) -> Vec<u8> {
+    use crate::frame::PayloadKind;
+    let body = &payload.data[..];
+    let trimmed = body.trim_ascii_start();
+    if payload.kind == PayloadKind::Json && trimmed.starts_with(b"{") {
+        let keys: Result<std::collections::HashMap<Cow<'_, str>, &RawValue>, _> =
+            serde_json::from_slice(body);
+        if let Ok(keys) = keys
+            && !keys.contains_key("action")
+        {
+            let Some(a) = action else {
+                return body.to_vec();
+            };
+            let mut out = Vec::with_capacity(body.len() + a.len() + 14);
+            out.extend_from_slice(b"{\"action\":");
+            let mut a_json = BytesMut::with_capacity(json_string_len(a.as_bytes()));
+            put_json_string(&mut a_json, a.as_bytes());
+            out.extend_from_slice(&a_json);
+            // The object's members after its `{`, unless it has none.
+            let rest = trimmed.get(1..).unwrap_or_default();
+            if keys.is_empty() {
+                out.push(b'}');
+            } else {
+                out.push(b',');
+                out.extend_from_slice(rest);
+            }
+            return out;
+        }
+    }
+    // Not a JSON object (or one with an `action` of its own, which the performed one
+    // replaces): built as a value.
+    let mut obj = match payload.kind {
+        PayloadKind::Json => {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+                .unwrap_or_else(|_| {
+                    let mut m = serde_json::Map::new();
+                    if let Ok(v) = serde_json::from_slice(body) {
+                        m.insert("data".into(), v);
+                    }
+                    m
+                })
+        }
+        _ => {
+            let mut m = serde_json::Map::new();
+            m.insert(
+                "data".into(),
+                serde_json::Value::String(String::from_utf8_lossy(body).into_owned()),
+            );
+            m
+        }
+    };
+    if let Some(a) = action {
+        obj.insert("action".into(), serde_json::Value::String(a.to_owned()));
+    }
+    serde_json::Value::Object(obj).to_string().into_bytes()
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)] // a failing index in a test is a failing test
 mod tests;

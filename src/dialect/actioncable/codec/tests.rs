@@ -81,3 +81,34 @@ fn encodes_golden_frames() {
         r#"{"command":"message","identifier":"{\"channel\":\"ChatChannel\",\"room\":\"lobby\"}","data":"{\"action\":\"speak\",\"body\":\"hi\"}"}"#
     );
 }
+
+#[test]
+fn perform_data_merges_the_action() {
+    use crate::frame::Payload;
+    let p = |s: &str| Payload::json(b(s));
+    assert_eq!(
+        perform_data(Some("speak"), &p(r#"{"body":"hi"}"#)),
+        br#"{"action":"speak","body":"hi"}"#
+    );
+    assert_eq!(
+        perform_data(Some("speak"), &p("{}")),
+        br#"{"action":"speak"}"#
+    );
+    assert_eq!(
+        perform_data(None, &p(r#"{"body":"hi"}"#)),
+        br#"{"body":"hi"}"#
+    );
+    // The performed action replaces the body's own.
+    assert_eq!(
+        perform_data(Some("speak"), &p(r#"{"action":"other","n":1}"#)),
+        br#"{"action":"speak","n":1}"#
+    );
+    assert_eq!(
+        perform_data(Some("speak"), &p("[1]")),
+        br#"{"action":"speak","data":[1]}"#
+    );
+    assert_eq!(
+        perform_data(Some("speak"), &Payload::text(b("hi"))),
+        br#"{"action":"speak","data":"hi"}"#
+    );
+}
