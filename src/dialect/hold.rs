@@ -2,15 +2,16 @@
 //!
 //! Owns: [`HoldQueue`], the FIFO of [`ClientOp`]s that wait for a backend being dialed or a
 //! protocol handshake in flight, bounded in count and in bytes ([`ClientOp::held_bytes`]),
-//! both checked before an op is queued.
+//! both checked before an op is queued; and [`Gate`], the one rule every client leg applies
+//! to an op from the session (refuse when closed, hold while handshaking, else carry out).
 //!
 //! Must not touch: I/O, timers, metrics, configuration, the ops themselves (they leave in the
 //! order they came, unchanged), or what a refusal means: the caller decides whether a full
-//! queue fails the leg or the session, and in which words.
+//! queue fails the leg or the session, and in which words (a [`Gate::Closed`] brings its own).
 
 use std::collections::VecDeque;
 
-use crate::frame::{ClientOp, ErrorInfo};
+use crate::frame::{ClientOp, ErrorInfo, ErrorKind};
 
 /// Why [`HoldQueue::push`] refused an op. The texts are the session's; a role that words
 /// it differently matches on the variant.
@@ -116,7 +117,40 @@ pub fn refuse(op: ClientOp, e: ErrorInfo, out: &mut crate::dialect::ClientOut) {
     }
 }
 
+/// Where a client leg stands when the session hands it an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Closed for good: every op is refused ([`ErrorKind::Unavailable`], in these words).
+    Closed(&'static str),
+    /// The backend's handshake is in flight: every op but `Connect` waits in the queue.
+    Handshaking,
+    /// Ready: ops are carried out now.
+    Open,
+}
+
 impl HoldQueue {
+    /// Pass `op` through the leg's `gate`: `Ok(Some(op))` to carry out now, `Ok(None)` once
+    /// it is refused or held, `Err` when holding it would overflow the queue (the op is
+    /// dropped and the leg fails with the error).
+    pub fn admit(
+        &mut self,
+        gate: Gate,
+        op: ClientOp,
+        out: &mut crate::dialect::ClientOut,
+    ) -> Result<Option<ClientOp>, ErrorInfo> {
+        match gate {
+            Gate::Closed(why) => {
+                refuse(op, ErrorInfo::new(ErrorKind::Unavailable, why), out);
+                Ok(None)
+            }
+            Gate::Handshaking if !matches!(op, ClientOp::Connect { .. }) => self
+                .push(op)
+                .map(|()| None)
+                .map_err(|e| ErrorInfo::new(ErrorKind::Limit, e.to_string())),
+            Gate::Handshaking | Gate::Open => Ok(Some(op)),
+        }
+    }
+
     /// Refuse every held operation with `e` (the leg will never be ready).
     pub fn refuse_all(&mut self, e: &ErrorInfo, out: &mut crate::dialect::ClientOut) {
         for op in self.drain() {
@@ -195,6 +229,47 @@ mod tests {
             none.push(ClientOp::Disconnect),
             Err(HoldError::TooMany { max_ops: 0 })
         );
+    }
+
+    #[test]
+    fn the_gate_refuses_when_closed_holds_while_handshaking_and_passes_when_open() {
+        use crate::dialect::ClientOut;
+        use crate::frame::BackendEvent;
+        let mut q = HoldQueue::new(1, 100);
+        let mut out = ClientOut::default();
+        let sub = ClientOp::Subscribe {
+            sub: 7,
+            channel: Bytes::from("c"),
+            params: Default::default(),
+        };
+        // Closed: a subscription fails in the gate's words and nothing is held.
+        assert_eq!(
+            q.admit(Gate::Closed("gone"), sub.clone(), &mut out),
+            Ok(None)
+        );
+        match out.events.as_slice() {
+            [BackendEvent::SubscribeFailed { sub: 7, reason }] => {
+                assert_eq!(reason.kind, ErrorKind::Unavailable);
+                assert_eq!(reason.message, "gone");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(q.is_empty());
+        // Handshaking: held, but `Connect` passes; past the count the leg fails.
+        assert_eq!(q.admit(Gate::Handshaking, op(3), &mut out), Ok(None));
+        let connect = ClientOp::Connect {
+            credentials: Default::default(),
+        };
+        assert_eq!(
+            q.admit(Gate::Handshaking, connect.clone(), &mut out),
+            Ok(Some(connect))
+        );
+        let full = q.admit(Gate::Handshaking, op(3), &mut out).unwrap_err();
+        assert_eq!(full.kind, ErrorKind::Limit);
+        assert_eq!(q.len(), 1);
+        // Open: carried out now, the queue untouched.
+        assert_eq!(q.admit(Gate::Open, sub.clone(), &mut out), Ok(Some(sub)));
+        assert_eq!((q.len(), out.events.len()), (1, 1));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::codec;
-use crate::dialect::hold::{HoldQueue, refuse};
+use crate::dialect::hold::{Gate, HoldQueue};
 use crate::dialect::{ClientOut, ClientRole, Close, Dial, Keepalive, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply, SubId,
@@ -391,20 +391,16 @@ impl ClientRole for CableClient {
     }
 
     fn on_op(&mut self, op: ClientOp, _now: Instant, out: &mut ClientOut) {
-        match self.state {
-            State::Closed => {
-                let e = ErrorInfo::new(ErrorKind::Unavailable, "Action Cable connection closed");
-                return refuse(op, e, out);
-            }
-            State::AwaitWelcome if !matches!(op, ClientOp::Connect { .. }) => {
-                if let Err(e) = self.held.push(op) {
-                    let e = ErrorInfo::new(ErrorKind::Limit, e.to_string());
-                    self.fail(e, out);
-                }
-                return;
-            }
-            _ => {}
-        }
+        let gate = match self.state {
+            State::Closed => Gate::Closed("Action Cable connection closed"),
+            State::AwaitWelcome => Gate::Handshaking,
+            _ => Gate::Open,
+        };
+        let op = match self.held.admit(gate, op, out) {
+            Ok(Some(op)) => op,
+            Ok(None) => return,
+            Err(e) => return self.fail(e, out),
+        };
         match op {
             ClientOp::Connect { credentials } => self.credentials = credentials,
             // Action Cable authenticates only at the upgrade.

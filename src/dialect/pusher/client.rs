@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::auth;
 use super::codec::{self, Data, Kind};
-use crate::dialect::hold::{HoldQueue, refuse};
+use crate::dialect::hold::{Gate, HoldQueue};
 use crate::dialect::{ClientOut, ClientRole, Close, Dial, Keepalive, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, Reply, SubId, SubParams,
@@ -583,20 +583,16 @@ impl ClientRole for PusherClient {
     }
 
     fn on_op(&mut self, op: ClientOp, _now: Instant, out: &mut ClientOut) {
-        match self.state {
-            State::Closed => {
-                let e = ErrorInfo::new(ErrorKind::Unavailable, "Pusher connection closed");
-                return refuse(op, e, out);
-            }
-            State::AwaitEstablished if !matches!(op, ClientOp::Connect { .. }) => {
-                if let Err(e) = self.held.push(op) {
-                    let e = ErrorInfo::new(ErrorKind::Limit, e.to_string());
-                    self.fail(e, out);
-                }
-                return;
-            }
-            _ => {}
-        }
+        let gate = match self.state {
+            State::Closed => Gate::Closed("Pusher connection closed"),
+            State::AwaitEstablished => Gate::Handshaking,
+            _ => Gate::Open,
+        };
+        let op = match self.held.admit(gate, op, out) {
+            Ok(Some(op)) => op,
+            Ok(None) => return,
+            Err(e) => return self.fail(e, out),
+        };
         match op {
             ClientOp::Connect { credentials } => self.credentials = credentials,
             // Pusher signin would need the user data signed by the app: not forwarded.

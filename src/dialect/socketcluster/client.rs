@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::codec::{self, Decoded, Packet, Version};
-use crate::dialect::hold::{HoldQueue, refuse};
+use crate::dialect::hold::{Gate, HoldQueue};
 use crate::dialect::pending::{self, Pending};
 use crate::dialect::{ClientOut, ClientRole, Close, Dial, Keepalive, WsMsg};
 use crate::frame::{
@@ -464,21 +464,17 @@ impl ClientRole for ScClient {
     }
 
     fn on_op(&mut self, op: ClientOp, now: Instant, out: &mut ClientOut) {
-        match self.state {
-            State::Closed => {
-                let e = ErrorInfo::new(ErrorKind::Unavailable, "SocketCluster connection closed");
-                return refuse(op, e, out);
-            }
-            // The v9 server drops what comes before its handshake answer: hold it.
-            State::Handshaking if !matches!(op, ClientOp::Connect { .. }) => {
-                if let Err(e) = self.held.push(op) {
-                    let e = ErrorInfo::new(ErrorKind::Limit, e.to_string());
-                    self.fail(e, out);
-                }
-                return;
-            }
-            _ => {}
-        }
+        // The v9 server drops what comes before its handshake answer: hold it.
+        let gate = match self.state {
+            State::Closed => Gate::Closed("SocketCluster connection closed"),
+            State::Handshaking => Gate::Handshaking,
+            _ => Gate::Open,
+        };
+        let op = match self.held.admit(gate, op, out) {
+            Ok(Some(op)) => op,
+            Ok(None) => return,
+            Err(e) => return self.fail(e, out),
+        };
         match op {
             ClientOp::Connect { credentials } => self.credentials = credentials,
             ClientOp::Reauth { credentials } => {
