@@ -282,13 +282,11 @@ async fn rejected_room_and_bad_token(e: &Env) {
 /// @stomp/stompjs on Rails with identifier templates: subscribe, deliveries named by the
 /// broadcast's event, perform by SEND with `event:<action>`, a rejected room as ERROR.
 async fn stomp_with_templates(e: &Env) {
-    let mut s = Driver::stomp().await;
-    s.send(
+    let mut s = Driver::stomp_connected(
         json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{}/ws", e.proxy),
         "wsHeaders":{"Authorization":format!("Bearer {CABLE_TOKEN_M2}")}}),
     )
     .await;
-    s.expect_ev(T, "st", "connected").await;
     for (id, dest) in [("0", "/topic/chat-room/88"), ("1", "/topic/notifications")] {
         let r = format!("sub-{id}");
         s.send(
@@ -456,13 +454,11 @@ async fn a_dead_rails_server_gets_clients_a_retryable_close() {
     d.send(json!({"op":"connect","c":"k","url":format!("ws://127.0.0.1:{proxy}/cable?token={CABLE_TOKEN_M1}")}))
         .await;
     cable_connected(&mut d, "k").await;
-    let mut s = Driver::stomp().await;
-    s.send(
+    let mut s = Driver::stomp_connected(
         json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{proxy}/ws"),
         "wsHeaders":{"Authorization":format!("Bearer {CABLE_TOKEN_M1}")}}),
     )
     .await;
-    s.expect_ev(T, "st", "connected").await;
     cable.child().kill();
     let gone = d.expect_ev(T, "k", "disconnected").await;
     assert_eq!(gone["reason"], "server_restart", "{gone}");
@@ -495,15 +491,9 @@ listen = "127.0.0.1:{admin}"
 name = "ac-rabbit"
 listen = "127.0.0.1:{proxy}"
 client = "actioncable"
-[route.upstream]
-url = "{url}"
-dialect = "stomp"
-[route.upstream.credentials]
-login = "guest"
-passcode = "guest"
-"#,
+{upstream}"#,
         admin = free_port(),
-        url = rabbit.ws_url(),
+        upstream = rabbit.upstream_toml(),
     ))
     .await;
     let mut d = Driver::cable().await;
@@ -512,11 +502,7 @@ passcode = "guest"
     cable_connected(&mut d, "rb").await;
     let id = json!({"channel": "alerts.desk"});
     cable_subscribe(&mut d, "rb", id.clone()).await;
-    let mut s = Driver::stomp().await;
-    s.send(json!({"op":"connect","c":"pub","url":rabbit.ws_url(),
-        "headers":{"login":"guest","passcode":"guest","host":"/"}}))
-        .await;
-    s.expect_ev(T, "pub", "connected").await;
+    let mut s = rabbit.publisher("pub").await;
     s.send(json!({"op":"send","c":"pub","destination":"/topic/alerts.desk",
         "headers":{"content-type":"application/json","receipt":"r"},"body":"{\"event\":\"alert\",\"level\":2}"}))
         .await;

@@ -346,10 +346,10 @@ async fn stomp_to_soketi(e: &Env) {
         "subscription_succeeded"
     );
 
-    let mut s = Driver::stomp().await;
-    s.send(json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{}/ws", e.proxy_port)}))
-        .await;
-    s.expect_ev(T, "st", "connected").await;
+    let mut s = Driver::stomp_connected(
+        json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{}/ws", e.proxy_port)}),
+    )
+    .await;
     for (id, dest) in [("0", "/topic/desk-news"), ("1", "/topic/private-desk")] {
         let receipt = format!("sub-{id}");
         s.send(json!({"op":"subscribe","c":"st","id":id,"destination":dest,"headers":{"receipt":receipt}}))
@@ -409,10 +409,10 @@ async fn stomp_to_soketi(e: &Env) {
 /// says), an unknown one a STOMP ERROR.
 async fn stomp_signed_by_the_apps_endpoint(e: &Env) {
     let url = format!("ws://127.0.0.1:{}/ws-endpoint", e.proxy_port);
-    let mut s = Driver::stomp().await;
-    s.send(json!({"op":"connect","c":"good","url":url,"wsHeaders":{"Authorization":"Bearer good-token"}}))
-        .await;
-    s.expect_ev(T, "good", "connected").await;
+    let mut s = Driver::stomp_connected(
+        json!({"op":"connect","c":"good","url":url,"wsHeaders":{"Authorization":"Bearer good-token"}}),
+    )
+    .await;
     for (id, dest) in [("0", "/topic/private-ward"), ("1", "/topic/presence-ward")] {
         let receipt = format!("good-{id}");
         s.send(json!({"op":"subscribe","c":"good","id":id,"destination":dest,"headers":{"receipt":receipt}}))
@@ -625,13 +625,7 @@ client = "pusher"
 [route.pusher]
 app_key = "{PUSHER_APP_KEY}"
 app_secret = "{PUSHER_APP_SECRET}"
-[route.upstream]
-url = "{url}"
-dialect = "stomp"
-[route.upstream.credentials]
-login = "guest"
-passcode = "guest"
-
+{upstream}
 # RabbitMQ takes publishes on /topic/ (the default is Spring's /app/): a template sends
 # private channels' client events there, and subscribes there too.
 [[route.map]]
@@ -639,7 +633,7 @@ client = "private-{{room}}"
 upstream = "/topic/private-{{room}}"
 "#,
         admin = free_port(),
-        url = rabbit.ws_url(),
+        upstream = rabbit.upstream_toml(),
     ))
     .await;
     let mut p = Driver::pusher().await;
@@ -651,11 +645,7 @@ upstream = "/topic/private-{{room}}"
         pusher_subscribed(&mut p, "pia", "desk.news").await["ev"],
         "subscription_succeeded"
     );
-    let mut s = Driver::stomp().await;
-    s.send(json!({"op":"connect","c":"pub","url":rabbit.ws_url(),
-        "headers":{"login":"guest","passcode":"guest","host":"/"}}))
-        .await;
-    s.expect_ev(T, "pub", "connected").await;
+    let mut s = rabbit.publisher("pub").await;
     s.send(
         json!({"op":"send","c":"pub","destination":"/topic/desk.news",
         "headers":{"content-type":"application/json","event":"bulletin","receipt":"r1"},

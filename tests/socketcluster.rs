@@ -350,10 +350,10 @@ async fn sc_to_socketio_backend(e: &Env) {
 /// @stomp/stompjs on the sc9 backend: SEND /app/<event> is a call (RECEIPT when answered,
 /// ERROR on an RPC error: the route waits for answers), /topic/<ch> a channel.
 async fn stomp_to_sc(e: &Env) {
-    let mut s = Driver::stomp().await;
-    s.send(json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{}/ws", e.proxy)}))
-        .await;
-    s.expect_ev(T, "st", "connected").await;
+    let mut s = Driver::stomp_connected(
+        json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{}/ws", e.proxy)}),
+    )
+    .await;
     s.send(json!({"op":"subscribe","c":"st","id":"0","destination":"/topic/stomp-room","headers":{"receipt":"sub"}}))
         .await;
     s.expect(T, |v| {
@@ -570,10 +570,10 @@ async fn a_dead_backend_gets_each_client_a_retryable_close() {
     cmd["reconnectDelay"] = json!(300);
     d.send(cmd).await;
     sc_connected(&mut d, "ann").await;
-    let mut s = Driver::stomp().await;
-    s.send(json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{proxy}/ws")}))
-        .await;
-    s.expect_ev(T, "st", "connected").await;
+    let mut s = Driver::stomp_connected(
+        json!({"op":"connect","c":"st","url":format!("ws://127.0.0.1:{proxy}/ws")}),
+    )
+    .await;
     sc9.kill();
     let c = d.expect_ev(T, "ann", "disconnect").await;
     let code = c["code"].as_u64().unwrap();
@@ -608,15 +608,9 @@ listen = "127.0.0.1:{admin}"
 name = "sc-rabbit"
 listen = "127.0.0.1:{proxy}"
 client = "socketcluster"
-[route.upstream]
-url = "{url}"
-dialect = "stomp"
-[route.upstream.credentials]
-login = "guest"
-passcode = "guest"
-"#,
+{upstream}"#,
         admin = free_port(),
-        url = rabbit.ws_url(),
+        upstream = rabbit.upstream_toml(),
     ))
     .await;
     let mut d = Driver::sc().await;
@@ -626,11 +620,7 @@ passcode = "guest"
         .await;
     d.expect(T, |v| v["c"] == "rb" && v["ev"] == "subscribe")
         .await;
-    let mut s = Driver::stomp().await;
-    s.send(json!({"op":"connect","c":"pub","url":rabbit.ws_url(),
-        "headers":{"login":"guest","passcode":"guest","host":"/"}}))
-        .await;
-    s.expect_ev(T, "pub", "connected").await;
+    let mut s = rabbit.publisher("pub").await;
     s.send(
         json!({"op":"send","c":"pub","destination":"/topic/desk.alerts",
         "headers":{"content-type":"application/json","receipt":"r"},"body":"{\"level\":2}"}),

@@ -544,6 +544,19 @@ impl Driver {
         Self::spawn("stomp_driver.js").await
     }
 
+    /// A stomp.js client connected by `cmd` (a stomp_driver.js `connect` command): waits up
+    /// to 10 s for its `connected`.
+    pub async fn stomp_connected(cmd: Value) -> Driver {
+        let c = cmd["c"]
+            .as_str()
+            .expect("connect command names its client")
+            .to_owned();
+        let mut d = Self::stomp().await;
+        d.send(cmd).await;
+        d.expect_ev(Duration::from_secs(10), &c, "connected").await;
+        d
+    }
+
     /// `node sio_driver.js`, ready.
     pub async fn sio() -> Driver {
         Self::spawn("sio_driver.js").await
@@ -887,6 +900,22 @@ impl Rabbit {
     /// `ws://127.0.0.1:<ws_port>/ws`.
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.ws_port)
+    }
+
+    /// A `[route.upstream]` table (with its credentials) for a route in front of this broker.
+    pub fn upstream_toml(&self) -> String {
+        format!(
+            "[route.upstream]\nurl = \"{}\"\ndialect = \"stomp\"\n\
+             [route.upstream.credentials]\nlogin = \"guest\"\npasscode = \"guest\"\n",
+            self.ws_url()
+        )
+    }
+
+    /// A stomp.js client `c` connected straight to the broker as guest.
+    pub async fn publisher(&self, c: &str) -> Driver {
+        Driver::stomp_connected(json!({"op":"connect","c":c,"url":self.ws_url(),
+            "headers":{"login":"guest","passcode":"guest","host":"/"}}))
+        .await
     }
 
     /// The state directory (RABBIT_DIR).
