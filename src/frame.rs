@@ -6,6 +6,8 @@
 //!
 //! Must not touch: parsing, I/O, configuration. Nothing here knows a wire format.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// A subscription id, allocated by the downstream (server-role) leg, unique within a session.
@@ -130,6 +132,50 @@ pub struct Credentials {
     pub cookie: Option<Bytes>,
     /// The `Origin` header of the client's upgrade (Rails refuses upgrades without one).
     pub origin: Option<Bytes>,
+    /// Who the client is, as verified at the edge (`[route.auth]`): set by the session once
+    /// the client's token was verified, never taken from the client's frames as is.
+    pub identity: Option<Arc<Identity>>,
+}
+
+/// A client identity verified at the edge from a token's claims: what an in-process backend
+/// (the embedded hub) authorizes private and presence channels with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`: the presence member id.
+    pub user_id: Option<Bytes>,
+    /// The token's `info` claim, raw JSON: the presence member info.
+    pub user_info: Option<Bytes>,
+    /// Channel patterns from the token's `channels` claim; `*` matches any run of bytes.
+    pub channels: Vec<Bytes>,
+}
+
+impl Identity {
+    /// Whether one of the `channels` patterns grants `channel`.
+    pub fn allows(&self, channel: &[u8]) -> bool {
+        self.channels.iter().any(|p| glob(p, channel))
+    }
+}
+
+/// `*`-only glob match, iterative with one backtrack point (linear in practice, no recursion).
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
 }
 
 /// What the client side asks of the backend, in the downstream dialect's naming until the
@@ -406,6 +452,32 @@ pub enum BackendEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_channel_patterns() {
+        let id = Identity {
+            channels: vec![
+                Bytes::from("private-user-42"),
+                Bytes::from("presence-room-*"),
+                Bytes::from("*-public"),
+            ],
+            ..Default::default()
+        };
+        assert!(id.allows(b"private-user-42"));
+        assert!(!id.allows(b"private-user-421"));
+        assert!(id.allows(b"presence-room-"));
+        assert!(id.allows(b"presence-room-7"));
+        assert!(!id.allows(b"presence-roo"));
+        assert!(id.allows(b"a-b-public"));
+        assert!(!id.allows(b"a-b-public-x"));
+        assert!(!Identity::default().allows(b"anything"));
+        let all = Identity {
+            channels: vec![Bytes::from("*")],
+            ..Default::default()
+        };
+        assert!(all.allows(b""));
+        assert!(all.allows(b"private-x"));
+    }
 
     #[test]
     fn held_bytes_counts_what_the_client_sized() {

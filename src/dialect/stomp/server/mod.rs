@@ -110,7 +110,7 @@ enum Wait {
 enum TxItem {
     /// A SEND (its `reply` unset) and its own `receipt`.
     Publish {
-        op: ClientOp,
+        op: Box<ClientOp>,
         receipt: Option<Bytes>,
     },
     /// An ACK or NACK of one of our `ack` ids.

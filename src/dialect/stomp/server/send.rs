@@ -72,7 +72,15 @@ impl StompServer {
         };
         match f.header("transaction") {
             None => self.publish(op, receipt, out),
-            Some(tx) => self.buffer(tx, TxItem::Publish { op, receipt }, size, out),
+            Some(tx) => self.buffer(
+                tx,
+                TxItem::Publish {
+                    op: Box::new(op),
+                    receipt,
+                },
+                size,
+                out,
+            ),
         }
     }
 }

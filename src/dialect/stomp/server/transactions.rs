@@ -74,9 +74,9 @@ impl StompServer {
                     // The COMMIT's receipt rides on the last SEND when that has none, so it
                     // is answered only once the committed frames were taken upstream.
                     TxItem::Publish { op, receipt: None } if Some(i) == last_publish => {
-                        self.publish(op, receipt.take(), out);
+                        self.publish(*op, receipt.take(), out);
                     }
-                    TxItem::Publish { op, receipt: r } => self.publish(op, r, out),
+                    TxItem::Publish { op, receipt: r } => self.publish(*op, r, out),
                     TxItem::Ack { id, positive } => self.apply_ack(&id, positive, out),
                 }
                 if self.state == State::Closed {
