@@ -1,5 +1,7 @@
-//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (alive) and
-//! `/readyz` (listeners bound and not draining).
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (alive), `/readyz`
+//! (listeners bound and not draining) and `POST /reload` (re-read the config file; what
+//! `switchboard reload` calls). Bind it to loopback: whoever reaches it can make the process
+//! re-read its own file, nothing more.
 //!
 //! Must not touch: proxy sessions.
 
@@ -10,10 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::handshake::text;
@@ -35,11 +38,49 @@ impl Health {
     }
 }
 
-/// Serve the admin endpoints until `shutdown`.
+/// A reload asked over `POST /reload`: the runtime answers with its summary or the reason it
+/// refused the file.
+pub type ReloadAsk = oneshot::Sender<Result<String, String>>;
+
+/// How long `POST /reload` waits for the runtime (binding, reading TLS files).
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `POST /reload`: 200 with the summary, 422 with the reason a file was refused.
+async fn reload(method: &Method, asks: mpsc::Sender<ReloadAsk>) -> Response<Full<Bytes>> {
+    if method != Method::POST {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "POST /reload\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let (tx, rx) = oneshot::channel();
+    if asks.send(tx).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    let (status, body) = match tokio::time::timeout(RELOAD_WAIT, rx).await {
+        Ok(Ok(Ok(summary))) => (StatusCode::OK, summary),
+        Ok(Ok(Err(why))) => (StatusCode::UNPROCESSABLE_ENTITY, why),
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned()),
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the reload did not finish in time".to_owned(),
+        ),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body + "\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Serve the admin endpoints until `shutdown`; `POST /reload` asks go to `reloads`.
 pub async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
     health: Arc<Health>,
+    reloads: mpsc::Sender<ReloadAsk>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -50,9 +91,15 @@ pub async fn serve(
                 Err(_) => { tokio::time::sleep(std::time::Duration::from_millis(50)).await; continue; }
             },
         };
-        let (metrics, health) = (metrics.clone(), health.clone());
+        let (metrics, health, reloads) = (metrics.clone(), health.clone(), reloads.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                if req.uri().path() == "/reload" {
+                    let (method, reloads) = (req.method().clone(), reloads.clone());
+                    return futures_util::future::Either::Left(async move {
+                        Ok::<_, Infallible>(reload(&method, reloads).await)
+                    });
+                }
                 let resp = match req.uri().path() {
                     "/metrics" => {
                         let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
@@ -67,7 +114,7 @@ pub async fn serve(
                     "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
                     _ => text(StatusCode::NOT_FOUND, "not found\n"),
                 };
-                async move { Ok::<_, Infallible>(resp) }
+                futures_util::future::Either::Right(async move { Ok::<_, Infallible>(resp) })
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

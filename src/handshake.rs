@@ -37,6 +37,14 @@ use crate::session::{self, Link, RouteCtx, Session};
 pub trait Transport: Send + Sync {
     /// Answer one request; WebSocket upgrades go through `up`.
     fn handle(&self, req: Request<Incoming>, up: Upgrader) -> BoxFuture<'_, Response<Full<Bytes>>>;
+
+    /// The transport of the same route after a reload changed it: new sessions get `ctx`,
+    /// while sessions this transport already holds (long-polling ones, reached by id on
+    /// every request) stay reachable. `None`: nothing to carry over, build afresh.
+    fn carry_over(&self, ctx: Arc<RouteCtx>) -> Option<Arc<dyn Transport>> {
+        let _ = ctx;
+        None
+    }
 }
 
 /// Whether a request asks for a WebSocket upgrade: `GET`, with `Upgrade: websocket` and

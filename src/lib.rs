@@ -34,13 +34,50 @@ pub mod tls;
 pub mod translate;
 pub mod upstream;
 
-/// Run the proxy with `config` until SIGTERM/SIGINT, then drain.
+/// Run the proxy with `config` until SIGTERM/SIGINT, then drain. Without a file to re-read,
+/// a reload is refused.
 pub async fn run(config: config::Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    run_from(config, None).await
+}
+
+/// Run the proxy with `config`, loaded from `path`: SIGHUP or `POST /reload` on the admin
+/// listener (`switchboard reload`) re-reads `path` and applies it; SIGTERM/SIGINT drain.
+pub async fn run_from(
+    config: config::Config,
+    path: Option<std::path::PathBuf>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let handle = metrics::install()?;
-    let running = server::start(&config, handle).await?;
+    let mut hangups = shutdown::hangups()?;
+    let mut running = server::start(&config, handle).await?;
     // Readiness for systemd `Type=notify`: every listener is bound.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let sig = shutdown::signal().await?;
+    let signal = shutdown::signal();
+    tokio::pin!(signal);
+    enum Ev {
+        Stop(std::io::Result<&'static str>),
+        Hangup,
+        Asked(Option<admin::ReloadAsk>),
+    }
+    let sig = loop {
+        let ev = tokio::select! {
+            s = &mut signal => Ev::Stop(s),
+            _ = hangups.recv() => Ev::Hangup,
+            a = running.reload_asked() => Ev::Asked(a),
+        };
+        match ev {
+            Ev::Stop(s) => break s?,
+            Ev::Hangup => {
+                tracing::info!(signal = "SIGHUP", "reloading the config");
+                let _ = reload(&mut running, path.as_deref()).await;
+            }
+            Ev::Asked(Some(ask)) => {
+                tracing::info!(via = "POST /reload", "reloading the config");
+                let _ = ask.send(reload(&mut running, path.as_deref()).await);
+            }
+            // The admin endpoint is gone: only signals are left to wait for.
+            Ev::Asked(None) => break signal.as_mut().await?,
+        }
+    };
     tracing::info!(
         signal = sig,
         grace_ms = config.shutdown.grace_period_ms,
@@ -56,4 +93,21 @@ pub async fn run(config: config::Config) -> Result<(), Box<dyn std::error::Error
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One reload, told to systemd as `RELOADING=1` then `READY=1`.
+async fn reload(
+    running: &mut server::Running,
+    path: Option<&std::path::Path>,
+) -> Result<String, String> {
+    let Some(path) = path else {
+        tracing::error!("reload refused: the proxy was not started from a config file");
+        return Err("the proxy was not started from a config file".to_owned());
+    };
+    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
+    }
+    let r = running.reload(path).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    r
 }

@@ -1,7 +1,9 @@
 //! Listeners: TCP accept under a connection limit, TLS and HTTP in the spawned task under a
 //! timeout, routing by path to a route's transport or to the plain WebSocket upgrade.
 //!
-//! Owns: accept backoff, the connection `Semaphore`, per-address route tables.
+//! Owns: accept backoff, the connection `Semaphore`, per-address route tables. A table and
+//! the listener's TLS config sit in swappable cells ([`Table`]) so a reload changes what new
+//! connections and requests see, while upgraded sessions keep the route they started with.
 //!
 //! Must never await a handshake or a read inline in the accept loop, and must not translate.
 //! The upgrade itself is [`crate::handshake`]'s; dialect transports (Engine.IO) are reached
@@ -13,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -28,12 +31,34 @@ use tokio_util::task::TaskTracker;
 use crate::handshake::{Transport, Upgrader, is_upgrade, text};
 use crate::metrics as m;
 use crate::session::RouteCtx;
+use crate::tls::ServerTls;
 
 /// A listener bound to one address, serving one or more routes by path.
 pub struct Bound {
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    routes: Arc<Routes>,
+    tls: ServerTls,
+    routes: Arc<ArcSwap<Routes>>,
+}
+
+/// The swappable part of a bound listener: its routes and its TLS config. A reload replaces
+/// both; each request looks its route up in the current table, each handshake takes the
+/// current TLS config.
+#[derive(Clone)]
+pub struct Table {
+    routes: Arc<ArcSwap<Routes>>,
+    tls: ServerTls,
+}
+
+impl Table {
+    /// Serve `routes` to requests from now on.
+    pub fn set_routes(&self, routes: Vec<RouteEntry>) {
+        self.routes.store(Arc::new(Routes::new(routes)));
+    }
+
+    /// The listener's TLS cell.
+    pub fn tls(&self) -> &ServerTls {
+        &self.tls
+    }
 }
 
 /// One listener's routes by path.
@@ -42,6 +67,14 @@ struct Routes {
 }
 
 impl Routes {
+    fn new(routes: Vec<RouteEntry>) -> Self {
+        let exact = routes
+            .into_iter()
+            .map(|r| (r.ctx.config.path.clone(), r))
+            .collect();
+        Self { exact }
+    }
+
     /// The route serving `path`: its own path, or one segment below it when its client
     /// dialect's clients append one (Pusher's `/app/<key>`).
     fn find(&self, path: &str) -> Option<&RouteEntry> {
@@ -68,6 +101,10 @@ pub struct RouteEntry {
     pub ctx: Arc<RouteCtx>,
     /// The dialect's own transport in front of its sessions (Engine.IO), when it has one.
     pub transport: Option<Arc<dyn Transport>>,
+    /// The route's drain signal: its sessions close as on SIGTERM when it is cancelled (the
+    /// route was removed by a reload, or the process is draining). Kept across a reload that
+    /// changes the route, so sessions of either version drain together.
+    pub stop: CancellationToken,
 }
 
 impl Bound {
@@ -78,16 +115,19 @@ impl Bound {
         routes: Vec<RouteEntry>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let exact = routes
-            .into_iter()
-            .map(|r| (r.ctx.config.path.clone(), r))
-            .collect();
-        let routes = Routes { exact };
         Ok(Self {
             listener,
-            tls,
-            routes: Arc::new(routes),
+            tls: ServerTls::new(tls.map(|a| a.config().clone())),
+            routes: Arc::new(ArcSwap::from_pointee(Routes::new(routes))),
         })
+    }
+
+    /// The handle through which a reload swaps this listener's routes and TLS config.
+    pub fn table(&self) -> Table {
+        Table {
+            routes: self.routes.clone(),
+            tls: self.tls.clone(),
+        }
     }
 
     /// The bound address.
@@ -131,14 +171,14 @@ impl Bound {
                 permit: Arc::new(permit),
                 peer,
             };
-            let tls = self.tls.clone();
+            let tls = self.tls.acceptor();
             tracker.spawn(conn.run(tcp, tls, handshake_timeout));
         }
     }
 }
 
 struct Conn {
-    routes: Arc<Routes>,
+    routes: Arc<ArcSwap<Routes>>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -183,7 +223,8 @@ impl Conn {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(route) = self.routes.find(req.uri().path()).cloned() else {
+        // The table current for this request: a keep-alive connection sees a reload.
+        let Some(route) = self.routes.load().find(req.uri().path()).cloned() else {
             m::handshake_failed("no_route");
             return text(StatusCode::NOT_FOUND, "no route for this path\n");
         };
@@ -192,7 +233,9 @@ impl Conn {
             self.peer,
             self.limit.clone(),
             self.tracker.clone(),
-            self.shutdown.clone(),
+            // The route's own drain signal (a child of the process's), so removing the route
+            // drains its sessions alone.
+            route.stop.clone(),
             self.permit.clone(),
         );
         if let Some(transport) = &route.transport {

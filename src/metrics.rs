@@ -180,3 +180,23 @@ impl RouteMetrics {
         }
     }
 }
+
+// --- Config reloads (recorded by the runtime; described with the dashboard's metrics) --------
+
+/// The config generation now running: 1 at start, one more per applied reload.
+pub fn config_generation(generation: u64) {
+    gauge!("switchboard_config_generation").set(generation as f64);
+}
+
+/// One reload attempt's `outcome`: `ok` (applied) or `error` (refused, the running config
+/// stays).
+pub fn config_reloaded(outcome: &'static str) {
+    counter!("switchboard_config_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// Both outcome series at 0, so a dashboard's `increase()` sees the first reload.
+pub fn config_reloads_registered() {
+    for outcome in ["ok", "error"] {
+        counter!("switchboard_config_reloads_total", "outcome" => outcome).increment(0);
+    }
+}

@@ -1,23 +1,33 @@
 //! The runtime: builds every route, binds listeners and the admin endpoint, reports
-//! readiness, and drains on shutdown within the grace period.
+//! readiness, reloads the config, and drains on shutdown within the grace period.
 //!
 //! Owns: startup order (bind everything, then READY=1), the session `TaskTracker`, the
-//! grace period. Knows no protocol.
+//! grace period, the config generation and what a reload changes: routes added, changed,
+//! removed, listeners bound or closed, TLS material re-read. Knows no protocol.
+//!
+//! A reload is all or nothing: the file is loaded and checked as `switchboard check` does,
+//! every route that changed is built, every TLS file read and every new address bound before
+//! anything running is touched; any failure leaves the running config as it was. Then
+//! listener tables are swapped (new requests see the new routes), new listeners start,
+//! listeners left without routes stop accepting, and removed routes drain as on SIGTERM.
+//! Sessions hold an `Arc` of the route they started on, so they keep its settings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, Health};
-use crate::config::Config;
-use crate::listener::{Bound, RouteEntry};
+use crate::admin::{self, Health, ReloadAsk};
+use crate::config::{Config, Route};
+use crate::listener::{Bound, RouteEntry, Table};
+use crate::metrics as m;
 use crate::{registry, tls};
 
 /// Startup failures.
@@ -61,52 +71,164 @@ pub struct Running {
     accept_stop: CancellationToken,
     sessions_stop: CancellationToken,
     grace: Duration,
+    /// What a reload compares against and builds on.
+    state: State,
+    /// `POST /reload` asks arrive here.
+    reloads: mpsc::Receiver<ReloadAsk>,
 }
 
-/// Build and bind everything. Returns once every listener is bound.
-pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running, StartError> {
+/// The running configuration: the config, its routes as built, its listeners.
+struct State {
+    config: Config,
+    generation: u64,
+    routes: HashMap<String, LiveRoute>,
+    /// By configured address (`127.0.0.1:0` stays one listener across reloads).
+    listeners: BTreeMap<SocketAddr, Live>,
+    limit: Arc<Semaphore>,
+    handshake_timeout: Duration,
+}
+
+/// A route as it runs: the table it was built from, and what listeners serve.
+struct LiveRoute {
+    route: Route,
+    entry: RouteEntry,
+}
+
+/// A bound listener.
+struct Live {
+    table: Table,
+    /// Stops its accept loop (and idle keep-alive connections); its upgraded sessions answer
+    /// to their routes' tokens instead.
+    stop: CancellationToken,
+    local: SocketAddr,
+}
+
+/// What a config builds into before anything runs: every route's entry, and each address's
+/// routes and TLS config.
+struct Plan {
+    routes: Vec<(Route, RouteEntry, Change)>,
+    by_addr: BTreeMap<SocketAddr, (Option<Arc<rustls::ServerConfig>>, Vec<RouteEntry>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Change {
+    Added,
+    Changed,
+    Unchanged,
+}
+
+/// Whether a route's table, and every table outside `[[route]]` that building a route reads
+/// (process-wide limits), are the same in both configs: then its built entry is kept whole,
+/// with any per-route state in it.
+fn same_route(old: &Route, old_cfg: &Config, new: &Route, new_cfg: &Config) -> bool {
+    let json = |r: &Route| serde_json::to_value(r).ok();
+    let rest = |c: &Config| {
+        serde_json::to_value(Config {
+            routes: Vec::new(),
+            ..c.clone()
+        })
+        .ok()
+    };
+    json(old).is_some() && json(old) == json(new) && rest(old_cfg) == rest(new_cfg)
+}
+
+/// Build what `config` needs: routes that are new or changed are built afresh (a changed
+/// route keeps its drain token and its transport's live sessions), unchanged ones are kept,
+/// and every listener's TLS files are read again.
+fn plan(
+    config: &Config,
+    current: Option<(&Config, &HashMap<String, LiveRoute>)>,
+    sessions_stop: &CancellationToken,
+) -> Result<Plan, StartError> {
     let mut client_tls = None;
-    let mut by_addr: BTreeMap<SocketAddr, (Option<tokio_rustls::TlsAcceptor>, Vec<RouteEntry>)> =
-        BTreeMap::new();
+    let mut out = Plan {
+        routes: Vec::new(),
+        by_addr: BTreeMap::new(),
+    };
     for r in &config.routes {
-        let https_auth = r
-            .upstream
-            .auth_endpoint
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https:"));
-        let tls_for_upstream = if r.upstream.url.starts_with("wss:") || https_auth {
-            if r.upstream.ca_file.is_some() || client_tls.is_none() {
-                let cfg = tls::client_config(r.upstream.ca_file.as_deref()).map_err(|source| {
-                    StartError::Tls {
-                        route: r.name.clone(),
-                        source,
-                    }
-                })?;
-                if r.upstream.ca_file.is_none() {
-                    client_tls = Some(cfg.clone());
-                }
-                Some(cfg)
-            } else {
-                client_tls.clone()
+        let old = current.and_then(|(c, routes)| routes.get(&r.name).map(|l| (c, l)));
+        let (entry, change) = match old {
+            Some((old_cfg, live)) if same_route(&live.route, old_cfg, r, config) => {
+                (live.entry.clone(), Change::Unchanged)
             }
-        } else {
-            None
+            _ => {
+                let (ctx, transport) = build_route(r, config, &mut client_tls)?;
+                let (transport, stop, change) = match old {
+                    Some((_, live)) => (
+                        live.entry
+                            .transport
+                            .as_ref()
+                            .and_then(|t| t.carry_over(ctx.clone()))
+                            .or(transport),
+                        live.entry.stop.clone(),
+                        Change::Changed,
+                    ),
+                    None => (transport, sessions_stop.child_token(), Change::Added),
+                };
+                (
+                    RouteEntry {
+                        ctx,
+                        transport,
+                        stop,
+                    },
+                    change,
+                )
+            }
         };
-        let (ctx, transport) =
-            registry::route_ctx(r, config, tls_for_upstream).map_err(|e| StartError::Route {
-                route: r.name.clone(),
-                why: e.to_string(),
-            })?;
-        let entry = by_addr.entry(r.listen).or_insert((None, Vec::new()));
-        if let (Some(t), None) = (&r.tls, &entry.0) {
+        let slot = out.by_addr.entry(r.listen).or_insert((None, Vec::new()));
+        if let (Some(t), None) = (&r.tls, &slot.0) {
             let cfg = tls::server_config(&t.cert, &t.key).map_err(|source| StartError::Tls {
                 route: r.name.clone(),
                 source,
             })?;
-            entry.0 = Some(tokio_rustls::TlsAcceptor::from(cfg));
+            slot.0 = Some(cfg);
         }
-        entry.1.push(RouteEntry { ctx, transport });
+        slot.1.push(entry.clone());
+        out.routes.push((r.clone(), entry, change));
     }
+    Ok(out)
+}
+
+/// One route's shared state and transport; upstream TLS client configs are shared between
+/// routes without a CA file of their own.
+fn build_route(
+    r: &Route,
+    config: &Config,
+    client_tls: &mut Option<Arc<rustls::ClientConfig>>,
+) -> Result<registry::BuiltRoute, StartError> {
+    let https_auth = r
+        .upstream
+        .auth_endpoint
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https:"));
+    let tls_for_upstream = if r.upstream.url.starts_with("wss:") || https_auth {
+        if r.upstream.ca_file.is_some() || client_tls.is_none() {
+            let cfg = tls::client_config(r.upstream.ca_file.as_deref()).map_err(|source| {
+                StartError::Tls {
+                    route: r.name.clone(),
+                    source,
+                }
+            })?;
+            if r.upstream.ca_file.is_none() {
+                *client_tls = Some(cfg.clone());
+            }
+            Some(cfg)
+        } else {
+            client_tls.clone()
+        }
+    } else {
+        None
+    };
+    registry::route_ctx(r, config, tls_for_upstream).map_err(|e| StartError::Route {
+        route: r.name.clone(),
+        why: e.to_string(),
+    })
+}
+
+/// Build and bind everything. Returns once every listener is bound.
+pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running, StartError> {
+    let sessions_stop = CancellationToken::new();
+    let plan = plan(config, None, &sessions_stop)?;
 
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
@@ -121,38 +243,45 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
             source,
         })?;
     let mut bound = Vec::new();
-    for (addr, (tls, routes)) in by_addr {
-        let b = Bound::bind(addr, tls, routes)
+    for (addr, (tls, routes)) in plan.by_addr {
+        let b = Bound::bind(addr, tls.map(tokio_rustls::TlsAcceptor::from), routes)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        bound.push(b);
+        bound.push((addr, b));
     }
 
     let health = Arc::new(Health::default());
     let accept_stop = CancellationToken::new();
-    let sessions_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(config.limits.max_connections));
+    let (reload_tx, reloads) = mpsc::channel(4);
+    let mut state = State {
+        config: config.clone(),
+        generation: 1,
+        routes: plan
+            .routes
+            .into_iter()
+            .map(|(route, entry, _)| (route.name.clone(), LiveRoute { route, entry }))
+            .collect(),
+        listeners: BTreeMap::new(),
+        limit: Arc::new(Semaphore::new(config.limits.max_connections)),
+        handshake_timeout: config.limits.handshake_timeout(),
+    };
     let mut listeners = tokio::task::JoinSet::new();
-    let mut listen_addrs = Vec::new();
     // The admin endpoint keeps answering during the drain; it is aborted at the very end.
     listeners.spawn(admin::serve(
         admin_listener,
         metrics,
         health.clone(),
+        reload_tx,
         CancellationToken::new(),
     ));
-    for b in bound {
-        if let Ok(a) = b.local_addr() {
-            listen_addrs.push(a);
-        }
-        listeners.spawn(b.serve(
-            limit.clone(),
-            config.limits.handshake_timeout(),
-            tracker.clone(),
-            sessions_stop.clone(),
-        ));
+    for (addr, b) in bound {
+        let live = state.spawn(b, &mut listeners, &tracker, &sessions_stop);
+        state.listeners.insert(addr, live);
     }
+    let listen_addrs = state.listen_addrs();
+    m::config_generation(state.generation);
+    m::config_reloads_registered();
     health.set_ready(true);
     tracing::info!(admin = %admin_addr, listeners = ?listen_addrs, "switchboard ready");
     Ok(Running {
@@ -164,10 +293,188 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
         accept_stop,
         sessions_stop,
         grace: Duration::from_millis(config.shutdown.grace_period_ms),
+        state,
+        reloads,
     })
 }
 
+impl State {
+    fn spawn(
+        &self,
+        b: Bound,
+        set: &mut tokio::task::JoinSet<()>,
+        tracker: &TaskTracker,
+        sessions_stop: &CancellationToken,
+    ) -> Live {
+        let stop = sessions_stop.child_token();
+        let local = b
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let table = b.table();
+        set.spawn(b.serve(
+            self.limit.clone(),
+            self.handshake_timeout,
+            tracker.clone(),
+            stop.clone(),
+        ));
+        Live { table, stop, local }
+    }
+
+    fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.values().map(|l| l.local).collect()
+    }
+}
+
+/// Keys a reload cannot apply to a running process; they take effect at the next start.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.admin.listen != new.admin.listen {
+        keys.push("admin.listen");
+    }
+    if old.limits.max_connections != new.limits.max_connections {
+        keys.push("limits.max_connections");
+    }
+    if old.limits.handshake_timeout_ms != new.limits.handshake_timeout_ms {
+        keys.push("limits.handshake_timeout_ms");
+    }
+    if old.log.level != new.log.level {
+        keys.push("log.level");
+    }
+    if old.log.format != new.log.format {
+        keys.push("log.format");
+    }
+    keys
+}
+
 impl Running {
+    /// The next `POST /reload` ask (`None` once the admin endpoint is gone).
+    pub async fn reload_asked(&mut self) -> Option<ReloadAsk> {
+        self.reloads.recv().await
+    }
+
+    /// The config generation: 1 at start, one more per applied reload.
+    pub fn generation(&self) -> u64 {
+        self.state.generation
+    }
+
+    /// Re-read `path`, check it as `switchboard check` does, and apply it, or refuse it and
+    /// keep running as before. Records the outcome in `/metrics` and the log. `Ok` is a
+    /// summary line for the operator, `Err` the reason, `path: key `..` (line N): why` for a
+    /// bad file, as `check` prints it.
+    pub async fn reload(&mut self, path: &Path) -> Result<String, String> {
+        let r = self.try_reload(path).await;
+        match &r {
+            Ok(summary) => {
+                m::config_reloaded("ok");
+                m::config_generation(self.state.generation);
+                tracing::info!(generation = self.state.generation, "{summary}");
+            }
+            Err(why) => {
+                m::config_reloaded("error");
+                tracing::error!(
+                    generation = self.state.generation,
+                    "reload refused, the running config stays: {why}"
+                );
+            }
+        }
+        r
+    }
+
+    async fn try_reload(&mut self, path: &Path) -> Result<String, String> {
+        let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let config = registry::load(path).map_err(|e| at(&e))?;
+        let plan = plan(
+            &config,
+            Some((&self.state.config, &self.state.routes)),
+            &self.sessions_stop,
+        )
+        .map_err(|e| at(&e))?;
+        // Bind every new address before touching anything: a busy port refuses the reload.
+        let mut fresh = Vec::new();
+        for (addr, (tls, routes)) in &plan.by_addr {
+            if self.state.listeners.contains_key(addr) {
+                continue;
+            }
+            let tls = tls.clone().map(tokio_rustls::TlsAcceptor::from);
+            let b = Bound::bind(*addr, tls, routes.clone())
+                .await
+                .map_err(|source| {
+                    at(&StartError::Bind {
+                        addr: *addr,
+                        source,
+                    })
+                })?;
+            fresh.push((*addr, b));
+        }
+
+        // Nothing below fails. Existing listeners serve the new tables from their next
+        // request and the new TLS material from their next handshake.
+        let mut by_addr = plan.by_addr;
+        let mut closed = Vec::new();
+        self.state
+            .listeners
+            .retain(|addr, live| match by_addr.remove(addr) {
+                Some((tls, routes)) => {
+                    live.table.set_routes(routes);
+                    live.table.tls().store(tls);
+                    true
+                }
+                None => {
+                    // No route left here: stop accepting. Sessions it upgraded keep running under
+                    // their routes' tokens.
+                    live.stop.cancel();
+                    closed.push(*addr);
+                    false
+                }
+            });
+        for (addr, b) in fresh {
+            let live = self
+                .state
+                .spawn(b, &mut self.listeners, &self.tracker, &self.sessions_stop);
+            self.state.listeners.insert(addr, live);
+        }
+        let mut names: BTreeMap<Change, Vec<String>> = BTreeMap::new();
+        let mut routes = HashMap::new();
+        for (route, entry, change) in plan.routes {
+            names.entry(change).or_default().push(route.name.clone());
+            routes.insert(route.name.clone(), LiveRoute { route, entry });
+        }
+        let mut removed = Vec::new();
+        for (name, old) in &self.state.routes {
+            if !routes.contains_key(name) {
+                // Drain as on SIGTERM: each session closes in its client's dialect.
+                old.entry.stop.cancel();
+                removed.push(name.clone());
+            }
+        }
+        removed.sort();
+        let restart = needs_restart(&self.state.config, &config);
+        let list = |c: Change| names.get(&c).map(|v| v.join(",")).unwrap_or_default();
+        let mut summary = format!(
+            "{}: config reloaded: generation {}; added [{}] changed [{}] removed [{}] unchanged [{}]",
+            path.display(),
+            self.state.generation + 1,
+            list(Change::Added),
+            list(Change::Changed),
+            removed.join(","),
+            list(Change::Unchanged),
+        );
+        if !closed.is_empty() {
+            summary.push_str(&format!("; stopped listening on {closed:?}"));
+        }
+        if !restart.is_empty() {
+            summary.push_str(&format!("; kept until a restart: {}", restart.join(", ")));
+        }
+        self.state.routes = routes;
+        self.grace = Duration::from_millis(config.shutdown.grace_period_ms);
+        self.state.config = config;
+        self.state.generation += 1;
+        self.listen_addrs = self.state.listen_addrs();
+        // Reap the accept loops of closed listeners.
+        while self.listeners.try_join_next().is_some() {}
+        Ok(summary)
+    }
+
     /// Drain: stop accepting, tell every session to close in its dialect, wait up to the
     /// grace period, then drop what is left. Returns the number of sessions cut off.
     pub async fn shutdown(mut self) -> usize {

@@ -12,3 +12,11 @@ pub async fn signal() -> std::io::Result<&'static str> {
         _ = int.recv() => "SIGINT",
     })
 }
+
+/// SIGHUP, the conventional "re-read your config" signal, as a stream. Installing it replaces
+/// SIGHUP's default action (terminate) for the rest of the process's life, so it is installed
+/// before readiness is reported.
+pub fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+}

@@ -104,3 +104,34 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
         .with_no_client_auth();
     Ok(Arc::new(cfg))
 }
+
+/// A listener's TLS config as a cell that reload swaps whole: each handshake takes the config
+/// current when it starts, and an established session keeps the rustls state it negotiated,
+/// so new certificates and keys reach new connections without dropping a session.
+#[derive(Clone, Default)]
+pub struct ServerTls(Arc<arc_swap::ArcSwapOption<rustls::ServerConfig>>);
+
+impl ServerTls {
+    /// A cell holding `cfg` (`None`: plain TCP).
+    pub fn new(cfg: Option<Arc<rustls::ServerConfig>>) -> Self {
+        Self(Arc::new(arc_swap::ArcSwapOption::new(cfg)))
+    }
+
+    /// Replace the config for handshakes that start from now on.
+    pub fn store(&self, cfg: Option<Arc<rustls::ServerConfig>>) {
+        self.0.store(cfg);
+    }
+
+    /// An acceptor over the current config, `None` on a plain listener.
+    pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.0.load_full().map(tokio_rustls::TlsAcceptor::from)
+    }
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("tls", &self.0.load().is_some())
+            .finish()
+    }
+}

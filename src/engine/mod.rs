@@ -137,6 +137,15 @@ impl Transport for Engine {
     ) -> futures_util::future::BoxFuture<'_, Response<Full<Bytes>>> {
         Box::pin(Engine::handle(self, req, up))
     }
+
+    /// The same session registry under the new route settings: a long-polling client keeps
+    /// its sid across a reload that changes its route.
+    fn carry_over(&self, ctx: Arc<RouteCtx>) -> Option<Arc<dyn Transport>> {
+        Some(Arc::new(Engine {
+            ctx,
+            sessions: self.sessions.clone(),
+        }))
+    }
 }
 
 impl Engine {

@@ -1935,3 +1935,74 @@ pub async fn cable_received(
         .await;
     ev["data"].clone()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reload
+// ---------------------------------------------------------------------------------------------
+
+impl Driver {
+    /// Like [`Driver::spawn`] with extra environment for node (e.g. `NODE_EXTRA_CA_CERTS`, so
+    /// its clients trust a test CA).
+    pub async fn spawn_with_env(script: &str, env: &[(&str, &str)]) -> Driver {
+        let name = script.trim_end_matches(".js");
+        let mut cmd = node_command(script);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = Child::spawn_with_stdin(name, cmd);
+        let stdin = child.take_stdin().expect("driver stdin");
+        let mut d = Driver {
+            child,
+            stdin,
+            backlog: VecDeque::new(),
+            recent: VecDeque::new(),
+        };
+        d.expect(Duration::from_secs(20), |v| v["ev"] == "ready")
+            .await;
+        d
+    }
+}
+
+impl Proxy {
+    /// Replaces the config file the proxy runs with (a reload then reads it).
+    pub fn rewrite_config(&self, config_toml: &str) {
+        std::fs::write(self.config_path(), config_toml).expect("rewrite config");
+    }
+
+    /// `switchboard reload <config file>` against this proxy: (exit code, stdout, stderr).
+    pub fn reload_cli(&self) -> (Option<i32>, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("reload")
+            .arg(self.config_path())
+            .output()
+            .expect("run switchboard reload");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// SIGHUP to the proxy, then waits (up to 10 s) until `switchboard_config_reloads_total`
+    /// counts one more reload of either outcome.
+    pub async fn sighup_and_wait(&mut self) {
+        let count = |body: &str| -> f64 {
+            body.lines()
+                .filter(|l| l.starts_with("switchboard_config_reloads_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let before = count(&self.metrics().await);
+        assert!(self.child.signal("HUP"), "cannot signal the proxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count(&self.metrics().await) <= before {
+            assert!(
+                Instant::now() < deadline,
+                "no reload counted within 10 s of SIGHUP; log {}:\n{}",
+                self.log_path().display(),
+                self.child.log_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
