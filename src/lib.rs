@@ -12,7 +12,7 @@
 //! - [`listener`]: accept, TLS, HTTP upgrade, routing by path.
 //! - [`upstream`]: dialing backends. [`tls`]: rustls configs.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`. [`metrics`]: names and handles.
-//! - [`server`]: startup and drain. [`shutdown`]: signals. [`logging`]: tracing setup.
+//! - [`server`]: startup, reload and drain. [`shutdown`]: signals. [`logging`]: tracing setup.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -80,7 +80,7 @@ pub async fn run_from(
     };
     tracing::info!(
         signal = sig,
-        grace_ms = config.shutdown.grace_period_ms,
+        grace_ms = running.grace().as_millis() as u64,
         "draining"
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

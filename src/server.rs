@@ -352,6 +352,11 @@ impl Running {
         self.reloads.recv().await
     }
 
+    /// The grace period of the next drain (the last applied config's).
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// The config generation: 1 at start, one more per applied reload.
     pub fn generation(&self) -> u64 {
         self.state.generation
@@ -492,5 +497,63 @@ impl Running {
         };
         self.listeners.abort_all();
         left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[route]]
+name = "a"
+listen = "127.0.0.1:8001"
+path = "/ws"
+client = "stomp"
+[route.upstream]
+url = "ws://127.0.0.1:1/ws"
+dialect = "stomp"
+"#;
+
+    fn cfg(extra_top: &str, text: &str) -> Config {
+        registry::from_toml(&format!("{extra_top}\n{text}")).unwrap()
+    }
+
+    #[test]
+    fn a_route_is_the_same_only_with_the_same_tables() {
+        let old = cfg("", BASE);
+        let same = cfg("", BASE);
+        assert!(same_route(&old.routes[0], &old, &same.routes[0], &same));
+        let moved = cfg("", &BASE.replace("8001", "8002"));
+        assert!(!same_route(&old.routes[0], &old, &moved.routes[0], &moved));
+        let mapped = cfg(
+            "",
+            &format!("{BASE}[[route.map]]\nclient = \"/topic/{{x}}\"\nupstream = \"/q/{{x}}\"\n"),
+        );
+        assert!(!same_route(
+            &old.routes[0],
+            &old,
+            &mapped.routes[0],
+            &mapped
+        ));
+        // Process-wide limits are built into every route.
+        let limits = cfg("[limits]\nqueue_depth = 8\n", BASE);
+        assert!(!same_route(
+            &old.routes[0],
+            &old,
+            &limits.routes[0],
+            &limits
+        ));
+    }
+
+    #[test]
+    fn keys_a_reload_cannot_apply_are_named() {
+        let old = cfg("", BASE);
+        assert!(needs_restart(&old, &old).is_empty());
+        let new = cfg(
+            "[admin]\nlisten = \"127.0.0.1:9999\"\n[log]\nlevel = \"debug\"\n[shutdown]\ngrace_period_ms = 5\n",
+            BASE,
+        );
+        assert_eq!(needs_restart(&old, &new), vec!["admin.listen", "log.level"]);
     }
 }

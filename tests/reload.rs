@@ -463,3 +463,111 @@ async fn certificate_swapped_under_a_tls_route() {
         Some(1.0)
     );
 }
+
+/// A socketio → socketio route in front of `backend_port`; `upstream_extra` goes in its
+/// upstream table.
+fn sio_sio_config(admin: u16, port: u16, backend_port: u16, upstream_extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "sio"
+listen = "127.0.0.1:{port}"
+path = "/socket.io/"
+client = "socketio"
+[route.upstream]
+url = "ws://127.0.0.1:{backend_port}/socket.io/"
+dialect = "socketio"
+acks = true
+{upstream_extra}
+"#
+    )
+}
+
+/// socket.io client `c` emits `message_created` with an ack and gets the backend's re-emit.
+async fn sio_emit_round_trip(d: &mut Driver, c: &str, req: u64) {
+    let msg = json!({ "from": c, "n": req });
+    d.send(
+        json!({"op":"emit","c":c,"event":"message_created","args":[msg],"ack":true,"reqId":req}),
+    )
+    .await;
+    let ack = d
+        .expect(T, |v| v["c"] == c && v["ev"] == "ack" && v["reqId"] == req)
+        .await;
+    assert_eq!(
+        ack["args"],
+        json!([{"ok":true,"event":"message_created"}]),
+        "{ack}"
+    );
+    d.expect(T, |v| {
+        v["c"] == c && v["ev"] == "event" && v["args"] == json!([msg])
+    })
+    .await;
+}
+
+/// Engine.IO long-polling sessions are reached by sid on every request: a reload that changes
+/// their route hands its session table to the new route, so they keep polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_sessions_survive_a_route_change() {
+    ensure_npm();
+    let (_backend, backend_port) = start_sio_backend(&[]);
+    let (admin, port) = (free_port(), free_port());
+    let mut proxy = Proxy::start(&sio_sio_config(admin, port, backend_port, "")).await;
+    let mut d = Driver::sio().await;
+    let url = format!("http://127.0.0.1:{port}");
+    d.send(
+        json!({"op":"connect","c":"p","url":url,"auth":{"token":jwt("ann", "test-secret")},
+        "transports":["polling"],"reconnection":false}),
+    )
+    .await;
+    let ev = d.expect_ev(T, "p", "connect").await;
+    assert_eq!(ev["transport"], "polling");
+    sio_emit_round_trip(&mut d, "p", 1).await;
+
+    proxy.rewrite_config(&sio_sio_config(
+        admin,
+        port,
+        backend_port,
+        "connect_timeout_ms = 4000",
+    ));
+    proxy.sighup_and_wait().await;
+    assert_eq!(
+        proxy.metric("switchboard_config_generation").await,
+        Some(2.0)
+    );
+    // Every GET and POST after the reload lands on the changed route.
+    sio_emit_round_trip(&mut d, "p", 2).await;
+    sio_control_emit(backend_port, "notice", json!([{"after":"reload"}]), None).await;
+    d.expect(T, |v| {
+        v["c"] == "p" && v["ev"] == "event" && v["event"] == "notice"
+    })
+    .await;
+    d.send(
+        json!({"op":"connect","c":"q","url":url,"auth":{"token":jwt("bob", "test-secret")},
+        "transports":["polling"],"reconnection":false}),
+    )
+    .await;
+    d.expect_ev(T, "q", "connect").await;
+    sio_emit_round_trip(&mut d, "q", 3).await;
+    sio_emit_round_trip(&mut d, "p", 4).await;
+    let quiet = d.collect(Duration::from_millis(300)).await;
+    assert!(!quiet.iter().any(|v| v["ev"] == "disconnect"), "{quiet:?}");
+}
+
+#[test]
+fn systemd_unit_reloads_through_the_cli() {
+    let unit = std::fs::read_to_string("systemd/switchboard.service").unwrap();
+    let reload = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecReload="))
+        .expect("ExecReload= in the unit");
+    let start = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let bin = start.split_whitespace().next().unwrap();
+    let config = start.split_whitespace().last().unwrap();
+    assert_eq!(reload, format!("{bin} reload {config}"));
+}
