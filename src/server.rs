@@ -101,6 +101,8 @@ struct Live {
     /// to their routes' tokens instead.
     stop: CancellationToken,
     local: SocketAddr,
+    /// Resolves once its accept loop has returned and the socket is closed.
+    closed: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// What a config builds into before anything runs: every route's entry, and each address's
@@ -311,13 +313,23 @@ impl State {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let table = b.table();
-        set.spawn(b.serve(
+        let (done, closed) = tokio::sync::oneshot::channel::<()>();
+        let serve = b.serve(
             self.limit.clone(),
             self.handshake_timeout,
             tracker.clone(),
             stop.clone(),
-        ));
-        Live { table, stop, local }
+        );
+        set.spawn(async move {
+            serve.await;
+            drop(done);
+        });
+        Live {
+            table,
+            stop,
+            local,
+            closed,
+        }
     }
 
     fn listen_addrs(&self) -> Vec<SocketAddr> {
@@ -416,22 +428,23 @@ impl Running {
         // request and the new TLS material from their next handshake.
         let mut by_addr = plan.by_addr;
         let mut closed = Vec::new();
-        self.state
-            .listeners
-            .retain(|addr, live| match by_addr.remove(addr) {
+        let mut closing = Vec::new();
+        for (addr, live) in std::mem::take(&mut self.state.listeners) {
+            match by_addr.remove(&addr) {
                 Some((tls, routes)) => {
                     live.table.set_routes(routes);
                     live.table.tls().store(tls);
-                    true
+                    self.state.listeners.insert(addr, live);
                 }
                 None => {
-                    // No route left here: stop accepting. Sessions it upgraded keep running under
-                    // their routes' tokens.
+                    // No route left here: stop accepting. Sessions it upgraded keep running
+                    // under their routes' tokens.
                     live.stop.cancel();
-                    closed.push(*addr);
-                    false
+                    closed.push(addr);
+                    closing.push(live.closed);
                 }
-            });
+            }
+        }
         for (addr, b) in fresh {
             let live = self
                 .state
@@ -475,7 +488,11 @@ impl Running {
         self.state.config = config;
         self.state.generation += 1;
         self.listen_addrs = self.state.listen_addrs();
-        // Reap the accept loops of closed listeners.
+        // The answer says the old addresses are closed: wait until they are (an accept loop
+        // returns at once when told to stop).
+        for c in closing {
+            let _ = tokio::time::timeout(Duration::from_secs(1), c).await;
+        }
         while self.listeners.try_join_next().is_some() {}
         Ok(summary)
     }

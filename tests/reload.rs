@@ -571,3 +571,40 @@ fn systemd_unit_reloads_through_the_cli() {
     let config = start.split_whitespace().last().unwrap();
     assert_eq!(reload, format!("{bin} reload {config}"));
 }
+
+/// A route moved to another address: the new address is bound, the old one stops accepting,
+/// and the session opened on the old address goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_moved_to_another_address_keeps_its_sessions() {
+    ensure_npm();
+    let (_backend, backend_port) = start_sio_backend(&[]);
+    let (admin, old_port, new_port) = (free_port(), free_port(), free_port());
+    let mut proxy = Proxy::start(&sio_config(admin, old_port, backend_port, "")).await;
+    let mut d = Driver::stomp().await;
+    sio_client(&mut d, "a", format!("ws://127.0.0.1:{old_port}/ws")).await;
+    sio_round_trip(&mut d, "a", "before-move").await;
+
+    proxy.rewrite_config(&sio_config(admin, new_port, backend_port, ""));
+    let (code, out, err) = proxy.reload_cli();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("changed [chat]") && out.contains("stopped listening"),
+        "{out}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", old_port))
+            .await
+            .is_err(),
+        "the old address still accepts"
+    );
+    sio_client(&mut d, "b", format!("ws://127.0.0.1:{new_port}/ws")).await;
+    sio_round_trip(&mut d, "b", "on-new-address").await;
+    sio_round_trip(&mut d, "a", "moved-away-but-open").await;
+
+    // Draining the process still reaches the session left on the old address.
+    proxy.terminate();
+    let status = proxy.wait_exit(T).await.expect("exits after the drain");
+    assert!(status.success(), "{status}");
+    d.expect_ev(T, "a", "close").await;
+    d.expect_ev(T, "b", "close").await;
+}
