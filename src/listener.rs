@@ -181,6 +181,8 @@ struct Conn {
     routes: Arc<ArcSwap<Routes>>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
+    /// The listener's stop: ends this HTTP connection gracefully (idle keep-alive ones when a
+    /// reload closes the listener). Sessions it upgrades answer to their route's token.
     shutdown: CancellationToken,
     /// Held by this connection and by any session it upgrades into.
     permit: Arc<OwnedSemaphorePermit>,

@@ -139,7 +139,9 @@ impl Transport for Engine {
     }
 
     /// The same session registry under the new route settings: a long-polling client keeps
-    /// its sid across a reload that changes its route.
+    /// its sid across a reload that changes its route. Its session keeps the roles and route
+    /// it started with; only this transport's own request checks (POST size and packet
+    /// limits) follow the new settings.
     fn carry_over(&self, ctx: Arc<RouteCtx>) -> Option<Arc<dyn Transport>> {
         Some(Arc::new(Engine {
             ctx,
