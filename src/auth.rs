@@ -24,23 +24,25 @@ use crate::config::{JwtAlgorithm, RouteAuth};
 use crate::frame::{Credentials, Identity};
 
 /// Why a client was refused. The label is the `reason` of `switchboard_auth_failures_total`;
-/// the message is what the client is told, in its dialect's error.
+/// the message is what the client is told, in its dialect's error. No `:` in the messages:
+/// a STOMP ERROR escapes it (`\c`), and stomp.js reads the escapes of no frame before
+/// CONNECTED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// No token where the client's dialect carries one.
-    #[error("unauthorized: a token is required")]
+    #[error("unauthorized (token required)")]
     Missing,
     /// Not a JWT, a bad signature, another algorithm, malformed claims, no `exp`.
-    #[error("unauthorized: invalid token")]
+    #[error("unauthorized (invalid token)")]
     Invalid,
     /// `exp` passed (or `nbf` not reached) beyond the leeway.
-    #[error("unauthorized: token expired or not yet valid")]
+    #[error("unauthorized (token expired or not yet valid)")]
     Expired,
     /// `iss` missing or not the configured issuer.
-    #[error("unauthorized: token issuer not accepted")]
+    #[error("unauthorized (token issuer not accepted)")]
     Issuer,
     /// `aud` missing, or not the configured audience.
-    #[error("unauthorized: token audience not accepted")]
+    #[error("unauthorized (token audience not accepted)")]
     Audience,
 }
 
@@ -218,7 +220,11 @@ impl Verifier {
         };
         let identity = self.verify(&token)?;
         c.identity = Some(Arc::new(identity));
-        if !self.forward {
+        if self.forward {
+            // A token from a cookie is the session's bearer token from now on: it reaches a
+            // backend that takes tokens elsewhere (a Socket.IO `auth.token`) as well.
+            c.token.get_or_insert(token);
+        } else {
             self.strip(c, &token);
         }
         Ok(())

@@ -410,6 +410,7 @@ fn token_from_a_named_cookie() {
     };
     v.admit(&mut c).unwrap();
     assert!(c.identity.is_some());
+    assert_eq!(c.token, None);
     // Not forwarded: the cookie is gone from what the backend gets, the others stay.
     assert_eq!(c.cookie.as_deref(), Some(&b"session=abc; theme=dark"[..]));
     let mut only = Credentials {
@@ -469,7 +470,8 @@ fn refusal_labels_and_messages_carry_no_token() {
         Refusal::Issuer,
         Refusal::Audience,
     ] {
-        assert!(r.to_string().starts_with("unauthorized"));
+        assert!(r.to_string().starts_with("unauthorized ("));
+        assert!(!r.to_string().contains(':'));
         assert!(!r.label().is_empty());
     }
     let v = Verifier::new(&hs(SECRET)).unwrap();
@@ -556,4 +558,22 @@ fn switchboard_check_reports_auth_keys_precisely() {
     let a = c.routes[0].auth.as_ref().unwrap();
     assert!(a.required && a.forward_token);
     assert_eq!(a.leeway_secs, 60);
+}
+
+#[test]
+fn a_forwarded_cookie_token_becomes_the_bearer_token() {
+    let v = Verifier::new(&RouteAuth {
+        cookie: Some("jwt".into()),
+        ..hs(SECRET)
+    })
+    .unwrap();
+    let token = sign_hs(&valid_claims(), SECRET);
+    let mut c = Credentials {
+        cookie: Some(Bytes::from(format!("jwt={token}"))),
+        ..Default::default()
+    };
+    v.admit(&mut c).unwrap();
+    assert_eq!(c.token.as_deref(), Some(token.as_bytes()));
+    // The cookie itself goes along, as any cookie does.
+    assert!(c.cookie.is_some());
 }

@@ -531,13 +531,13 @@ fn await_signin_refused_token_is_4009() {
         &mut r,
         BackendEvent::Error(ErrorInfo::new(
             ErrorKind::Unauthorized,
-            "unauthorized: invalid token",
+            "unauthorized (invalid token)",
         )),
     );
     assert_eq!(
         texts(&out),
         [
-            r#"{"event":"pusher:error","data":{"message":"unauthorized: invalid token","code":4009}}"#
+            r#"{"event":"pusher:error","data":{"message":"unauthorized (invalid token)","code":4009}}"#
         ]
     );
     assert_eq!(out.close.unwrap().code, 4009);
