@@ -495,3 +495,56 @@ async fn rs256_and_es256_tokens_in_front_of_rabbitmq() {
         assert_eq!(dials(&proxy, path).await, 1.0);
     }
 }
+
+// --- Re-authentication on an open session -------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketcluster_authenticate_is_verified_before_it_goes_upstream() {
+    ensure_npm();
+    let (_backend, backend_port) = start_sc_backend(9, 1, &["--secret", SECRET]);
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{}\"\n[[route]]\nname = \"r\"\nlisten = \"127.0.0.1:{port}\"\n\
+         client = \"socketcluster\"\n[route.upstream]\n\
+         url = \"ws://127.0.0.1:{backend_port}/socketcluster/\"\ndialect = \"socketcluster\"\n\
+         [route.auth]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n",
+        free_port()
+    );
+    let proxy = Proxy::start(&cfg).await;
+    let mut d = Driver::sc().await;
+    let mut cmd = sc_connect_cmd("a", port, 9, 1);
+    cmd["authToken"] = json!(jwt("ann", SECRET));
+    d.send(cmd).await;
+    sc_connected(&mut d, "a").await;
+    let subs = |clients: Vec<Value>| -> Vec<Value> {
+        clients
+            .iter()
+            .map(|c| c["authToken"]["sub"].clone())
+            .collect()
+    };
+    assert_eq!(subs(sc_clients(backend_port).await), [json!("ann")]);
+
+    // A forged #authenticate: refused at the edge as SocketCluster refuses one; the backend
+    // never sees it and the session stays as it was.
+    d.send(json!({"op":"authenticate","c":"a","token":forged("eve"),"reqId":1}))
+        .await;
+    let ack = sc_ack(&mut d, "a", 1).await;
+    assert_eq!(ack["error"]["name"], "AuthError", "{ack}");
+    assert_eq!(ack["error"]["message"], "unauthorized (invalid token)");
+    assert_eq!(auth_failures(&proxy, "r", "invalid").await, 1.0);
+    assert!(
+        !sc_received(backend_port)
+            .await
+            .iter()
+            .any(|p| p["event"] == "#authenticate"),
+        "the forged token reached the backend"
+    );
+    assert_eq!(subs(sc_clients(backend_port).await), [json!("ann")]);
+
+    // A valid one goes upstream.
+    d.send(json!({"op":"authenticate","c":"a","token":jwt("bea", SECRET),"reqId":2}))
+        .await;
+    let ack = sc_ack(&mut d, "a", 2).await;
+    assert_eq!(ack["data"]["isAuthenticated"], true, "{ack}");
+    assert_eq!(subs(sc_clients(backend_port).await), [json!("bea")]);
+}
