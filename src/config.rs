@@ -221,6 +221,9 @@ pub struct Route {
     /// Channel/event templates, tried in order before the defaults.
     #[serde(default, rename = "map")]
     pub maps: Vec<MapRule>,
+    /// Edge authentication: a JWT every client must present (see [`RouteAuth`]).
+    #[serde(default)]
+    pub auth: Option<RouteAuth>,
 }
 
 /// `[route.tls]`.
@@ -460,6 +463,62 @@ pub struct MapRule {
     pub upstream_params: std::collections::BTreeMap<String, String>,
 }
 
+/// The signature algorithm of `[route.auth]` tokens; a token signed otherwise is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    /// HMAC SHA-256 with a shared `secret`.
+    HS256,
+    /// RSASSA-PKCS1-v1_5 SHA-256, verified with an RSA `public_key_file`.
+    RS256,
+    /// ECDSA P-256 SHA-256, verified with an EC `public_key_file`.
+    ES256,
+}
+
+/// `[route.auth]`: a JWT verified at the edge, before any upstream is dialed. Its claims
+/// become the session's verified identity (`sub`, `info`, `channels`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuth {
+    /// `HS256`, `RS256` or `ES256`.
+    pub algorithm: JwtAlgorithm,
+    /// HS256: the shared secret (or use `secret_env`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// HS256: the environment variable holding the shared secret, read at startup.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// RS256/ES256: a PEM file with the public key (`PUBLIC KEY`, or `RSA PUBLIC KEY`).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// The `iss` tokens must carry; unset: not checked.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The `aud` tokens must carry; unset: tokens with an `aud` claim are refused.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// Clients without a token are refused; `false` lets them in without an identity (a
+    /// token that is present must still be valid).
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// The verified token still goes to the backend where its dialect carries one.
+    #[serde(default = "default_true")]
+    pub forward_token: bool,
+    /// A cookie of the upgrade to take the token from when the client's dialect carries
+    /// none (Action Cable clients, browsers).
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+fn default_true() -> bool {
+    true
+}
+
 fn default_connect_timeout() -> u64 {
     5_000
 }
@@ -645,6 +704,15 @@ impl Config {
                     return Err(bad(k("socketio.auto_subscribe"), why));
                 }
             }
+            if let Some(a) = &r.auth {
+                a.validate().map_err(|(key, why)| bad(k(key), why))?;
+                if r.mode == Mode::Passthrough {
+                    return Err(bad(
+                        k("auth"),
+                        "needs mode = \"translate\": a passthrough route does not read the client's frames, where its token is".into(),
+                    ));
+                }
+            }
         }
         if self.limits.max_connections == 0 {
             return Err(bad(
@@ -674,6 +742,82 @@ impl Config {
             return Err(bad("log.format".into(), "must be `text` or `json`".into()));
         }
         Ok(self)
+    }
+}
+
+impl RouteAuth {
+    /// The checks that need no file or environment: the key material fits the algorithm.
+    /// Reading the key (`public_key_file`, `secret_env`) is [`crate::auth`]'s.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        match self.algorithm {
+            JwtAlgorithm::HS256 => {
+                if self.public_key_file.is_some() {
+                    return Err((
+                        "auth.public_key_file",
+                        "HS256 verifies with a shared `secret`, not a public key".into(),
+                    ));
+                }
+                match (&self.secret, &self.secret_env) {
+                    (Some(_), Some(_)) => Err((
+                        "auth.secret_env",
+                        "set either `secret` or `secret_env`, not both".into(),
+                    )),
+                    (None, None) => {
+                        Err(("auth.secret", "HS256 needs `secret` or `secret_env`".into()))
+                    }
+                    (Some(s), None) if s.is_empty() => {
+                        Err(("auth.secret", "must not be empty".into()))
+                    }
+                    (None, Some(e)) if e.is_empty() => Err((
+                        "auth.secret_env",
+                        "must name an environment variable".into(),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
+                if self.secret.is_some() || self.secret_env.is_some() {
+                    let key = if self.secret.is_some() {
+                        "auth.secret"
+                    } else {
+                        "auth.secret_env"
+                    };
+                    return Err((
+                        key,
+                        format!(
+                            "{:?} verifies with `public_key_file`, not a shared secret",
+                            self.algorithm
+                        ),
+                    ));
+                }
+                match &self.public_key_file {
+                    None => Err((
+                        "auth.public_key_file",
+                        format!("{:?} needs `public_key_file` (PEM)", self.algorithm),
+                    )),
+                    Some(p) if p.as_os_str().is_empty() => {
+                        Err(("auth.public_key_file", "must not be empty".into()))
+                    }
+                    Some(_) => Ok(()),
+                }
+            }
+        }?;
+        if self.issuer.as_deref() == Some("") {
+            return Err((
+                "auth.issuer",
+                "must not be empty (leave it out instead)".into(),
+            ));
+        }
+        if self.audience.as_deref() == Some("") {
+            return Err((
+                "auth.audience",
+                "must not be empty (leave it out instead)".into(),
+            ));
+        }
+        if self.cookie.as_deref() == Some("") {
+            return Err(("auth.cookie", "must name a cookie".into()));
+        }
+        Ok(())
     }
 }
 

@@ -12,11 +12,13 @@
 //! - [`listener`]: accept, TLS, HTTP upgrade, routing by path.
 //! - [`upstream`]: dialing backends. [`tls`]: rustls configs.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`. [`metrics`]: names and handles.
+//! - [`auth`]: edge authentication (`[route.auth]`): JWT verification, the verified identity.
 //! - [`server`]: startup, reload and drain. [`shutdown`]: signals. [`logging`]: tracing setup.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod dialect;
 pub mod engine;

@@ -34,6 +34,9 @@ pub const UPSTREAM_CONNECT_SECONDS: &str = "switchboard_upstream_connect_seconds
 pub const HANDSHAKE_FAILURES: &str = "switchboard_handshake_failures_total";
 /// Connections accepted by listeners.
 pub const CONNECTIONS_ACCEPTED: &str = "switchboard_connections_accepted_total";
+/// Clients refused by a route's `[route.auth]`, by reason (missing, invalid, expired,
+/// issuer, audience).
+pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 
 /// Install the Prometheus recorder and describe every metric.
 pub fn install() -> Result<PrometheusHandle, String> {
@@ -83,6 +86,10 @@ fn describe() {
     );
     describe_counter!(HANDSHAKE_FAILURES, "Client handshakes refused, by reason");
     describe_counter!(CONNECTIONS_ACCEPTED, "TCP connections accepted");
+    describe_counter!(
+        AUTH_FAILURES,
+        "Clients refused by edge authentication, by reason"
+    );
 }
 
 /// Record a successful upstream connect.
@@ -199,4 +206,9 @@ pub fn config_reloads_registered() {
     for outcome in ["ok", "error"] {
         counter!("switchboard_config_reloads_total", "outcome" => outcome).increment(0);
     }
+}
+
+/// Record a client refused by edge authentication; `reason` is a fixed label, never the token.
+pub fn auth_failed(route: &str, reason: &'static str) {
+    counter!(AUTH_FAILURES, "route" => route.to_owned(), "reason" => reason).increment(1);
 }

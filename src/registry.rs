@@ -154,6 +154,7 @@ fn complete(mut config: Config, text: &str) -> Result<Config, ConfigError> {
     }
     let config = config.validate(text)?;
     check(&config, text)?;
+    crate::auth::check(&config, text)?;
     Ok(config)
 }
 
@@ -207,6 +208,9 @@ pub enum BuildError {
     /// The mapping does not compile.
     #[error("{0}")]
     Mapping(String),
+    /// `[route.auth]` cannot be set up (its key file, its secret's variable).
+    #[error("{}: {}", .0.key, .0)]
+    Auth(#[from] crate::auth::SetupError),
 }
 
 /// Everything a route's sessions share, and its transport when the dialect has one.
@@ -236,6 +240,10 @@ pub fn route_ctx(
         limits.read_buffer_bytes,
     )?;
     let mapping = Mapping::new(&r.maps, down.spec, up.spec).map_err(BuildError::Mapping)?;
+    let auth = match &r.auth {
+        Some(a) => Some(Arc::new(crate::auth::Verifier::new(a)?)),
+        None => None,
+    };
     let client_message_limit = match r.mode {
         Mode::Translate => (down.client_message_limit)(r, shared),
         // The backend advertises its own limit; the proxy's is the global one.
@@ -258,6 +266,7 @@ pub fn route_ctx(
         idle_ping: limits.idle_ping(),
         allowed_origins: (down.allowed_origins)(r),
         read_buffer: limits.read_buffer_bytes,
+        auth,
     });
     let transport = down.transport.map(|t| t(ctx.clone()));
     Ok((ctx, transport))
@@ -421,6 +430,8 @@ fn pusher_server(r: &Route, _: Shared<'_>) -> ServerFactory {
         }),
         upstream_presence: entry(r.upstream.dialect).is_some_and(|e| e.spec.caps.presence),
         upstream_echoes: entry(r.upstream.dialect).is_some_and(|e| e.spec.caps.echoes_sender),
+        // pusher-js carries a token only in its signin: a route that requires one waits for it.
+        await_signin: r.auth.as_ref().is_some_and(|a| a.required),
         ..Default::default()
     };
     Arc::new(move |hs, _now| Box::new(PusherServer::new(settings.clone(), hs, pusher_socket_id())))

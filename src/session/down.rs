@@ -74,6 +74,11 @@ impl Session {
                 if credentials.origin.is_none() {
                     credentials.origin = self.forward.1.clone();
                 }
+                // Edge authentication comes before the client role exists: a refused client
+                // never makes the proxy dial its backend.
+                if let Err(why) = self.authenticate(&mut credentials) {
+                    return self.refuse_client(why).await;
+                }
                 let role = (self.ctx.new_client)(credentials);
                 let dial = role.dial();
                 self.role = Some(role);
@@ -86,6 +91,25 @@ impl Session {
             }
             return;
         }
+        let op = match op {
+            ClientOp::Reauth { mut credentials } => {
+                if let Err(why) = self.authenticate(&mut credentials) {
+                    // The session stays as it was, as when a backend refuses it.
+                    let mut out = ServerOut::default();
+                    self.server.on_backend(
+                        BackendEvent::Refused(ErrorInfo::new(
+                            ErrorKind::Unauthorized,
+                            why.to_string(),
+                        )),
+                        Instant::now(),
+                        &mut out,
+                    );
+                    return Box::pin(self.apply_server(out)).await;
+                }
+                ClientOp::Reauth { credentials }
+            }
+            op => op,
+        };
         let failed_sub = match &op {
             ClientOp::Subscribe { sub, .. } => Some(*sub),
             _ => None,
@@ -171,5 +195,43 @@ impl Session {
         // The client cannot go on (the rest of its message is unread).
         self.leave_upstream().await;
         self.done.get_or_insert(Outcome::ProtocolError);
+    }
+
+    /// Verify the client's token when the route has `[route.auth]`, setting its verified
+    /// identity; a refusal is counted and logged here, once, by reason (never the token).
+    fn authenticate(
+        &mut self,
+        credentials: &mut crate::frame::Credentials,
+    ) -> Result<(), crate::auth::Refusal> {
+        let Some(auth) = &self.ctx.auth else {
+            // Only a verifier sets an identity; a role's credentials never carry one in.
+            credentials.identity = None;
+            return Ok(());
+        };
+        auth.admit(credentials).inspect_err(|why| {
+            m::auth_failed(&self.ctx.metrics.route, why.label());
+            tracing::info!(
+                route = %self.ctx.metrics.route,
+                reason = why.label(),
+                "client refused by edge authentication"
+            );
+        })
+    }
+
+    /// A client whose Connect failed edge authentication: its server role refuses it as its
+    /// dialect refuses credentials (STOMP ERROR, Socket.IO `44`, Pusher 4009, SocketCluster
+    /// 4008, Action Cable `unauthorized`), and the session ends. Nothing was dialed.
+    async fn refuse_client(&mut self, why: crate::auth::Refusal) {
+        let mut out = ServerOut::default();
+        self.server.on_backend(
+            BackendEvent::Error(ErrorInfo::new(ErrorKind::Unauthorized, why.to_string())),
+            Instant::now(),
+            &mut out,
+        );
+        // A role that has no words for it still must not keep the client.
+        out.close
+            .get_or_insert_with(|| Close::new(1008, "unauthorized"));
+        self.done.get_or_insert(Outcome::Unauthorized);
+        Box::pin(self.apply_server(out)).await;
     }
 }

@@ -93,6 +93,9 @@ pub struct RouteCtx {
     pub allowed_origins: Vec<String>,
     /// Bytes a client WebSocket reads at once.
     pub read_buffer: usize,
+    /// Edge authentication (`[route.auth]`): every Connect (and re-authentication) is
+    /// verified before the upstream is dialed; `None`: the backend alone decides.
+    pub auth: Option<Arc<crate::auth::Verifier>>,
 }
 
 /// The byte budget for operations held before the upstream is ready; see
@@ -139,6 +142,8 @@ enum Outcome {
     Shutdown,
     Timeout,
     SlowConsumer,
+    /// Refused by the route's edge authentication, before any upstream was dialed.
+    Unauthorized,
 }
 
 impl Outcome {
@@ -151,6 +156,7 @@ impl Outcome {
             Self::Shutdown => "shutdown",
             Self::Timeout => "timeout",
             Self::SlowConsumer => "slow_consumer",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }

@@ -168,6 +168,7 @@ async fn a_server_role_speaks_first_and_a_second_connect_reauthenticates() {
         idle_ping: None,
         allowed_origins: Vec::new(),
         read_buffer: 4096,
+        auth: None,
     });
     let (a, b) = tokio::io::duplex(1 << 16);
     let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
@@ -244,4 +245,162 @@ fn an_oversize_message_is_told_apart_from_other_failures() {
         inbound_item(Ok(Message::Close(None)), &counters),
         Some(Err(LinkError::Closed(None)))
     ));
+}
+
+/// The route of the test above with `[route.auth]` (HS256, `secret`), its client roles
+/// reporting their operations to `ops_tx`.
+fn auth_ctx(port: u16, ops_tx: UnboundedSender<ClientOp>) -> Arc<RouteCtx> {
+    let text = crate::config::tests::MINIMAL.replace(
+        "ws://127.0.0.1:3000/socket.io/",
+        &format!("ws://127.0.0.1:{port}/app"),
+    );
+    let config = crate::config::Config::from_toml(&text).unwrap();
+    let route = config.routes[0].clone();
+    let auth: crate::config::RouteAuth = toml_auth("algorithm = \"HS256\"\nsecret = \"secret\"\n");
+    Arc::new(RouteCtx {
+        new_server: Arc::new(|_, _| Box::new(Greeter)),
+        new_client: Arc::new(move |c| Box::new(Recorder(ops_tx.clone(), c))),
+        mapping: Mapping::new(&[], &stomp::SPEC, &stomp::SPEC).unwrap(),
+        dialer: Dialer::new(
+            "auth-test",
+            &route.upstream.url,
+            &stomp::SPEC,
+            None,
+            Duration::from_secs(2),
+            1 << 20,
+            4096,
+        )
+        .unwrap(),
+        metrics: RouteMetrics::new("auth-test", "stomp", "stomp"),
+        config: route,
+        client_spec: &stomp::SPEC,
+        upstream_spec: &stomp::SPEC,
+        queue_depth: 8,
+        queue_bytes: 1 << 20,
+        write_timeout: Duration::from_secs(2),
+        max_message_size: 1 << 20,
+        client_message_limit: 1 << 20,
+        idle_ping: None,
+        allowed_origins: Vec::new(),
+        read_buffer: 4096,
+        auth: Some(Arc::new(crate::auth::Verifier::new(&auth).unwrap())),
+    })
+}
+
+fn toml_auth(text: &str) -> crate::config::RouteAuth {
+    use figment::providers::Format;
+    figment::Figment::from(figment::providers::Toml::string(text))
+        .extract()
+        .unwrap()
+}
+
+fn hs256(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+    )
+    .unwrap()
+}
+
+type Client = WebSocketStream<tokio::io::DuplexStream>;
+
+async fn start(ctx: Arc<RouteCtx>) -> (Client, tokio::task::JoinHandle<()>, CancellationToken) {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+    let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+    let link = Link::websocket(
+        server,
+        8,
+        1 << 20,
+        Duration::from_secs(2),
+        ctx.metrics.down.clone(),
+    );
+    let stop = CancellationToken::new();
+    let session = Session::new(ctx, link, Box::new(Greeter), &Handshake::default());
+    let run = tokio::spawn(session.run(stop.clone()));
+    assert_eq!(
+        client.next().await.unwrap().unwrap(),
+        Message::text("welcome")
+    );
+    (client, run, stop)
+}
+
+#[tokio::test]
+async fn a_refused_token_never_builds_the_client_role_nor_dials() {
+    // A listener standing in for the backend: nothing may connect to it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (ops_tx, mut ops) = mpsc::unbounded_channel();
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "eve", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-secret"),
+    )
+    .unwrap();
+    let (mut client, run, _stop) = start(auth_ctx(port, ops_tx)).await;
+    client.send(Message::text(forged)).await.unwrap();
+    // The server role is told in the words a refusing backend would use, then the close.
+    let told = client.next().await.unwrap().unwrap();
+    let told = told.to_text().unwrap();
+    assert!(told.starts_with("Error("), "{told}");
+    assert!(
+        told.contains("Unauthorized") && told.contains("invalid token"),
+        "{told}"
+    );
+    let Some(Ok(Message::Close(Some(frame)))) = client.next().await else {
+        panic!("no close")
+    };
+    assert_eq!(u16::from(frame.code), 1008);
+    run.await.unwrap();
+    assert!(ops.try_recv().is_err(), "a client role was built");
+    let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+    assert!(accepted.is_err(), "the backend was dialed");
+}
+
+#[tokio::test]
+async fn a_verified_identity_reaches_the_client_role_and_reauth_is_verified_too() {
+    let (port, _seen) = backend().await;
+    let (ops_tx, mut ops) = mpsc::unbounded_channel();
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let (mut client, run, stop) = start(auth_ctx(port, ops_tx)).await;
+    client
+        .send(Message::text(hs256(serde_json::json!({
+            "sub": "ann", "exp": exp, "info": {"n": 1}, "channels": ["private-ann"]
+        }))))
+        .await
+        .unwrap();
+    let Some(ClientOp::Connect { credentials }) = ops.recv().await else {
+        panic!()
+    };
+    let id = credentials.identity.unwrap();
+    assert_eq!(id.user_id.as_deref(), Some(&b"ann"[..]));
+    assert_eq!(id.user_info.as_deref(), Some(&br#"{"n":1}"#[..]));
+    assert!(id.allows(b"private-ann"));
+    // A second Connect is a re-authentication: a bad token stays at the edge...
+    client.send(Message::text("garbage")).await.unwrap();
+    loop {
+        let m = client.next().await.unwrap().unwrap();
+        if m.to_text().unwrap().starts_with("Refused") {
+            assert!(m.to_text().unwrap().contains("Unauthorized"));
+            break;
+        }
+    }
+    // ...and a good one goes upstream with its identity.
+    client
+        .send(Message::text(hs256(
+            serde_json::json!({"sub": "bea", "exp": exp}),
+        )))
+        .await
+        .unwrap();
+    let Some(ClientOp::Reauth { credentials }) = ops.recv().await else {
+        panic!()
+    };
+    assert_eq!(
+        credentials.identity.unwrap().user_id.as_deref(),
+        Some(&b"bea"[..])
+    );
+    stop.cancel();
+    run.await.unwrap();
 }

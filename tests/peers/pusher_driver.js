@@ -9,7 +9,8 @@
 //   {"op":"connect","c","key"?:"app-key","host"?:"127.0.0.1","port","wsPath"?:"",
 //    "authSecret"?,"appId"?:"app-id","userId"?,"userInfo"?,"forgeAuth"?:bool,
 //    "authEndpoint"?,"authHeaders"?:{},"headers"?:{},"activityTimeout"?:ms,"pongTimeout"?:ms,
-//    "unavailableTimeout"?:ms,"rawFrames"?:bool,"options"?:{...any pusher-js option}}
+//    "unavailableTimeout"?:ms,"rawFrames"?:bool,"signinAuth"?,"userData"?,
+//    "options"?:{...any pusher-js option}}
 //        a new pusher-js client (replacing an old one of that name) on ws://host:port<wsPath>/app/<key>
 //        (cluster mt1, forceTLS false, enabledTransports ["ws"], no stats). Private and
 //        presence subscriptions are authorized locally with authSecret (pusher@5
@@ -20,6 +21,9 @@
 //        subscriptions fail with subscription_error type AuthError. headers go on the WebSocket
 //        upgrade request (e.g. Origin, Cookie). rawFrames reports every WebSocket message.
 //        pusher-js reconnects by itself after a close (unless the close code says refused).
+//        signinAuth: pusher-js's userAuthentication gets a customHandler answering
+//        {auth: signinAuth, user_data: JSON.stringify(userData || {id: c})} (what an app's
+//        user-authentication endpoint returns); the signin itself is the "signin" command.
 //   {"op":"subscribe","c","channel","forgeAuth"?:bool,"userId"?,"userInfo"?}
 //        (the optional fields override the connect ones for this channel's auth)
 //   {"op":"unsubscribe","c","channel"}
@@ -32,6 +36,8 @@
 //   {"op":"disconnect","c"}          pusher.disconnect() (no pusher:unsubscribe is sent)
 //   {"op":"reconnect","c"}           pusher.connect() again on the same client (resubscribes)
 //   {"op":"info","c"}                reports "info"
+//   {"op":"signin","c"}              pusher.signin() (sends pusher:signin once connected; the
+//                                    answer, pusher:signin_success or pusher:error, is a conn_event)
 //   {"op":"rest","rest":"trigger"|"batch"|"get"|"post"|"auth","port","reqId"?,...}
 //        a Pusher HTTP API request (or auth signature) via pusher_rest.js: the request fields
 //        are those of pusher_rest.js, with its "op" given as "rest"; reports "rest"
@@ -52,6 +58,7 @@
 //        (pusher:connection_established, pusher:error, pusher:pong, pusher:ping, ...), after
 //        pusher-js handled it; data decoded as pusher-js does, rawData as on the wire
 //   {"ev":"auth","c","channel","socketId"}         the local authorizer was asked
+//   {"ev":"signin_auth","c","socketId"}            the user authenticator was asked (signinAuth)
 //   {"ev":"subscription_succeeded","c","channel","data"?,"rawData"?,
 //    "members"?:{id:info},"count"?,"me"?:{id,info},"myId"?}   (members/count/me for presence-*)
 //   {"ev":"subscription_error","c","channel","type","status"?,"error"?,"data"}
@@ -265,6 +272,15 @@ function connect(cmd) {
   } else {
     opts.channelAuthorization = { customHandler: (params, cb) => authorize(st, params, cb) };
   }
+  if (cmd.signinAuth !== undefined) {
+    const userData = JSON.stringify(cmd.userData || { id: name });
+    opts.userAuthentication = {
+      customHandler: (params, cb) => {
+        out({ ev: 'signin_auth', c: name, socketId: params.socketId });
+        cb(null, { auth: String(cmd.signinAuth), user_data: userData });
+      },
+    };
+  }
   if (cmd.options && typeof cmd.options === 'object') Object.assign(opts, cmd.options);
   clients.set(name, st);
   creating = st;
@@ -428,6 +444,7 @@ function handle(cmd) {
     case 'disconnect': return void client(cmd).pusher.disconnect();
     case 'reconnect': return void client(cmd).pusher.connect();
     case 'info': return info(cmd);
+    case 'signin': return void client(cmd).pusher.signin();
     case 'rest': return rest(cmd);
     case 'exit': return exit(0);
     default: throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);

@@ -43,6 +43,15 @@ pub struct Settings {
     /// The upstream delivers a client's publish back to it: its own client events are then
     /// held back, since Pusher never echoes a client event to its sender.
     pub upstream_echoes: bool,
+    /// The route verifies a token before the upstream is opened, and pusher-js can send one
+    /// only in `pusher:signin` (its WebSocket URL and headers are not the app's to choose).
+    /// A connection whose upgrade carried no token then opens its upstream at its signin,
+    /// with the signin's `auth` as the token; `user_data` is answered once the token is
+    /// verified and the upstream is open.
+    pub await_signin: bool,
+    /// With `await_signin`, a connection that has not signed in by then is closed with 4009
+    /// (soketi's user-authentication timeout).
+    pub signin_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -56,6 +65,8 @@ impl Default for Settings {
             max_event_size: 10 * 1024,
             upstream_presence: false,
             upstream_echoes: false,
+            await_signin: false,
+            signin_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -92,6 +103,11 @@ pub struct PusherServer {
     next_sub: SubId,
     /// Signed-in user data (`pusher:signin`).
     user: Option<Bytes>,
+    /// `await_signin`: the upstream waits for a signin due by this instant.
+    signin_due: Option<Instant>,
+    /// `await_signin`: the signin whose token is being verified; its `user_data` is answered
+    /// when the upstream is ready.
+    signin_pending: Option<Bytes>,
     /// Client events this connection sent, not yet come back from an echoing upstream:
     /// (channel, payload) fingerprints with when they were sent.
     sent: std::collections::VecDeque<(u64, Instant)>,
@@ -126,6 +142,8 @@ impl PusherServer {
             by_channel: HashMap::new(),
             next_sub: 1,
             user: None,
+            signin_due: None,
+            signin_pending: None,
             sent: std::collections::VecDeque::new(),
             copied: 0,
         }
@@ -319,6 +337,20 @@ impl PusherServer {
         let Some(Ok(s)) = data.map(codec::signin_data) else {
             return Self::error(out, "Invalid signin", None);
         };
+        if self.signin_due.take().is_some() {
+            // The token verified at the edge is this signin's `auth`.
+            self.signin_pending = Some(s.user_data);
+            out.ops.push(ClientOp::Connect {
+                credentials: Credentials {
+                    token: Some(s.auth),
+                    ..Default::default()
+                },
+            });
+            return;
+        }
+        if self.signin_pending.is_some() {
+            return Self::error(out, "Signin already in progress", None);
+        }
         let string = auth::signin_string(&self.socket_id, &s.user_data);
         if !auth::verify(
             &s.auth,
@@ -329,12 +361,16 @@ impl PusherServer {
             // Pusher closes a connection whose signin fails.
             return self.fatal("Invalid signin signature", 4009, out);
         }
-        let mut body = Vec::with_capacity(16 + s.user_data.len() * 2);
+        self.signin_success(&s.user_data, out);
+    }
+
+    fn signin_success(&mut self, user_data: &Bytes, out: &mut ServerOut) {
+        let mut body = Vec::with_capacity(16 + user_data.len() * 2);
         body.extend_from_slice(b"{\"user_data\":");
-        body.extend_from_slice(&crate::dialect::json::json_string(&s.user_data));
+        body.extend_from_slice(&crate::dialect::json::json_string(user_data));
         body.push(b'}');
         Self::send(out, b"pusher:signin_success", None, Data::Raw(&body));
-        self.user = Some(s.user_data);
+        self.user = Some(user_data.clone());
     }
 
     fn on_client_event(&mut self, m: codec::Msg, now: Instant, out: &mut ServerOut) {
@@ -461,7 +497,7 @@ impl PusherServer {
 }
 
 impl ServerRole for PusherServer {
-    fn on_start(&mut self, _now: Instant, out: &mut ServerOut) {
+    fn on_start(&mut self, now: Instant, out: &mut ServerOut) {
         if self.state != State::New {
             return;
         }
@@ -492,6 +528,10 @@ impl ServerRole for PusherServer {
             None,
             Data::Str(data.as_bytes()),
         );
+        if self.settings.await_signin && self.token.is_none() {
+            self.signin_due = Some(now + self.settings.signin_timeout);
+            return;
+        }
         // Pusher clients authenticate per subscription; the upstream leg opens with what the
         // upgrade carried.
         out.ops.push(ClientOp::Connect {
@@ -517,7 +557,11 @@ impl ServerRole for PusherServer {
             return;
         }
         match ev {
-            BackendEvent::Ready { .. } => {}
+            BackendEvent::Ready { .. } => {
+                if let Some(user_data) = self.signin_pending.take() {
+                    self.signin_success(&user_data, out);
+                }
+            }
             BackendEvent::Subscribed { sub, data } => {
                 let Some(s) = self.subs.get_mut(&sub) else {
                     return;
@@ -654,7 +698,12 @@ impl ServerRole for PusherServer {
         self.fatal("Pong reply not received", 4201, out);
     }
 
-    fn expire(&mut self, _now: Instant, _out: &mut ServerOut) {}
+    fn expire(&mut self, now: Instant, out: &mut ServerOut) {
+        if self.signin_due.is_some_and(|due| now >= due) {
+            self.signin_due = None;
+            self.fatal("Connection not authorized within timeout", 4009, out);
+        }
+    }
 
     fn take_copied(&mut self) -> u64 {
         std::mem::take(&mut self.copied)

@@ -481,3 +481,93 @@ fn own_client_events_are_not_echoed_back_from_an_echoing_backend() {
     // The same data from someone else later is delivered.
     assert_eq!(backend(&mut r, echo()).to_client.len(), 1);
 }
+
+fn awaiting() -> Settings {
+    Settings {
+        await_signin: true,
+        signin_timeout: Duration::from_secs(30),
+        ..settings()
+    }
+}
+
+#[test]
+fn await_signin_opens_the_upstream_with_the_signins_token() {
+    let (mut r, out) = started(awaiting());
+    // connection_established at once, but no upstream until the client signs in.
+    assert!(texts(&out)[0].contains("pusher:connection_established"));
+    assert!(out.ops.is_empty(), "{:?}", out.ops);
+    // A subscription meanwhile goes to the session, which holds it until the upstream opens.
+    subscribed(&mut r, r#"{"channel":"news"}"#);
+    let out = feed(
+        &mut r,
+        r#"{"event":"pusher:signin","data":{"auth":"eyJ.a.b","user_data":"{\"id\":\"alice\"}"}}"#,
+    );
+    let [ClientOp::Connect { credentials }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    assert_eq!(credentials.token.as_deref(), Some(&b"eyJ.a.b"[..]));
+    // No success before the token is verified and the upstream is open.
+    assert!(out.to_client.is_empty());
+    let again = feed(
+        &mut r,
+        r#"{"event":"pusher:signin","data":{"auth":"x","user_data":"{}"}}"#,
+    );
+    assert!(again.ops.is_empty() && again.close.is_none());
+    let out = backend(&mut r, BackendEvent::Ready { session: None });
+    assert_eq!(
+        texts(&out),
+        [r#"{"event":"pusher:signin_success","data":{"user_data":"{\"id\":\"alice\"}"}}"#]
+    );
+}
+
+#[test]
+fn await_signin_refused_token_is_4009() {
+    let (mut r, _) = started(awaiting());
+    feed(
+        &mut r,
+        r#"{"event":"pusher:signin","data":{"auth":"forged","user_data":"{\"id\":\"a\"}"}}"#,
+    );
+    let out = backend(
+        &mut r,
+        BackendEvent::Error(ErrorInfo::new(
+            ErrorKind::Unauthorized,
+            "unauthorized (invalid token)",
+        )),
+    );
+    assert_eq!(
+        texts(&out),
+        [
+            r#"{"event":"pusher:error","data":{"message":"unauthorized (invalid token)","code":4009}}"#
+        ]
+    );
+    assert_eq!(out.close.unwrap().code, 4009);
+}
+
+#[test]
+fn await_signin_times_out_with_4009() {
+    let (mut r, _) = started(awaiting());
+    let mut out = ServerOut::default();
+    r.expire(Instant::now() + Duration::from_secs(5), &mut out);
+    assert!(out.close.is_none());
+    r.expire(Instant::now() + Duration::from_secs(31), &mut out);
+    assert!(texts(&out)[0].contains("not authorized within timeout"));
+    assert_eq!(out.close.unwrap().code, 4009);
+}
+
+#[test]
+fn await_signin_not_needed_with_an_upgrade_token() {
+    let mut r = PusherServer::new(
+        awaiting(),
+        &hs("/app/app-key", "protocol=7&token=abc"),
+        SOCKET.into(),
+    );
+    let mut out = ServerOut::default();
+    r.on_start(Instant::now(), &mut out);
+    let [ClientOp::Connect { credentials }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    assert_eq!(credentials.token.as_deref(), Some(&b"abc"[..]));
+    let mut later = ServerOut::default();
+    r.expire(Instant::now() + Duration::from_secs(60), &mut later);
+    assert!(later.close.is_none());
+}
