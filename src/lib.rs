@@ -12,11 +12,13 @@
 //! - [`listener`]: accept, TLS, HTTP upgrade, routing by path.
 //! - [`upstream`]: dialing backends. [`tls`]: rustls configs.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`. [`metrics`]: names and handles.
+//! - [`admission`]: per-client limits of a route and its `Origin` allowlist.
 //! - [`server`]: startup and drain. [`shutdown`]: signals. [`logging`]: tracing setup.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod admission;
 pub mod config;
 pub mod dialect;
 pub mod engine;

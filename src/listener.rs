@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Reason;
 use crate::handshake::{Transport, Upgrader, is_upgrade, text};
 use crate::metrics as m;
 use crate::session::RouteCtx;
@@ -187,6 +188,13 @@ impl Conn {
             m::handshake_failed("no_route");
             return text(StatusCode::NOT_FOUND, "no route for this path\n");
         };
+        // Every request on the route, whatever its dialect or transport: a foreign page's
+        // browser must not reach the session (or Engine.IO's long-polling) at all.
+        let origin = req.headers().get(header::ORIGIN).map(HeaderValue::as_bytes);
+        if !route.ctx.admission.origin_allowed(origin) {
+            m::limit_refused(&route.ctx.metrics.route, Reason::Origin.label());
+            return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
         let up = Upgrader::new(
             route.ctx.clone(),
             self.peer,

@@ -260,7 +260,8 @@ impl Engine {
                         if session::is_passthrough(&ctx.config) {
                             // The backend's own `open` and pings go through unchanged.
                             let dial = passthrough_dial(&handshake);
-                            return session::passthrough(ctx, link, dial, shutdown).await;
+                            return session::passthrough(ctx, link, dial, handshake.peer, shutdown)
+                                .await;
                         }
                         if link
                             .outbound

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::link::{LinkOut, Sent};
 use super::{Outcome, Session};
-use crate::dialect::{ClientOut, Close, ServerOut, WsMsg};
+use crate::admission::Reason;
+use crate::dialect::{ClientOut, Close, Refusal, ServerOut, WsMsg};
 use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind, Reply};
 use crate::metrics as m;
 
@@ -171,5 +172,56 @@ impl Session {
         // The client cannot go on (the rest of its message is unread).
         self.leave_upstream().await;
         self.done.get_or_insert(Outcome::ProtocolError);
+    }
+
+    /// The route's client limits refuse the session before it starts: its role says so in
+    /// its dialect (nothing goes upstream), and the client is closed.
+    pub(super) async fn refuse(mut self, reason: Reason) {
+        let route = self.ctx.metrics.route.clone();
+        m::limit_refused(&route, reason.label());
+        tracing::debug!(route = %route, reason = reason.label(), "session refused by client limits");
+        let mut out = ServerOut::default();
+        self.server.on_refused(
+            Refusal::Busy,
+            ErrorInfo::new(ErrorKind::Limit, reason.message()),
+            &mut out,
+        );
+        out.ops.clear();
+        let close = out
+            .close
+            .take()
+            .unwrap_or_else(|| Refusal::Busy.close(&ErrorInfo::new(ErrorKind::Limit, "")));
+        let limit = self.ctx.write_timeout.min(Duration::from_secs(2));
+        // Bounded: a client that does not read its refusal is closed all the same.
+        let _ = tokio::time::timeout(
+            limit,
+            self.down
+                .outbound
+                .send(LinkOut::Final(out.to_client, close)),
+        )
+        .await;
+        self.down.finish(None, limit).await;
+        self.ctx.metrics.session_ended(Outcome::Refused.label());
+    }
+
+    /// A client message over its rate: dropped unread; the role answers in its dialect, and
+    /// when that answer is a close the session ends (and leaves the backend).
+    pub(super) async fn over_rate(&mut self, reason: Reason) {
+        m::limit_refused(&self.ctx.metrics.route, reason.label());
+        let mut out = ServerOut::default();
+        self.server.on_refused(
+            Refusal::Rate,
+            ErrorInfo::new(ErrorKind::Limit, reason.message()),
+            &mut out,
+        );
+        out.ops.clear();
+        let closing = out.close.is_some();
+        if closing {
+            self.done.get_or_insert(Outcome::Refused);
+        }
+        self.apply_server(out).await;
+        if closing {
+            self.leave_upstream().await;
+        }
     }
 }

@@ -40,6 +40,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, ClientRate};
 use crate::config::Route;
 use crate::dialect::hold::HoldQueue;
 use crate::dialect::{ClientOut, ClientRole, Close, Handshake, ServerOut, ServerRole, Spec, WsMsg};
@@ -93,6 +94,8 @@ pub struct RouteCtx {
     pub allowed_origins: Vec<String>,
     /// Bytes a client WebSocket reads at once.
     pub read_buffer: usize,
+    /// The route's per-client limits (`[route.client_limits]`).
+    pub admission: Arc<Admission>,
 }
 
 /// The byte budget for operations held before the upstream is ready; see
@@ -139,6 +142,9 @@ enum Outcome {
     Shutdown,
     Timeout,
     SlowConsumer,
+    /// Refused by the route's client limits (a busy route, or a message over the rate that
+    /// the dialect answers by closing).
+    Refused,
 }
 
 impl Outcome {
@@ -151,6 +157,7 @@ impl Outcome {
             Self::Shutdown => "shutdown",
             Self::Timeout => "timeout",
             Self::SlowConsumer => "slow_consumer",
+            Self::Refused => "refused",
         }
     }
 }
@@ -198,6 +205,10 @@ pub struct Session {
     /// Set once the client connection is being closed; the loop then ends.
     done: Option<Outcome>,
     shutting: bool,
+    /// The client's address, for the route's per-address limits.
+    peer: Option<std::net::IpAddr>,
+    /// The client's message and byte rates, set once admitted.
+    rate: ClientRate,
 }
 
 impl Session {
@@ -232,11 +243,21 @@ impl Session {
             last_expire: now,
             done: None,
             shutting: false,
+            peer: handshake.peer.map(|p| p.ip()),
+            rate: ClientRate::default(),
         }
     }
 
     /// Run to completion.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        // Held until the session ends: its address's slot.
+        let _admitted = match self.ctx.admission.admit(self.peer) {
+            Ok(a) => {
+                self.rate = a.client_rate();
+                a
+            }
+            Err(reason) => return self.refuse(reason).await,
+        };
         let metrics = self.ctx.metrics.clone();
         metrics.active.increment(1.0);
         let started = Instant::now();
@@ -313,6 +334,10 @@ impl Session {
                 Ev::Down(Some(Ok(msg))) => {
                     self.down_last_recv = Instant::now();
                     self.down_pinged = false;
+                    if let Err(reason) = self.rate.check(msg.len()) {
+                        self.over_rate(reason).await;
+                        continue;
+                    }
                     let mut out = ServerOut::default();
                     self.server.on_client(msg, self.down_last_recv, &mut out);
                     self.apply_server(out).await;
