@@ -8,12 +8,18 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
+
 use super::link::{LinkOut, Sent};
 use super::{Outcome, Session};
 use crate::admission::Reason;
 use crate::dialect::{ClientOut, Close, Refusal, ServerOut, WsMsg};
 use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind, Reply};
 use crate::metrics as m;
+
+/// How long a refused client that speaks first is given to say its first frame (clients send
+/// it as soon as the socket is open), and then to answer the refusal's close.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 
 impl Session {
     /// Queue one message toward the client; a queue that stays full is a slow consumer.
@@ -192,6 +198,12 @@ impl Session {
             .take()
             .unwrap_or_else(|| Refusal::Busy.close(&ErrorInfo::new(ErrorKind::Limit, "")));
         let limit = self.ctx.write_timeout.min(Duration::from_secs(2));
+        if !self.ctx.client_spec.caps.speaks_first {
+            // Its client speaks first (STOMP CONNECT, SocketCluster #handshake): the refusal
+            // answers that, rather than racing it (a library that sends its first frame after
+            // the close arrived reports a close without status, not the refusal).
+            let _ = tokio::time::timeout(REFUSAL_WAIT, self.down.inbound.next()).await;
+        }
         // Bounded: a client that does not read its refusal is closed all the same.
         let _ = tokio::time::timeout(
             limit,
@@ -200,6 +212,7 @@ impl Session {
                 .send(LinkOut::Final(out.to_client, close)),
         )
         .await;
+        self.await_client_close().await;
         self.down.finish(None, limit).await;
         self.ctx.metrics.session_ended(Outcome::Refused.label());
     }
@@ -222,6 +235,18 @@ impl Session {
         self.apply_server(out).await;
         if closing {
             self.leave_upstream().await;
+            self.await_client_close().await;
         }
+    }
+
+    /// After a refusal's close: read (and drop) what the client still sends until its close
+    /// answers ours, within [`REFUSAL_WAIT`]. A socket dropped with unread input is reset,
+    /// and the reset can destroy the close frame before the client library reads it: it
+    /// would report 1006 instead of the refusal.
+    async fn await_client_close(&mut self) {
+        let _ = tokio::time::timeout(REFUSAL_WAIT, async {
+            while let Some(Ok(_)) = self.down.inbound.next().await {}
+        })
+        .await;
     }
 }
