@@ -90,6 +90,13 @@ fn config(proxy: u16, upstream: &str) -> String {
             "",
         ),
         route(
+            "stomp-pass",
+            "/pass",
+            "stomp",
+            "connections_per_address = 1\nmessages_per_second = 5",
+            "mode = \"passthrough\"",
+        ),
+        route(
             "pusher",
             "/app",
             "pusher",
@@ -197,6 +204,7 @@ async fn every_limit_answers_in_the_clients_dialect() {
         stomp_connections(port),
         stomp_rates(port, &publish),
         stomp_origin(port),
+        stomp_passthrough(port),
         pusher_limits(port, &publish),
         sio_limits(port),
         sc_limits(port),
@@ -210,6 +218,9 @@ async fn every_limit_answers_in_the_clients_dialect() {
         ("stomp-msgs", "message_rate", 1.0),
         ("stomp-bytes", "byte_rate", 1.0),
         ("stomp-origin", "origin", 1.0),
+        ("stomp-pass", "connections_per_address", 1.0),
+        ("stomp-pass", "message_rate", 1.0),
+        ("sio", "connections_per_address", 2.0),
         ("pusher", "message_rate", 1.0),
         ("pusher", "connections_per_address", 1.0),
         ("pusher", "origin", 1.0),
@@ -362,6 +373,29 @@ async fn stomp_origin(port: u16) {
     d.expect_ev(T, "native", "connected").await;
 }
 
+/// A passthrough route has no role to word a refusal: stomp.js sees the plain close codes,
+/// 1013 for one connection too many, 1008 for messages over the rate.
+async fn stomp_passthrough(port: u16) {
+    let mut d = Driver::stomp().await;
+    let mut cmd = stomp_cmd("p1", port, "/pass");
+    cmd["headers"]["host"] = json!("/");
+    d.send(cmd.clone()).await;
+    d.expect_ev(T, "p1", "connected").await;
+    cmd["c"] = json!("p2");
+    d.send(cmd).await;
+    let close = d.expect_ev(T, "p2", "close").await;
+    assert_eq!(close["code"], 1013, "{close}");
+    assert_eq!(close["reason"], "too many connections from this address");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for i in 0..20 {
+        d.send(json!({"op":"send","c":"p1","destination":"/topic/pass","body":format!("{i}")}))
+            .await;
+    }
+    let close = d.expect_ev(T, "p1", "close").await;
+    assert_eq!(close["code"], 1008, "{close}");
+    assert_eq!(close["reason"], "message rate limit exceeded");
+}
+
 /// pusher-js: client messages over 5 a second get `pusher:error` 4301 and are dropped, and the
 /// connection stays (it still hears the broker); a third connection from the address gets
 /// 4100; a foreign page's upgrade is refused with 403.
@@ -465,6 +499,17 @@ async fn sio_limits(port: u16) {
     d.expect_ev(T, "io1", "connect").await;
     d.send(cmd("io2")).await;
     let err = d.expect_ev(T, "io2", "connect_error").await;
+    assert_eq!(
+        err["message"], "too many connections from this address",
+        "{err}"
+    );
+    // Long-polling too: the `open` answers the handshake, the refusal the next GET.
+    d.send(
+        json!({"op":"connect","c":"io3","url":format!("http://127.0.0.1:{port}"),
+        "reconnection":false}),
+    )
+    .await;
+    let err = d.expect_ev(T, "io3", "connect_error").await;
     assert_eq!(
         err["message"], "too many connections from this address",
         "{err}"

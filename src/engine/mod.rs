@@ -127,6 +127,9 @@ type Registry = Arc<Mutex<HashMap<String, Arc<Shared>>>>;
 pub struct Engine {
     ctx: Arc<RouteCtx>,
     sessions: Registry,
+    /// `socketio.cors_origins` and `client_limits.allowed_origins`: a page the route's own
+    /// allowlist lets through gets its CORS answer too.
+    origins: Vec<String>,
 }
 
 impl Transport for Engine {
@@ -143,9 +146,12 @@ impl Engine {
     /// An engine for a Socket.IO route; its sessions' server roles come from the route's
     /// factory.
     pub fn new(ctx: Arc<RouteCtx>) -> Self {
+        let mut origins = ctx.config.socketio.cors_origins.clone();
+        origins.extend(ctx.config.client_limits.allowed_origins.iter().cloned());
         Self {
             ctx,
             sessions: Arc::new(Mutex::new(HashMap::new())),
+            origins,
         }
     }
 
@@ -157,7 +163,7 @@ impl Engine {
         // foreign page and the client's session. Requests without an Origin (Node clients)
         // pass.
         let Some(cors) = cors(
-            &self.ctx.config.socketio.cors_origins,
+            &self.origins,
             req.headers().get(header::ORIGIN),
             req.headers().get(header::HOST),
         ) else {

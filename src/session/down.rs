@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 
-use super::link::{LinkOut, Sent};
+use super::link::{Link, LinkOut, Sent};
 use super::{Outcome, Session};
 use crate::admission::Reason;
 use crate::dialect::{ClientOut, Close, Refusal, ServerOut, WsMsg};
@@ -198,22 +198,8 @@ impl Session {
             .take()
             .unwrap_or_else(|| Refusal::Busy.close(&ErrorInfo::new(ErrorKind::Limit, "")));
         let limit = self.ctx.write_timeout.min(Duration::from_secs(2));
-        if !self.ctx.client_spec.caps.speaks_first {
-            // Its client speaks first (STOMP CONNECT, SocketCluster #handshake): the refusal
-            // answers that, rather than racing it (a library that sends its first frame after
-            // the close arrived reports a close without status, not the refusal).
-            let _ = tokio::time::timeout(REFUSAL_WAIT, self.down.inbound.next()).await;
-        }
-        // Bounded: a client that does not read its refusal is closed all the same.
-        let _ = tokio::time::timeout(
-            limit,
-            self.down
-                .outbound
-                .send(LinkOut::Final(out.to_client, close)),
-        )
-        .await;
-        self.await_client_close().await;
-        self.down.finish(None, limit).await;
+        let waits = !self.ctx.client_spec.caps.speaks_first;
+        refuse_link(&mut self.down, waits, out.to_client, close, limit).await;
         self.ctx.metrics.session_ended(Outcome::Refused.label());
     }
 
@@ -235,18 +221,39 @@ impl Session {
         self.apply_server(out).await;
         if closing {
             self.leave_upstream().await;
-            self.await_client_close().await;
+            await_close(&mut self.down).await;
         }
     }
+}
 
-    /// After a refusal's close: read (and drop) what the client still sends until its close
-    /// answers ours, within [`REFUSAL_WAIT`]. A socket dropped with unread input is reset,
-    /// and the reset can destroy the close frame before the client library reads it: it
-    /// would report 1006 instead of the refusal.
-    async fn await_client_close(&mut self) {
-        let _ = tokio::time::timeout(REFUSAL_WAIT, async {
-            while let Some(Ok(_)) = self.down.inbound.next().await {}
-        })
-        .await;
+/// Refuse a client on its link: when its dialect has the client speak first (STOMP CONNECT,
+/// SocketCluster #handshake), wait for that frame so the refusal answers it rather than racing
+/// it (a library that sends its first frame after the close arrived reports a close without
+/// status, not the refusal); write `msgs` and `close`; wait for the client's close; let the
+/// writer finish. Bounded throughout: a client that does not read its refusal is closed all
+/// the same.
+pub(super) async fn refuse_link(
+    down: &mut Link,
+    waits_for_client: bool,
+    msgs: Vec<WsMsg>,
+    close: Close,
+    limit: Duration,
+) {
+    if waits_for_client {
+        let _ = tokio::time::timeout(REFUSAL_WAIT, down.inbound.next()).await;
     }
+    let _ = tokio::time::timeout(limit, down.outbound.send(LinkOut::Final(msgs, close))).await;
+    await_close(down).await;
+    down.finish(None, limit).await;
+}
+
+/// After a refusal's close: read (and drop) what the client still sends until its close
+/// answers ours, within [`REFUSAL_WAIT`]. A socket dropped with unread input is reset, and the
+/// reset can destroy the close frame before the client library reads it: it would report
+/// 1006 instead of the refusal.
+pub(super) async fn await_close(down: &mut Link) {
+    let _ = tokio::time::timeout(REFUSAL_WAIT, async {
+        while let Some(Ok(_)) = down.inbound.next().await {}
+    })
+    .await;
 }

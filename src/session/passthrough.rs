@@ -14,7 +14,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Link, LinkError, Sent};
+use super::down::{await_close, refuse_link};
+use super::link::{Link, LinkError, LinkOut, Sent};
 use super::{Outcome, RouteCtx};
 use crate::config::{Mode, Route};
 use crate::dialect::{Close, Dial, Refusal};
@@ -37,7 +38,8 @@ pub async fn passthrough(
         Err(reason) => {
             m::limit_refused(&metrics.route, reason.label());
             let close = Refusal::Busy.close(&ErrorInfo::new(ErrorKind::Limit, reason.message()));
-            down.finish(Some(close), Duration::from_secs(1)).await;
+            let waits = !ctx.client_spec.caps.speaks_first;
+            refuse_link(&mut down, waits, Vec::new(), close, Duration::from_secs(1)).await;
             metrics.session_ended(Outcome::Refused.label());
             return;
         }
@@ -128,7 +130,14 @@ pub async fn passthrough(
     };
     let limit = ctx.write_timeout.min(Duration::from_secs(2));
     up.finish(Some(close_up), limit).await;
-    down.finish(Some(close_down), limit).await;
+    if outcome == Outcome::Refused {
+        // The client hears why, and its close is awaited (see `await_close`).
+        let _ = down.outbound.try_send(LinkOut::Close(close_down));
+        await_close(&mut down).await;
+        down.finish(None, limit).await;
+    } else {
+        down.finish(Some(close_down), limit).await;
+    }
     metrics.active.decrement(1.0);
     metrics.session_ended(outcome.label());
 }
