@@ -571,3 +571,55 @@ async fn cable_limits(port: u16) {
     assert_eq!(ev["reconnect"], false, "{ev}");
     assert_eq!(ev["code"], 1008, "{ev}");
 }
+
+/// `switchboard check` on the shipped config with one `[route.client_limits]` value broken:
+/// the key, its line and why.
+#[test]
+fn check_names_a_bad_client_limit_with_its_line() {
+    let shipped = std::fs::read_to_string(repo_dir().join("config.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let origins = "allowed_origins = []";
+    // The last one is client_limits' (the first is the Action Cable role's).
+    let at = shipped.rfind(origins).unwrap();
+    let cases = [
+        (
+            at,
+            origins,
+            "allowed_origins = [\"https://app.example/login\"]",
+            "route.0.client_limits.allowed_origins",
+            "not an origin",
+        ),
+        (
+            shipped.find("tracked_addresses = 65536").unwrap(),
+            "tracked_addresses = 65536",
+            "tracked_addresses = 0",
+            "route.0.client_limits.tracked_addresses",
+            "at least 1",
+        ),
+        (
+            shipped.find("messages_per_second = 0").unwrap(),
+            "messages_per_second = 0",
+            "messages_per_second = -5",
+            "route.0.client_limits.messages_per_second",
+            "invalid value",
+        ),
+    ];
+    for (at, from, to, key, why) in cases {
+        let text = format!("{}{to}{}", &shipped[..at], &shipped[at + from.len()..]);
+        let line = text[..at].lines().count() + 1;
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, &text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("check")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("key `{key}` (line {line})")),
+            "{key}: {err}"
+        );
+        assert!(err.contains(why), "{key}: {err}");
+    }
+}
