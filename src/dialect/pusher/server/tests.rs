@@ -481,3 +481,36 @@ fn own_client_events_are_not_echoed_back_from_an_echoing_backend() {
     // The same data from someone else later is delivered.
     assert_eq!(backend(&mut r, echo()).to_client.len(), 1);
 }
+
+#[test]
+fn refusals_are_4100_and_close_or_a_4301_that_keeps_the_connection() {
+    use crate::dialect::Refusal;
+    let why = |m: &str| ErrorInfo::new(ErrorKind::Limit, m.to_owned());
+    let mut r = PusherServer::new(
+        settings(),
+        &hs("/app/app-key", "protocol=7&client=js"),
+        SOCKET.into(),
+    );
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Busy, why("too many connections"), &mut out);
+    assert_eq!(
+        texts(&out),
+        [r#"{"event":"pusher:error","data":{"message":"too many connections","code":4100}}"#]
+    );
+    assert_eq!(out.close.unwrap().code, 4100);
+    let (mut r, _) = started(settings());
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Rate, why("message rate limit exceeded"), &mut out);
+    assert_eq!(
+        texts(&out),
+        [
+            r#"{"event":"pusher:error","data":{"message":"message rate limit exceeded","code":4301}}"#
+        ]
+    );
+    assert!(out.close.is_none(), "4301 leaves the connection open");
+    // Still serving: a ping is answered.
+    assert_eq!(
+        texts(&feed(&mut r, r#"{"event":"pusher:ping","data":{}}"#)),
+        [r#"{"event":"pusher:pong","data":{}}"#]
+    );
+}
