@@ -1,7 +1,8 @@
 //! Listeners: TCP accept under a connection limit, TLS and HTTP in the spawned task under a
 //! timeout, routing by path to a route's transport or to the plain WebSocket upgrade.
 //!
-//! Owns: accept backoff, the connection `Semaphore`, per-address route tables.
+//! Owns: accept backoff, the connection `Semaphore`, per-address route tables, and asking a
+//! route's `Origin` allowlist ([`crate::admission`]) before anything else of a request.
 //!
 //! Must never await a handshake or a read inline in the accept loop, and must not translate.
 //! The upgrade itself is [`crate::handshake`]'s; dialect transports (Engine.IO) are reached

@@ -1,8 +1,10 @@
 //! The client leg, as an `impl Session` block: carrying out what the server role asks
 //! (messages toward the client, its close, operations), routing each operation (a first
 //! Connect builds the client role and starts the dial, a later one reauthenticates; the rest
-//! are translated, then handed to the client role or held while the upstream is dialed), and
-//! the two ways a client ends badly: it stops reading, or it sends a message over the limit.
+//! are translated, then handed to the client role or held while the upstream is dialed), the
+//! two ways a client ends badly: it stops reading, or it sends a message over the limit, and
+//! the refusals of the route's client limits (a session refused before it starts, a message
+//! over the client's rate) with the link-level care they need.
 //!
 //! Must not touch: wire bytes, the upstream's link (its writes are `up.rs`'s), timers.
 

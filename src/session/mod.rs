@@ -5,8 +5,10 @@
 //! (dial, WebSocket and protocol handshake until the client role is ready), correlation-table
 //! expiry ticks, the order of effects (a publish is confirmed only after its frame is
 //! written), the answer to a WebSocket message over the size limit (the dialect's error where
-//! the role has one, then close 1009), and the count and byte budget of client operations held
-//! while the upstream is dialed.
+//! the role has one, then close 1009), the count and byte budget of client operations held
+//! while the upstream is dialed, and where the route's client limits are asked (admission
+//! before the role starts, the rate of every client message: [`crate::admission`] decides,
+//! the role words the refusal).
 //!
 //! Must not touch: wire bytes. Roles decode and encode; the translator renames. Every
 //! `select!` branch is cancel-safe: state lives on [`Session`], never in a branch future.
