@@ -224,6 +224,9 @@ pub struct Route {
     /// Edge authentication: a JWT every client must present (see [`RouteAuth`]).
     #[serde(default)]
     pub auth: Option<RouteAuth>,
+    /// What one client may do on this route, and which pages may open it.
+    #[serde(default)]
+    pub client_limits: ClientLimits,
 }
 
 /// `[route.tls]`.
@@ -741,6 +744,11 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(bad("log.format".into(), "must be `text` or `json`".into()));
         }
+        for (i, r) in self.routes.iter().enumerate() {
+            r.client_limits
+                .check()
+                .map_err(|(field, why)| bad(format!("route.{i}.client_limits.{field}"), why))?;
+        }
         Ok(self)
     }
 }
@@ -819,6 +827,79 @@ impl RouteAuth {
         }
         Ok(())
     }
+}
+
+/// `[route.client_limits]`: per-client limits of one route and its `Origin` allowlist. Every
+/// number is off at 0. Not the process-wide `[limits]` (sizes, queues, timeouts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientLimits {
+    /// Sessions one source address (an IPv6 client's /64) may have open at once on the route.
+    pub connections_per_address: u32,
+    /// New sessions per second on the whole route (a burst of one second's worth).
+    pub connections_per_second: u32,
+    /// New sessions per second from one source address (its /64 for IPv6).
+    pub connections_per_second_per_address: u32,
+    /// Source addresses whose connection rate is tracked at once: the bound on that table's
+    /// memory. Addresses idle for a second are forgotten first; when it is still full, new
+    /// addresses are held only to `connections_per_second`.
+    pub tracked_addresses: usize,
+    /// WebSocket messages per second one client may send (a burst of one second's worth).
+    pub messages_per_second: u32,
+    /// Message bytes per second one client may send (a burst of one second's worth, or of one
+    /// largest message when that is more).
+    pub bytes_per_second: u32,
+    /// Browser origins (`https://app.example.com`) whose pages may connect; a request with any
+    /// other `Origin` is refused with HTTP 403. Empty: any. Requests without an `Origin`
+    /// (clients that are not browsers, which could send any) pass.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            connections_per_address: 0,
+            connections_per_second: 0,
+            connections_per_second_per_address: 0,
+            tracked_addresses: 65_536,
+            messages_per_second: 0,
+            bytes_per_second: 0,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl ClientLimits {
+    /// `Err((field, why))` when a value cannot be used.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.tracked_addresses == 0 {
+            return Err(("tracked_addresses", "must be at least 1".into()));
+        }
+        for o in &self.allowed_origins {
+            if !is_origin(o) {
+                return Err((
+                    "allowed_origins",
+                    format!(
+                        "`{o}` is not an origin: scheme://host[:port], no path or trailing `/`"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` is a serialized origin as browsers send it in `Origin`.
+fn is_origin(s: &str) -> bool {
+    let Ok(u) = url::Url::parse(s) else {
+        return false;
+    };
+    u.host_str().is_some()
+        && u.path() == "/"
+        && !s.ends_with('/')
+        && u.query().is_none()
+        && u.fragment().is_none()
+        && u.username().is_empty()
 }
 
 /// Find the 1-based line of a key path in TOML text, following `[table]`, `[[array]]`
@@ -994,6 +1075,41 @@ dialect = "socketio"
                 .unwrap_err()
                 .to_string()
                 .contains("passthrough")
+        );
+    }
+
+    #[test]
+    fn client_limits_default_off_and_are_checked_with_their_line() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        let l = &c.routes[0].client_limits;
+        assert_eq!((l.connections_per_address, l.messages_per_second), (0, 0));
+        assert!(l.allowed_origins.is_empty());
+        let text = format!(
+            "{MINIMAL}\n[route.client_limits]\nmessages_per_second = 5\nallowed_origins = [\"https://app.example/\"]\n"
+        );
+        let ConfigError::Invalid { key, line, reason } = Config::from_toml(&text).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(key, "route.0.client_limits.allowed_origins");
+        assert_eq!(line, Some(17));
+        assert!(reason.contains("not an origin"), "{reason}");
+        let ok = text.replace("app.example/", "app.example:8443");
+        let c = Config::from_toml(&ok).unwrap();
+        assert_eq!(c.routes[0].client_limits.messages_per_second, 5);
+        let zero = format!("{MINIMAL}\n[route.client_limits]\ntracked_addresses = 0\n");
+        assert!(
+            Config::from_toml(&zero)
+                .unwrap_err()
+                .to_string()
+                .contains("client_limits.tracked_addresses")
+        );
+        let typo = format!("{MINIMAL}\n[route.client_limits]\nmessages_per_sec = 5\n");
+        assert!(
+            Config::from_toml(&typo)
+                .unwrap_err()
+                .to_string()
+                .contains("messages_per_sec")
         );
     }
 }

@@ -303,7 +303,7 @@ async fn run_default(up: Upgraded, ctx: Arc<RouteCtx>, shutdown: CancellationTok
     );
     if session::is_passthrough(&ctx.config) {
         let dial = passthrough_dial(&up.handshake);
-        return session::passthrough(ctx, link, dial, shutdown).await;
+        return session::passthrough(ctx, link, dial, up.handshake.peer, shutdown).await;
     }
     let server = (ctx.new_server)(&up.handshake, Instant::now());
     Session::new(ctx, link, server, &up.handshake)

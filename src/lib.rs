@@ -12,12 +12,14 @@
 //! - [`listener`]: accept, TLS, HTTP upgrade, routing by path.
 //! - [`upstream`]: dialing backends. [`tls`]: rustls configs.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`. [`metrics`]: names and handles.
+//! - [`admission`]: per-client limits of a route and its `Origin` allowlist.
 //! - [`auth`]: edge authentication (`[route.auth]`): JWT verification, the verified identity.
 //! - [`server`]: startup, reload and drain. [`shutdown`]: signals. [`logging`]: tracing setup.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod dialect;

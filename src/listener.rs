@@ -4,6 +4,7 @@
 //! Owns: accept backoff, the connection `Semaphore`, per-address route tables. A table and
 //! the listener's TLS config sit in swappable cells ([`Table`]) so a reload changes what new
 //! connections and requests see, while upgraded sessions keep the route they started with.
+//! A request asks its route's `Origin` allowlist ([`crate::admission`]) before anything else.
 //!
 //! Must never await a handshake or a read inline in the accept loop, and must not translate.
 //! The upgrade itself is [`crate::handshake`]'s; dialect transports (Engine.IO) are reached
@@ -28,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Reason;
 use crate::handshake::{Transport, Upgrader, is_upgrade, text};
 use crate::metrics as m;
 use crate::session::RouteCtx;
@@ -230,6 +232,13 @@ impl Conn {
             m::handshake_failed("no_route");
             return text(StatusCode::NOT_FOUND, "no route for this path\n");
         };
+        // Every request on the route, whatever its dialect or transport: a foreign page's
+        // browser must not reach the session (or Engine.IO's long-polling) at all.
+        let origin = req.headers().get(header::ORIGIN).map(HeaderValue::as_bytes);
+        if !route.ctx.admission.origin_allowed(origin) {
+            m::limit_refused(&route.ctx.metrics.route, Reason::Origin.label());
+            return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
         let up = Upgrader::new(
             route.ctx.clone(),
             self.peer,

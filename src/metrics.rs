@@ -212,3 +212,13 @@ pub fn config_reloads_registered() {
 pub fn auth_failed(route: &str, reason: &'static str) {
     counter!(AUTH_FAILURES, "route" => route.to_owned(), "reason" => reason).increment(1);
 }
+
+// --- Per-client limits (`[route.client_limits]`) -------------------------------------------
+// The name is described with the others (it is on the dashboard); these record it.
+
+/// Record a client refused by its route's client limits, by [`Reason`](crate::admission::Reason)
+/// label, in `switchboard_limit_refusals_total{route, reason}`.
+pub fn limit_refused(route: &str, reason: &'static str) {
+    counter!("switchboard_limit_refusals_total", "route" => route.to_owned(), "reason" => reason)
+        .increment(1);
+}

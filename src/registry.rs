@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::Admission;
 use crate::config::{Config, ConfigError, Mode, Route};
 use crate::dialect::actioncable::{self, client::CableClient, server::CableServer};
 use crate::dialect::pusher::{self, client::PusherClient, server::PusherServer};
@@ -267,6 +268,7 @@ pub fn route_ctx(
         allowed_origins: (down.allowed_origins)(r),
         read_buffer: limits.read_buffer_bytes,
         auth,
+        admission: Arc::new(Admission::new(&r.client_limits, client_message_limit)),
     });
     let transport = down.transport.map(|t| t(ctx.clone()));
     Ok((ctx, transport))

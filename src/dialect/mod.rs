@@ -257,6 +257,29 @@ impl Close {
     }
 }
 
+/// What a route's client limits refuse, for the server role to word in its dialect
+/// ([`ServerRole::on_refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The session, before it starts: too many connections (from its address, or per
+    /// second). The client may try again later.
+    Busy,
+    /// One message over the client's message or byte rate; it was dropped unread.
+    Rate,
+}
+
+impl Refusal {
+    /// The plain WebSocket close for it: 1013 (try again later) or 1008 (policy violation),
+    /// with the reason's text.
+    pub fn close(self, reason: &ErrorInfo) -> Close {
+        let code = match self {
+            Self::Busy => 1013,
+            Self::Rate => 1008,
+        };
+        Close::new(code, String::from_utf8_lossy(&reason.message))
+    }
+}
+
 /// Keepalive duties a leg has negotiated with its peer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Keepalive {
@@ -329,6 +352,15 @@ pub trait ServerRole: Send {
     /// where it has some (written best-effort), and close.
     fn on_slow_consumer(&mut self, out: &mut ServerOut) {
         out.close = Some(Close::new(1008, "slow consumer"));
+    }
+    /// The route's client limits refuse this client (`reason.message` says which limit): the
+    /// whole session ([`Refusal::Busy`], called instead of `on_start`, before any upstream),
+    /// or one message over its rate ([`Refusal::Rate`], dropped unread). Say so in the
+    /// dialect's words where it has some. The default closes: 1013 (try again later) for a
+    /// busy route, 1008 (policy) for a rate; a dialect with a non-fatal error for a message
+    /// over the rate (Pusher's 4301) may instead answer and go on. Ops asked here are ignored.
+    fn on_refused(&mut self, refusal: Refusal, reason: ErrorInfo, out: &mut ServerOut) {
+        out.close = Some(refusal.close(&reason));
     }
     /// Negotiated keepalive duties (may change after the handshake).
     fn keepalive(&self) -> Keepalive;

@@ -127,6 +127,9 @@ type Registry = Arc<Mutex<HashMap<String, Arc<Shared>>>>;
 pub struct Engine {
     ctx: Arc<RouteCtx>,
     sessions: Registry,
+    /// `socketio.cors_origins` and `client_limits.allowed_origins`: a page the route's own
+    /// allowlist lets through gets its CORS answer too.
+    origins: Vec<String>,
 }
 
 impl Transport for Engine {
@@ -144,6 +147,7 @@ impl Transport for Engine {
     /// limits) follow the new settings.
     fn carry_over(&self, ctx: Arc<RouteCtx>) -> Option<Arc<dyn Transport>> {
         Some(Arc::new(Engine {
+            origins: Engine::origins(&ctx),
             ctx,
             sessions: self.sessions.clone(),
         }))
@@ -155,9 +159,18 @@ impl Engine {
     /// factory.
     pub fn new(ctx: Arc<RouteCtx>) -> Self {
         Self {
+            origins: Self::origins(&ctx),
             ctx,
             sessions: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The origins a route's pages may come from: `socketio.cors_origins` and the route's
+    /// `client_limits.allowed_origins`.
+    fn origins(ctx: &RouteCtx) -> Vec<String> {
+        let mut origins = ctx.config.socketio.cors_origins.clone();
+        origins.extend(ctx.config.client_limits.allowed_origins.iter().cloned());
+        origins
     }
 
     /// Handle one HTTP request on the route's path.
@@ -168,7 +181,7 @@ impl Engine {
         // foreign page and the client's session. Requests without an Origin (Node clients)
         // pass.
         let Some(cors) = cors(
-            &self.ctx.config.socketio.cors_origins,
+            &self.origins,
             req.headers().get(header::ORIGIN),
             req.headers().get(header::HOST),
         ) else {
@@ -271,7 +284,8 @@ impl Engine {
                         if session::is_passthrough(&ctx.config) {
                             // The backend's own `open` and pings go through unchanged.
                             let dial = passthrough_dial(&handshake);
-                            return session::passthrough(ctx, link, dial, shutdown).await;
+                            return session::passthrough(ctx, link, dial, handshake.peer, shutdown)
+                                .await;
                         }
                         if link
                             .outbound

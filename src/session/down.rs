@@ -1,18 +1,27 @@
 //! The client leg, as an `impl Session` block: carrying out what the server role asks
 //! (messages toward the client, its close, operations), routing each operation (a first
 //! Connect builds the client role and starts the dial, a later one reauthenticates; the rest
-//! are translated, then handed to the client role or held while the upstream is dialed), and
-//! the two ways a client ends badly: it stops reading, or it sends a message over the limit.
+//! are translated, then handed to the client role or held while the upstream is dialed), the
+//! two ways a client ends badly: it stops reading, or it sends a message over the limit, and
+//! the refusals of the route's client limits (a session refused before it starts, a message
+//! over the client's rate) with the link-level care they need.
 //!
 //! Must not touch: wire bytes, the upstream's link (its writes are `up.rs`'s), timers.
 
 use std::time::{Duration, Instant};
 
-use super::link::{LinkOut, Sent};
+use futures_util::StreamExt as _;
+
+use super::link::{Link, LinkOut, Sent};
 use super::{Outcome, Session};
-use crate::dialect::{ClientOut, Close, ServerOut, WsMsg};
+use crate::admission::Reason;
+use crate::dialect::{ClientOut, Close, Refusal, ServerOut, WsMsg};
 use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind, Reply};
 use crate::metrics as m;
+
+/// How long a refused client that speaks first is given to say its first frame (clients send
+/// it as soon as the socket is open), and then to answer the refusal's close.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 
 impl Session {
     /// Queue one message toward the client; a queue that stays full is a slow consumer.
@@ -234,4 +243,80 @@ impl Session {
         self.done.get_or_insert(Outcome::Unauthorized);
         Box::pin(self.apply_server(out)).await;
     }
+    /// The route's client limits refuse the session before it starts: its role says so in
+    /// its dialect (nothing goes upstream), and the client is closed.
+    pub(super) async fn refuse(mut self, reason: Reason) {
+        let route = self.ctx.metrics.route.clone();
+        m::limit_refused(&route, reason.label());
+        tracing::debug!(route = %route, reason = reason.label(), "session refused by client limits");
+        let mut out = ServerOut::default();
+        self.server.on_refused(
+            Refusal::Busy,
+            ErrorInfo::new(ErrorKind::Limit, reason.message()),
+            &mut out,
+        );
+        out.ops.clear();
+        let close = out
+            .close
+            .take()
+            .unwrap_or_else(|| Refusal::Busy.close(&ErrorInfo::new(ErrorKind::Limit, "")));
+        let limit = self.ctx.write_timeout.min(Duration::from_secs(2));
+        let waits = !self.ctx.client_spec.caps.speaks_first;
+        refuse_link(&mut self.down, waits, out.to_client, close, limit).await;
+        self.ctx.metrics.session_ended(Outcome::Refused.label());
+    }
+
+    /// A client message over its rate: dropped unread; the role answers in its dialect, and
+    /// when that answer is a close the session ends (and leaves the backend).
+    pub(super) async fn over_rate(&mut self, reason: Reason) {
+        m::limit_refused(&self.ctx.metrics.route, reason.label());
+        let mut out = ServerOut::default();
+        self.server.on_refused(
+            Refusal::Rate,
+            ErrorInfo::new(ErrorKind::Limit, reason.message()),
+            &mut out,
+        );
+        out.ops.clear();
+        let closing = out.close.is_some();
+        if closing {
+            self.done.get_or_insert(Outcome::Refused);
+        }
+        self.apply_server(out).await;
+        if closing {
+            self.leave_upstream().await;
+            await_close(&mut self.down).await;
+        }
+    }
+}
+
+/// Refuse a client on its link: when its dialect has the client speak first (STOMP CONNECT,
+/// SocketCluster #handshake), wait for that frame so the refusal answers it rather than racing
+/// it (a library that sends its first frame after the close arrived reports a close without
+/// status, not the refusal); write `msgs` and `close`; wait for the client's close; let the
+/// writer finish. Bounded throughout: a client that does not read its refusal is closed all
+/// the same.
+pub(super) async fn refuse_link(
+    down: &mut Link,
+    waits_for_client: bool,
+    msgs: Vec<WsMsg>,
+    close: Close,
+    limit: Duration,
+) {
+    if waits_for_client {
+        let _ = tokio::time::timeout(REFUSAL_WAIT, down.inbound.next()).await;
+    }
+    let _ = tokio::time::timeout(limit, down.outbound.send(LinkOut::Final(msgs, close))).await;
+    await_close(down).await;
+    down.finish(None, limit).await;
+}
+
+/// After a refusal's close: read (and drop) what the client still sends until its close
+/// answers ours, within [`REFUSAL_WAIT`]. A socket dropped with unread input is reset, and the
+/// reset can destroy the close frame before the client library reads it: it would report
+/// 1006 instead of the refusal.
+pub(super) async fn await_close(down: &mut Link) {
+    let _ = tokio::time::timeout(REFUSAL_WAIT, async {
+        while let Some(Ok(_)) = down.inbound.next().await {}
+    })
+    .await;
 }

@@ -5,8 +5,10 @@
 //! (dial, WebSocket and protocol handshake until the client role is ready), correlation-table
 //! expiry ticks, the order of effects (a publish is confirmed only after its frame is
 //! written), the answer to a WebSocket message over the size limit (the dialect's error where
-//! the role has one, then close 1009), and the count and byte budget of client operations held
-//! while the upstream is dialed.
+//! the role has one, then close 1009), the count and byte budget of client operations held
+//! while the upstream is dialed, and where the route's client limits are asked (admission
+//! before the role starts, the rate of every client message: [`crate::admission`] decides,
+//! the role words the refusal).
 //!
 //! Must not touch: wire bytes. Roles decode and encode; the translator renames. Every
 //! `select!` branch is cancel-safe: state lives on [`Session`], never in a branch future.
@@ -40,6 +42,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, ClientRate};
 use crate::config::Route;
 use crate::dialect::hold::HoldQueue;
 use crate::dialect::{ClientOut, ClientRole, Close, Handshake, ServerOut, ServerRole, Spec, WsMsg};
@@ -96,6 +99,8 @@ pub struct RouteCtx {
     /// Edge authentication (`[route.auth]`): every Connect (and re-authentication) is
     /// verified before the upstream is dialed; `None`: the backend alone decides.
     pub auth: Option<Arc<crate::auth::Verifier>>,
+    /// The route's per-client limits (`[route.client_limits]`).
+    pub admission: Arc<Admission>,
 }
 
 /// The byte budget for operations held before the upstream is ready; see
@@ -144,6 +149,9 @@ enum Outcome {
     SlowConsumer,
     /// Refused by the route's edge authentication, before any upstream was dialed.
     Unauthorized,
+    /// Refused by the route's client limits (a busy route, or a message over the rate that
+    /// the dialect answers by closing).
+    Refused,
 }
 
 impl Outcome {
@@ -157,6 +165,7 @@ impl Outcome {
             Self::Timeout => "timeout",
             Self::SlowConsumer => "slow_consumer",
             Self::Unauthorized => "unauthorized",
+            Self::Refused => "refused",
         }
     }
 }
@@ -204,6 +213,10 @@ pub struct Session {
     /// Set once the client connection is being closed; the loop then ends.
     done: Option<Outcome>,
     shutting: bool,
+    /// The client's address, for the route's per-address limits.
+    peer: Option<std::net::IpAddr>,
+    /// The client's message and byte rates, set once admitted.
+    rate: ClientRate,
 }
 
 impl Session {
@@ -238,11 +251,21 @@ impl Session {
             last_expire: now,
             done: None,
             shutting: false,
+            peer: handshake.peer.map(|p| p.ip()),
+            rate: ClientRate::default(),
         }
     }
 
     /// Run to completion.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        // Held until the session ends: its address's slot.
+        let _admitted = match self.ctx.admission.admit(self.peer) {
+            Ok(a) => {
+                self.rate = a.client_rate();
+                a
+            }
+            Err(reason) => return self.refuse(reason).await,
+        };
         let metrics = self.ctx.metrics.clone();
         metrics.active.increment(1.0);
         let started = Instant::now();
@@ -319,6 +342,10 @@ impl Session {
                 Ev::Down(Some(Ok(msg))) => {
                     self.down_last_recv = Instant::now();
                     self.down_pinged = false;
+                    if let Err(reason) = self.rate.check(msg.len()) {
+                        self.over_rate(reason).await;
+                        continue;
+                    }
                     let mut out = ServerOut::default();
                     self.server.on_client(msg, self.down_last_recv, &mut out);
                     self.apply_server(out).await;

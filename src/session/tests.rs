@@ -169,6 +169,10 @@ async fn a_server_role_speaks_first_and_a_second_connect_reauthenticates() {
         allowed_origins: Vec::new(),
         read_buffer: 4096,
         auth: None,
+        admission: Arc::new(crate::admission::Admission::new(
+            &Default::default(),
+            1 << 20,
+        )),
     });
     let (a, b) = tokio::io::duplex(1 << 16);
     let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
@@ -284,6 +288,10 @@ fn auth_ctx(port: u16, ops_tx: UnboundedSender<ClientOp>) -> Arc<RouteCtx> {
         allowed_origins: Vec::new(),
         read_buffer: 4096,
         auth: Some(Arc::new(crate::auth::Verifier::new(&auth).unwrap())),
+        admission: Arc::new(crate::admission::Admission::new(
+            &Default::default(),
+            1 << 20,
+        )),
     })
 }
 

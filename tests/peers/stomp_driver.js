@@ -6,7 +6,8 @@
 // Commands:
 //   {"op":"connect","c","url","headers"?:{login,passcode,host,...},"wsHeaders"?:{Authorization..},
 //    "heartbeatIncoming"?:ms,"heartbeatOutgoing"?:ms,"protocols"?:["v12.stomp","v11.stomp","v10.stomp"],
-//    "versions"?:["1.2","1.1"],"connectionTimeout"?:ms,"options"?:{...any stompjs Client option}}
+//    "versions"?:["1.2","1.1"],"connectionTimeout"?:ms,"options"?:{...any stompjs Client option},
+//    "localAddress"?:"127.0.0.2"}   localAddress: the address to connect from (raw too)
 //   {"op":"subscribe","c","id","destination","headers"?:{},"binary"?:bool}
 //        "binary":true reports binaryBase64 for every MESSAGE of this subscription
 //   {"op":"unsubscribe","c","id","headers"?:{}}
@@ -51,6 +52,14 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 const stomps = new Map(); // name -> state
 const raws = new Map(); // name -> ws
 
+// The ws options of a connection: upgrade headers, and the local address to connect from
+// (another loopback address, e.g. 127.0.0.2, is another client address to the proxy).
+function wsOptions(cmd) {
+  const o = { headers: strHeaders(cmd.wsHeaders) };
+  if (cmd.localAddress) o.localAddress = String(cmd.localAddress);
+  return o;
+}
+
 function need(cmd, field) {
   if (cmd[field] === undefined) throw new Error(`${cmd.op}: missing "${field}"`);
   return cmd[field];
@@ -88,7 +97,7 @@ function connect(cmd) {
   const st = { name, client: null, subs: new Map(), lastBySub: new Map(), byId: new Map(), last: null, lastWsBinary: false, closed: false };
   const config = {
     webSocketFactory: () => {
-      const ws = new WebSocket(url, protocols, { headers: strHeaders(cmd.wsHeaders) });
+      const ws = new WebSocket(url, protocols, wsOptions(cmd));
       // Registered before stompjs's onmessage, so it runs first for every ws message.
       ws.on('message', (_data, isBinary) => { st.lastWsBinary = isBinary; });
       return ws;
@@ -206,7 +215,7 @@ function raw(cmd) {
   const old = raws.get(name);
   if (old) old.terminate();
   const protocols = Array.isArray(cmd.protocols) ? cmd.protocols : DEFAULT_PROTOCOLS;
-  const ws = new WebSocket(url, protocols, { headers: strHeaders(cmd.wsHeaders) });
+  const ws = new WebSocket(url, protocols, wsOptions(cmd));
   raws.set(name, ws);
   ws.on('open', () => {
     out({ ev: 'open', c: name, protocol: ws.protocol });

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::codec;
-use crate::dialect::{Close, Handshake, Keepalive, ServerOut, ServerRole, WsMsg};
+use crate::dialect::{Close, Handshake, Keepalive, Refusal, ServerOut, ServerRole, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, SubId,
     SubParams,
@@ -319,6 +319,16 @@ impl ServerRole for CableServer {
 
     fn on_too_big(&mut self, _reason: ErrorInfo, out: &mut ServerOut) {
         self.disconnect("invalid_request", false, 1009, out);
+    }
+
+    fn on_refused(&mut self, refusal: Refusal, reason: ErrorInfo, out: &mut ServerOut) {
+        // Action Cable's one way to say why is `disconnect`; its client only logs the reason
+        // and obeys `reconnect`: a busy route is tried again later, a flood is not.
+        let close = refusal.close(&reason);
+        match refusal {
+            Refusal::Busy => self.disconnect("too_many_connections", true, close.code, out),
+            Refusal::Rate => self.disconnect("rate_limited", false, close.code, out),
+        }
     }
 
     fn keepalive(&self) -> Keepalive {

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::auth;
 use super::codec::{self, Data, Kind};
-use crate::dialect::{Close, Handshake, Keepalive, ServerOut, ServerRole, WsMsg};
+use crate::dialect::{Close, Handshake, Keepalive, Refusal, ServerOut, ServerRole, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, SubId, SubParams,
 };
@@ -674,6 +674,17 @@ impl ServerRole for PusherServer {
         Self::error(out, &msg, Some(4301));
         self.state = State::Closed;
         out.close = Some(Close::new(1009, "message too big"));
+    }
+
+    fn on_refused(&mut self, refusal: Refusal, reason: ErrorInfo, out: &mut ServerOut) {
+        let msg = String::from_utf8_lossy(&reason.message).into_owned();
+        match refusal {
+            // 4100 "Over capacity": pusher-js reconnects after backing off.
+            Refusal::Busy => self.fatal(&msg, 4100, out),
+            // 4301, Pusher's own answer to a client over its rate: the message is dropped and
+            // the connection stays.
+            Refusal::Rate => Self::error(out, &msg, Some(4301)),
+        }
     }
 
     fn on_slow_consumer(&mut self, out: &mut ServerOut) {

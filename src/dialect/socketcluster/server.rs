@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::codec::{self, Decoded, Packet, Version};
-use crate::dialect::{Close, Handshake, Keepalive, ServerOut, ServerRole, WsMsg};
+use crate::dialect::{Close, Handshake, Keepalive, Refusal, ServerOut, ServerRole, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply,
     ReplyId, SubId, SubParams,
@@ -616,6 +616,13 @@ impl ServerRole for ScServer {
 
     fn on_too_big(&mut self, _reason: ErrorInfo, out: &mut ServerOut) {
         self.close(1009, "message too big", out);
+    }
+
+    fn on_refused(&mut self, refusal: Refusal, reason: ErrorInfo, out: &mut ServerOut) {
+        // SocketCluster's errors are close codes (v1 clients hear `#disconnect` first): 1013
+        // is below 4500, so its clients reconnect later; 1008 is "policy violation".
+        let close = refusal.close(&reason);
+        self.close(close.code, &close.reason, out);
     }
 
     fn keepalive(&self) -> Keepalive {

@@ -195,3 +195,25 @@ fn disconnects_say_whether_to_reconnect() {
         [r#"{"type":"disconnect","reason":"server_restart","reconnect":true}"#]
     );
 }
+
+#[test]
+fn refusals_are_disconnects_busy_reconnects_rate_does_not() {
+    use crate::dialect::Refusal;
+    let why = |m: &str| ErrorInfo::new(ErrorKind::Limit, m.to_owned());
+    let mut r = role();
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Busy, why("too many connections"), &mut out);
+    assert_eq!(
+        texts(&out),
+        [r#"{"type":"disconnect","reason":"too_many_connections","reconnect":true}"#]
+    );
+    assert_eq!(out.close.unwrap().code, 1013);
+    let mut r = open();
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Rate, why("message rate limit exceeded"), &mut out);
+    assert_eq!(
+        texts(&out),
+        [r#"{"type":"disconnect","reason":"rate_limited","reconnect":false}"#]
+    );
+    assert_eq!(out.close.unwrap().code, 1008);
+}

@@ -571,3 +571,36 @@ fn await_signin_not_needed_with_an_upgrade_token() {
     r.expire(Instant::now() + Duration::from_secs(60), &mut later);
     assert!(later.close.is_none());
 }
+
+#[test]
+fn refusals_are_4100_and_close_or_a_4301_that_keeps_the_connection() {
+    use crate::dialect::Refusal;
+    let why = |m: &str| ErrorInfo::new(ErrorKind::Limit, m.to_owned());
+    let mut r = PusherServer::new(
+        settings(),
+        &hs("/app/app-key", "protocol=7&client=js"),
+        SOCKET.into(),
+    );
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Busy, why("too many connections"), &mut out);
+    assert_eq!(
+        texts(&out),
+        [r#"{"event":"pusher:error","data":{"message":"too many connections","code":4100}}"#]
+    );
+    assert_eq!(out.close.unwrap().code, 4100);
+    let (mut r, _) = started(settings());
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Rate, why("message rate limit exceeded"), &mut out);
+    assert_eq!(
+        texts(&out),
+        [
+            r#"{"event":"pusher:error","data":{"message":"message rate limit exceeded","code":4301}}"#
+        ]
+    );
+    assert!(out.close.is_none(), "4301 leaves the connection open");
+    // Still serving: a ping is answered.
+    assert_eq!(
+        texts(&feed(&mut r, r#"{"event":"pusher:ping","data":{}}"#)),
+        [r#"{"event":"pusher:pong","data":{}}"#]
+    );
+}

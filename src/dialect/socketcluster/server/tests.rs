@@ -328,3 +328,26 @@ fn a_refused_token_rejects_the_handshake() {
     );
     assert_eq!(out.close.unwrap().code, 4008);
 }
+
+#[test]
+fn refusals_are_close_codes_with_disconnect_first_on_v1() {
+    use crate::dialect::Refusal;
+    let why = |m: &str| ErrorInfo::new(ErrorKind::Limit, m.to_owned());
+    let mut r = role(Version::V2);
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Busy, why("too many connections"), &mut out);
+    assert!(out.to_client.is_empty());
+    let close = out.close.unwrap();
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (1013, "too many connections")
+    );
+    let mut r = open(Version::V1);
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Rate, why("message rate limit exceeded"), &mut out);
+    assert_eq!(
+        texts(&out),
+        [r##"{"event":"#disconnect","data":{"code":1008,"data":"message rate limit exceeded"}}"##]
+    );
+    assert_eq!(out.close.unwrap().code, 1008);
+}

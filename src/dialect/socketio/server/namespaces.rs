@@ -13,9 +13,9 @@ use serde_json::value::RawValue;
 
 use super::wire::wire;
 use super::{Nsp, SocketioServer, State};
-use crate::dialect::json::is_json;
+use crate::dialect::json::{is_json, json_string};
 use crate::dialect::socketio::packet::{self, Packet, PacketType};
-use crate::dialect::{ServerOut, WsMsg};
+use crate::dialect::{Refusal, ServerOut, WsMsg};
 use crate::frame::{ClientOp, Credentials, ErrorInfo, ErrorKind, PayloadKind, SubId};
 
 impl SocketioServer {
@@ -198,6 +198,43 @@ impl SocketioServer {
             return self.refuse(e, out);
         }
         self.close(1011, "upstream unavailable", false, out);
+    }
+}
+
+impl SocketioServer {
+    /// The route's client limits refuse this client. A busy route: `44` (CONNECT_ERROR) for
+    /// every namespace the route serves, before the client's CONNECT even arrives (the
+    /// reference client takes it in any order, as a middleware refusal: `connect_error` with
+    /// the message, no reconnection), then the close. A message over the rate: `41` for each
+    /// joined namespace (the client's `disconnect` with "io server disconnect", which does not
+    /// reconnect), then the close.
+    pub(super) fn refused(&mut self, refusal: Refusal, reason: &ErrorInfo, out: &mut ServerOut) {
+        if self.state == State::Closed {
+            return;
+        }
+        let close = refusal.close(reason);
+        match refusal {
+            Refusal::Busy => {
+                let message = json_string(&reason.message);
+                for nsp in &self.settings.namespaces {
+                    out.to_client.push(wire(
+                        PacketType::ConnectError,
+                        nsp.as_bytes(),
+                        None,
+                        0,
+                        &[b"{\"message\":", &message, b"}"],
+                    ));
+                }
+                self.close(close.code, &close.reason, false, out);
+            }
+            Refusal::Rate => {
+                for n in self.nsps.iter().filter(|n| n.joined) {
+                    out.to_client
+                        .push(wire(PacketType::Disconnect, &n.name, None, 0, &[]));
+                }
+                self.close(close.code, &close.reason, true, out);
+            }
+        }
     }
 }
 

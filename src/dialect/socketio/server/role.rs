@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::wire::{ack, named_error_ack};
 use super::{SocketioServer, State};
 use crate::dialect::socketio::engineio::{self, Packet as Eio};
-use crate::dialect::{Keepalive, ServerOut, ServerRole, WsMsg, stat};
+use crate::dialect::{Keepalive, Refusal, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{BackendEvent, ErrorInfo};
 
 impl ServerRole for SocketioServer {
@@ -107,6 +107,10 @@ impl ServerRole for SocketioServer {
     fn on_too_big(&mut self, _reason: ErrorInfo, out: &mut ServerOut) {
         // Socket.IO has no packet for it: the reference server's `ws` closes with 1009.
         self.close(1009, "message too big", false, out);
+    }
+
+    fn on_refused(&mut self, refusal: Refusal, reason: ErrorInfo, out: &mut ServerOut) {
+        self.refused(refusal, &reason, out);
     }
 
     fn keepalive(&self) -> Keepalive {

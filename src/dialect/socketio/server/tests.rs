@@ -1110,3 +1110,27 @@ fn a_full_backend_ack_table_asks_the_client_for_no_ack() {
         [r#"421["confirm",null]"#]
     );
 }
+
+#[test]
+fn refusals_are_connect_errors_per_namespace_or_server_disconnects() {
+    use crate::dialect::Refusal;
+    let why = |m: &str| ErrorInfo::new(ErrorKind::Limit, m.to_owned());
+    let mut r = role();
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Busy, why("too many connections"), &mut out);
+    assert_eq!(
+        texts(&out),
+        [
+            r#"44{"message":"too many connections"}"#,
+            r#"44/admin,{"message":"too many connections"}"#
+        ]
+    );
+    assert_eq!(out.close.unwrap().code, 1013);
+    assert!(out.ops.is_empty(), "nothing was connected upstream");
+    let mut r = ready();
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Rate, why("message rate limit exceeded"), &mut out);
+    assert_eq!(texts(&out), ["41"]);
+    assert_eq!(out.close.unwrap().code, 1008);
+    assert_eq!(out.ops, vec![ClientOp::Disconnect]);
+}

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::{State, StompServer, Wait};
 use crate::dialect::stomp::codec::{Command, Frame, Item};
-use crate::dialect::{Keepalive, ServerOut, ServerRole, WsMsg, stat};
+use crate::dialect::{Keepalive, Refusal, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{BackendEvent, ErrorInfo, ErrorKind};
 
 impl ServerRole for StompServer {
@@ -142,6 +142,13 @@ impl ServerRole for StompServer {
     fn on_too_big(&mut self, reason: ErrorInfo, out: &mut ServerOut) {
         let msg = String::from_utf8_lossy(&reason.message).into_owned();
         self.fatal(&msg, &detail_bytes(&reason), None, 1009, out);
+    }
+
+    fn on_refused(&mut self, refusal: Refusal, reason: ErrorInfo, out: &mut ServerOut) {
+        // STOMP errors are fatal: `ERROR` then the close (stomp.js takes an ERROR before
+        // CONNECTED too, so a refused session hears why).
+        let close = refusal.close(&reason);
+        self.fatal(&close.reason, b"", None, close.code, out);
     }
 
     fn on_slow_consumer(&mut self, out: &mut ServerOut) {

@@ -610,3 +610,30 @@ fn frames_behind_connect_are_decoded_under_the_negotiated_version() {
         .collect();
     assert_eq!(channels, [&Bytes::from("/app/a\\tb")]);
 }
+
+#[test]
+fn refusals_are_error_then_close_even_before_connect() {
+    use crate::dialect::Refusal;
+    use crate::frame::{ErrorInfo, ErrorKind};
+    let why = |m: &str| ErrorInfo::new(ErrorKind::Limit, m.to_owned());
+    let mut r = role();
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Busy, why("too many connections"), &mut out);
+    assert!(text(&out.to_client[0]).starts_with("ERROR\nmessage:too many connections\n"));
+    let close = out.close.unwrap();
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (1013, "too many connections")
+    );
+    assert!(out.ops.is_empty());
+    let mut r = role();
+    connected(&mut r);
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Rate, why("message rate limit exceeded"), &mut out);
+    assert!(text(&out.to_client[0]).starts_with("ERROR\nmessage:message rate limit exceeded\n"));
+    assert_eq!(out.close.unwrap().code, 1008);
+    // Closed: nothing more is said.
+    let mut out = ServerOut::default();
+    r.on_refused(Refusal::Rate, why("again"), &mut out);
+    assert!(out.to_client.is_empty() && out.close.is_none());
+}
