@@ -124,6 +124,14 @@ pub fn entry(d: Dialect) -> Option<&'static Entry> {
     ENTRIES.iter().find(|e| e.spec.dialect == d)
 }
 
+/// What a route's upstream is, as data: a dialect's spec, or the embedded hub's.
+pub fn upstream_spec(d: Dialect) -> Option<&'static Spec> {
+    if d == Dialect::Hub {
+        return Some(&crate::hub::SPEC);
+    }
+    entry(d).map(|e| e.spec)
+}
+
 /// Load, layer, fill in the dialects' defaults and validate a config file: what `switchboard
 /// check` and the run command do.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -146,6 +154,9 @@ pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
 
 fn complete(mut config: Config, text: &str) -> Result<Config, ConfigError> {
     for r in &mut config.routes {
+        if let Some(l) = config.listen {
+            r.listen = l;
+        }
         if r.path.is_empty()
             && let Some(e) = entry(r.client)
         {
@@ -175,9 +186,10 @@ pub fn check(config: &Config, text: &str) -> Result<(), ConfigError> {
                 ),
             ));
         };
-        if entry(r.upstream.dialect)
-            .filter(|e| e.client.is_some())
-            .is_none()
+        if r.upstream.dialect != Dialect::Hub
+            && entry(r.upstream.dialect)
+                .filter(|e| e.client.is_some())
+                .is_none()
         {
             return Err(bad(
                 "upstream.dialect",
@@ -209,33 +221,46 @@ pub enum BuildError {
     Mapping(String),
 }
 
-/// Everything a route's sessions share, and its transport when the dialect has one.
+/// Everything a route's sessions share, and its transport when the dialect has one. `hub`
+/// is the process's embedded hub, which routes whose upstream it is attach to.
 pub fn route_ctx(
     r: &Route,
     config: &Config,
     tls: Option<Arc<rustls::ClientConfig>>,
+    hub: Option<Arc<crate::hub::Hub>>,
 ) -> Result<BuiltRoute, BuildError> {
     let shared = Shared { config };
     let down = entry(r.client).ok_or(BuildError::NoRole(r.client.label(), "server"))?;
-    let up = entry(r.upstream.dialect)
-        .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?;
     let new_server = down
         .server
         .ok_or(BuildError::NoRole(r.client.label(), "server"))?(r, shared);
-    let new_client =
-        up.client
-            .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?(r, shared);
+    let on_hub = r.upstream.dialect == Dialect::Hub;
+    let (up_spec, new_client, url, hub): (_, ClientFactory, _, _) = if on_hub {
+        let hub = hub.ok_or(BuildError::NoRole("hub", "in-process"))?;
+        // Never dialed: sessions of the route attach to the hub in process.
+        let none: ClientFactory = Arc::new(|_| Box::new(crate::hub::NoClient));
+        (&crate::hub::SPEC, none, "ws://hub.invalid/", Some(hub))
+    } else {
+        let up = entry(r.upstream.dialect)
+            .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?;
+        let new_client = up
+            .client
+            .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?(
+            r, shared
+        );
+        (up.spec, new_client, r.upstream.url.as_str(), None)
+    };
     let limits = &config.limits;
     let dialer = Dialer::new(
         &r.name,
-        &r.upstream.url,
-        up.spec,
+        url,
+        up_spec,
         tls,
         Duration::from_millis(r.upstream.connect_timeout_ms),
         limits.max_message_size,
         limits.read_buffer_bytes,
     )?;
-    let mapping = Mapping::new(&r.maps, down.spec, up.spec).map_err(BuildError::Mapping)?;
+    let mapping = Mapping::new(&r.maps, down.spec, up_spec).map_err(BuildError::Mapping)?;
     let client_message_limit = match r.mode {
         Mode::Translate => (down.client_message_limit)(r, shared),
         // The backend advertises its own limit; the proxy's is the global one.
@@ -244,7 +269,7 @@ pub fn route_ctx(
     let ctx = Arc::new(RouteCtx {
         config: r.clone(),
         client_spec: down.spec,
-        upstream_spec: up.spec,
+        upstream_spec: up_spec,
         new_server,
         new_client,
         mapping,
@@ -258,6 +283,7 @@ pub fn route_ctx(
         idle_ping: limits.idle_ping(),
         allowed_origins: (down.allowed_origins)(r),
         read_buffer: limits.read_buffer_bytes,
+        hub,
     });
     let transport = down.transport.map(|t| t(ctx.clone()));
     Ok((ctx, transport))
@@ -419,8 +445,8 @@ fn pusher_server(r: &Route, _: Shared<'_>) -> ServerFactory {
         } else {
             p.activity_timeout
         }),
-        upstream_presence: entry(r.upstream.dialect).is_some_and(|e| e.spec.caps.presence),
-        upstream_echoes: entry(r.upstream.dialect).is_some_and(|e| e.spec.caps.echoes_sender),
+        upstream_presence: upstream_spec(r.upstream.dialect).is_some_and(|s| s.caps.presence),
+        upstream_echoes: upstream_spec(r.upstream.dialect).is_some_and(|s| s.caps.echoes_sender),
         ..Default::default()
     };
     Arc::new(move |hs, _now| Box::new(PusherServer::new(settings.clone(), hs, pusher_socket_id())))

@@ -66,6 +66,12 @@ pub struct Running {
 /// Build and bind everything. Returns once every listener is bound.
 pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running, StartError> {
     let mut client_tls = None;
+    // One embedded hub per process, shared by every route whose upstream it is.
+    let hub = config
+        .routes
+        .iter()
+        .any(|r| r.upstream.dialect == crate::dialect::Dialect::Hub)
+        .then(|| Arc::new(crate::hub::Hub::default()));
     let mut by_addr: BTreeMap<SocketAddr, (Option<tokio_rustls::TlsAcceptor>, Vec<RouteEntry>)> =
         BTreeMap::new();
     for r in &config.routes {
@@ -92,8 +98,8 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
         } else {
             None
         };
-        let (ctx, transport) =
-            registry::route_ctx(r, config, tls_for_upstream).map_err(|e| StartError::Route {
+        let (ctx, transport) = registry::route_ctx(r, config, tls_for_upstream, hub.clone())
+            .map_err(|e| StartError::Route {
                 route: r.name.clone(),
                 why: e.to_string(),
             })?;

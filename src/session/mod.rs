@@ -24,6 +24,7 @@
 //! - `passthrough.rs`: the session of a passthrough route.
 
 mod down;
+mod hub;
 mod link;
 mod passthrough;
 #[cfg(test)]
@@ -93,6 +94,9 @@ pub struct RouteCtx {
     pub allowed_origins: Vec<String>,
     /// Bytes a client WebSocket reads at once.
     pub read_buffer: usize,
+    /// The embedded hub, when it is the route's upstream: sessions attach to it in process
+    /// and `dialer` is never used.
+    pub hub: Option<Arc<crate::hub::Hub>>,
 }
 
 /// The byte budget for operations held before the upstream is ready; see
@@ -126,6 +130,7 @@ enum Ev {
     UpGone,
     Dialed(Box<Result<Ws, UpstreamError>>),
     Authorized(u64, Result<Bytes, ErrorInfo>),
+    Hub(Option<crate::hub::Delivery>),
     Tick,
 }
 
@@ -194,6 +199,8 @@ pub struct Session {
     ready_by: Option<Instant>,
     /// Operations held while the upstream is dialed.
     pending_ops: HoldQueue,
+    /// The attachment to the embedded hub, on a route whose upstream it is.
+    hub: Option<crate::hub::Conn>,
     last_expire: Instant,
     /// Set once the client connection is being closed; the loop then ends.
     done: Option<Outcome>,
@@ -229,6 +236,7 @@ impl Session {
             ),
             ready_by: None,
             pending_ops,
+            hub: None,
             last_expire: now,
             done: None,
             shutting: false,
@@ -284,6 +292,7 @@ impl Session {
                 }
                 m = self.down.inbound.next(), if down_ready => Ev::Down(m),
                 e = up_next(&mut self.up, up_ready) => e,
+                e = hub_next(&mut self.hub, up_ready) => e,
                 _ = tokio::time::sleep_until(deadline) => Ev::Tick,
             };
             match ev {
@@ -379,6 +388,12 @@ impl Session {
                     }
                     self.apply_client(out).await;
                 }
+                Ev::Hub(Some(d)) => self.on_hub(d).await,
+                Ev::Hub(None) => {
+                    self.hub = None;
+                    self.upstream_lost(ErrorInfo::new(ErrorKind::Unavailable, "hub detached"))
+                        .await
+                }
                 Ev::Tick => self.on_tick().await,
             }
         }
@@ -388,6 +403,21 @@ impl Session {
 async fn dialing(d: &mut Option<Dialing>) -> Result<Ws, UpstreamError> {
     match d {
         Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The hub's next delivery, read only when the client's queue has room; or a publish found
+/// this session's hub queue full (a slow consumer).
+async fn hub_next(hub: &mut Option<crate::hub::Conn>, ready: bool) -> Ev {
+    match hub {
+        Some(c) => {
+            let lagged = c.lagged().clone();
+            tokio::select! {
+                _ = lagged.cancelled() => Ev::DownStalled,
+                d = c.recv(), if ready => Ev::Hub(d),
+            }
+        }
         None => std::future::pending().await,
     }
 }

@@ -168,6 +168,7 @@ async fn a_server_role_speaks_first_and_a_second_connect_reauthenticates() {
         idle_ping: None,
         allowed_origins: Vec::new(),
         read_buffer: 4096,
+        hub: None,
     });
     let (a, b) = tokio::io::duplex(1 << 16);
     let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;

@@ -270,6 +270,7 @@ impl PusherServer {
             // The app signed this member data for our socket id: it is the authenticated
             // identity, and the upstream leg signs it again for its own socket id.
             params.channel_data = s.channel_data;
+            params.signed = true;
         }
         let sub = self.next_sub;
         self.next_sub += 1;
