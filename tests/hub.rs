@@ -484,3 +484,118 @@ async fn private_channels_need_authorization() {
         "private messages reach no unauthorized client: {leaked:?}"
     );
 }
+
+/// The JavaScript snippets of the README's "Try it" section, in order.
+fn try_it_snippets() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo_dir().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Try it\n")
+        .nth(1)
+        .expect("README has a Try it section");
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .split("```js\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap().to_owned())
+        .collect()
+}
+
+/// The binary started with the shipped `config.toml` as the README says (moved off 8080 and
+/// 9090 by `SWITCHBOARD_LISTEN` and `SWITCHBOARD_ADMIN__LISTEN`, which the README documents
+/// for a taken port), and the README's "Try it" snippets run as they are (only the port,
+/// and socketcluster-client 20 under its test alias, substituted): each hears what every
+/// client started after it published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_config_try_it() {
+    let port = free_port();
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.args(["--config", "config.toml"])
+        .current_dir(repo_dir());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SWITCHBOARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHBOARD_ADMIN__LISTEN", admin.to_string())
+        .env("NO_COLOR", "1");
+    let mut proxy = Child::spawn("switchboard-shipped", cmd);
+    proxy.discard_lines();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !matches!(http_get(admin, "/readyz").await, Ok((200, _))) {
+        assert!(
+            std::time::Instant::now() < deadline && proxy.try_wait().is_none(),
+            "the shipped config did not start; log:\n{}",
+            proxy.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let snippets = try_it_snippets();
+    assert_eq!(snippets.len(), 5, "five libraries in Try it");
+    let name_of = |s: &str| {
+        [
+            "socket.io-client",
+            "@stomp/stompjs",
+            "pusher-js",
+            "socketcluster-client",
+            "@rails/actioncable",
+        ]
+        .into_iter()
+        .find(|m| s.contains(&format!("require('{m}')")))
+        .unwrap()
+    };
+    // What each snippet publishes (the Pusher one only listens).
+    let says = |lib: &str| match lib {
+        "socket.io-client" => Some("hello from socket.io"),
+        "@stomp/stompjs" => Some("hello from stomp"),
+        "socketcluster-client" => Some("hello from socketcluster"),
+        "@rails/actioncable" => Some("hello from rails"),
+        _ => None,
+    };
+    // Listeners first: the Pusher snippet, then the others in README order.
+    let mut order: Vec<&String> = snippets
+        .iter()
+        .filter(|s| name_of(s) == "pusher-js")
+        .collect();
+    order.extend(snippets.iter().filter(|s| name_of(s) != "pusher-js"));
+    ensure_npm();
+    let mut running = Vec::new();
+    for s in order {
+        let lib = name_of(s);
+        let code = s
+            .replace("8080", &port.to_string())
+            .replace("require('socketcluster-client')", "require('sc-client-20')");
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg("-e").arg(code).current_dir(peers_dir());
+        running.push((
+            lib,
+            Child::spawn(&format!("try-it-{}", lib.replace('/', "-")), cmd),
+        ));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let libs: Vec<&str> = running.iter().map(|(l, _)| *l).collect();
+    for (i, (lib, child)) in running.iter_mut().enumerate() {
+        let mut printed = String::new();
+        while let Some(l) = child.next_line(Duration::from_millis(200)).await {
+            printed.push_str(&l);
+            printed.push('\n');
+        }
+        for later in &libs[i..] {
+            if let Some(text) = says(later) {
+                assert!(
+                    printed.contains(text),
+                    "{lib} did not print {text:?} (from {later}):\n{printed}\nlog:\n{}",
+                    child.log_tail(20)
+                );
+            }
+        }
+    }
+    let metrics = http_get(admin, "/metrics").await.unwrap().1;
+    assert!(
+        metrics.contains("switchboard_hub_publishes_total 4"),
+        "{metrics}"
+    );
+}
