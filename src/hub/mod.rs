@@ -153,9 +153,26 @@ impl HubMessage {
         now: std::time::Instant,
         out: &mut ServerOut,
     ) {
-        let Some(shape) = server.shape(&ev) else {
+        let Some(mut shape) = server.shape(&ev) else {
             return server.on_backend(ev, now, out);
         };
+        // What a session's translation may have changed of the message (the channel in the
+        // client's naming, an event or payload a route rule took from the body's key, the
+        // arguments a rule consumed) is part of the shape too.
+        if let BackendEvent::Message {
+            channel,
+            event,
+            args,
+            payload,
+            ..
+        } = &ev
+        {
+            let at = (payload.data.as_ptr() as usize).to_le_bytes();
+            let len = payload.data.len().to_le_bytes();
+            let mut parts: Vec<&[u8]> = vec![channel, event.as_deref().unwrap_or(b"\0"), &at, &len];
+            parts.extend(args.iter().map(|a| a.as_ref()));
+            shape.extend_from_slice(&crate::dialect::shape_key(&parts));
+        }
         let key = (route, shape);
         let hit = self
             .encodings

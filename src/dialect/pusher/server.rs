@@ -462,6 +462,19 @@ impl PusherServer {
 }
 
 impl ServerRole for PusherServer {
+    /// An event depends on the subscription's channel and the message; while client events
+    /// of this connection wait for their echo to be filtered, it is encoded per session.
+    fn shape(&self, ev: &BackendEvent) -> Option<Vec<u8>> {
+        let BackendEvent::Message { sub: Some(sub), .. } = ev else {
+            return None;
+        };
+        if self.state != State::Open || !self.sent.is_empty() {
+            return None;
+        }
+        let s = self.subs.get(sub)?;
+        Some(crate::dialect::shape_key(&[b"pusher", &s.channel]))
+    }
+
     fn on_start(&mut self, _now: Instant, out: &mut ServerOut) {
         if self.state != State::New {
             return;
