@@ -390,9 +390,16 @@ impl Session {
                 }
                 Ev::Hub(Some(d)) => self.on_hub(d).await,
                 Ev::Hub(None) => {
+                    // The hub let go of this connection (it keeps every attached one, so
+                    // this is the process going away): the client hears the backend is gone.
                     self.hub = None;
-                    self.upstream_lost(ErrorInfo::new(ErrorKind::Unavailable, "hub detached"))
-                        .await
+                    let mut out = ServerOut::default();
+                    self.server.on_upstream_lost(
+                        ErrorInfo::new(ErrorKind::Unavailable, "hub detached"),
+                        &mut out,
+                    );
+                    self.apply_server(out).await;
+                    self.done.get_or_insert(Outcome::UpstreamLost);
                 }
                 Ev::Tick => self.on_tick().await,
             }
