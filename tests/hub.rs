@@ -346,6 +346,29 @@ async fn pusher_client_events_and_confirmations() {
     let ack = sc.expect_ev(T, "k", "ack").await;
     assert_eq!(ack["error"], Value::Null, "{ack}");
     assert_eq!(ack["data"], Value::Null, "{ack}");
+
+    // A Socket.IO emit with an ack: answered with no arguments (the hub has no application
+    // to answer with).
+    let mut sio = Driver::sio().await;
+    sio.send(json!({"op":"connect","c":"a","url":format!("http://127.0.0.1:{port}"),"transports":["websocket"]}))
+        .await;
+    sio.expect_ev(T, "a", "connect").await;
+    sio.send(json!({"op":"emit","c":"a","event":"news","args":[{"n":2}],"ack":true,"reqId":"r"}))
+        .await;
+    let ack = sio.expect_ev(T, "a", "ack").await;
+    assert_eq!(ack["args"], json!([]), "{ack}");
+    assert!(ack.get("err").is_none(), "{ack}");
+
+    // A STOMP SEND with a receipt: RECEIPT once the hub took it.
+    let mut stomp = Driver::stomp_connected(
+        json!({"op":"connect","c":"s","url":format!("ws://127.0.0.1:{port}/ws")}),
+    )
+    .await;
+    stomp
+        .send(json!({"op":"send","c":"s","destination":"/app/news","body":"{}","headers":{"receipt":"r-1","content-type":"application/json"}}))
+        .await;
+    let r = stomp.expect_ev(T, "s", "receipt").await;
+    assert_eq!(r["id"], "r-1");
 }
 
 /// `presence-` channels: member_added only for a user's first connection and never to the
@@ -503,8 +526,8 @@ fn try_it_snippets() -> Vec<String> {
 /// The binary started with the shipped `config.toml` as the README says (moved off 8080 and
 /// 9090 by `SWITCHBOARD_LISTEN` and `SWITCHBOARD_ADMIN__LISTEN`, which the README documents
 /// for a taken port), and the README's "Try it" snippets run as they are (only the port,
-/// and socketcluster-client 20 under its test alias, substituted): each hears what every
-/// client started after it published.
+/// and socketcluster-client 20 under its test alias, substituted), listeners first: each
+/// hears what every client started after it published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_config_try_it() {
     let port = free_port();
@@ -561,7 +584,31 @@ async fn shipped_config_try_it() {
         .collect();
     order.extend(snippets.iter().filter(|s| name_of(s) != "pusher-js"));
     ensure_npm();
+    // Each snippet starts once the one before is listening: the Pusher one has subscribed,
+    // each publisher's own publish went through (it subscribed before it published).
+    let metric = |name: &'static str| async move {
+        let body = http_get(admin, "/metrics")
+            .await
+            .map(|r| r.1)
+            .unwrap_or_default();
+        body.lines()
+            .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let wait_for = |name: &'static str, want: f64| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while metric(name).await < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never reached {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     let mut running = Vec::new();
+    let mut published = 0.0;
     for s in order {
         let lib = name_of(s);
         let code = s
@@ -573,24 +620,30 @@ async fn shipped_config_try_it() {
             lib,
             Child::spawn(&format!("try-it-{}", lib.replace('/', "-")), cmd),
         ));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if says(lib).is_some() {
+            published += 1.0;
+            wait_for("switchboard_hub_publishes_total", published).await;
+        } else {
+            wait_for("switchboard_hub_subscribers", 1.0).await;
+        }
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let libs: Vec<&str> = running.iter().map(|(l, _)| *l).collect();
     for (i, (lib, child)) in running.iter_mut().enumerate() {
         let mut printed = String::new();
-        while let Some(l) = child.next_line(Duration::from_millis(200)).await {
-            printed.push_str(&l);
-            printed.push('\n');
-        }
         for later in &libs[i..] {
-            if let Some(text) = says(later) {
-                assert!(
-                    printed.contains(text),
-                    "{lib} did not print {text:?} (from {later}):\n{printed}\nlog:\n{}",
-                    child.log_tail(20)
-                );
+            let Some(text) = says(later) else { continue };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !printed.contains(text) && std::time::Instant::now() < deadline {
+                if let Some(l) = child.next_line(Duration::from_millis(200)).await {
+                    printed.push_str(&l);
+                    printed.push('\n');
+                }
             }
+            assert!(
+                printed.contains(text),
+                "{lib} did not print {text:?} (from {later}):\n{printed}\nlog:\n{}",
+                child.log_tail(20)
+            );
         }
     }
     let metrics = http_get(admin, "/metrics").await.unwrap().1;

@@ -429,3 +429,31 @@ fn one_encoding_per_route_and_shape() {
     );
     assert_eq!(m.encodes(), 5);
 }
+
+/// A subscriber whose queue is full is marked a slow consumer (its session closes it); the
+/// publisher never waits, and the others still get the message.
+#[test]
+fn a_full_queue_marks_a_slow_consumer() {
+    let hub = Arc::new(Hub::default());
+    let mut slow = hub.attach(
+        Attach {
+            echo: true,
+            everything: false,
+            depth: 2,
+        },
+        None,
+    );
+    let mut fine = attach(&hub, true, false, None);
+    sub(&mut slow, 1, "news", SubParams::default());
+    sub(&mut fine, 1, "news", SubParams::default());
+    drain(&mut slow);
+    drain(&mut fine);
+    let mut publisher = attach(&hub, true, false, None);
+    for i in 0..3 {
+        publish(&mut publisher, "news", &i.to_string(), None);
+    }
+    assert!(slow.lagged().is_cancelled());
+    assert!(!fine.lagged().is_cancelled());
+    assert_eq!(messages(&mut fine).len(), 3);
+    assert_eq!(messages(&mut slow).len(), 2);
+}
