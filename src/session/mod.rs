@@ -20,6 +20,8 @@
 //!   consumer, a client message over the limit.
 //! - `up.rs`: the upstream leg: the dial's result, the connect deadline, losing or leaving the
 //!   backend, authorization POSTs, what the client role asks, delivering its events.
+//! - `hub.rs`: a route whose upstream is the embedded hub: attaching in process when the
+//!   client connects, its operations, and its deliveries encoded once per (route, shape).
 //! - `ticks.rs`: the next deadline and what a tick does (keepalive, pings, expiry).
 //! - `passthrough.rs`: the session of a passthrough route.
 
