@@ -176,6 +176,13 @@ pub fn check(config: &Config, text: &str) -> Result<(), ConfigError> {
         let bad = |field: &str, reason: String| {
             ConfigError::at(text, format!("route.{i}.{field}"), reason)
         };
+        if r.client == Dialect::Hub {
+            return Err(bad(
+                "client",
+                "`hub` is a backend (upstream.dialect = \"hub\"), not a dialect clients speak"
+                    .into(),
+            ));
+        }
         let client = entry(r.client).filter(|e| e.server.is_some());
         let Some(client) = client else {
             return Err(bad(
@@ -682,5 +689,31 @@ mod tests {
         // A STOMP route's unused Socket.IO defaults do not fail a small global limit.
         let text = format!("[limits]\nmax_message_size = 65536\n{MINIMAL}");
         assert!(from_toml(&text).is_ok());
+    }
+
+    #[test]
+    fn hub_routes_have_no_url_and_the_hub_serves_no_clients() {
+        let hub = MINIMAL.replace(
+            "url = \"ws://127.0.0.1:3000/socket.io/\"\ndialect = \"socketio\"",
+            "dialect = \"hub\"",
+        );
+        let c = from_toml(&hub).unwrap();
+        assert_eq!(c.routes[0].upstream.dialect, Dialect::Hub);
+        let with_url = hub.replace("dialect = \"hub\"", "dialect = \"hub\"\nurl = \"ws://x/\"");
+        let e = from_toml(&with_url).unwrap_err().to_string();
+        assert!(
+            e.contains("route.0.upstream.url") && e.contains("no url"),
+            "{e}"
+        );
+        let no_url = MINIMAL.replace("url = \"ws://127.0.0.1:3000/socket.io/\"\n", "");
+        let e = from_toml(&no_url).unwrap_err().to_string();
+        assert!(e.contains("route.0.upstream.url"), "{e}");
+        let client = hub.replace("client = \"stomp\"", "client = \"hub\"");
+        let e = from_toml(&client).unwrap_err().to_string();
+        assert!(e.contains("route.0.client") && e.contains("backend"), "{e}");
+        // SWITCHBOARD_LISTEN's key moves every route.
+        let moved = format!("listen = \"127.0.0.1:7171\"\n{hub}");
+        let c = from_toml(&moved).unwrap();
+        assert_eq!(c.routes[0].listen.port(), 7171);
     }
 }
