@@ -13,6 +13,9 @@ use crate::dialect::ServerOut;
 use crate::frame::{BackendEvent, ClientOp, Credentials};
 use crate::hub::{Attach, Delivery};
 
+/// A hub connection's queue holds this many times `limits.queue_depth` deliveries.
+const HUB_QUEUE_FACTOR: usize = 4;
+
 impl Session {
     /// The client connected: attach to the hub, which is ready at once.
     pub(super) async fn attach_hub(&mut self, credentials: Credentials) {
@@ -22,7 +25,9 @@ impl Session {
             echo: caps.echoes_sender,
             // Clients that cannot subscribe on their wire hear every channel (`io.emit`).
             everything: caps.events_without_subscribe && !caps.client_subscriptions,
-            depth: self.ctx.queue_depth,
+            // Deliveries wait here before the client's own queue; a burst of publishes gets
+            // room beyond it before this client counts as a slow consumer.
+            depth: self.ctx.queue_depth.saturating_mul(HUB_QUEUE_FACTOR),
         };
         self.hub = Some(hub.attach(attach, credentials.identity.clone()));
         self.deliver_events(vec![BackendEvent::Ready { session: None }])
