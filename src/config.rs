@@ -76,6 +76,11 @@ pub struct Config {
     /// Routes; several may share a `listen` address with different paths.
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
+    /// When set, every route listens here instead of on its own `listen`: meant for the
+    /// environment layer (`SWITCHBOARD_LISTEN=127.0.0.1:8181`), to move a shipped config's
+    /// routes without editing it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[admin]`: serves `/metrics`, `/healthz`, `/readyz`.
@@ -243,7 +248,9 @@ pub struct Tls {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// The backend's endpoint as its users know it (`ws://`, `wss://`).
+    /// The backend's endpoint as its users know it (`ws://`, `wss://`); none for the
+    /// embedded hub (`dialect = "hub"`).
+    #[serde(default)]
     pub url: String,
     /// The dialect the backend speaks.
     pub dialect: Dialect,
@@ -641,13 +648,26 @@ impl Config {
                     tls_by_addr.insert(r.listen, tls);
                 }
             }
-            let url = url::Url::parse(&r.upstream.url)
-                .map_err(|e| bad(k("upstream.url"), format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "ws" | "wss") {
-                return Err(bad(k("upstream.url"), "scheme must be ws or wss".into()));
-            }
-            if url.host_str().is_none() {
-                return Err(bad(k("upstream.url"), "has no host".into()));
+            if r.upstream.dialect == Dialect::Hub {
+                // The embedded hub runs in process: nothing to dial, nothing to pass through.
+                if !r.upstream.url.is_empty() {
+                    return Err(bad(
+                        k("upstream.url"),
+                        "the hub runs in process and has no url".into(),
+                    ));
+                }
+                if r.mode == Mode::Passthrough {
+                    return Err(bad(k("mode"), "the hub cannot be passed through to".into()));
+                }
+            } else {
+                let url = url::Url::parse(&r.upstream.url)
+                    .map_err(|e| bad(k("upstream.url"), format!("not a URL: {e}")))?;
+                if !matches!(url.scheme(), "ws" | "wss") {
+                    return Err(bad(k("upstream.url"), "scheme must be ws or wss".into()));
+                }
+                if url.host_str().is_none() {
+                    return Err(bad(k("upstream.url"), "has no host".into()));
+                }
             }
             if r.mode == Mode::Passthrough && r.client != r.upstream.dialect {
                 return Err(bad(

@@ -58,6 +58,11 @@ pub struct SubParams {
     /// Free subscription data, raw JSON: SocketCluster `#subscribe` data, the params of an
     /// Action Cable identifier (`{"channel":"ChatChannel","room":7}` without `channel`).
     pub data: Option<Payload>,
+    /// The server role verified a channel authorization for this subscription itself (a
+    /// Pusher signature made with the route's app secret over its own socket id): an
+    /// in-process backend (the embedded hub) takes it as the channel's authorization. Never
+    /// set from anything a client merely claims.
+    pub signed: bool,
 }
 
 impl SubParams {

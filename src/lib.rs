@@ -8,6 +8,7 @@
 //!   (dialect frames ⇄ neutral frames). Pure and synchronous.
 //! - [`translate`]: route templates and the per-session subscription table. Pure.
 //! - [`session`]: the session pump, the only `select!` loops; bounded queues and writers.
+//! - [`hub`]: the embedded hub, an in-process backend (`upstream.dialect = "hub"`).
 //! - [`engine`]: the Engine.IO server transport (long-polling and WebSocket) of Socket.IO routes.
 //! - [`listener`]: accept, TLS, HTTP upgrade, routing by path.
 //! - [`upstream`]: dialing backends. [`tls`]: rustls configs.
@@ -26,6 +27,7 @@ pub mod dialect;
 pub mod engine;
 pub mod frame;
 pub mod handshake;
+pub mod hub;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -38,6 +38,17 @@ pub const CONNECTIONS_ACCEPTED: &str = "switchboard_connections_accepted_total";
 /// issuer, audience).
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 
+/// Channels of the embedded hub with at least one subscriber on this instance.
+pub const HUB_CHANNELS: &str = "switchboard_hub_channels";
+/// Subscriptions to the embedded hub's channels on this instance.
+pub const HUB_SUBSCRIBERS: &str = "switchboard_hub_subscribers";
+/// Messages published to the embedded hub on this instance.
+pub const HUB_PUBLISHES: &str = "switchboard_hub_publishes_total";
+/// Deliveries the embedded hub queued to connections (one per subscription reached).
+pub const HUB_DELIVERIES: &str = "switchboard_hub_deliveries_total";
+/// Presence members (distinct users per channel) on this instance.
+pub const HUB_PRESENCE_MEMBERS: &str = "switchboard_hub_presence_members";
+
 /// Install the Prometheus recorder and describe every metric.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
@@ -221,4 +232,24 @@ pub fn auth_failed(route: &str, reason: &'static str) {
 pub fn limit_refused(route: &str, reason: &'static str) {
     counter!("switchboard_limit_refusals_total", "route" => route.to_owned(), "reason" => reason)
         .increment(1);
+}
+
+/// Describe the embedded hub's metrics (and make them appear at zero once a hub exists).
+pub fn hub_describe() {
+    describe_gauge!(
+        HUB_CHANNELS,
+        "Hub channels with subscribers on this instance"
+    );
+    describe_gauge!(HUB_SUBSCRIBERS, "Hub subscriptions on this instance");
+    describe_counter!(HUB_PUBLISHES, "Messages published to the hub");
+    describe_counter!(HUB_DELIVERIES, "Hub deliveries queued to connections");
+    describe_gauge!(
+        HUB_PRESENCE_MEMBERS,
+        "Presence members (distinct users per channel) on this instance"
+    );
+    gauge!(HUB_CHANNELS).increment(0.0);
+    gauge!(HUB_SUBSCRIBERS).increment(0.0);
+    counter!(HUB_PUBLISHES).increment(0);
+    counter!(HUB_DELIVERIES).increment(0);
+    gauge!(HUB_PRESENCE_MEMBERS).increment(0.0);
 }

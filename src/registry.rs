@@ -125,6 +125,14 @@ pub fn entry(d: Dialect) -> Option<&'static Entry> {
     ENTRIES.iter().find(|e| e.spec.dialect == d)
 }
 
+/// What a route's upstream is, as data: a dialect's spec, or the embedded hub's.
+pub fn upstream_spec(d: Dialect) -> Option<&'static Spec> {
+    if d == Dialect::Hub {
+        return Some(&crate::hub::SPEC);
+    }
+    entry(d).map(|e| e.spec)
+}
+
 /// Load, layer, fill in the dialects' defaults and validate a config file: what `switchboard
 /// check` and the run command do.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -147,6 +155,9 @@ pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
 
 fn complete(mut config: Config, text: &str) -> Result<Config, ConfigError> {
     for r in &mut config.routes {
+        if let Some(l) = config.listen {
+            r.listen = l;
+        }
         if r.path.is_empty()
             && let Some(e) = entry(r.client)
         {
@@ -167,6 +178,13 @@ pub fn check(config: &Config, text: &str) -> Result<(), ConfigError> {
         let bad = |field: &str, reason: String| {
             ConfigError::at(text, format!("route.{i}.{field}"), reason)
         };
+        if r.client == Dialect::Hub {
+            return Err(bad(
+                "client",
+                "`hub` is a backend (upstream.dialect = \"hub\"), not a dialect clients speak"
+                    .into(),
+            ));
+        }
         let client = entry(r.client).filter(|e| e.server.is_some());
         let Some(client) = client else {
             return Err(bad(
@@ -177,9 +195,10 @@ pub fn check(config: &Config, text: &str) -> Result<(), ConfigError> {
                 ),
             ));
         };
-        if entry(r.upstream.dialect)
-            .filter(|e| e.client.is_some())
-            .is_none()
+        if r.upstream.dialect != Dialect::Hub
+            && entry(r.upstream.dialect)
+                .filter(|e| e.client.is_some())
+                .is_none()
         {
             return Err(bad(
                 "upstream.dialect",
@@ -214,33 +233,46 @@ pub enum BuildError {
     Auth(#[from] crate::auth::SetupError),
 }
 
-/// Everything a route's sessions share, and its transport when the dialect has one.
+/// Everything a route's sessions share, and its transport when the dialect has one. `hub`
+/// is the process's embedded hub, which routes whose upstream it is attach to.
 pub fn route_ctx(
     r: &Route,
     config: &Config,
     tls: Option<Arc<rustls::ClientConfig>>,
+    hub: Option<Arc<crate::hub::Hub>>,
 ) -> Result<BuiltRoute, BuildError> {
     let shared = Shared { config };
     let down = entry(r.client).ok_or(BuildError::NoRole(r.client.label(), "server"))?;
-    let up = entry(r.upstream.dialect)
-        .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?;
     let new_server = down
         .server
         .ok_or(BuildError::NoRole(r.client.label(), "server"))?(r, shared);
-    let new_client =
-        up.client
-            .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?(r, shared);
+    let on_hub = r.upstream.dialect == Dialect::Hub;
+    let (up_spec, new_client, url, hub): (_, ClientFactory, _, _) = if on_hub {
+        let hub = hub.ok_or(BuildError::NoRole("hub", "in-process"))?;
+        // Never dialed: sessions of the route attach to the hub in process.
+        let none: ClientFactory = Arc::new(|_| Box::new(crate::hub::NoClient));
+        (&crate::hub::SPEC, none, "ws://hub.invalid/", Some(hub))
+    } else {
+        let up = entry(r.upstream.dialect)
+            .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?;
+        let new_client = up
+            .client
+            .ok_or(BuildError::NoRole(r.upstream.dialect.label(), "client"))?(
+            r, shared
+        );
+        (up.spec, new_client, r.upstream.url.as_str(), None)
+    };
     let limits = &config.limits;
     let dialer = Dialer::new(
         &r.name,
-        &r.upstream.url,
-        up.spec,
+        url,
+        up_spec,
         tls,
         Duration::from_millis(r.upstream.connect_timeout_ms),
         limits.max_message_size,
         limits.read_buffer_bytes,
     )?;
-    let mapping = Mapping::new(&r.maps, down.spec, up.spec).map_err(BuildError::Mapping)?;
+    let mapping = Mapping::new(&r.maps, down.spec, up_spec).map_err(BuildError::Mapping)?;
     let auth = match &r.auth {
         Some(a) => Some(Arc::new(crate::auth::Verifier::new(a)?)),
         None => None,
@@ -253,7 +285,7 @@ pub fn route_ctx(
     let ctx = Arc::new(RouteCtx {
         config: r.clone(),
         client_spec: down.spec,
-        upstream_spec: up.spec,
+        upstream_spec: up_spec,
         new_server,
         new_client,
         mapping,
@@ -269,6 +301,7 @@ pub fn route_ctx(
         read_buffer: limits.read_buffer_bytes,
         auth,
         admission: Arc::new(Admission::new(&r.client_limits, client_message_limit)),
+        hub,
     });
     let transport = down.transport.map(|t| t(ctx.clone()));
     Ok((ctx, transport))
@@ -430,8 +463,8 @@ fn pusher_server(r: &Route, _: Shared<'_>) -> ServerFactory {
         } else {
             p.activity_timeout
         }),
-        upstream_presence: entry(r.upstream.dialect).is_some_and(|e| e.spec.caps.presence),
-        upstream_echoes: entry(r.upstream.dialect).is_some_and(|e| e.spec.caps.echoes_sender),
+        upstream_presence: upstream_spec(r.upstream.dialect).is_some_and(|s| s.caps.presence),
+        upstream_echoes: upstream_spec(r.upstream.dialect).is_some_and(|s| s.caps.echoes_sender),
         // pusher-js carries a token only in its signin: a route that requires one waits for it.
         await_signin: r.auth.as_ref().is_some_and(|a| a.required),
         ..Default::default()
@@ -669,5 +702,31 @@ mod tests {
         // A STOMP route's unused Socket.IO defaults do not fail a small global limit.
         let text = format!("[limits]\nmax_message_size = 65536\n{MINIMAL}");
         assert!(from_toml(&text).is_ok());
+    }
+
+    #[test]
+    fn hub_routes_have_no_url_and_the_hub_serves_no_clients() {
+        let hub = MINIMAL.replace(
+            "url = \"ws://127.0.0.1:3000/socket.io/\"\ndialect = \"socketio\"",
+            "dialect = \"hub\"",
+        );
+        let c = from_toml(&hub).unwrap();
+        assert_eq!(c.routes[0].upstream.dialect, Dialect::Hub);
+        let with_url = hub.replace("dialect = \"hub\"", "dialect = \"hub\"\nurl = \"ws://x/\"");
+        let e = from_toml(&with_url).unwrap_err().to_string();
+        assert!(
+            e.contains("route.0.upstream.url") && e.contains("no url"),
+            "{e}"
+        );
+        let no_url = MINIMAL.replace("url = \"ws://127.0.0.1:3000/socket.io/\"\n", "");
+        let e = from_toml(&no_url).unwrap_err().to_string();
+        assert!(e.contains("route.0.upstream.url"), "{e}");
+        let client = hub.replace("client = \"stomp\"", "client = \"hub\"");
+        let e = from_toml(&client).unwrap_err().to_string();
+        assert!(e.contains("route.0.client") && e.contains("backend"), "{e}");
+        // SWITCHBOARD_LISTEN's key moves every route.
+        let moved = format!("listen = \"127.0.0.1:7171\"\n{hub}");
+        let c = from_toml(&moved).unwrap();
+        assert_eq!(c.routes[0].listen.port(), 7171);
     }
 }

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Health, ReloadAsk};
 use crate::config::{Config, Route};
+use crate::hub::Hub;
 use crate::listener::{Bound, RouteEntry, Table};
 use crate::metrics as m;
 use crate::{registry, tls};
@@ -86,6 +87,9 @@ struct State {
     listeners: BTreeMap<SocketAddr, Live>,
     limit: Arc<Semaphore>,
     handshake_timeout: Duration,
+    /// The process's embedded hub, once a route needs it; kept across reloads, so sessions
+    /// of old and new routes share its channels.
+    hub: Option<Arc<Hub>>,
 }
 
 /// A route as it runs: the table it was built from, and what listeners serve.
@@ -141,6 +145,7 @@ fn plan(
     config: &Config,
     current: Option<(&Config, &HashMap<String, LiveRoute>)>,
     sessions_stop: &CancellationToken,
+    hub: &mut Option<Arc<Hub>>,
 ) -> Result<Plan, StartError> {
     let mut client_tls = None;
     let mut out = Plan {
@@ -154,7 +159,11 @@ fn plan(
                 (live.entry.clone(), Change::Unchanged)
             }
             _ => {
-                let (ctx, transport) = build_route(r, config, &mut client_tls)?;
+                // One embedded hub per process, shared by every route whose upstream it is and
+                // kept across reloads.
+                let hub = (r.upstream.dialect == crate::dialect::Dialect::Hub)
+                    .then(|| hub.get_or_insert_with(|| Arc::new(Hub::default())).clone());
+                let (ctx, transport) = build_route(r, config, &mut client_tls, hub)?;
                 let (transport, stop, change) = match old {
                     Some((_, live)) => (
                         live.entry
@@ -197,6 +206,7 @@ fn build_route(
     r: &Route,
     config: &Config,
     client_tls: &mut Option<Arc<rustls::ClientConfig>>,
+    hub: Option<Arc<Hub>>,
 ) -> Result<registry::BuiltRoute, StartError> {
     let https_auth = r
         .upstream
@@ -221,7 +231,7 @@ fn build_route(
     } else {
         None
     };
-    registry::route_ctx(r, config, tls_for_upstream).map_err(|e| StartError::Route {
+    registry::route_ctx(r, config, tls_for_upstream, hub).map_err(|e| StartError::Route {
         route: r.name.clone(),
         why: e.to_string(),
     })
@@ -230,7 +240,8 @@ fn build_route(
 /// Build and bind everything. Returns once every listener is bound.
 pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running, StartError> {
     let sessions_stop = CancellationToken::new();
-    let plan = plan(config, None, &sessions_stop)?;
+    let mut hub = None;
+    let plan = plan(config, None, &sessions_stop, &mut hub)?;
 
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
@@ -267,6 +278,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
         listeners: BTreeMap::new(),
         limit: Arc::new(Semaphore::new(config.limits.max_connections)),
         handshake_timeout: config.limits.handshake_timeout(),
+        hub,
     };
     let mut listeners = tokio::task::JoinSet::new();
     // The admin endpoint keeps answering during the drain; it is aborted at the very end.
@@ -400,10 +412,12 @@ impl Running {
     async fn try_reload(&mut self, path: &Path) -> Result<String, String> {
         let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
         let config = registry::load(path).map_err(|e| at(&e))?;
+        let mut hub = self.state.hub.clone();
         let plan = plan(
             &config,
             Some((&self.state.config, &self.state.routes)),
             &self.sessions_stop,
+            &mut hub,
         )
         .map_err(|e| at(&e))?;
         // Bind every new address before touching anything: a busy port refuses the reload.
@@ -487,6 +501,7 @@ impl Running {
         self.grace = Duration::from_millis(config.shutdown.grace_period_ms);
         self.state.config = config;
         self.state.generation += 1;
+        self.state.hub = hub;
         self.listen_addrs = self.state.listen_addrs();
         // The answer says the old addresses are closed: wait until they are (an accept loop
         // returns at once when told to stop).

@@ -16,7 +16,7 @@ fn check_accepts_the_shipped_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 route(s))"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (5 route(s))"));
 }
 
 #[test]

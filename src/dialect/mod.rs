@@ -40,6 +40,11 @@ pub enum Dialect {
     Socketcluster,
     /// Rails Action Cable.
     Actioncable,
+    /// Not a wire dialect: the embedded hub (`crate::hub`), an in-process backend a route's
+    /// upstream can be. It has no folder here and no registry entry; it is not in [`ALL`].
+    ///
+    /// [`ALL`]: Dialect::ALL
+    Hub,
 }
 
 impl Dialect {
@@ -60,6 +65,7 @@ impl Dialect {
             Self::Pusher => "pusher",
             Self::Socketcluster => "socketcluster",
             Self::Actioncable => "actioncable",
+            Self::Hub => "hub",
         }
     }
 }
@@ -374,6 +380,25 @@ pub trait ServerRole: Send {
     fn take_copied(&mut self) -> u64 {
         0
     }
+    /// The shape of `ev` as this role would encode it, for a message that an in-process
+    /// backend (the embedded hub) delivers to many sessions: two events with equal shapes and
+    /// equal payloads encode to the same messages, and encoding one changes no state the role
+    /// relies on later, so one session's encoding can be written to the others as is.
+    /// `None` (the default): encode it for this session alone.
+    fn shape(&self, _ev: &BackendEvent) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Build a shape key (see [`ServerRole::shape`]) from its parts, each length-prefixed so
+/// that no two lists of parts give the same key.
+pub fn shape_key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+    for p in parts {
+        k.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_le_bytes());
+        k.extend_from_slice(p);
+    }
+    k
 }
 
 /// The proxy playing a client of one dialect toward a backend.

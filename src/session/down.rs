@@ -69,10 +69,19 @@ impl Session {
     }
 
     async fn route_op(&mut self, op: ClientOp) {
-        let started = self.up.is_some() || self.dialing.is_some() || self.role.is_some();
+        let started = self.up.is_some()
+            || self.dialing.is_some()
+            || self.role.is_some()
+            || self.hub.is_some();
         let op = match op {
             // A second Connect on an open session is a re-authentication.
             ClientOp::Connect { credentials } if started => ClientOp::Reauth { credentials },
+            op => op,
+        };
+        let op = match op {
+            ClientOp::Connect { credentials } if self.ctx.hub.is_some() => {
+                return Box::pin(self.attach_hub(credentials)).await;
+            }
             op => op,
         };
         if let ClientOp::Connect { mut credentials } = op {
@@ -143,6 +152,9 @@ impl Session {
                 return;
             }
         };
+        if self.hub.is_some() {
+            return Box::pin(self.hub_op(op)).await;
+        }
         match &mut self.up {
             Some(up) => {
                 let mut out = ClientOut::default();

@@ -22,10 +22,13 @@
 //!   consumer, a client message over the limit.
 //! - `up.rs`: the upstream leg: the dial's result, the connect deadline, losing or leaving the
 //!   backend, authorization POSTs, what the client role asks, delivering its events.
+//! - `hub.rs`: a route whose upstream is the embedded hub: attaching in process when the
+//!   client connects, its operations, and its deliveries encoded once per (route, shape).
 //! - `ticks.rs`: the next deadline and what a tick does (keepalive, pings, expiry).
 //! - `passthrough.rs`: the session of a passthrough route.
 
 mod down;
+mod hub;
 mod link;
 mod passthrough;
 #[cfg(test)]
@@ -101,6 +104,9 @@ pub struct RouteCtx {
     pub auth: Option<Arc<crate::auth::Verifier>>,
     /// The route's per-client limits (`[route.client_limits]`).
     pub admission: Arc<Admission>,
+    /// The embedded hub, when it is the route's upstream: sessions attach to it in process
+    /// and `dialer` is never used.
+    pub hub: Option<Arc<crate::hub::Hub>>,
 }
 
 /// The byte budget for operations held before the upstream is ready; see
@@ -134,6 +140,7 @@ enum Ev {
     UpGone,
     Dialed(Box<Result<Ws, UpstreamError>>),
     Authorized(u64, Result<Bytes, ErrorInfo>),
+    Hub(Option<crate::hub::Delivery>),
     Tick,
 }
 
@@ -209,6 +216,8 @@ pub struct Session {
     ready_by: Option<Instant>,
     /// Operations held while the upstream is dialed.
     pending_ops: HoldQueue,
+    /// The attachment to the embedded hub, on a route whose upstream it is.
+    hub: Option<crate::hub::Conn>,
     last_expire: Instant,
     /// Set once the client connection is being closed; the loop then ends.
     done: Option<Outcome>,
@@ -248,6 +257,7 @@ impl Session {
             ),
             ready_by: None,
             pending_ops,
+            hub: None,
             last_expire: now,
             done: None,
             shutting: false,
@@ -313,6 +323,7 @@ impl Session {
                 }
                 m = self.down.inbound.next(), if down_ready => Ev::Down(m),
                 e = up_next(&mut self.up, up_ready) => e,
+                e = hub_next(&mut self.hub, up_ready) => e,
                 _ = tokio::time::sleep_until(deadline) => Ev::Tick,
             };
             match ev {
@@ -412,6 +423,19 @@ impl Session {
                     }
                     self.apply_client(out).await;
                 }
+                Ev::Hub(Some(d)) => self.on_hub(d).await,
+                Ev::Hub(None) => {
+                    // The hub let go of this connection (it keeps every attached one, so
+                    // this is the process going away): the client hears the backend is gone.
+                    self.hub = None;
+                    let mut out = ServerOut::default();
+                    self.server.on_upstream_lost(
+                        ErrorInfo::new(ErrorKind::Unavailable, "hub detached"),
+                        &mut out,
+                    );
+                    self.apply_server(out).await;
+                    self.done.get_or_insert(Outcome::UpstreamLost);
+                }
                 Ev::Tick => self.on_tick().await,
             }
         }
@@ -421,6 +445,21 @@ impl Session {
 async fn dialing(d: &mut Option<Dialing>) -> Result<Ws, UpstreamError> {
     match d {
         Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The hub's next delivery, read only when the client's queue has room; or a publish found
+/// this session's hub queue full (a slow consumer).
+async fn hub_next(hub: &mut Option<crate::hub::Conn>, ready: bool) -> Ev {
+    match hub {
+        Some(c) => {
+            let lagged = c.lagged().clone();
+            tokio::select! {
+                _ = lagged.cancelled() => Ev::DownStalled,
+                d = c.recv(), if ready => Ev::Hub(d),
+            }
+        }
         None => std::future::pending().await,
     }
 }

@@ -173,6 +173,7 @@ async fn a_server_role_speaks_first_and_a_second_connect_reauthenticates() {
             &Default::default(),
             1 << 20,
         )),
+        hub: None,
     });
     let (a, b) = tokio::io::duplex(1 << 16);
     let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
@@ -292,6 +293,7 @@ fn auth_ctx(port: u16, ops_tx: UnboundedSender<ClientOp>) -> Arc<RouteCtx> {
             &Default::default(),
             1 << 20,
         )),
+        hub: None,
     })
 }
 

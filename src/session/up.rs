@@ -115,6 +115,8 @@ impl Session {
 
     /// The client is gone or going: leave the backend as a client that disconnects would.
     pub(super) async fn leave_upstream(&mut self) {
+        // Leaving the hub is dropping the attachment (presence and counts updated at once).
+        self.hub = None;
         if let Some(up) = &mut self.up {
             let mut out = ClientOut::default();
             up.role
@@ -213,7 +215,7 @@ impl Session {
     /// Hand backend events to the server role one at a time, each written (within the
     /// client's queue budget) before the next is encoded: one backend message that many
     /// subscriptions match never turns into all its copies encoded at once.
-    async fn deliver_events(&mut self, events: Vec<BackendEvent>) {
+    pub(super) async fn deliver_events(&mut self, events: Vec<BackendEvent>) {
         let mut translated = Vec::new();
         for ev in events {
             if let BackendEvent::Dropped(e) = &ev {

@@ -236,6 +236,19 @@ impl CableServer {
 }
 
 impl ServerRole for CableServer {
+    /// A message depends on the subscription's identifier (echoed as the client wrote it)
+    /// and the message.
+    fn shape(&self, ev: &BackendEvent) -> Option<Vec<u8>> {
+        let BackendEvent::Message { sub: Some(sub), .. } = ev else {
+            return None;
+        };
+        if self.state == State::Closed {
+            return None;
+        }
+        let s = self.subs.get(sub)?;
+        Some(crate::dialect::shape_key(&[b"actioncable", &s.identifier]))
+    }
+
     fn on_start(&mut self, _now: Instant, out: &mut ServerOut) {
         out.ops.push(ClientOp::Connect {
             credentials: self.credentials.clone(),

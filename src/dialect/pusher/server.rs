@@ -288,6 +288,7 @@ impl PusherServer {
             // The app signed this member data for our socket id: it is the authenticated
             // identity, and the upstream leg signs it again for its own socket id.
             params.channel_data = s.channel_data;
+            params.signed = true;
         }
         let sub = self.next_sub;
         self.next_sub += 1;
@@ -497,6 +498,19 @@ impl PusherServer {
 }
 
 impl ServerRole for PusherServer {
+    /// An event depends on the subscription's channel and the message; while client events
+    /// of this connection wait for their echo to be filtered, it is encoded per session.
+    fn shape(&self, ev: &BackendEvent) -> Option<Vec<u8>> {
+        let BackendEvent::Message { sub: Some(sub), .. } = ev else {
+            return None;
+        };
+        if self.state != State::Open || !self.sent.is_empty() {
+            return None;
+        }
+        let s = self.subs.get(sub)?;
+        Some(crate::dialect::shape_key(&[b"pusher", &s.channel]))
+    }
+
     fn on_start(&mut self, now: Instant, out: &mut ServerOut) {
         if self.state != State::New {
             return;

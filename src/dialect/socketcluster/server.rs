@@ -478,6 +478,26 @@ fn error_name(e: &ErrorInfo) -> &'static str {
 }
 
 impl ServerRole for ScServer {
+    /// A `#publish` depends on the subscription's channel and the message, an emit on the
+    /// message alone; an emit the backend wants answered records a call id and is encoded
+    /// per session.
+    fn shape(&self, ev: &BackendEvent) -> Option<Vec<u8>> {
+        let BackendEvent::Message { sub, ack, .. } = ev else {
+            return None;
+        };
+        if self.state == State::Closed {
+            return None;
+        }
+        match (sub, ack) {
+            (Some(s), _) => Some(crate::dialect::shape_key(&[
+                b"sc#publish",
+                self.subs.get(s)?,
+            ])),
+            (None, None) => Some(crate::dialect::shape_key(&[b"sc-emit"])),
+            (None, Some(_)) => None,
+        }
+    }
+
     fn on_client(&mut self, msg: WsMsg, _now: Instant, out: &mut ServerOut) {
         if self.state == State::Closed {
             return;

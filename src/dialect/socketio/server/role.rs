@@ -14,6 +14,25 @@ use crate::dialect::{Keepalive, Refusal, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{BackendEvent, ErrorInfo};
 
 impl ServerRole for SocketioServer {
+    /// An event depends on the namespace it goes to and the message; one the backend wants
+    /// acked records the ack and is encoded per session.
+    fn shape(&self, ev: &BackendEvent) -> Option<Vec<u8>> {
+        let BackendEvent::Message { sub, ack: None, .. } = ev else {
+            return None;
+        };
+        if self.state == State::Closed {
+            return None;
+        }
+        let nsp = match sub {
+            Some(s) => &self.subs.get(s)?.nsp,
+            None => match &self.primary {
+                Some(p) if self.nsps.iter().any(|n| n.name == p && n.joined) => p,
+                _ => return None,
+            },
+        };
+        Some(crate::dialect::shape_key(&[b"socketio", nsp]))
+    }
+
     fn on_client(&mut self, msg: WsMsg, now: Instant, out: &mut ServerOut) {
         if self.state == State::Closed {
             return;

@@ -13,6 +13,34 @@ use crate::dialect::{Keepalive, Refusal, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{BackendEvent, ErrorInfo, ErrorKind};
 
 impl ServerRole for StompServer {
+    /// A MESSAGE depends on the subscription's id, the version's header escaping and the
+    /// message; under `ack:auto` nothing is recorded per message (the first encoder's
+    /// `message-id` is unique per message, so it stays unique in every session). Other ack
+    /// modes record each message and are encoded per session.
+    fn shape(&self, ev: &BackendEvent) -> Option<Vec<u8>> {
+        let BackendEvent::Message {
+            sub: Some(sub),
+            ack: None,
+            ..
+        } = ev
+        else {
+            return None;
+        };
+        if self.state == State::Closed {
+            return None;
+        }
+        let s = self.subs.get(sub)?;
+        if s.ack != super::AckMode::Auto {
+            return None;
+        }
+        let v: &[u8] = match self.version {
+            crate::dialect::stomp::codec::Version::V1_0 => b"1.0",
+            crate::dialect::stomp::codec::Version::V1_1 => b"1.1",
+            crate::dialect::stomp::codec::Version::V1_2 => b"1.2",
+        };
+        Some(crate::dialect::shape_key(&[b"stomp", v, &s.stomp_id]))
+    }
+
     fn on_client(&mut self, msg: WsMsg, _now: Instant, out: &mut ServerOut) {
         let mut next = Some(match msg {
             WsMsg::Text(b) | WsMsg::Binary(b) => b,
