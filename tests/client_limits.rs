@@ -579,8 +579,9 @@ fn check_names_a_bad_client_limit_with_its_line() {
     let shipped = std::fs::read_to_string(repo_dir().join("config.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let origins = "allowed_origins = []";
-    // The last one is client_limits' (the first is the Action Cable role's).
-    let at = shipped.rfind(origins).unwrap();
+    // The one in [route.client_limits] (the Action Cable role has its own).
+    let table = shipped.find("[route.client_limits]").unwrap();
+    let at = table + shipped[table..].find(origins).unwrap();
     let cases = [
         (
             at,
