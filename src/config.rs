@@ -155,10 +155,15 @@ impl Default for Shutdown {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Log {
-    /// A `tracing` filter directive, e.g. `info` or `switchboard=debug`. `RUST_LOG` wins.
+    /// Switchboard's own level (`info`, `debug`, `trace`, ...), or directives for its own
+    /// modules (`info,switchboard::session=debug`). Third-party crates stay at `warn`.
+    /// `RUST_LOG`, when set, replaces it (read the same way).
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// Directives for third-party targets, by name (`tungstenite=debug,rustls=info`); they
+    /// are never logged at `trace`, whose output carries wire bytes and credentials.
+    pub filter: String,
 }
 
 impl Default for Log {
@@ -166,6 +171,7 @@ impl Default for Log {
         Self {
             level: "info".into(),
             format: "text".into(),
+            filter: String::new(),
         }
     }
 }
@@ -672,6 +678,9 @@ impl Config {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(bad("log.format".into(), "must be `text` or `json`".into()));
+        }
+        if let Err(e) = crate::logging::directives(&self.log.level, &self.log.filter) {
+            return Err(bad(format!("log.{}", e.key()), e.to_string()));
         }
         Ok(self)
     }

@@ -8,13 +8,13 @@
 //! session outcomes with the translating session, nothing else.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::link::{Link, LinkError, Sent};
-use super::{Outcome, RouteCtx};
+use super::{Outcome, RouteCtx, log_end};
 use crate::config::{Mode, Route};
 use crate::dialect::{Close, Dial};
 
@@ -28,6 +28,8 @@ pub async fn passthrough(
 ) {
     let metrics = ctx.metrics.clone();
     metrics.active.increment(1.0);
+    let started = Instant::now();
+    let up_counters = metrics.up.for_session();
     let ws = match ctx.dialer.connect(&dial).await {
         Ok(ws) => ws,
         Err(e) => {
@@ -39,6 +41,14 @@ pub async fn passthrough(
             .await;
             metrics.active.decrement(1.0);
             metrics.session_ended(Outcome::UpstreamUnavailable.label());
+            log_end(
+                &ctx,
+                None,
+                started,
+                Outcome::UpstreamUnavailable,
+                down.tally.get(),
+                up_counters.tally.get(),
+            );
             return;
         }
     };
@@ -47,7 +57,7 @@ pub async fn passthrough(
         ctx.queue_depth,
         ctx.queue_bytes,
         ctx.write_timeout,
-        metrics.up.clone(),
+        up_counters,
     );
     // A message over the limit cannot be forwarded; its sender hears 1009, the other side
     // the close it would get had the sender left.
@@ -101,6 +111,14 @@ pub async fn passthrough(
     down.finish(Some(close_down), limit).await;
     metrics.active.decrement(1.0);
     metrics.session_ended(outcome.label());
+    log_end(
+        &ctx,
+        None,
+        started,
+        outcome,
+        down.tally.get(),
+        up.tally.get(),
+    );
 }
 
 /// Whether a route uses passthrough.
