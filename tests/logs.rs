@@ -4,7 +4,8 @@
 //! Real clients carry planted secrets through routes to a real `socket.io` 4.8 backend that
 //! checks them: stomp.js (a JWT as `Authorization` header and as STOMP `passcode`, a
 //! `Cookie`) and socket.io-client (a JWT in `auth.token`, a `Cookie`, long-polling then
-//! WebSocket). The whole log must not contain any of them, must carry no ANSI escape (the
+//! WebSocket); and pusher-js through a Pusher route to soketi, subscribing to a private
+//! channel with a signature the proxy checks and signs anew for soketi. The whole log must not contain any of them, must carry no ANSI escape (the
 //! log is a file, not a terminal, and `NO_COLOR` is unset), and must have the one
 //! session-end line per session with its fields.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -25,7 +26,16 @@ const SECRET: &str = "test-secret";
 /// Every third-party target in the dependency tree that logs, asked for at `trace`.
 const THIRD_PARTY_TRACE: &str = "tungstenite=trace,tokio_tungstenite=trace,hyper=trace,hyper_util=trace,rustls=trace,tokio_rustls=trace,h2=trace,mio=trace,tokio=trace,runtime=trace,log=trace";
 
-fn config(backend: u16, stomp_port: u16, sio_port: u16, admin: u16, log: &str) -> String {
+fn config(ports: &Ports, log: &str) -> String {
+    let Ports {
+        backend,
+        stomp: stomp_port,
+        sio: sio_port,
+        pusher: pusher_port,
+        admin,
+        ..
+    } = ports;
+    let soketi = &ports.soketi_url;
     format!(
         r#"
 [admin]
@@ -53,8 +63,29 @@ client = "socketio"
 [route.upstream]
 url = "ws://127.0.0.1:{backend}/socket.io/"
 dialect = "socketio"
+
+[[route]]
+name = "pusher-chat"
+listen = "127.0.0.1:{pusher_port}"
+client = "pusher"
+[route.pusher]
+app_key = "{PUSHER_APP_KEY}"
+app_secret = "{PUSHER_APP_SECRET}"
+[route.upstream]
+url = "{soketi}"
+dialect = "pusher"
+app_secret = "{PUSHER_APP_SECRET}"
 "#
     )
+}
+
+struct Ports {
+    backend: u16,
+    soketi_url: String,
+    stomp: u16,
+    sio: u16,
+    pusher: u16,
+    admin: u16,
 }
 
 /// The proxy binary run as an operator would: no `NO_COLOR`, no `RUST_LOG` unless given,
@@ -64,17 +95,25 @@ struct Run {
     _config: tempfile::NamedTempFile,
     stomp_url: String,
     sio_url: String,
+    pusher_port: u16,
 }
 
-async fn start(backend: u16, log: &str, env: &[(&str, &str)]) -> Run {
-    let (stomp_port, sio_port, admin_port) = (free_port(), free_port(), free_port());
+async fn start(backend: u16, soketi: &Soketi, log: &str, env: &[(&str, &str)]) -> Run {
+    let ports = Ports {
+        backend,
+        soketi_url: format!("ws://127.0.0.1:{}/app/{PUSHER_APP_KEY}", soketi.port),
+        stomp: free_port(),
+        sio: free_port(),
+        pusher: free_port(),
+        admin: free_port(),
+    };
+    let (stomp_port, sio_port, admin_port) = (ports.stomp, ports.sio, ports.admin);
     let mut file = tempfile::Builder::new()
         .prefix("switchboard-logs-")
         .suffix(".toml")
         .tempfile()
         .unwrap();
-    file.write_all(config(backend, stomp_port, sio_port, admin_port, log).as_bytes())
-        .unwrap();
+    file.write_all(config(&ports, log).as_bytes()).unwrap();
     file.flush().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.arg("--config").arg(file.path());
@@ -110,6 +149,7 @@ async fn start(backend: u16, log: &str, env: &[(&str, &str)]) -> Run {
         _config: file,
         stomp_url: format!("ws://127.0.0.1:{stomp_port}/ws"),
         sio_url: format!("http://127.0.0.1:{sio_port}"),
+        pusher_port: ports.pusher,
     }
 }
 
@@ -141,6 +181,7 @@ impl Secrets {
         for c in [&self.stomp_cookie, &self.sio_cookie] {
             v.push(c.trim_start_matches("sid=").to_owned());
         }
+        v.push(PUSHER_APP_SECRET.to_owned());
         v
     }
 }
@@ -201,20 +242,32 @@ async fn traffic(run: &Run, s: &Secrets) {
     sio.expect(T, |v| v["ev"] == "event" && v["event"] == "message_created")
         .await;
 
+    // pusher-js: a private channel, signed by the client (with the app secret, as an auth
+    // endpoint would) and checked by the proxy, which signs its own subscription to soketi.
+    let mut pusher = Driver::pusher().await;
+    pusher.send(pusher_connect_cmd("p", run.pusher_port)).await;
+    pusher_connected(&mut pusher, "p").await;
+    pusher
+        .send(json!({"op":"subscribe","c":"p","channel":"private-room-1"}))
+        .await;
+    let ok = pusher_subscribed(&mut pusher, "p", "private-room-1").await;
+    assert_eq!(ok["ev"], "subscription_succeeded", "{ok}");
+    pusher.send(json!({"op":"disconnect","c":"p"})).await;
+
     stomp.send(json!({"op":"disconnect","c":"a"})).await;
     stomp.expect_ev(T, "a", "disconnected").await;
     sio.send(json!({"op":"disconnect","c":"b"})).await;
     sio.expect_ev(T, "b", "disconnect").await;
 }
 
-/// The log once both session-end lines are in it (or after 10 s).
-async fn log_with_both_ends(run: &Run) -> String {
+/// The log once the three session-end lines are in it (or after 10 s).
+async fn log_with_all_ends(run: &Run) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let log =
             String::from_utf8_lossy(&std::fs::read(run.child.log_path()).unwrap()).into_owned();
         let ends = log.lines().filter(|l| l.contains("session ended")).count();
-        if ends >= 2 || Instant::now() > deadline {
+        if ends >= 3 || Instant::now() > deadline {
             return log;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -228,6 +281,18 @@ fn assert_clean(log: &str, s: &Secrets, path: &std::path::Path) {
             "a planted secret ({needle}) is in the log {}",
             path.display()
         );
+    }
+    // A Pusher channel signature: `<app key>:<64 hex digits>`.
+    let mut rest = log;
+    while let Some(i) = rest.find(&format!("{PUSHER_APP_KEY}:")) {
+        let tail = &rest[i + PUSHER_APP_KEY.len() + 1..];
+        let hex = tail.bytes().take_while(u8::is_ascii_hexdigit).count();
+        assert!(
+            hex < 64,
+            "a Pusher signature is in the log {}",
+            path.display()
+        );
+        rest = tail;
     }
     assert!(
         !log.contains('\u{1b}'),
@@ -249,12 +314,13 @@ fn assert_clean(log: &str, s: &Secrets, path: &std::path::Path) {
 async fn text_log_at_trace_with_third_party_trace_has_no_secret_no_ansi_and_session_ends() {
     ensure_npm();
     let (_backend, backend_port) = start_sio_backend(&[]);
+    let soketi = start_soketi();
     let log =
         format!("[log]\nlevel = \"trace\"\nformat = \"text\"\nfilter = \"{THIRD_PARTY_TRACE}\"");
-    let mut run = start(backend_port, &log, &[]).await;
+    let mut run = start(backend_port, &soketi, &log, &[]).await;
     let secrets = Secrets::new("text");
     traffic(&run, &secrets).await;
-    let text = log_with_both_ends(&run).await;
+    let text = log_with_all_ends(&run).await;
     assert_clean(&text, &secrets, run.child.log_path());
     // The ceiling was reported.
     assert!(
@@ -262,14 +328,14 @@ async fn text_log_at_trace_with_third_party_trace_has_no_secret_no_ansi_and_sess
         "{}",
         run.child.log_path().display()
     );
-    for route in ["stomp-chat", "sio-chat"] {
+    for route in ["stomp-chat", "sio-chat", "pusher-chat"] {
         let line = text
             .lines()
             .find(|l| l.contains("session ended") && l.contains(&format!("route={route} ")))
             .unwrap_or_else(|| panic!("no session-end line for {route}:\n{text}"));
         for field in [
             "client=",
-            "upstream=\"socketio\"",
+            "upstream=",
             "mode=\"translate\"",
             "peer=127.0.0.1:",
             "duration_ms=",
@@ -296,30 +362,36 @@ async fn text_log_at_trace_with_third_party_trace_has_no_secret_no_ansi_and_sess
 async fn json_log_from_rust_log_trace_has_no_secret_and_structured_session_ends() {
     ensure_npm();
     let (_backend, backend_port) = start_sio_backend(&[]);
+    let soketi = start_soketi();
     let rust_log = format!("trace,{THIRD_PARTY_TRACE}");
     let mut run = start(
         backend_port,
+        &soketi,
         "[log]\nformat = \"json\"",
         &[("RUST_LOG", rust_log.as_str())],
     )
     .await;
     let secrets = Secrets::new("json");
     traffic(&run, &secrets).await;
-    let text = log_with_both_ends(&run).await;
+    let text = log_with_all_ends(&run).await;
     assert_clean(&text, &secrets, run.child.log_path());
     let ends: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["fields"]["message"] == "session ended")
         .collect();
-    assert_eq!(ends.len(), 2, "{text}");
-    for (route, client) in [("stomp-chat", "stomp"), ("sio-chat", "socketio")] {
+    assert_eq!(ends.len(), 3, "{text}");
+    for (route, client, upstream) in [
+        ("stomp-chat", "stomp", "socketio"),
+        ("sio-chat", "socketio", "socketio"),
+        ("pusher-chat", "pusher", "pusher"),
+    ] {
         let f = &ends
             .iter()
             .find(|v| v["fields"]["route"] == route)
             .unwrap_or_else(|| panic!("no session end for {route}: {ends:?}"))["fields"];
         assert_eq!(f["client"], client, "{f}");
-        assert_eq!(f["upstream"], "socketio", "{f}");
+        assert_eq!(f["upstream"], upstream, "{f}");
         assert_eq!(f["outcome"], "client_closed", "{f}");
         assert!(f["duration_ms"].as_u64().is_some(), "{f}");
         // Both legs carried messages both ways: the handshake, a subscription or an emit,
