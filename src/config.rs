@@ -861,4 +861,27 @@ dialect = "socketio"
                 .contains("passthrough")
         );
     }
+
+    #[test]
+    fn log_filter_and_level_are_checked_with_their_line() {
+        let text = format!("{MINIMAL}\n[log]\nlevel = \"debug\"\nfilter = \"trace\"\n");
+        let ConfigError::Invalid { key, line, reason } = Config::from_toml(&text).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(key, "log.filter");
+        assert_eq!(line, Some(text.lines().count()));
+        assert!(reason.contains("bare level"), "{reason}");
+        let text = format!("{MINIMAL}\n[log]\nlevel = \"hyper=debug\"\n");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("log.level") && err.contains("log.filter"),
+            "{err}"
+        );
+        let ok = format!("{MINIMAL}\n[log]\nlevel = \"trace\"\nfilter = \"tungstenite=debug\"\n");
+        assert_eq!(
+            Config::from_toml(&ok).unwrap().log.filter,
+            "tungstenite=debug"
+        );
+    }
 }
