@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command that sets up a fresh machine and runs every test:
-#   1. Debian packages the tests need (rabbitmq-server, ruby-actioncable, puma; node/npm if
+#   1. Debian packages the tests need (rabbitmq-server, ruby-actioncable, puma, dpkg-dev; node/npm if
 #      missing), via apt-get (sudo only when not root);
 #   2. `npm ci` in tests/peers (skipped when node_modules already matches package-lock.json);
 #   3. cargo-deb (`cargo install cargo-deb --locked`) when `cargo deb` is missing: tests/package.rs
@@ -22,6 +22,8 @@ dpkg -s rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 # Rails Action Cable 6.1 (pulls in ruby) and puma: tests/peers/actioncable/start.sh.
 dpkg -s ruby-actioncable >/dev/null 2>&1 || missing+=(ruby-actioncable)
 dpkg -s puma >/dev/null 2>&1 || missing+=(puma)
+# dpkg-shlibdeps: cargo-deb computes the package's Depends with it (tests/package.rs).
+dpkg -s dpkg-dev >/dev/null 2>&1 || missing+=(dpkg-dev)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
