@@ -160,10 +160,15 @@ impl Default for Shutdown {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Log {
-    /// A `tracing` filter directive, e.g. `info` or `switchboard=debug`. `RUST_LOG` wins.
+    /// Switchboard's own level (`info`, `debug`, `trace`, ...), or directives for its own
+    /// modules (`info,switchboard::session=debug`). Third-party crates stay at `warn`.
+    /// `RUST_LOG`, when set, replaces it (read the same way).
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// Directives for third-party targets, by name (`tungstenite=debug,rustls=info`); they
+    /// are never logged at `trace`, whose output carries wire bytes and credentials.
+    pub filter: String,
 }
 
 impl Default for Log {
@@ -171,6 +176,7 @@ impl Default for Log {
         Self {
             level: "info".into(),
             format: "text".into(),
+            filter: String::new(),
         }
     }
 }
@@ -769,6 +775,9 @@ impl Config {
                 .check()
                 .map_err(|(field, why)| bad(format!("route.{i}.client_limits.{field}"), why))?;
         }
+        if let Err(e) = crate::logging::directives(&self.log.level, &self.log.filter) {
+            return Err(bad(format!("log.{}", e.key()), e.to_string()));
+        }
         Ok(self)
     }
 }
@@ -1130,6 +1139,29 @@ dialect = "socketio"
                 .unwrap_err()
                 .to_string()
                 .contains("messages_per_sec")
+        );
+    }
+
+    #[test]
+    fn log_filter_and_level_are_checked_with_their_line() {
+        let text = format!("{MINIMAL}\n[log]\nlevel = \"debug\"\nfilter = \"trace\"\n");
+        let ConfigError::Invalid { key, line, reason } = Config::from_toml(&text).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(key, "log.filter");
+        assert_eq!(line, Some(text.lines().count()));
+        assert!(reason.contains("bare level"), "{reason}");
+        let text = format!("{MINIMAL}\n[log]\nlevel = \"hyper=debug\"\n");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("log.level") && err.contains("log.filter"),
+            "{err}"
+        );
+        let ok = format!("{MINIMAL}\n[log]\nlevel = \"trace\"\nfilter = \"tungstenite=debug\"\n");
+        assert_eq!(
+            Config::from_toml(&ok).unwrap().log.filter,
+            "tungstenite=debug"
         );
     }
 }

@@ -48,7 +48,8 @@ impl Reply {
 
 /// What a subscription carries besides its channel, for backends that authorize or
 /// parameterize subscriptions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+// Debug is written out below: `auth` is a signature and never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct SubParams {
     /// A channel authorization (Pusher `auth`: `<key>:<hmac>`), checked by the leg that
     /// issued the socket id it is bound to; never forwarded as is.
@@ -122,7 +123,8 @@ impl Payload {
 }
 
 /// Credentials found in the client's handshake, to be presented to the backend.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+// Debug is written out below: secrets print as their length only.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     /// A bearer token (`Authorization: Bearer`, STOMP `passcode`, Socket.IO `auth.token`, query `token`).
     pub token: Option<Bytes>,
@@ -514,5 +516,81 @@ mod tests {
         assert_eq!(ack.held_bytes(), 3 + 6);
         assert_eq!(ClientOp::Unsubscribe { sub: 1 }.held_bytes(), 0);
         assert_eq!(ClientOp::Disconnect.held_bytes(), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redacting Debug (issue 14): no log line at any level, and no `{:?}` of an operation that
+// carries them, prints a token, passcode, cookie, signature or auth object. Their Debug shows
+// whether each is there and how long it is, nothing else.
+// ---------------------------------------------------------------------------------------------
+
+/// `{:?}` of a secret: `None`, or `Some(<redacted N bytes>)`.
+pub struct Redacted<'a>(pub Option<&'a [u8]>);
+
+impl<'a> Redacted<'a> {
+    /// Of an optional `Bytes` field.
+    pub fn of(b: &'a Option<Bytes>) -> Self {
+        Self(b.as_deref())
+    }
+}
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("None"),
+            Some(b) => write!(f, "Some(<redacted {} bytes>)", b.len()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &Redacted::of(&self.token))
+            .field("login", &Redacted::of(&self.login))
+            .field("passcode", &Redacted::of(&self.passcode))
+            .field("auth_json", &Redacted::of(&self.auth_json))
+            .field("cookie", &Redacted::of(&self.cookie))
+            .field("origin", &self.origin)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SubParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubParams")
+            .field("auth", &Redacted::of(&self.auth))
+            .field("channel_data", &self.channel_data)
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_sub_params_debug_print_no_secret() {
+        let c = Credentials {
+            token: Some(Bytes::from_static(b"tok-SECRET-1")),
+            login: Some(Bytes::from_static(b"user")),
+            passcode: Some(Bytes::from_static(b"pass-SECRET-2")),
+            auth_json: Some(Bytes::from_static(br#"{"token":"SECRET-3"}"#)),
+            cookie: Some(Bytes::from_static(b"sid=SECRET-4")),
+            origin: Some(Bytes::from_static(b"https://app.example")),
+            identity: None,
+        };
+        let op = ClientOp::Connect { credentials: c };
+        let p = SubParams {
+            auth: Some(Bytes::from_static(b"key:SECRET-5")),
+            ..SubParams::default()
+        };
+        let printed = format!("{op:?} {op:#?} {p:?}");
+        assert!(!printed.contains("SECRET"), "{printed}");
+        assert!(printed.contains("<redacted 12 bytes>"), "{printed}");
+        assert!(printed.contains("https://app.example"), "{printed}");
     }
 }

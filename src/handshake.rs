@@ -299,7 +299,7 @@ async fn run_default(up: Upgraded, ctx: Arc<RouteCtx>, shutdown: CancellationTok
         ctx.queue_depth,
         ctx.queue_bytes,
         ctx.write_timeout,
-        ctx.metrics.down.clone(),
+        ctx.metrics.down.for_session(),
     );
     if session::is_passthrough(&ctx.config) {
         let dial = passthrough_dial(&up.handshake);

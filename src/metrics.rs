@@ -5,10 +5,13 @@
 //!
 //! Must not touch: protocol logic.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{
-    Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, CounterFn, Gauge, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -34,9 +37,6 @@ pub const UPSTREAM_CONNECT_SECONDS: &str = "switchboard_upstream_connect_seconds
 pub const HANDSHAKE_FAILURES: &str = "switchboard_handshake_failures_total";
 /// Connections accepted by listeners.
 pub const CONNECTIONS_ACCEPTED: &str = "switchboard_connections_accepted_total";
-/// Clients refused by a route's `[route.auth]`, by reason (missing, invalid, expired,
-/// issuer, audience).
-pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 
 /// Channels of the embedded hub with at least one subscriber on this instance.
 pub const HUB_CHANNELS: &str = "switchboard_hub_channels";
@@ -63,6 +63,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .install_recorder()
         .map_err(|e| e.to_string())?;
     describe();
+    describe_ops();
     Ok(handle)
 }
 
@@ -140,6 +141,9 @@ pub struct LegCounters {
     pub frames_out: Counter,
     /// Bytes sent to the peer.
     pub bytes_out: Counter,
+    /// This leg's own counts, for the session-end log line: counted only by the handles
+    /// [`LegCounters::for_session`] makes (the route's own handles leave it at 0).
+    pub tally: LegTally,
 }
 
 impl LegCounters {
@@ -151,6 +155,7 @@ impl LegCounters {
             bytes_in: c(BYTES, "in"),
             frames_out: c(FRAMES, "out"),
             bytes_out: c(BYTES, "out"),
+            tally: LegTally::default(),
         }
     }
 }
@@ -183,6 +188,7 @@ impl RouteMetrics {
             copies: counter!(PAYLOAD_COPIES, "route" => route.to_owned()),
             copied_bytes: counter!(PAYLOAD_COPIED_BYTES, "route" => route.to_owned()),
         }
+        .with_ops_series(upstream)
     }
 
     /// A session ended with `outcome`.
@@ -199,39 +205,112 @@ impl RouteMetrics {
     }
 }
 
-// --- Config reloads (recorded by the runtime; described with the dashboard's metrics) --------
+// ---------------------------------------------------------------------------------------------
+// The operator's kit (issue 14): reloads, per-client limits, edge auth, and the per-session
+// tallies behind the session-end log line. Registered at start-up (and per route when a route
+// is built) so every series is on `/metrics` at 0 before anything happens: a dashboard and an
+// alert can tell "nothing yet" from "not exported".
+// ---------------------------------------------------------------------------------------------
 
-/// The config generation now running: 1 at start, one more per applied reload.
-pub fn config_generation(generation: u64) {
-    gauge!("switchboard_config_generation").set(generation as f64);
-}
+/// The config generation being served: 1 at start, +1 per successful reload.
+pub const CONFIG_GENERATION: &str = "switchboard_config_generation";
+/// Reloads attempted, by outcome (`ok`, `error`).
+pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
+/// Clients refused by a per-client limit or the Origin allowlist, by route and reason
+/// (one of [`LIMIT_REASONS`]).
+pub const LIMIT_REFUSALS: &str = "switchboard_limit_refusals_total";
+/// Clients refused by edge authentication, by route and reason (see [`AUTH_REASONS`]).
+pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 
-/// One reload attempt's `outcome`: `ok` (applied) or `error` (refused, the running config
-/// stays).
-pub fn config_reloaded(outcome: &'static str) {
-    counter!("switchboard_config_reloads_total", "outcome" => outcome).increment(1);
-}
+/// Reload outcomes, the `outcome` label of [`CONFIG_RELOADS`].
+pub const RELOAD_OUTCOMES: [&str; 2] = ["ok", "error"];
+/// Why a limit refused a client, the `reason` label of [`LIMIT_REFUSALS`].
+pub const LIMIT_REASONS: [&str; 5] = [
+    "connections_per_address",
+    "connection_rate",
+    "message_rate",
+    "byte_rate",
+    "origin",
+];
+/// Why edge authentication refused a client, the `reason` label of [`AUTH_FAILURES`]: no
+/// token, a token that does not verify, an expired one, a wrong issuer or audience
+/// (`auth::Refusal::label`). Other `&'static str` reasons are allowed; these are the
+/// ones exported at 0 from the start.
+pub const AUTH_REASONS: [&str; 5] = ["missing", "invalid", "expired", "issuer", "audience"];
 
-/// Both outcome series at 0, so a dashboard's `increase()` sees the first reload.
-pub fn config_reloads_registered() {
-    for outcome in ["ok", "error"] {
-        counter!("switchboard_config_reloads_total", "outcome" => outcome).increment(0);
+/// `reason` labels of [`UPSTREAM_CONNECT_FAILURES`] (`upstream::failure_reason`).
+const UPSTREAM_FAILURE_REASONS: [&str; 6] = [
+    "url",
+    "connect",
+    "tls",
+    "handshake",
+    "timeout",
+    "protocol_timeout",
+];
+/// `kind` labels of [`TRANSLATION_ERRORS`] (`frame::ErrorKind::label`).
+const TRANSLATION_ERROR_KINDS: [&str; 6] = [
+    "unauthorized",
+    "unavailable",
+    "protocol",
+    "timeout",
+    "untranslatable",
+    "limit",
+];
+/// `reason` labels of [`HANDSHAKE_FAILURES`] the listener and the upgrade use.
+const HANDSHAKE_FAILURE_REASONS: [&str; 8] = [
+    "no_route",
+    "not_websocket",
+    "origin",
+    "tls",
+    "tls_timeout",
+    "upgrade",
+    "ws_key",
+    "ws_version",
+];
+
+fn describe_ops() {
+    describe_gauge!(
+        CONFIG_GENERATION,
+        "Config generation being served (1 at start, +1 per successful reload)"
+    );
+    describe_counter!(CONFIG_RELOADS, "Config reloads, by outcome (ok, error)");
+    describe_counter!(
+        LIMIT_REFUSALS,
+        "Clients refused by a per-client limit or the Origin allowlist, by route and reason"
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Clients refused by edge authentication, by route and reason"
+    );
+    gauge!(CONFIG_GENERATION).set(1.0);
+    for outcome in RELOAD_OUTCOMES {
+        let _ = counter!(CONFIG_RELOADS, "outcome" => outcome);
     }
+    for reason in HANDSHAKE_FAILURE_REASONS {
+        let _ = counter!(HANDSHAKE_FAILURES, "reason" => reason);
+    }
+    let _ = counter!(CONNECTIONS_ACCEPTED);
 }
 
-/// Record a client refused by edge authentication; `reason` is a fixed label, never the token.
+/// Record the config generation now being served.
+pub fn config_generation(generation: u64) {
+    // Generations stay far below 2^53: exact as a gauge's f64.
+    gauge!(CONFIG_GENERATION).set(generation as f64);
+}
+
+/// Record a reload attempt; `outcome` is `ok` or `error`.
+pub fn config_reloaded(outcome: &'static str) {
+    counter!(CONFIG_RELOADS, "outcome" => outcome).increment(1);
+}
+
+/// Record a client refused by a limit; `reason` is one of [`LIMIT_REASONS`].
+pub fn limit_refused(route: &str, reason: &'static str) {
+    counter!(LIMIT_REFUSALS, "route" => route.to_owned(), "reason" => reason).increment(1);
+}
+
+/// Record a client refused by edge authentication; see [`AUTH_REASONS`].
 pub fn auth_failed(route: &str, reason: &'static str) {
     counter!(AUTH_FAILURES, "route" => route.to_owned(), "reason" => reason).increment(1);
-}
-
-// --- Per-client limits (`[route.client_limits]`) -------------------------------------------
-// The name is described with the others (it is on the dashboard); these record it.
-
-/// Record a client refused by its route's client limits, by [`Reason`](crate::admission::Reason)
-/// label, in `switchboard_limit_refusals_total{route, reason}`.
-pub fn limit_refused(route: &str, reason: &'static str) {
-    counter!("switchboard_limit_refusals_total", "route" => route.to_owned(), "reason" => reason)
-        .increment(1);
 }
 
 /// Describe the embedded hub's metrics (and make them appear at zero once a hub exists).
@@ -252,4 +331,139 @@ pub fn hub_describe() {
     counter!(HUB_PUBLISHES).increment(0);
     counter!(HUB_DELIVERIES).increment(0);
     gauge!(HUB_PRESENCE_MEMBERS).increment(0.0);
+}
+
+impl RouteMetrics {
+    /// Registers at 0 the route's series that only appear when something goes wrong
+    /// (refusals, failed connects, translation errors) and its connect-latency histogram,
+    /// so `/metrics` names them from the start. Called by [`RouteMetrics::new`].
+    fn with_ops_series(self, upstream: &'static str) -> Self {
+        for reason in LIMIT_REASONS {
+            let _ = counter!(LIMIT_REFUSALS, "route" => self.route.clone(), "reason" => reason);
+        }
+        for reason in AUTH_REASONS {
+            let _ = counter!(AUTH_FAILURES, "route" => self.route.clone(), "reason" => reason);
+        }
+        let _ =
+            counter!(SESSIONS_TOTAL, "route" => self.route.clone(), "outcome" => "client_closed");
+        for reason in UPSTREAM_FAILURE_REASONS {
+            let _ = counter!(UPSTREAM_CONNECT_FAILURES, "route" => self.route.clone(), "dialect" => upstream, "reason" => reason);
+        }
+        for kind in TRANSLATION_ERROR_KINDS {
+            let _ = counter!(TRANSLATION_ERRORS, "route" => self.route.clone(), "kind" => kind);
+        }
+        let _ = histogram!(UPSTREAM_CONNECT_SECONDS, "route" => self.route.clone(), "dialect" => upstream);
+        self
+    }
+}
+
+/// One leg's messages and bytes each way over one session: what the session-end log line
+/// reports. Cheap to clone (one shared allocation).
+#[derive(Debug, Clone, Default)]
+pub struct LegTally(Arc<[AtomicU64; 4]>);
+
+/// Indexes into a [`LegTally`].
+const FRAMES_IN: usize = 0;
+const BYTES_IN: usize = 1;
+const FRAMES_OUT: usize = 2;
+const BYTES_OUT: usize = 3;
+
+/// A [`LegTally`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegCounts {
+    /// Messages received from the peer.
+    pub frames_in: u64,
+    /// Bytes received from the peer.
+    pub bytes_in: u64,
+    /// Messages sent to the peer.
+    pub frames_out: u64,
+    /// Bytes sent to the peer.
+    pub bytes_out: u64,
+}
+
+impl LegTally {
+    /// The counts now.
+    pub fn get(&self) -> LegCounts {
+        let r = |i: usize| self.0.get(i).map_or(0, |a| a.load(Ordering::Relaxed));
+        LegCounts {
+            frames_in: r(FRAMES_IN),
+            bytes_in: r(BYTES_IN),
+            frames_out: r(FRAMES_OUT),
+            bytes_out: r(BYTES_OUT),
+        }
+    }
+}
+
+/// A counter that counts into the route's counter and a session's own count at once, so the
+/// code that counts (links, writers, transports) needs no second call.
+struct Tee {
+    route: Counter,
+    own: LegTally,
+    index: usize,
+}
+
+impl CounterFn for Tee {
+    fn increment(&self, value: u64) {
+        self.route.increment(value);
+        if let Some(a) = self.own.0.get(self.index) {
+            a.fetch_add(value, Ordering::Relaxed);
+        }
+    }
+
+    fn absolute(&self, value: u64) {
+        self.route.absolute(value);
+        if let Some(a) = self.own.0.get(self.index) {
+            a.fetch_max(value, Ordering::Relaxed);
+        }
+    }
+}
+
+impl LegCounters {
+    /// Handles for one session's leg: they count into the route's series and into a fresh
+    /// [`LegTally`] (`self.tally` of the result). About 250 bytes per leg.
+    pub fn for_session(&self) -> Self {
+        let tally = LegTally::default();
+        let tee = |route: &Counter, index: usize| {
+            Counter::from_arc(Arc::new(Tee {
+                route: route.clone(),
+                own: tally.clone(),
+                index,
+            }))
+        };
+        Self {
+            frames_in: tee(&self.frames_in, FRAMES_IN),
+            bytes_in: tee(&self.bytes_in, BYTES_IN),
+            frames_out: tee(&self.frames_out, FRAMES_OUT),
+            bytes_out: tee(&self.bytes_out, BYTES_OUT),
+            tally,
+        }
+    }
+}
+
+#[cfg(test)]
+mod ops_tests {
+    use super::*;
+
+    #[test]
+    fn session_tally_counts_its_own_leg_only() {
+        let route = LegCounters::new("r", "stomp", "downstream");
+        let a = route.for_session();
+        let b = route.for_session();
+        a.frames_in.increment(1);
+        a.bytes_in.increment(10);
+        a.frames_out.increment(2);
+        a.bytes_out.increment(7);
+        b.bytes_in.increment(3);
+        assert_eq!(
+            a.tally.get(),
+            LegCounts {
+                frames_in: 1,
+                bytes_in: 10,
+                frames_out: 2,
+                bytes_out: 7
+            }
+        );
+        assert_eq!(b.tally.get().bytes_in, 3);
+        assert_eq!(route.tally.get(), LegCounts::default());
+    }
 }

@@ -295,7 +295,6 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
     }
     let listen_addrs = state.listen_addrs();
     m::config_generation(state.generation);
-    m::config_reloads_registered();
     health.set_ready(true);
     tracing::info!(admin = %admin_addr, listeners = ?listen_addrs, "switchboard ready");
     Ok(Running {

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The one command that sets up a fresh machine and runs every test:
-#   1. Debian packages the tests need (rabbitmq-server, ruby-actioncable, puma; node/npm if
+#   1. Debian packages the tests need (rabbitmq-server, ruby-actioncable, puma, dpkg-dev; node/npm if
 #      missing), via apt-get (sudo only when not root);
 #   2. `npm ci` in tests/peers (skipped when node_modules already matches package-lock.json);
-#   3. `cargo test --all-targets "$@"`, then one closing line `summary: N passed, N failed, N skipped`.
+#   3. cargo-deb (`cargo install cargo-deb --locked`) when `cargo deb` is missing: tests/package.rs
+#      builds the Debian package (a release build, shared with `cargo build --release`);
+#   4. `cargo test --all-targets "$@"`, then one closing line `summary: N passed, N failed, N skipped`.
 # CI runs it through .ci/run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +22,8 @@ dpkg -s rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 # Rails Action Cable 6.1 (pulls in ruby) and puma: tests/peers/actioncable/start.sh.
 dpkg -s ruby-actioncable >/dev/null 2>&1 || missing+=(ruby-actioncable)
 dpkg -s puma >/dev/null 2>&1 || missing+=(puma)
+# dpkg-shlibdeps: cargo-deb computes the package's Depends with it (tests/package.rs).
+dpkg -s dpkg-dev >/dev/null 2>&1 || missing+=(dpkg-dev)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -41,6 +45,17 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$HASH" ]; then
   (cd "$PEERS" && npm ci --no-audit --no-fund)
   echo "$HASH" > "$STAMP"
 fi
+
+# --- cargo-deb -----------------------------------------------------------------------------------
+# tests/package.rs runs `cargo deb`; dpkg-deb (package dpkg) reads the result. The version is
+# pinned so a clean machine builds the package as this one did.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version >/dev/null 2>&1; then
+  log "cargo install cargo-deb --locked --version $CARGO_DEB_VERSION"
+  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+fi
+# systemd-analyze (package systemd) is optional: without it tests/package.rs skips the
+# unit's exposure check and says so.
 
 # --- tests -------------------------------------------------------------------------------------
 log "node $(node --version), $(cargo --version)"

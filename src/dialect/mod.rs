@@ -138,7 +138,8 @@ pub struct Caps {
 
 /// The HTTP upgrade as a server role sees it: everything a dialect may authenticate or route
 /// on. Header names are lowercase.
-#[derive(Debug, Clone, Default)]
+// Debug is written out at the end of this file: credentials never print.
+#[derive(Clone, Default)]
 pub struct Handshake {
     /// The request path.
     pub path: String,
@@ -187,7 +188,8 @@ pub fn strip_bearer(v: &Bytes) -> Bytes {
 /// How a client role wants its backend dialed, on top of the route's URL and the dialect's
 /// [`Spec::backend_query`] and [`Spec::requests`]: what a backend that authenticates only at
 /// the upgrade (Action Cable: cookie, query or header) needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+// Debug is written out at the end of this file: credentials never print.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Dial {
     /// Appended to the URL's path (Pusher's `/<app_key>` when the URL names none).
     pub path_suffix: String,
@@ -324,7 +326,8 @@ pub struct ClientOut {
 
 /// A POST the session makes for a client role (Pusher's `authEndpoint`: the app signs a
 /// subscription for the upstream's socket id, with the downstream client's credentials).
-#[derive(Debug, Clone, PartialEq, Eq)]
+// Debug is written out at the end of this file: credentials never print.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthRequest {
     /// The role's own id for it.
     pub id: u64,
@@ -442,4 +445,127 @@ pub trait ClientRole: Send {
 /// A `Bytes` from a static string, for building wire frames.
 pub(crate) fn stat(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redacting Debug (issue 14): an upgrade, a dial and an authorization POST carry the client's
+// credentials (Authorization, Cookie, a token in the query, a subprotocol some clients put a
+// token in). Their Debug shows header and parameter names, and values only of headers known to
+// carry none.
+// ---------------------------------------------------------------------------------------------
+
+/// Header names whose values are printed; every other value is redacted.
+const PRINTABLE_HEADERS: [&str; 8] = [
+    "host",
+    "origin",
+    "user-agent",
+    "upgrade",
+    "connection",
+    "sec-websocket-version",
+    "content-type",
+    "content-length",
+];
+
+struct RedactedPairs<'a, V>(&'a [(String, V)]);
+
+impl<V: AsRef<[u8]>> std::fmt::Debug for RedactedPairs<'_, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut l = f.debug_list();
+        for (k, v) in self.0 {
+            if PRINTABLE_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+                l.entry(&(k, String::from_utf8_lossy(v.as_ref())));
+            } else {
+                l.entry(&(k, crate::frame::Redacted(Some(v.as_ref()))));
+            }
+        }
+        l.finish()
+    }
+}
+
+/// A query string's parameter names, values redacted.
+struct RedactedQuery<'a>(&'a str);
+
+impl std::fmt::Debug for RedactedQuery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut l = f.debug_list();
+        for (k, v) in url::form_urlencoded::parse(self.0.as_bytes()) {
+            l.entry(&(k, crate::frame::Redacted(Some(v.as_bytes()))));
+        }
+        l.finish()
+    }
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("path", &self.path)
+            .field("query", &RedactedQuery(&self.query))
+            .field("headers", &RedactedPairs(&self.headers))
+            .field("subprotocol", &self.subprotocol)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dial")
+            .field("path_suffix", &self.path_suffix)
+            .field("query", &RedactedPairs(&self.query))
+            .field("headers", &RedactedPairs(&self.headers))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The form is the channel and socket id (and presence data), no secret.
+        f.debug_struct("AuthRequest")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("form", &self.form)
+            .field("headers", &RedactedPairs(&self.headers))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn handshake_dial_and_auth_request_debug_print_no_secret() {
+        let hs = Handshake {
+            path: "/ws".into(),
+            query: "token=SECRET-1&room=7".into(),
+            headers: vec![
+                (
+                    "authorization".into(),
+                    Bytes::from_static(b"Bearer SECRET-2"),
+                ),
+                ("cookie".into(), Bytes::from_static(b"sid=SECRET-3")),
+                (
+                    "sec-websocket-protocol".into(),
+                    Bytes::from_static(b"v12.stomp, SECRET-4"),
+                ),
+                ("origin".into(), Bytes::from_static(b"https://app.example")),
+            ],
+            ..Handshake::default()
+        };
+        let dial = Dial {
+            path_suffix: String::new(),
+            query: vec![("token".into(), "SECRET-5".into())],
+            headers: vec![("Cookie".into(), "sid=SECRET-6".into())],
+        };
+        let auth = AuthRequest {
+            id: 1,
+            url: "http://127.0.0.1/auth".into(),
+            form: vec![("channel_name".into(), "private-a".into())],
+            headers: vec![("Authorization".into(), "Bearer SECRET-7".into())],
+        };
+        let printed = format!("{hs:?} {dial:?} {auth:#?}");
+        assert!(!printed.contains("SECRET"), "{printed}");
+        assert!(printed.contains("https://app.example"), "{printed}");
+        assert!(printed.contains("room"), "{printed}");
+    }
 }

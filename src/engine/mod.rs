@@ -279,7 +279,7 @@ impl Engine {
                             ctx.queue_depth,
                             ctx.queue_bytes,
                             ctx.write_timeout,
-                            ctx.metrics.down.clone(),
+                            ctx.metrics.down.for_session(),
                         );
                         if session::is_passthrough(&ctx.config) {
                             // The backend's own `open` and pings go through unchanged.

@@ -68,7 +68,7 @@ impl Engine {
     ) -> Response<Full<Bytes>> {
         let ctx = self.ctx.clone();
         let sid = session_id();
-        let (shared, ends) = Shared::new(ctx.queue_depth, ctx.metrics.down.clone());
+        let (shared, ends) = Shared::new(ctx.queue_depth, ctx.metrics.down.for_session());
         let shared = Arc::new(shared);
         let Some(permit) = up.session_permit() else {
             return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
@@ -91,11 +91,15 @@ impl Engine {
             inbound(ends.inbound, shared.kill.clone()),
             ends.outbound,
             writer,
-        );
+        )
+        .with_tally(shared.counters.tally.clone());
         let handshake = handshake_of(&req, Some(up.peer()), None);
         let role = (ctx.new_server)(&handshake, Instant::now());
         let registry = self.sessions.clone();
         let open = self.open_packet(sid.clone(), vec!["websocket".into()]);
+        // The `open` answer is the session's first message out.
+        shared.counters.frames_out.increment(1);
+        shared.counters.bytes_out.increment(open.len() as u64);
         up.spawn_session(permit, move |shutdown| async move {
             Session::new(ctx, link, role, &handshake)
                 .run(shutdown.clone())
@@ -110,8 +114,6 @@ impl Engine {
             }
             registry.lock().await.remove(&sid);
         });
-        self.ctx.metrics.down.frames_out.increment(1);
-        self.ctx.metrics.down.bytes_out.increment(open.len() as u64);
         let mut r = respond(StatusCode::OK, open);
         let h = r.headers_mut();
         h.insert(

@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{Close, WsMsg};
-use crate::metrics::LegCounters;
+use crate::metrics::{LegCounters, LegTally};
 
 /// Why a link stopped delivering messages.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -88,6 +88,8 @@ pub struct Link {
     pub stalled: CancellationToken,
     /// Set when a WebSocket ping or pong arrived (they are not messages, but they are life).
     heard: Arc<AtomicBool>,
+    /// This link's own message and byte counts (for the session-end log line).
+    pub tally: LegTally,
 }
 
 /// What queuing a message came to.
@@ -115,6 +117,7 @@ impl Link {
     {
         let (sink, stream) = ws.split();
         let (tx, rx) = mpsc::channel(depth);
+        let tally = counters.tally.clone();
         let c_in = counters.clone();
         let heard = Arc::new(AtomicBool::new(false));
         let h = heard.clone();
@@ -143,6 +146,7 @@ impl Link {
             budget: Some(budget),
             stalled,
             heard,
+            tally,
         }
     }
 
@@ -155,7 +159,14 @@ impl Link {
             budget: None,
             stalled: CancellationToken::new(),
             heard: Arc::new(AtomicBool::new(false)),
+            tally: LegTally::default(),
         }
+    }
+
+    /// The same link, reporting `tally` as its counts (a transport that counts itself).
+    pub fn with_tally(mut self, tally: LegTally) -> Self {
+        self.tally = tally;
+        self
     }
 
     /// Whether a message can be queued now without waiting (backpressure: the other side is

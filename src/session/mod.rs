@@ -37,6 +37,7 @@ mod ticks;
 mod up;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,7 +51,7 @@ use crate::config::Route;
 use crate::dialect::hold::HoldQueue;
 use crate::dialect::{ClientOut, ClientRole, Close, Handshake, ServerOut, ServerRole, Spec, WsMsg};
 use crate::frame::{Credentials, ErrorInfo, ErrorKind};
-use crate::metrics::RouteMetrics;
+use crate::metrics::{LegCounters, LegCounts, RouteMetrics};
 use crate::translate::{Mapping, Translator};
 use crate::upstream::{Dialer, UpstreamError, Ws};
 
@@ -222,10 +223,12 @@ pub struct Session {
     /// Set once the client connection is being closed; the loop then ends.
     done: Option<Outcome>,
     shutting: bool,
-    /// The client's address, for the route's per-address limits.
-    peer: Option<std::net::IpAddr>,
     /// The client's message and byte rates, set once admitted.
     rate: ClientRate,
+    /// The upstream leg's counters: the route's, plus this session's own counts.
+    up_counters: LegCounters,
+    /// The client's address: the route's per-address limits, the session-end line.
+    peer: Option<SocketAddr>,
 }
 
 impl Session {
@@ -238,6 +241,7 @@ impl Session {
     ) -> Self {
         let now = Instant::now();
         let pending_ops = HoldQueue::new(MAX_PENDING_OPS, pending_budget(ctx.max_message_size));
+        let ctx_up_counters = ctx.metrics.up.for_session();
         Self {
             translator: Translator::new(ctx.mapping.clone()),
             ctx,
@@ -261,15 +265,16 @@ impl Session {
             last_expire: now,
             done: None,
             shutting: false,
-            peer: handshake.peer.map(|p| p.ip()),
             rate: ClientRate::default(),
+            up_counters: ctx_up_counters,
+            peer: handshake.peer,
         }
     }
 
     /// Run to completion.
     pub async fn run(mut self, shutdown: CancellationToken) {
         // Held until the session ends: its address's slot.
-        let _admitted = match self.ctx.admission.admit(self.peer) {
+        let _admitted = match self.ctx.admission.admit(self.peer.map(|p| p.ip())) {
             Ok(a) => {
                 self.rate = a.client_rate();
                 a
@@ -292,11 +297,13 @@ impl Session {
         self.down.finish(None, limit).await;
         metrics.active.decrement(1.0);
         metrics.session_ended(outcome.label());
-        tracing::info!(
-            route = %metrics.route,
-            outcome = outcome.label(),
-            secs = started.elapsed().as_secs_f64(),
-            "session ended"
+        log_end(
+            &self.ctx,
+            self.peer,
+            started,
+            outcome,
+            self.down.tally.get(),
+            self.up_counters.tally.get(),
         );
     }
 
@@ -473,4 +480,36 @@ async fn up_next(up: &mut Option<Up>, ready: bool) -> Ev {
         },
         None => std::future::pending().await,
     }
+}
+
+/// The one structured line each session ends with (issue 14): which route and dialects, how
+/// long, messages and bytes each way on both legs, and how it ended. No payload, no
+/// credential: counts and labels only.
+fn log_end(
+    ctx: &RouteCtx,
+    peer: Option<SocketAddr>,
+    started: Instant,
+    outcome: Outcome,
+    client: LegCounts,
+    upstream: LegCounts,
+) {
+    let peer = peer.map_or_else(String::new, |p| p.to_string());
+    tracing::info!(
+        route = %ctx.metrics.route,
+        client = ctx.client_spec.dialect.label(),
+        upstream = ctx.upstream_spec.dialect.label(),
+        mode = if is_passthrough(&ctx.config) { "passthrough" } else { "translate" },
+        peer = %peer,
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        client_frames_in = client.frames_in,
+        client_bytes_in = client.bytes_in,
+        upstream_frames_out = upstream.frames_out,
+        upstream_bytes_out = upstream.bytes_out,
+        upstream_frames_in = upstream.frames_in,
+        upstream_bytes_in = upstream.bytes_in,
+        client_frames_out = client.frames_out,
+        client_bytes_out = client.bytes_out,
+        outcome = outcome.label(),
+        "session ended"
+    );
 }

@@ -9,14 +9,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::down::{await_close, refuse_link};
 use super::link::{Link, LinkError, LinkOut, Sent};
-use super::{Outcome, RouteCtx};
+use super::{Outcome, RouteCtx, log_end};
 use crate::config::{Mode, Route};
 use crate::dialect::{Close, Dial, Refusal};
 use crate::frame::{ErrorInfo, ErrorKind};
@@ -46,6 +46,8 @@ pub async fn passthrough(
     };
     let rate = _admitted.client_rate();
     metrics.active.increment(1.0);
+    let started = Instant::now();
+    let up_counters = metrics.up.for_session();
     let ws = match ctx.dialer.connect(&dial).await {
         Ok(ws) => ws,
         Err(e) => {
@@ -57,6 +59,14 @@ pub async fn passthrough(
             .await;
             metrics.active.decrement(1.0);
             metrics.session_ended(Outcome::UpstreamUnavailable.label());
+            log_end(
+                &ctx,
+                None,
+                started,
+                Outcome::UpstreamUnavailable,
+                down.tally.get(),
+                up_counters.tally.get(),
+            );
             return;
         }
     };
@@ -65,7 +75,7 @@ pub async fn passthrough(
         ctx.queue_depth,
         ctx.queue_bytes,
         ctx.write_timeout,
-        metrics.up.clone(),
+        up_counters,
     );
     // A message over the limit cannot be forwarded; its sender hears 1009, the other side
     // the close it would get had the sender left.
@@ -140,6 +150,14 @@ pub async fn passthrough(
     }
     metrics.active.decrement(1.0);
     metrics.session_ended(outcome.label());
+    log_end(
+        &ctx,
+        None,
+        started,
+        outcome,
+        down.tally.get(),
+        up.tally.get(),
+    );
 }
 
 /// Whether a route uses passthrough.

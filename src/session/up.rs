@@ -24,7 +24,7 @@ impl Session {
         self.dialing = None;
         match (r, self.role.take()) {
             (Ok(ws), Some(role)) => {
-                let counters = self.ctx.metrics.up.clone();
+                let counters = self.up_counters.clone();
                 let link = Link::websocket(
                     ws,
                     self.ctx.queue_depth,

@@ -1171,15 +1171,21 @@ impl Proxy {
         body
     }
 
-    /// The value of the first sample line of `/metrics` that starts with `series` (a metric
-    /// name, optionally with labels written exactly as the exporter prints them).
+    /// A metric's value on `/metrics`: for a bare name, the sum over all its series (many are
+    /// exported at 0 from start-up, one per route and reason); for a name with labels
+    /// written exactly as the exporter prints them, the first sample line that starts so.
+    /// `None` when no sample matches.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let body = self.metrics().await;
-        body.lines()
+        let mut samples = body
+            .lines()
             .filter(|l| !l.starts_with('#'))
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{']))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+            .filter(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()));
+        if series.contains('{') {
+            return samples.next();
+        }
+        samples.reduce(|a, b| a + b)
     }
 
     /// SIGTERM to the proxy (graceful shutdown).
