@@ -190,7 +190,7 @@ impl Engine {
         };
         if let Some(sid) = &q.sid {
             let found = self.sessions.lock().await.get(sid).cloned();
-            let Some(shared) = found else {
+            let Some(shared) = found.filter(|s| !s.gone.is_cancelled()) else {
                 return error(Code::UnknownSid);
             };
             if q.eio.as_deref() != Some("4") {

@@ -23,6 +23,7 @@ use super::upgrade::ws_writer;
 use super::{Code, Engine, error, respond};
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio::{self, Packet as Eio};
+use crate::dialect::socketio::server::PING_TIMEOUT;
 use crate::handshake::{Upgrader, handshake_of, session_id};
 use crate::session::{Inbound, Link, LinkError, LinkOut, Session};
 
@@ -100,7 +101,7 @@ impl Engine {
             Session::new(ctx, link, role, &handshake)
                 .run(shutdown.clone())
                 .await;
-            if shared.transport() != WEBSOCKET {
+            if shared.transport() != WEBSOCKET && !shared.gone.is_cancelled() {
                 let linger = if shutdown.is_cancelled() {
                     POLL_LINGER_SHUTDOWN
                 } else {
@@ -134,6 +135,15 @@ impl Engine {
         if st.upgraded {
             return error(Code::BadRequest);
         }
+        let c = &self.ctx.config.socketio;
+        let deadline = Duration::from_millis(c.ping_interval_ms.saturating_add(c.ping_timeout_ms));
+        if shared.silent_for(deadline) {
+            // Past the ping deadline: the session's own timer ends it any moment now.
+            shared.gone.cancel();
+        }
+        if shared.gone.is_cancelled() {
+            return error(Code::UnknownSid);
+        }
         let mut probing = shared.probing.subscribe();
         let probing_now = *probing.borrow_and_update();
         let wait = if probing_now {
@@ -145,6 +155,8 @@ impl Engine {
             Some(p) => Some(p),
             None => tokio::select! {
                 biased;
+                // engine.io answers the GET pending when the client closes with a noop.
+                _ = shared.gone.cancelled() => return payload(&[Eio::Noop]),
                 p = st.rx.recv() => p,
                 _ = shared.upgraded.cancelled() => return payload(&[Eio::Noop]),
                 _ = probing.wait_for(|p| *p), if !probing_now => return payload(&[Eio::Noop]),
@@ -221,6 +233,7 @@ impl Engine {
             return error(Code::BadRequest);
         }
         let _busy = Busy(&shared.post_busy);
+        shared.heard();
         let write_timeout = self.ctx.write_timeout;
         let collected =
             tokio::time::timeout(write_timeout, Limited::new(req.into_body(), max).collect()).await;
@@ -244,6 +257,11 @@ impl Engine {
                 return error(Code::BadRequest);
             }
         };
+        if packets.iter().any(|p| matches!(p, Eio::Close)) {
+            // The client closed: its sid goes now, and a waiting GET gets a noop. The close
+            // still reaches the session below, which leaves the backend.
+            shared.gone.cancel();
+        }
         // Text packets go in as the WebSocket would carry them (`<digit><data>`, a slice of the
         // body); binary ones (`b<base64>`) as binary messages.
         for (part, p) in body.split(|&b| b == 0x1e).zip(packets) {
@@ -324,14 +342,23 @@ async fn poll_writer(
             item = rx.recv() => item,
         };
         let msg = match item {
-            None | Some(LinkOut::Close(_)) => return,
+            Some(LinkOut::Close(c)) => {
+                if c.reason == PING_TIMEOUT {
+                    shared.gone.cancel();
+                }
+                return;
+            }
+            None => return,
             Some(LinkOut::Barrier(done)) => {
                 let _ = done.send(());
                 continue;
             }
             // Engine.IO has pings of its own; the session sends none to this link.
             Some(LinkOut::Ping) => continue,
-            Some(LinkOut::Final(msgs, _)) => {
+            Some(LinkOut::Final(msgs, c)) => {
+                if c.reason == PING_TIMEOUT {
+                    shared.gone.cancel();
+                }
                 for m in msgs {
                     if let Ok(p) = engineio::decode_ws(&m) {
                         let _ = poll_tx.try_send(p);

@@ -7,7 +7,8 @@
 //! Must not touch: requests and responses, Engine.IO packets, the session itself. It is plain
 //! state; the handlers in `polling.rs` and `upgrade.rs` act on it.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::stream::SplitSink;
 use hyper_util::rt::TokioIo;
@@ -55,6 +56,16 @@ pub(super) struct Shared {
     pub(super) upgraded: CancellationToken,
     /// A GET carried the close packet: the sid may go.
     pub(super) finished: CancellationToken,
+    /// The session is over for the client at once, as engine.io drops a closed socket's sid
+    /// (it sent the close packet `1`, or missed its ping deadline): every later request with
+    /// the sid is refused, and a waiting GET is released with a noop.
+    pub(super) gone: CancellationToken,
+    /// When the session opened; `heard_ms` counts from here.
+    pub(super) born: Instant,
+    /// Milliseconds from `born` to the last POST: a GET past the ping deadline that follows
+    /// (interval plus timeout) finds the sid gone even if the session's timer has not fired
+    /// yet, as engine.io's own timer would have.
+    pub(super) heard_ms: AtomicU64,
     /// Where an upgrade hands its WebSocket to the writer task.
     pub(super) hand_over: Mutex<Option<oneshot::Sender<WsSink>>>,
     pub(super) counters: LegCounters,
@@ -81,6 +92,9 @@ impl Shared {
             probing: watch::Sender::new(false),
             upgraded: CancellationToken::new(),
             finished: CancellationToken::new(),
+            gone: CancellationToken::new(),
+            born: Instant::now(),
+            heard_ms: AtomicU64::new(0),
             hand_over: Mutex::new(Some(hand_tx)),
             counters,
         };
@@ -92,6 +106,18 @@ impl Shared {
             hand_over: hand_rx,
         };
         (shared, ends)
+    }
+
+    /// A POST was received.
+    pub(super) fn heard(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heard_ms.store(ms, Ordering::Release);
+    }
+
+    /// Whether nothing was POSTed for `limit` (the ping interval plus timeout).
+    pub(super) fn silent_for(&self, limit: Duration) -> bool {
+        let heard = Duration::from_millis(self.heard_ms.load(Ordering::Acquire));
+        self.born.elapsed() >= heard.saturating_add(limit)
     }
 
     pub(super) fn transport(&self) -> u8 {

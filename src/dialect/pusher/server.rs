@@ -517,6 +517,12 @@ impl ServerRole for PusherServer {
             return;
         }
         match ev {
+            // Argument-list shapes pass only between legs of that shape, never to this one.
+            BackendEvent::Joined { .. }
+            | BackendEvent::JoinFailed { .. }
+            | BackendEvent::Left { .. }
+            | BackendEvent::Emit { .. }
+            | BackendEvent::Answered { .. } => {}
             BackendEvent::Ready { .. } => {}
             BackendEvent::Subscribed { sub, data } => {
                 let Some(s) = self.subs.get_mut(&sub) else {

@@ -28,6 +28,8 @@
 //! - `delivery.rs`: backend messages emitted to the client, and the client's acks the backend
 //!   asked for.
 //! - `wire.rs`: writing Socket.IO packets as Engine.IO messages (events, acks, error acks).
+//! - `shaped.rs`: toward a Socket.IO upstream ([`Settings::shapes`]): namespaces joined
+//!   upstream one for one, events and acks forwarded in their shape.
 //! - `role.rs`: the [`ServerRole`](crate::dialect::ServerRole) impl: Engine.IO packets,
 //!   backend events, keepalive and deadlines.
 
@@ -35,6 +37,7 @@ mod delivery;
 mod emit;
 mod namespaces;
 mod role;
+mod shaped;
 mod subscriptions;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)] // a failing index in a test is a failing test
@@ -76,6 +79,10 @@ pub struct Settings {
     pub max_subscriptions: usize,
     /// Most emits waiting for their ack at once.
     pub max_pending_acks: usize,
+    /// The upstream is Socket.IO too: namespaces are joined upstream one for one (each with
+    /// its own auth), and events and acks keep their shape (every argument, attachments in
+    /// place, ack ids) instead of becoming single payloads.
+    pub shapes: bool,
 }
 
 impl Default for Settings {
@@ -90,9 +97,14 @@ impl Default for Settings {
             auto_subscribe: Vec::new(),
             max_subscriptions: 256,
             max_pending_acks: 1024,
+            shapes: false,
         }
     }
 }
+
+/// The close reason of a client that missed its ping deadline: the Engine.IO transport drops
+/// such a session's sid at once, as engine.io does.
+pub const PING_TIMEOUT: &str = "ping timeout";
 
 /// How long an ack the client owes the backend is remembered.
 const BACKEND_ACK_TTL: Duration = Duration::from_secs(120);
@@ -221,6 +233,7 @@ impl SocketioServer {
     fn on_packet(&mut self, p: Packet, out: &mut ServerOut) {
         match p.kind {
             PacketType::Connect => self.on_connect(p, out),
+            PacketType::Disconnect if self.settings.shapes => self.leave_shaped(&p.nsp, out),
             PacketType::Disconnect => self.on_leave(&p.nsp, out),
             PacketType::Event | PacketType::BinaryEvent => {
                 if self.nsp_index(&p.nsp).is_none() {
@@ -228,6 +241,9 @@ impl SocketioServer {
                     return self.close(1002, "invalid state", true, out);
                 }
                 self.on_event(p, out);
+            }
+            PacketType::Ack | PacketType::BinaryAck if self.settings.shapes => {
+                self.answer_shaped(p, out)
             }
             PacketType::Ack | PacketType::BinaryAck => self.on_client_ack(p, out),
             PacketType::ConnectError => self.close(1002, "invalid state", true, out),

@@ -43,6 +43,9 @@ impl SocketioServer {
             }
             return;
         }
+        if self.settings.shapes {
+            return self.join_shaped(p, out);
+        }
         let token = p
             .data
             .as_ref()
@@ -138,6 +141,10 @@ impl SocketioServer {
             return;
         }
         self.state = State::Ready;
+        if self.settings.shapes {
+            // Each namespace's `40` is the backend's own, on `Joined`.
+            return;
+        }
         let pending: Vec<Bytes> = self
             .nsps
             .iter()
