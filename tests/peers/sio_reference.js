@@ -15,8 +15,9 @@
 //   - `leave`: the server disconnects this namespace's socket (`41` to the client).
 // Unknown namespaces are refused by socket.io (`44/<nsp>,{"message":"Invalid namespace"}`);
 // `/forbidden` is refused by a middleware with message `nope` and data `{"why":"test"}`.
-// Every received event is logged on stdout as `EVENT <json>` with its namespace, name,
-// argument count and whether it asked for an ack.
+// Every namespace connection is logged on stdout as `CONNECT {nsp, conn, auth}` (`conn`: the
+// Engine.IO connection id), every received event as `EVENT {nsp, event, args, ack}` (binary
+// arguments as `{bin:[..]}`, `ack`: whether it asked for one).
 'use strict';
 const http = require('http');
 const { Server } = require('socket.io');
@@ -44,6 +45,8 @@ function log(nsp, event, args, ack) {
 
 function onConnect(socket) {
   const nsp = socket.nsp.name;
+  // Which Engine.IO connection the namespace was joined over (multiplexing is visible here).
+  process.stdout.write(`CONNECT ${JSON.stringify({ nsp, conn: socket.conn.id, auth: socket.handshake.auth })}\n`);
   socket.emit('auth', socket.handshake.auth);
   socket.on('message', (...args) => {
     log(nsp, 'message', args, false);
