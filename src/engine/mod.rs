@@ -151,6 +151,7 @@ impl Engine {
 
     /// Handle one HTTP request on the route's path.
     pub async fn handle(&self, req: Request<Incoming>, up: Upgrader) -> Response<Full<Bytes>> {
+        let arrived = Instant::now();
         let upgrade = is_upgrade(&req);
         // The Origin check covers WebSocket upgrades too: a browser lets any page open a
         // WebSocket anywhere, with its cookies, so only the allowlist stands between a
@@ -165,7 +166,7 @@ impl Engine {
         };
         let mut r = match (&cors, req.method()) {
             (Cors::Reflect(_) | Cors::Any, &Method::OPTIONS) => preflight(&req),
-            _ => self.route(req, up, upgrade).await,
+            _ => self.route(req, up, upgrade, arrived).await,
         };
         if !upgrade {
             cors.apply(&mut r);
@@ -179,6 +180,7 @@ impl Engine {
         req: Request<Incoming>,
         up: Upgrader,
         upgrade: bool,
+        arrived: Instant,
     ) -> Response<Full<Bytes>> {
         let q = Query::parse(req.uri().query());
         let passthrough = session::is_passthrough(&self.ctx.config);
@@ -190,7 +192,7 @@ impl Engine {
         };
         if let Some(sid) = &q.sid {
             let found = self.sessions.lock().await.get(sid).cloned();
-            let Some(shared) = found.filter(|s| !s.gone.is_cancelled()) else {
+            let Some(shared) = found.filter(|s| !s.gone_before(arrived)) else {
                 return error(Code::UnknownSid);
             };
             if q.eio.as_deref() != Some("4") {
@@ -204,7 +206,7 @@ impl Engine {
                 return error(Code::BadRequest);
             }
             return match *req.method() {
-                Method::GET => self.poll(&shared).await,
+                Method::GET => self.poll(&shared, arrived).await,
                 Method::POST => self.post(req, &shared).await,
                 _ => error(Code::BadHandshakeMethod),
             };

@@ -124,7 +124,7 @@ impl Engine {
     }
 
     /// A long-polling GET: whatever is buffered (up to maxPayload), else wait for something.
-    pub(super) async fn poll(&self, shared: &Shared) -> Response<Full<Bytes>> {
+    pub(super) async fn poll(&self, shared: &Shared, arrived: Instant) -> Response<Full<Bytes>> {
         if shared.get_busy.swap(true, Ordering::AcqRel) {
             // Overlapping polls: the reference server fails the transport.
             shared.kill.cancel();
@@ -137,12 +137,18 @@ impl Engine {
         }
         let c = &self.ctx.config.socketio;
         let deadline = Duration::from_millis(c.ping_interval_ms.saturating_add(c.ping_timeout_ms));
-        if shared.silent_for(deadline) {
-            // Past the ping deadline: the session's own timer ends it any moment now.
-            shared.gone.cancel();
+        if shared.silent_for(deadline, arrived) {
+            // Past the ping deadline when it arrived: the session's own timer ends it any
+            // moment now.
+            shared.set_gone();
+            return error(Code::UnknownSid);
+        }
+        if shared.gone_before(arrived) {
+            return error(Code::UnknownSid);
         }
         if shared.gone.is_cancelled() {
-            return error(Code::UnknownSid);
+            // Gone while this GET was on its way: it was the pending one.
+            return payload(&[Eio::Noop]);
         }
         let mut probing = shared.probing.subscribe();
         let probing_now = *probing.borrow_and_update();
@@ -260,7 +266,7 @@ impl Engine {
         if packets.iter().any(|p| matches!(p, Eio::Close)) {
             // The client closed: its sid goes now, and a waiting GET gets a noop. The close
             // still reaches the session below, which leaves the backend.
-            shared.gone.cancel();
+            shared.set_gone();
         }
         // Text packets go in as the WebSocket would carry them (`<digit><data>`, a slice of the
         // body); binary ones (`b<base64>`) as binary messages.
@@ -344,7 +350,7 @@ async fn poll_writer(
         let msg = match item {
             Some(LinkOut::Close(c)) => {
                 if c.reason == PING_TIMEOUT {
-                    shared.gone.cancel();
+                    shared.set_gone();
                 }
                 return;
             }
@@ -357,7 +363,7 @@ async fn poll_writer(
             Some(LinkOut::Ping) => continue,
             Some(LinkOut::Final(msgs, c)) => {
                 if c.reason == PING_TIMEOUT {
-                    shared.gone.cancel();
+                    shared.set_gone();
                 }
                 for m in msgs {
                     if let Ok(p) = engineio::decode_ws(&m) {
