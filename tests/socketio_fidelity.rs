@@ -276,13 +276,26 @@ async fn packets_keep_their_shape_on_the_wire() {
     assert_eq!(next_binary(&mut ws).await, [5, 5]);
 }
 
-/// socket.io-client 4.8 through the route: arguments, binary, acks both ways, as the
-/// application sees them.
+/// socket.io-client 4.8 through the route over WebSocket: arguments, binary, acks both
+/// ways, as the application sees them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketio_client_sees_the_backend_unchanged() {
+    client_round_trips(json!(["websocket"])).await;
+}
+
+/// The same over long-polling only (binary frames as base64 packets in the bodies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_client_over_long_polling() {
+    client_round_trips(json!(["polling"])).await;
+}
+
+async fn client_round_trips(transports: Value) {
     let s = Setup::new().await;
     let mut d = Driver::sio().await;
-    d.send(json!({"op":"connect","c":"a","url":s.url(),"auth":{"token":"t1"},"transports":["websocket"]})).await;
+    d.send(
+        json!({"op":"connect","c":"a","url":s.url(),"auth":{"token":"t1"},"transports":transports}),
+    )
+    .await;
     d.expect_ev(T, "a", "connect").await;
     let ev = d
         .expect(T, |v| v["ev"] == "event" && v["event"] == "auth")

@@ -5,7 +5,8 @@
 //! (CORS for browser long-polling, and WebSocket upgrades), the `open` handshake packet, the
 //! session registry (sid → transport state), the long-polling buffer toward the next GET
 //! (bounded; one GET at a time), POST bodies (size and packet-count limits before buffering,
-//! one [`WsMsg`] per packet into the session), the probe/upgrade sequence, and the writer task
+//! one [`WsMsg`] per packet into the session), sids that are gone at once as engine.io drops
+//! them (a client close packet, a missed ping deadline), the probe/upgrade sequence, and the writer task
 //! that drains the session's outbound queue into whichever transport is current. The session
 //! and its [`SocketioServer`](crate::dialect::socketio::server::SocketioServer) role see one
 //! message stream and one queue whatever the transport.

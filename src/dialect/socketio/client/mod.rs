@@ -6,6 +6,9 @@
 //! carry), stripping connection-state-recovery offsets, and turning CONNECT_ERROR/DISCONNECT
 //! into neutral errors.
 //!
+//! Toward a Socket.IO client ([`Settings::scoped`]) the client's namespaces and packet shapes
+//! are carried instead of one namespace and single payloads (`scoped.rs`).
+//!
 //! Must not touch: I/O, timers, naming (the translator has already rewritten names).
 //!
 //! # Layout

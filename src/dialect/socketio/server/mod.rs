@@ -1,6 +1,10 @@
 //! The Socket.IO server role: the proxy plays a Socket.IO v4 server (protocol 5 over
 //! Engine.IO 4) for downstream clients.
 //!
+//! Two conventions, by upstream: toward a Socket.IO upstream ([`Settings::shapes`]) packets
+//! keep their shape and namespaces are joined upstream one for one (`shaped.rs`); toward
+//! any other dialect, what follows: single payloads, one upstream identity.
+//!
 //! Owns: the Engine.IO ping/pong duty and liveness deadlines (the connect timeout, absolute
 //! from the session's start, before the first namespace CONNECT), namespace CONNECT/DISCONNECT
 //! (the `40{"sid":..}` reply held until the upstream is ready, `44` refusals, and one upstream
