@@ -158,6 +158,8 @@ pub struct SocketioServer {
     token: Option<Bytes>,
     /// Whether `ClientOp::Connect` went upstream (so a close says `Disconnect`).
     connect_sent: bool,
+    /// Shapes mode: the upstream said `Ready` (it may, before any namespace CONNECT).
+    upstream_ready: bool,
     subs: HashMap<SubId, Sub>,
     next_sub: SubId,
     /// Publish reply id → (namespace, the client's ack id).
@@ -200,6 +202,7 @@ impl SocketioServer {
             auth: None,
             token: None,
             connect_sent: false,
+            upstream_ready: false,
             subs: HashMap::new(),
             next_sub: 1,
             replies: HashMap::new(),

@@ -137,14 +137,18 @@ impl SocketioServer {
     }
 
     pub(super) fn on_ready(&mut self, out: &mut ServerOut) {
+        if self.settings.shapes {
+            // Each namespace's `40` is the backend's own, on `Joined`.
+            self.upstream_ready = true;
+            if self.state == State::Connecting {
+                self.state = State::Ready;
+            }
+            return;
+        }
         if self.state != State::Connecting {
             return;
         }
         self.state = State::Ready;
-        if self.settings.shapes {
-            // Each namespace's `40` is the backend's own, on `Joined`.
-            return;
-        }
         let pending: Vec<Bytes> = self
             .nsps
             .iter()

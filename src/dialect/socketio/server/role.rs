@@ -14,6 +14,12 @@ use crate::dialect::{Keepalive, ServerOut, ServerRole, WsMsg, stat};
 use crate::frame::{BackendEvent, ErrorInfo};
 
 impl ServerRole for SocketioServer {
+    fn on_start(&mut self, _now: Instant, out: &mut ServerOut) {
+        if self.settings.shapes {
+            self.open_shaped(out);
+        }
+    }
+
     fn on_client(&mut self, msg: WsMsg, now: Instant, out: &mut ServerOut) {
         if self.state == State::Closed {
             return;

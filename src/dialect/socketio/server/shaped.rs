@@ -26,23 +26,14 @@ impl SocketioServer {
     /// backend's.
     pub(super) fn join_shaped(&mut self, p: Packet, out: &mut ServerOut) {
         if self.state == State::AwaitConnect {
-            let token = p
-                .data
-                .as_ref()
-                .and_then(|d| super::namespaces::auth_token(d))
-                .or_else(|| self.upgrade_token.clone());
-            out.ops.push(ClientOp::Connect {
-                credentials: Credentials {
-                    token: token.clone(),
-                    auth_json: p.data.clone(),
-                    ..Default::default()
-                },
-            });
-            self.connect_sent = true;
+            self.open_shaped(out);
             self.auth = p.data.clone();
-            self.token = token;
             self.primary = Some(p.nsp.clone());
-            self.state = State::Connecting;
+            self.state = if self.upstream_ready {
+                State::Ready
+            } else {
+                State::Connecting
+            };
         }
         out.ops.push(ClientOp::Join {
             scope: p.nsp.clone(),
@@ -52,6 +43,23 @@ impl SocketioServer {
             name: p.nsp,
             joined: false,
         });
+    }
+
+    /// Open the upstream session (once): at the Engine.IO session's start, as a socket.io
+    /// server has the connection before any namespace is joined, so the first CONNECT does
+    /// not wait for the dial.
+    pub(super) fn open_shaped(&mut self, out: &mut ServerOut) {
+        if self.connect_sent {
+            return;
+        }
+        out.ops.push(ClientOp::Connect {
+            credentials: Credentials {
+                token: self.upgrade_token.clone(),
+                ..Default::default()
+            },
+        });
+        self.connect_sent = true;
+        self.token = self.upgrade_token.clone();
     }
 
     /// The client left a namespace: so does the upstream. Unlike the single-payload mode the
