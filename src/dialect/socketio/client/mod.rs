@@ -200,6 +200,9 @@ impl SocketioClient {
             if let ClientOp::Publish {
                 reply: Some(Reply { id, .. }),
                 ..
+            }
+            | ClientOp::Emit {
+                reply: Some(id), ..
             } = op
             {
                 out.events.push(BackendEvent::Reply {
