@@ -164,7 +164,10 @@ impl Engine {
                 // engine.io answers the GET pending when the client closes with a noop.
                 _ = shared.gone.cancelled() => return payload(&[Eio::Noop]),
                 p = st.rx.recv() => p,
-                _ = shared.upgraded.cancelled() => return payload(&[Eio::Noop]),
+                // The upgrade completed while this GET waited: socket.io-client sends `5`
+                // only once its last poll is answered, so this GET came after `5` was sent
+                // (it overtook it here), and engine.io refuses polling after an upgrade.
+                _ = shared.upgraded.cancelled() => return error(Code::BadRequest),
                 _ = probing.wait_for(|p| *p), if !probing_now => return payload(&[Eio::Noop]),
                 _ = tokio::time::sleep(wait) => return payload(&[Eio::Noop]),
             },
