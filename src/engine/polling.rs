@@ -151,25 +151,34 @@ impl Engine {
             return payload(&[Eio::Noop]);
         }
         let mut probing = shared.probing.subscribe();
-        let probing_now = *probing.borrow_and_update();
+        let mut probing_now = *probing.borrow_and_update();
         let wait = if probing_now {
             PROBE_NOOP_AFTER
         } else {
             Duration::from_millis(self.ctx.config.socketio.ping_interval_ms)
         };
+        let mut until = tokio::time::Instant::now() + wait;
         let first = match st.held.take() {
             Some(p) => Some(p),
-            None => tokio::select! {
-                biased;
-                // engine.io answers the GET pending when the client closes with a noop.
-                _ = shared.gone.cancelled() => return payload(&[Eio::Noop]),
-                p = st.rx.recv() => p,
-                // The upgrade completed while this GET waited: socket.io-client sends `5`
-                // only once its last poll is answered, so this GET came after `5` was sent
-                // (it overtook it here), and engine.io refuses polling after an upgrade.
-                _ = shared.upgraded.cancelled() => return error(Code::BadRequest),
-                _ = probing.wait_for(|p| *p), if !probing_now => return payload(&[Eio::Noop]),
-                _ = tokio::time::sleep(wait) => return payload(&[Eio::Noop]),
+            None => loop {
+                tokio::select! {
+                    biased;
+                    // engine.io answers the GET pending when the client closes with a noop.
+                    _ = shared.gone.cancelled() => return payload(&[Eio::Noop]),
+                    p = st.rx.recv() => break p,
+                    // The upgrade completed while this GET waited: socket.io-client sends
+                    // `5` only once its last poll is answered, so this GET came after `5`
+                    // (it overtook it here), and engine.io refuses polling after an upgrade.
+                    _ = shared.upgraded.cancelled() => return error(Code::BadRequest),
+                    // A probe started: the noop that lets the client pause polling comes
+                    // after the reference server's check interval, as engine.io's does (an
+                    // upgrade completed meanwhile refuses this GET instead).
+                    _ = probing.wait_for(|p| *p), if !probing_now => {
+                        probing_now = true;
+                        until = tokio::time::Instant::now() + PROBE_NOOP_AFTER;
+                    }
+                    _ = tokio::time::sleep_until(until) => return payload(&[Eio::Noop]),
+                }
             },
         };
         let max = self.ctx.config.socketio.max_payload;
