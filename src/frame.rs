@@ -252,6 +252,41 @@ pub enum ClientOp {
     },
     /// The client is leaving.
     Disconnect,
+    /// Join a scope of the open upstream session with its own auth (a Socket.IO namespace,
+    /// multiplexed over the session's one connection). Only sent to an upstream of the same
+    /// shape as the client (see [`Shaped`]); answered by [`BackendEvent::Joined`] or
+    /// [`BackendEvent::JoinFailed`].
+    Join {
+        /// The scope's name, as the client gave it.
+        scope: Bytes,
+        /// The scope's auth object, raw JSON, as the client gave it.
+        auth: Option<Bytes>,
+    },
+    /// Leave a scope joined with [`ClientOp::Join`].
+    Leave {
+        /// The scope's name.
+        scope: Bytes,
+    },
+    /// A publish kept in its argument-list shape, for an upstream of the same shape: every
+    /// value where the client put it, attachments in place, the list's first value naming
+    /// the event. Answered, when `reply` is set, by [`BackendEvent::Answered`] (or a failed
+    /// [`BackendEvent::Reply`]).
+    Emit {
+        /// The scope it is made in.
+        scope: Bytes,
+        /// The values.
+        values: Shaped,
+        /// The downstream leg's id for the answer, when one is wanted.
+        reply: Option<ReplyId>,
+    },
+    /// The client's answer, in argument-list shape, to a [`BackendEvent::Emit`] that asked
+    /// for one.
+    Answer {
+        /// The upstream's token from [`BackendEvent::Emit`]'s `ack`.
+        token: Bytes,
+        /// The answer's values.
+        values: Shaped,
+    },
 }
 
 impl ClientOp {
@@ -291,6 +326,34 @@ impl ClientOp {
             .map(|b| b.as_ref().map_or(0, Bytes::len))
             .sum(),
             Self::Unsubscribe { .. } | Self::Disconnect => 0,
+            Self::Join { scope, auth } => scope.len() + auth.as_ref().map_or(0, Bytes::len),
+            Self::Leave { scope } => scope.len(),
+            Self::Emit { scope, values, .. } => scope.len() + values.held_bytes(),
+            Self::Answer { token, values } => token.len() + values.held_bytes(),
+        }
+    }
+}
+
+impl ClientOp {
+    /// What a leg without argument-list shapes answers one of those operations with
+    /// ([`ClientOp::Join`], [`ClientOp::Leave`], [`ClientOp::Emit`], [`ClientOp::Answer`]):
+    /// a failed reply for an emit that wants one, a refusal for a join, nothing otherwise.
+    pub fn shape_refusal(self) -> Option<BackendEvent> {
+        let e = || {
+            ErrorInfo::new(
+                ErrorKind::Untranslatable,
+                "the backend's dialect has no argument lists or scopes",
+            )
+        };
+        match self {
+            Self::Emit {
+                reply: Some(id), ..
+            } => Some(BackendEvent::Reply {
+                id,
+                result: Err(e()),
+            }),
+            Self::Join { scope, .. } => Some(BackendEvent::JoinFailed { scope, data: None }),
+            _ => None,
         }
     }
 }
@@ -454,6 +517,63 @@ pub enum BackendEvent {
         /// Whether a client may reconnect at once.
         retry: bool,
     },
+    /// A scope asked for with [`ClientOp::Join`] was joined.
+    Joined {
+        /// The scope's name.
+        scope: Bytes,
+        /// What the backend answered the join with, raw JSON (a Socket.IO `{"sid":..}`).
+        data: Option<Bytes>,
+    },
+    /// A scope asked for with [`ClientOp::Join`] was refused; the session goes on.
+    JoinFailed {
+        /// The scope's name.
+        scope: Bytes,
+        /// The backend's refusal, raw JSON (a Socket.IO `{"message":..,"data":..}`).
+        data: Option<Bytes>,
+    },
+    /// The backend ended a joined scope; the session goes on.
+    Left {
+        /// The scope's name.
+        scope: Bytes,
+    },
+    /// A message kept in its argument-list shape (see [`ClientOp::Emit`]), from an upstream
+    /// of the same shape as the client.
+    Emit {
+        /// The scope it was sent in.
+        scope: Bytes,
+        /// The values; the first one names the event.
+        values: Shaped,
+        /// The upstream's token when the backend asked for an answer
+        /// ([`ClientOp::Answer`]).
+        ack: Option<Bytes>,
+    },
+    /// The backend's answer, in argument-list shape, to a [`ClientOp::Emit`] with a reply id.
+    Answered {
+        /// The id from `ClientOp::Emit`.
+        id: ReplyId,
+        /// The answer's values.
+        values: Shaped,
+    },
+}
+
+/// Values in the shape a wire with argument lists gave them (Socket.IO events and acks):
+/// carried between two legs of that shape unchanged, so nothing is packed, unpacked or
+/// renumbered on the way. Other legs never see it: a server role whose upstream has another
+/// shape publishes single payloads instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shaped {
+    /// The values as one raw JSON array, each value where the sender put it; a binary value
+    /// is the wire's own reference to its attachment (by index), kept as it came.
+    pub list: Bytes,
+    /// The binary attachments the list refers to, in index order.
+    pub attachments: Vec<Bytes>,
+}
+
+impl Shaped {
+    /// The bytes held: the list and every attachment.
+    pub fn held_bytes(&self) -> usize {
+        self.list.len() + self.attachments.iter().map(Bytes::len).sum::<usize>()
+    }
 }
 
 #[cfg(test)]

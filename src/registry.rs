@@ -396,6 +396,8 @@ fn socketio_server(r: &Route, _: Shared<'_>) -> ServerFactory {
             .iter()
             .filter_map(|t| Template::parse(t).ok())
             .collect(),
+        // An upstream of the same dialect: namespaces and packets keep their shape.
+        shapes: r.upstream.dialect == r.client,
         ..Default::default()
     };
     Arc::new(move |hs, now| {
@@ -423,6 +425,8 @@ fn socketio_client(r: &Route, s: Shared<'_>) -> ClientFactory {
         max_queued_ops: 1024,
         // The same budget as the session's, so all it held while dialing fits.
         max_queued_bytes: pending_budget(s.config.limits.max_message_size),
+        // Clients of the same dialect: namespaces and packets keep their shape.
+        scoped: r.client == r.upstream.dialect,
     };
     Arc::new(move |credentials| Box::new(SocketioClient::new(settings.clone(), credentials)))
 }

@@ -5,7 +5,8 @@
 //! (CORS for browser long-polling, and WebSocket upgrades), the `open` handshake packet, the
 //! session registry (sid → transport state), the long-polling buffer toward the next GET
 //! (bounded; one GET at a time), POST bodies (size and packet-count limits before buffering,
-//! one [`WsMsg`] per packet into the session), the probe/upgrade sequence, and the writer task
+//! one [`WsMsg`] per packet into the session), sids that are gone at once as engine.io drops
+//! them (a client close packet, a missed ping deadline), the probe/upgrade sequence, and the writer task
 //! that drains the session's outbound queue into whichever transport is current. The session
 //! and its [`SocketioServer`](crate::dialect::socketio::server::SocketioServer) role see one
 //! message stream and one queue whatever the transport.
@@ -175,6 +176,7 @@ impl Engine {
 
     /// Handle one HTTP request on the route's path.
     pub async fn handle(&self, req: Request<Incoming>, up: Upgrader) -> Response<Full<Bytes>> {
+        let arrived = Instant::now();
         let upgrade = is_upgrade(&req);
         // The Origin check covers WebSocket upgrades too: a browser lets any page open a
         // WebSocket anywhere, with its cookies, so only the allowlist stands between a
@@ -189,7 +191,7 @@ impl Engine {
         };
         let mut r = match (&cors, req.method()) {
             (Cors::Reflect(_) | Cors::Any, &Method::OPTIONS) => preflight(&req),
-            _ => self.route(req, up, upgrade).await,
+            _ => self.route(req, up, upgrade, arrived).await,
         };
         if !upgrade {
             cors.apply(&mut r);
@@ -203,6 +205,7 @@ impl Engine {
         req: Request<Incoming>,
         up: Upgrader,
         upgrade: bool,
+        arrived: Instant,
     ) -> Response<Full<Bytes>> {
         let q = Query::parse(req.uri().query());
         let passthrough = session::is_passthrough(&self.ctx.config);
@@ -214,7 +217,7 @@ impl Engine {
         };
         if let Some(sid) = &q.sid {
             let found = self.sessions.lock().await.get(sid).cloned();
-            let Some(shared) = found else {
+            let Some(shared) = found.filter(|s| !s.gone_before(arrived)) else {
                 return error(Code::UnknownSid);
             };
             if q.eio.as_deref() != Some("4") {
@@ -228,7 +231,7 @@ impl Engine {
                 return error(Code::BadRequest);
             }
             return match *req.method() {
-                Method::GET => self.poll(&shared).await,
+                Method::GET => self.poll(&shared, arrived).await,
                 Method::POST => self.post(req, &shared).await,
                 _ => error(Code::BadHandshakeMethod),
             };

@@ -23,6 +23,7 @@ use super::upgrade::ws_writer;
 use super::{Code, Engine, error, respond};
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio::{self, Packet as Eio};
+use crate::dialect::socketio::server::PING_TIMEOUT;
 use crate::handshake::{Upgrader, handshake_of, session_id};
 use crate::session::{Inbound, Link, LinkError, LinkOut, Session};
 
@@ -104,7 +105,7 @@ impl Engine {
             Session::new(ctx, link, role, &handshake)
                 .run(shutdown.clone())
                 .await;
-            if shared.transport() != WEBSOCKET {
+            if shared.transport() != WEBSOCKET && !shared.gone.is_cancelled() {
                 let linger = if shutdown.is_cancelled() {
                     POLL_LINGER_SHUTDOWN
                 } else {
@@ -125,7 +126,7 @@ impl Engine {
     }
 
     /// A long-polling GET: whatever is buffered (up to maxPayload), else wait for something.
-    pub(super) async fn poll(&self, shared: &Shared) -> Response<Full<Bytes>> {
+    pub(super) async fn poll(&self, shared: &Shared, arrived: Instant) -> Response<Full<Bytes>> {
         if shared.get_busy.swap(true, Ordering::AcqRel) {
             // Overlapping polls: the reference server fails the transport.
             shared.kill.cancel();
@@ -136,21 +137,50 @@ impl Engine {
         if st.upgraded {
             return error(Code::BadRequest);
         }
+        let c = &self.ctx.config.socketio;
+        let deadline = Duration::from_millis(c.ping_interval_ms.saturating_add(c.ping_timeout_ms));
+        if shared.silent_for(deadline, arrived) {
+            // Past the ping deadline when it arrived: the session's own timer ends it any
+            // moment now.
+            shared.set_gone();
+            return error(Code::UnknownSid);
+        }
+        if shared.gone_before(arrived) {
+            return error(Code::UnknownSid);
+        }
+        if shared.gone.is_cancelled() {
+            // Gone while this GET was on its way: it was the pending one.
+            return payload(&[Eio::Noop]);
+        }
         let mut probing = shared.probing.subscribe();
-        let probing_now = *probing.borrow_and_update();
+        let mut probing_now = *probing.borrow_and_update();
         let wait = if probing_now {
             PROBE_NOOP_AFTER
         } else {
             Duration::from_millis(self.ctx.config.socketio.ping_interval_ms)
         };
+        let mut until = tokio::time::Instant::now() + wait;
         let first = match st.held.take() {
             Some(p) => Some(p),
-            None => tokio::select! {
-                biased;
-                p = st.rx.recv() => p,
-                _ = shared.upgraded.cancelled() => return payload(&[Eio::Noop]),
-                _ = probing.wait_for(|p| *p), if !probing_now => return payload(&[Eio::Noop]),
-                _ = tokio::time::sleep(wait) => return payload(&[Eio::Noop]),
+            None => loop {
+                tokio::select! {
+                    biased;
+                    // engine.io answers the GET pending when the client closes with a noop.
+                    _ = shared.gone.cancelled() => return payload(&[Eio::Noop]),
+                    p = st.rx.recv() => break p,
+                    // The upgrade completed while this GET waited: socket.io-client sends
+                    // `5` only once its last poll is answered, so this GET came after `5`
+                    // (it overtook it here), and engine.io refuses polling after an upgrade.
+                    _ = shared.upgraded.cancelled() => return error(Code::BadRequest),
+                    // A probe started: the noop that lets the client pause polling comes
+                    // after the reference server's check interval, as engine.io's does (an
+                    // upgrade completed meanwhile refuses this GET instead).
+                    _ = probing.wait_for(|p| *p), if !probing_now => {
+                        probing_now = true;
+                        until = tokio::time::Instant::now() + PROBE_NOOP_AFTER;
+                    }
+                    _ = tokio::time::sleep_until(until) => return payload(&[Eio::Noop]),
+                }
             },
         };
         let max = self.ctx.config.socketio.max_payload;
@@ -223,6 +253,7 @@ impl Engine {
             return error(Code::BadRequest);
         }
         let _busy = Busy(&shared.post_busy);
+        shared.heard();
         let write_timeout = self.ctx.write_timeout;
         let collected =
             tokio::time::timeout(write_timeout, Limited::new(req.into_body(), max).collect()).await;
@@ -246,6 +277,11 @@ impl Engine {
                 return error(Code::BadRequest);
             }
         };
+        if packets.iter().any(|p| matches!(p, Eio::Close)) {
+            // The client closed: its sid goes now, and a waiting GET gets a noop. The close
+            // still reaches the session below, which leaves the backend.
+            shared.set_gone();
+        }
         // Text packets go in as the WebSocket would carry them (`<digit><data>`, a slice of the
         // body); binary ones (`b<base64>`) as binary messages.
         for (part, p) in body.split(|&b| b == 0x1e).zip(packets) {
@@ -326,14 +362,23 @@ async fn poll_writer(
             item = rx.recv() => item,
         };
         let msg = match item {
-            None | Some(LinkOut::Close(_)) => return,
+            Some(LinkOut::Close(c)) => {
+                if c.reason == PING_TIMEOUT {
+                    shared.set_gone();
+                }
+                return;
+            }
+            None => return,
             Some(LinkOut::Barrier(done)) => {
                 let _ = done.send(());
                 continue;
             }
             // Engine.IO has pings of its own; the session sends none to this link.
             Some(LinkOut::Ping) => continue,
-            Some(LinkOut::Final(msgs, _)) => {
+            Some(LinkOut::Final(msgs, c)) => {
+                if c.reason == PING_TIMEOUT {
+                    shared.set_gone();
+                }
                 for m in msgs {
                     if let Ok(p) = engineio::decode_ws(&m) {
                         let _ = poll_tx.try_send(p);

@@ -7,7 +7,9 @@
 //! Must not touch: requests and responses, Engine.IO packets, the session itself. It is plain
 //! state; the handlers in `polling.rs` and `upgrade.rs` act on it.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::stream::SplitSink;
 use hyper_util::rt::TokioIo;
@@ -55,6 +57,20 @@ pub(super) struct Shared {
     pub(super) upgraded: CancellationToken,
     /// A GET carried the close packet: the sid may go.
     pub(super) finished: CancellationToken,
+    /// The session is over for the client at once, as engine.io drops a closed socket's sid
+    /// (it sent the close packet `1`, or missed its ping deadline): every later request with
+    /// the sid is refused, and a waiting GET is released with a noop.
+    pub(super) gone: CancellationToken,
+    /// When `gone` was cancelled: a request that arrived before it was still in flight (the
+    /// reference server, single-threaded, would have taken it first), so it is answered as
+    /// one pending then, not refused.
+    pub(super) gone_at: OnceLock<Instant>,
+    /// When the session opened; `heard_ms` counts from here.
+    pub(super) born: Instant,
+    /// Milliseconds from `born` to the last POST: a GET past the ping deadline that follows
+    /// (interval plus timeout) finds the sid gone even if the session's timer has not fired
+    /// yet, as engine.io's own timer would have.
+    pub(super) heard_ms: AtomicU64,
     /// Where an upgrade hands its WebSocket to the writer task.
     pub(super) hand_over: Mutex<Option<oneshot::Sender<WsSink>>>,
     pub(super) counters: LegCounters,
@@ -81,6 +97,10 @@ impl Shared {
             probing: watch::Sender::new(false),
             upgraded: CancellationToken::new(),
             finished: CancellationToken::new(),
+            gone: CancellationToken::new(),
+            gone_at: OnceLock::new(),
+            born: Instant::now(),
+            heard_ms: AtomicU64::new(0),
             hand_over: Mutex::new(Some(hand_tx)),
             counters,
         };
@@ -92,6 +112,29 @@ impl Shared {
             hand_over: hand_rx,
         };
         (shared, ends)
+    }
+
+    /// The sid is gone from now on (see [`Shared::gone`]).
+    pub(super) fn set_gone(&self) {
+        let _ = self.gone_at.set(Instant::now());
+        self.gone.cancel();
+    }
+
+    /// Whether the sid was gone before a request that arrived at `arrived`.
+    pub(super) fn gone_before(&self, arrived: Instant) -> bool {
+        self.gone_at.get().is_some_and(|at| *at <= arrived)
+    }
+
+    /// A POST was received.
+    pub(super) fn heard(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heard_ms.store(ms, Ordering::Release);
+    }
+
+    /// Whether nothing was POSTed for `limit` (the ping interval plus timeout) before `at`.
+    pub(super) fn silent_for(&self, limit: Duration, at: Instant) -> bool {
+        let heard = Duration::from_millis(self.heard_ms.load(Ordering::Acquire));
+        at.saturating_duration_since(self.born) >= heard.saturating_add(limit)
     }
 
     pub(super) fn transport(&self) -> u8 {

@@ -207,3 +207,35 @@ fn oversize_websocket_message_is_left_to_the_session() {
         Some(Err(LinkError::Closed(None)))
     ));
 }
+
+#[test]
+fn a_gone_sid_refuses_only_what_arrived_after() {
+    use std::time::{Duration, Instant};
+    let (shared, _ends) = Shared::new(4, LegCounters::new("test", "socketio", "downstream"));
+    let before = Instant::now();
+    assert!(!shared.gone_before(before));
+    std::thread::sleep(Duration::from_millis(2));
+    shared.set_gone();
+    assert!(shared.gone.is_cancelled());
+    // In flight when the sid went: answered as the pending request.
+    assert!(!shared.gone_before(before));
+    assert!(shared.gone_before(Instant::now()));
+    // The first time counts.
+    let at = *shared.gone_at.get().unwrap();
+    shared.set_gone();
+    assert_eq!(*shared.gone_at.get().unwrap(), at);
+}
+
+#[test]
+fn the_ping_deadline_runs_from_the_last_post() {
+    use std::time::Duration;
+    let (shared, _ends) = Shared::new(4, LegCounters::new("test", "socketio", "downstream"));
+    let limit = Duration::from_millis(500);
+    let born = shared.born;
+    assert!(!shared.silent_for(limit, born + Duration::from_millis(499)));
+    assert!(shared.silent_for(limit, born + Duration::from_millis(500)));
+    std::thread::sleep(Duration::from_millis(20));
+    shared.heard();
+    assert!(!shared.silent_for(limit, born + Duration::from_millis(510)));
+    assert!(shared.silent_for(limit, born + Duration::from_millis(1000)));
+}

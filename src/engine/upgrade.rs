@@ -20,8 +20,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use super::Engine;
 use super::shared::{POLLING, Shared, UPGRADING, WEBSOCKET, WsSink};
-use super::{Code, Engine, error};
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio;
 use crate::handshake::{Upgraded, Upgrader};
@@ -84,11 +84,20 @@ impl Engine {
         up: Upgrader,
         shared: Arc<Shared>,
     ) -> Response<Full<Bytes>> {
-        let Some(guard) = UpgradeGuard::begin(shared) else {
-            // Already upgrading or upgraded.
-            return error(Code::BadRequest);
-        };
         let write_timeout = self.ctx.write_timeout;
+        let Some(guard) = UpgradeGuard::begin(shared) else {
+            // Already upgrading or upgraded: engine.io completes this handshake and closes
+            // the new socket at once, leaving the session as it was.
+            return up.upgrade(
+                req,
+                Some(Box::new(move |upgraded: Upgraded, _route, _shutdown| {
+                    Box::pin(async move {
+                        let mut ws = upgraded.ws;
+                        let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
+                    })
+                })),
+            );
+        };
         // The guard lives in the closure, then in the probe: a refused handshake or an
         // upgrade hyper never completes drops it with the closure.
         up.upgrade(

@@ -188,6 +188,11 @@ impl Conn {
                 channel,
                 params,
             } => self.subscribe(sub, channel, &params, out),
+            // Argument-list shapes pass only between Socket.IO legs, never to the hub.
+            op @ (ClientOp::Join { .. }
+            | ClientOp::Leave { .. }
+            | ClientOp::Emit { .. }
+            | ClientOp::Answer { .. }) => out.extend(op.shape_refusal()),
             ClientOp::Unsubscribe { sub } => {
                 if let Some(s) = self.subs.remove(&sub) {
                     self.hub

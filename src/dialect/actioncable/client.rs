@@ -402,6 +402,11 @@ impl ClientRole for CableClient {
             Err(e) => return self.fail(e, out),
         };
         match op {
+            // Argument-list shapes pass only between legs of that shape, never to this one.
+            op @ (ClientOp::Join { .. }
+            | ClientOp::Leave { .. }
+            | ClientOp::Emit { .. }
+            | ClientOp::Answer { .. }) => out.events.extend(op.shape_refusal()),
             ClientOp::Connect { credentials } => self.credentials = credentials,
             // Action Cable authenticates only at the upgrade.
             ClientOp::Reauth { .. } => out.events.push(BackendEvent::Refused(ErrorInfo::new(

@@ -273,6 +273,12 @@ impl ServerRole for CableServer {
             return;
         }
         match ev {
+            // Argument-list shapes pass only between legs of that shape, never to this one.
+            BackendEvent::Joined { .. }
+            | BackendEvent::JoinFailed { .. }
+            | BackendEvent::Left { .. }
+            | BackendEvent::Emit { .. }
+            | BackendEvent::Answered { .. } => {}
             BackendEvent::Ready { .. } => {
                 if self.state == State::Connecting {
                     self.state = State::Open;

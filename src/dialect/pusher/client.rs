@@ -594,6 +594,11 @@ impl ClientRole for PusherClient {
             Err(e) => return self.fail(e, out),
         };
         match op {
+            // Argument-list shapes pass only between legs of that shape, never to this one.
+            op @ (ClientOp::Join { .. }
+            | ClientOp::Leave { .. }
+            | ClientOp::Emit { .. }
+            | ClientOp::Answer { .. }) => out.events.extend(op.shape_refusal()),
             ClientOp::Connect { credentials } => self.credentials = credentials,
             // Pusher signin would need the user data signed by the app: not forwarded.
             ClientOp::Reauth { .. } => out.events.push(BackendEvent::Refused(ErrorInfo::new(

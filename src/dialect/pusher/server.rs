@@ -571,6 +571,12 @@ impl ServerRole for PusherServer {
             return;
         }
         match ev {
+            // Argument-list shapes pass only between legs of that shape, never to this one.
+            BackendEvent::Joined { .. }
+            | BackendEvent::JoinFailed { .. }
+            | BackendEvent::Left { .. }
+            | BackendEvent::Emit { .. }
+            | BackendEvent::Answered { .. } => {}
             BackendEvent::Ready { .. } => {
                 if let Some(user_data) = self.signin_pending.take() {
                     self.signin_success(&user_data, out);

@@ -476,6 +476,11 @@ impl ClientRole for ScClient {
             Err(e) => return self.fail(e, out),
         };
         match op {
+            // Argument-list shapes pass only between legs of that shape, never to this one.
+            op @ (ClientOp::Join { .. }
+            | ClientOp::Leave { .. }
+            | ClientOp::Emit { .. }
+            | ClientOp::Answer { .. }) => out.events.extend(op.shape_refusal()),
             ClientOp::Connect { credentials } => self.credentials = credentials,
             ClientOp::Reauth { credentials } => {
                 let Some(token) = credentials.token else {

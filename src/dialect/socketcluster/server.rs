@@ -527,6 +527,12 @@ impl ServerRole for ScServer {
             return;
         }
         match ev {
+            // Argument-list shapes pass only between legs of that shape, never to this one.
+            BackendEvent::Joined { .. }
+            | BackendEvent::JoinFailed { .. }
+            | BackendEvent::Left { .. }
+            | BackendEvent::Emit { .. }
+            | BackendEvent::Answered { .. } => {}
             BackendEvent::Ready { .. } => self.on_ready(out),
             BackendEvent::Subscribed { sub, .. } => {
                 if let Some(cid) = self.sub_cids.remove(&sub) {

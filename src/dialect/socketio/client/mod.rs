@@ -6,6 +6,9 @@
 //! carry), stripping connection-state-recovery offsets, and turning CONNECT_ERROR/DISCONNECT
 //! into neutral errors.
 //!
+//! Toward a Socket.IO client ([`Settings::scoped`]) the client's namespaces and packet shapes
+//! are carried instead of one namespace and single payloads (`scoped.rs`).
+//!
 //! Must not touch: I/O, timers, naming (the translator has already rewritten names).
 //!
 //! # Layout
@@ -16,12 +19,15 @@
 //!   awaited), and the answers to the backend's own ack requests.
 //! - `inbound.rs`: Socket.IO packets from the backend: the CONNECT reply or refusal, events
 //!   (recovery offsets stripped, binary resolved to one payload), acks of our emits.
+//! - `scoped.rs`: toward a Socket.IO client ([`Settings::scoped`]): its namespaces joined
+//!   one for one over the one connection, events and acks forwarded in their shape.
 //! - `role.rs`: the [`ClientRole`](crate::dialect::ClientRole) impl: Engine.IO packets, ops
 //!   held until the namespace is joined, keepalive and ack timeouts.
 
 mod emit;
 mod inbound;
 mod role;
+mod scoped;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)] // a failing index in a test is a failing test
 mod tests;
@@ -52,6 +58,10 @@ pub struct Settings {
     pub max_queued_ops: usize,
     /// Most bytes of those operations ([`ClientOp::held_bytes`]).
     pub max_queued_bytes: usize,
+    /// The downstream client speaks Socket.IO too: the session is the Engine.IO connection,
+    /// its namespaces are joined one for one as the client joins them (`namespace` is not
+    /// used), and events and acks keep their shape, ack ids always carried.
+    pub scoped: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +73,7 @@ impl Default for Settings {
             max_attachments: 10,
             max_queued_ops: 1024,
             max_queued_bytes: 4 << 20,
+            scoped: false,
         }
     }
 }
@@ -99,6 +110,8 @@ pub struct SocketioClient {
     next_ack: u64,
     /// Our ack id → the reply it answers.
     pending: Pending<u64, ReplyId>,
+    /// Scoped mode: the namespaces joined (or being joined) on the backend.
+    scopes: Vec<Bytes>,
     copied: u64,
 }
 
@@ -118,6 +131,7 @@ impl SocketioClient {
             recovery: false,
             next_ack: 0,
             pending: Pending::new(MAX_PENDING_ACKS),
+            scopes: Vec::new(),
             copied: 0,
         }
     }
@@ -186,6 +200,9 @@ impl SocketioClient {
             if let ClientOp::Publish {
                 reply: Some(Reply { id, .. }),
                 ..
+            }
+            | ClientOp::Emit {
+                reply: Some(id), ..
             } = op
             {
                 out.events.push(BackendEvent::Reply {

@@ -85,6 +85,26 @@ impl ClientRole for SocketioClient {
             } => {
                 self.publish(channel, args, payload, reply, now, out);
             }
+            op @ (ClientOp::Join { .. }
+            | ClientOp::Leave { .. }
+            | ClientOp::Emit { .. }
+            | ClientOp::Answer { .. }) => {
+                if self.settings.scoped {
+                    self.on_scoped_op(op, now, out);
+                } else {
+                    out.events.extend(op.shape_refusal());
+                }
+            }
+            // Scoped: the client closed its transport, and so does the proxy (no `41`s, as
+            // socket.io-client sends none when its connection drops).
+            ClientOp::Disconnect if self.settings.scoped => {
+                self.state = State::Closed;
+                self.fail_pending(
+                    &ErrorInfo::new(ErrorKind::Unavailable, "client disconnected"),
+                    out,
+                );
+                out.close = Some(Close::normal());
+            }
             ClientOp::Disconnect => {
                 let p = Packet {
                     kind: PacketType::Disconnect,
@@ -137,6 +157,9 @@ impl ClientRole for SocketioClient {
                 self.keepalive.expect_within = Some(Duration::from_millis(
                     info.ping_interval.saturating_add(info.ping_timeout),
                 ));
+                if self.settings.scoped {
+                    return self.open_scoped(out);
+                }
                 self.state = State::Connecting;
                 let p = Packet {
                     kind: PacketType::Connect,
@@ -156,6 +179,7 @@ impl ClientRole for SocketioClient {
                 out,
             ),
             Eio::Message(text) => match self.decoder.decode_text(text) {
+                Ok(Some(p)) if self.settings.scoped => self.on_sio_scoped(p, out),
                 Ok(Some(p)) => self.on_sio(p, out),
                 Ok(None) => {}
                 Err(e) => self.fail(
@@ -164,6 +188,7 @@ impl ClientRole for SocketioClient {
                 ),
             },
             Eio::Binary(data) => match self.decoder.decode_binary(data) {
+                Ok(Some(p)) if self.settings.scoped => self.on_sio_scoped(p, out),
                 Ok(Some(p)) => self.on_sio(p, out),
                 Ok(None) => {}
                 Err(e) => self.fail(

@@ -638,3 +638,161 @@ fn ops_before_ready_are_held_within_a_byte_budget() {
         "{out:?}"
     );
 }
+
+/// Scoped mode: ready at `open`, no namespace of its own.
+fn scoped() -> SocketioClient {
+    let mut c = SocketioClient::new(
+        Settings {
+            scoped: true,
+            ..Default::default()
+        },
+        Credentials::default(),
+    );
+    let mut out = ClientOut::default();
+    // Ops before `open` wait for it.
+    c.on_op(
+        ClientOp::Join {
+            scope: Bytes::from("/custom"),
+            auth: Some(Bytes::from(r#"{"token":"c"}"#)),
+        },
+        Instant::now(),
+        &mut out,
+    );
+    assert!(out.to_backend.is_empty());
+    c.on_backend(txt(OPEN), Instant::now(), &mut out);
+    assert_eq!(out.events, vec![BackendEvent::Ready { session: None }]);
+    let sent: Vec<String> = out.to_backend.iter().map(s).collect();
+    assert_eq!(sent, [r#"40/custom,{"token":"c"}"#]);
+    c
+}
+
+#[test]
+fn scoped_namespaces_and_their_answers() {
+    let mut c = scoped();
+    let mut out = ClientOut::default();
+    c.on_op(
+        ClientOp::Join {
+            scope: Bytes::from("/"),
+            auth: None,
+        },
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(s(&out.to_backend[0]), "40");
+    let mut out = ClientOut::default();
+    for m in [
+        r#"40/custom,{"sid":"S"}"#,
+        r#"44{"message":"no"}"#,
+        "41/custom,",
+    ] {
+        c.on_backend(txt(m), Instant::now(), &mut out);
+    }
+    assert_eq!(
+        out.events,
+        vec![
+            BackendEvent::Joined {
+                scope: Bytes::from("/custom"),
+                data: Some(Bytes::from(r#"{"sid":"S"}"#)),
+            },
+            BackendEvent::JoinFailed {
+                scope: Bytes::from("/"),
+                data: Some(Bytes::from(r#"{"message":"no"}"#)),
+            },
+            BackendEvent::Left {
+                scope: Bytes::from("/custom"),
+            },
+        ]
+    );
+    assert!(out.close.is_none());
+}
+
+#[test]
+fn scoped_emits_and_acks_keep_their_shape() {
+    use crate::frame::Shaped;
+    let mut c = scoped();
+    let mut out = ClientOut::default();
+    c.on_op(
+        ClientOp::Emit {
+            scope: Bytes::from("/custom"),
+            values: Shaped {
+                list: Bytes::from(r#"["m",1,{"_placeholder":true,"num":0}]"#),
+                attachments: vec![Bytes::from_static(b"\x07")],
+            },
+            reply: Some(5),
+        },
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(
+        out.to_backend,
+        vec![
+            txt(r#"451-/custom,0["m",1,{"_placeholder":true,"num":0}]"#),
+            WsMsg::Binary(Bytes::from_static(b"\x07")),
+        ]
+    );
+    assert!(
+        out.events.is_empty(),
+        "answered by the backend, not on write"
+    );
+    let mut out = ClientOut::default();
+    c.on_backend(txt(r#"43/custom,0[1,"2"]"#), Instant::now(), &mut out);
+    assert_eq!(
+        out.events,
+        vec![BackendEvent::Answered {
+            id: 5,
+            values: Shaped {
+                list: Bytes::from(r#"[1,"2"]"#),
+                attachments: vec![],
+            },
+        }]
+    );
+    // The backend asks for an ack; the client's answer goes back in that namespace.
+    let mut out = ClientOut::default();
+    c.on_backend(txt(r#"42/custom,17["q"]"#), Instant::now(), &mut out);
+    let Some(BackendEvent::Emit {
+        scope,
+        values,
+        ack: Some(token),
+    }) = out.events.pop()
+    else {
+        panic!("{:?}", out.events)
+    };
+    assert_eq!(
+        (scope.as_ref(), values.list.as_ref()),
+        (&b"/custom"[..], &br#"["q"]"#[..])
+    );
+    let mut out = ClientOut::default();
+    c.on_op(
+        ClientOp::Answer {
+            token,
+            values: Shaped {
+                list: Bytes::from(r#"["a",2]"#),
+                attachments: vec![],
+            },
+        },
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(out.to_backend, vec![txt(r#"43/custom,17["a",2]"#)]);
+    assert_eq!(c.take_copied(), 0);
+}
+
+#[test]
+fn unscoped_refuses_shaped_ops() {
+    let mut c = connected(Settings::default());
+    let mut out = ClientOut::default();
+    c.on_op(
+        ClientOp::Emit {
+            scope: Bytes::from("/"),
+            values: crate::frame::Shaped::default(),
+            reply: Some(3),
+        },
+        Instant::now(),
+        &mut out,
+    );
+    assert!(out.to_backend.is_empty());
+    assert!(matches!(
+        out.events.as_slice(),
+        [BackendEvent::Reply { id: 3, result: Err(e) }] if e.kind == ErrorKind::Untranslatable
+    ));
+}

@@ -113,9 +113,10 @@ fn parse(text: &Bytes, max_attachments: usize) -> Result<(Packet, usize), SioErr
     }
 
     let nsp = if rest.first() == Some(&b'/') {
+        // Up to the `,` or the end, as the reference parser reads it (`40/custom` is valid).
         let mut parts = rest.splitn(2, |&c| c == b',');
         let nsp = parts.next().unwrap_or_default();
-        rest = parts.next().ok_or(SioError::BadNamespace)?;
+        rest = parts.next().unwrap_or_default();
         std::str::from_utf8(nsp).map_err(|_| SioError::BadNamespace)?;
         text.slice_ref(nsp)
     } else {

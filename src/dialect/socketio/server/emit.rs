@@ -28,6 +28,9 @@ impl SocketioServer {
             // socket.io 4.8 server closes the whole connection on any decode error.
             return self.close(1002, "parse error", true, out);
         }
+        if self.settings.shapes {
+            return self.emit_shaped(p, out);
+        }
         match name.as_str() {
             "subscribe" => self.on_subscribe(&p.nsp, p.id, args.first(), out),
             "unsubscribe" => self.on_unsubscribe(&p.nsp, p.id, args.first(), out),

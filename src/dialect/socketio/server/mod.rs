@@ -1,6 +1,10 @@
 //! The Socket.IO server role: the proxy plays a Socket.IO v4 server (protocol 5 over
 //! Engine.IO 4) for downstream clients.
 //!
+//! Two conventions, by upstream: toward a Socket.IO upstream ([`Settings::shapes`]) packets
+//! keep their shape and namespaces are joined upstream one for one (`shaped.rs`); toward
+//! any other dialect, what follows: single payloads, one upstream identity.
+//!
 //! Owns: the Engine.IO ping/pong duty and liveness deadlines (the connect timeout, absolute
 //! from the session's start, before the first namespace CONNECT), namespace CONNECT/DISCONNECT
 //! (the `40{"sid":..}` reply held until the upstream is ready, `44` refusals, and one upstream
@@ -28,6 +32,8 @@
 //! - `delivery.rs`: backend messages emitted to the client, and the client's acks the backend
 //!   asked for.
 //! - `wire.rs`: writing Socket.IO packets as Engine.IO messages (events, acks, error acks).
+//! - `shaped.rs`: toward a Socket.IO upstream ([`Settings::shapes`]): namespaces joined
+//!   upstream one for one, events and acks forwarded in their shape.
 //! - `role.rs`: the [`ServerRole`](crate::dialect::ServerRole) impl: Engine.IO packets,
 //!   backend events, keepalive and deadlines.
 
@@ -35,6 +41,7 @@ mod delivery;
 mod emit;
 mod namespaces;
 mod role;
+mod shaped;
 mod subscriptions;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)] // a failing index in a test is a failing test
@@ -76,6 +83,10 @@ pub struct Settings {
     pub max_subscriptions: usize,
     /// Most emits waiting for their ack at once.
     pub max_pending_acks: usize,
+    /// The upstream is Socket.IO too: namespaces are joined upstream one for one (each with
+    /// its own auth), and events and acks keep their shape (every argument, attachments in
+    /// place, ack ids) instead of becoming single payloads.
+    pub shapes: bool,
 }
 
 impl Default for Settings {
@@ -90,9 +101,14 @@ impl Default for Settings {
             auto_subscribe: Vec::new(),
             max_subscriptions: 256,
             max_pending_acks: 1024,
+            shapes: false,
         }
     }
 }
+
+/// The close reason of a client that missed its ping deadline: the Engine.IO transport drops
+/// such a session's sid at once, as engine.io does.
+pub const PING_TIMEOUT: &str = "ping timeout";
 
 /// How long an ack the client owes the backend is remembered.
 const BACKEND_ACK_TTL: Duration = Duration::from_secs(120);
@@ -142,6 +158,8 @@ pub struct SocketioServer {
     token: Option<Bytes>,
     /// Whether `ClientOp::Connect` went upstream (so a close says `Disconnect`).
     connect_sent: bool,
+    /// Shapes mode: the upstream said `Ready` (it may, before any namespace CONNECT).
+    upstream_ready: bool,
     subs: HashMap<SubId, Sub>,
     next_sub: SubId,
     /// Publish reply id → (namespace, the client's ack id).
@@ -184,6 +202,7 @@ impl SocketioServer {
             auth: None,
             token: None,
             connect_sent: false,
+            upstream_ready: false,
             subs: HashMap::new(),
             next_sub: 1,
             replies: HashMap::new(),
@@ -221,6 +240,7 @@ impl SocketioServer {
     fn on_packet(&mut self, p: Packet, out: &mut ServerOut) {
         match p.kind {
             PacketType::Connect => self.on_connect(p, out),
+            PacketType::Disconnect if self.settings.shapes => self.leave_shaped(&p.nsp, out),
             PacketType::Disconnect => self.on_leave(&p.nsp, out),
             PacketType::Event | PacketType::BinaryEvent => {
                 if self.nsp_index(&p.nsp).is_none() {
@@ -228,6 +248,9 @@ impl SocketioServer {
                     return self.close(1002, "invalid state", true, out);
                 }
                 self.on_event(p, out);
+            }
+            PacketType::Ack | PacketType::BinaryAck if self.settings.shapes => {
+                self.answer_shaped(p, out)
             }
             PacketType::Ack | PacketType::BinaryAck => self.on_client_ack(p, out),
             PacketType::ConnectError => self.close(1002, "invalid state", true, out),

@@ -43,6 +43,9 @@ impl SocketioServer {
             }
             return;
         }
+        if self.settings.shapes {
+            return self.join_shaped(p, out);
+        }
         let token = p
             .data
             .as_ref()
@@ -134,6 +137,14 @@ impl SocketioServer {
     }
 
     pub(super) fn on_ready(&mut self, out: &mut ServerOut) {
+        if self.settings.shapes {
+            // Each namespace's `40` is the backend's own, on `Joined`.
+            self.upstream_ready = true;
+            if self.state == State::Connecting {
+                self.state = State::Ready;
+            }
+            return;
+        }
         if self.state != State::Connecting {
             return;
         }

@@ -33,6 +33,12 @@ impl ServerRole for SocketioServer {
         Some(crate::dialect::shape_key(&[b"socketio", nsp]))
     }
 
+    fn on_start(&mut self, _now: Instant, out: &mut ServerOut) {
+        if self.settings.shapes {
+            self.open_shaped(out);
+        }
+    }
+
     fn on_client(&mut self, msg: WsMsg, now: Instant, out: &mut ServerOut) {
         if self.state == State::Closed {
             return;
@@ -109,6 +115,11 @@ impl ServerRole for SocketioServer {
             | BackendEvent::AuthChanged { .. }
             | BackendEvent::SubscriptionCount { .. } => {}
             BackendEvent::Reply { id, result } => self.on_reply(id, result, out),
+            ev @ (BackendEvent::Joined { .. }
+            | BackendEvent::JoinFailed { .. }
+            | BackendEvent::Left { .. }
+            | BackendEvent::Emit { .. }
+            | BackendEvent::Answered { .. }) => self.on_shaped_event(ev, now, out),
             BackendEvent::Error(e) | BackendEvent::Closing { reason: e, .. } => {
                 self.upstream_failed(&e, out);
             }
@@ -140,10 +151,12 @@ impl ServerRole for SocketioServer {
             // CONNECT must not keep an idle connection open. The session measures silence
             // from the last receive, so the remaining time is counted from there. (`expire`
             // enforces the same deadline, should the session's clock start a little later.)
+            // Pings are owed before a CONNECT too: the sooner deadline applies.
             State::AwaitConnect => match self.last_recv {
                 Some(last) => self.connect_deadline.saturating_duration_since(last),
                 None => s.connect_timeout,
-            },
+            }
+            .min(s.ping_interval.saturating_add(s.ping_timeout)),
             State::Connecting | State::Ready => s.ping_interval.saturating_add(s.ping_timeout),
         };
         Keepalive {
@@ -158,10 +171,17 @@ impl ServerRole for SocketioServer {
     }
 
     fn on_peer_silent(&mut self, out: &mut ServerOut) {
-        let reason = if self.state == State::AwaitConnect {
+        // Before a CONNECT, whichever deadline was the sooner one ran out.
+        let s = &self.settings;
+        let connect_left = match self.last_recv {
+            Some(last) => self.connect_deadline.saturating_duration_since(last),
+            None => s.connect_timeout,
+        };
+        let connect_first = connect_left <= s.ping_interval.saturating_add(s.ping_timeout);
+        let reason = if self.state == State::AwaitConnect && connect_first {
             "connect timeout"
         } else {
-            "ping timeout"
+            super::PING_TIMEOUT
         };
         self.close(1000, reason, true, out);
     }

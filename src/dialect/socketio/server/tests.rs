@@ -1134,3 +1134,208 @@ fn refusals_are_connect_errors_per_namespace_or_server_disconnects() {
     assert_eq!(out.close.unwrap().code, 1008);
     assert_eq!(out.ops, vec![ClientOp::Disconnect]);
 }
+
+/// Toward a Socket.IO upstream: a role whose packets keep their shape.
+fn shaped_role() -> SocketioServer {
+    role_with(Settings {
+        namespaces: vec!["/".into(), "/admin".into()],
+        shapes: true,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn shaped_namespaces_are_joined_one_for_one_with_their_own_auth() {
+    let mut r = shaped_role();
+    // The upstream is opened with the Engine.IO session, as socket.io has its connection
+    // before any namespace; Ready alone answers nothing: each `40` is the backend's.
+    let mut out = ServerOut::default();
+    r.on_start(Instant::now(), &mut out);
+    assert_eq!(
+        out.ops,
+        vec![ClientOp::Connect {
+            credentials: Credentials {
+                token: Some(Bytes::from("upgrade-tok")),
+                ..Default::default()
+            }
+        }]
+    );
+    assert!(texts(&backend(&mut r, BackendEvent::Ready { session: None })).is_empty());
+    let out = feed(&mut r, r#"40/admin,{"token":"a"}"#);
+    assert!(out.to_client.is_empty());
+    assert_eq!(
+        out.ops,
+        vec![ClientOp::Join {
+            scope: Bytes::from("/admin"),
+            auth: Some(Bytes::from(r#"{"token":"a"}"#)),
+        }]
+    );
+    // Another namespace, other auth: joined too, no Connect.
+    let out = feed(&mut r, r#"40{"token":"b"}"#);
+    assert_eq!(
+        out.ops,
+        vec![ClientOp::Join {
+            scope: Bytes::from("/"),
+            auth: Some(Bytes::from(r#"{"token":"b"}"#)),
+        }]
+    );
+    let joined = |scope: &str, data: &str| BackendEvent::Joined {
+        scope: Bytes::from(scope.to_owned()),
+        data: Some(Bytes::from(data.to_owned())),
+    };
+    let out = backend(&mut r, joined("/admin", r#"{"sid":"B1"}"#));
+    assert_eq!(texts(&out), [r#"40/admin,{"sid":"B1"}"#]);
+    let out = backend(
+        &mut r,
+        BackendEvent::JoinFailed {
+            scope: Bytes::from("/"),
+            data: Some(Bytes::from(r#"{"message":"no","data":{"x":1}}"#)),
+        },
+    );
+    assert_eq!(texts(&out), [r#"44{"message":"no","data":{"x":1}}"#]);
+    assert!(out.close.is_none());
+    // Unlisted: refused here, as socket.io refuses unknown namespaces.
+    let out = feed(&mut r, "40/random");
+    assert_eq!(
+        texts(&out),
+        [r#"44/random,{"message":"Invalid namespace"}"#]
+    );
+    assert!(out.ops.is_empty());
+    // The backend ends `/admin`: `41` in it; the connection goes on.
+    let out = backend(
+        &mut r,
+        BackendEvent::Left {
+            scope: Bytes::from("/admin"),
+        },
+    );
+    assert_eq!(texts(&out), ["41/admin,"]);
+    assert!(out.close.is_none());
+}
+
+#[test]
+fn shaped_events_and_acks_go_as_they_came() {
+    let mut r = shaped_role();
+    feed(&mut r, "40");
+    backend(&mut r, BackendEvent::Ready { session: None });
+    backend(
+        &mut r,
+        BackendEvent::Joined {
+            scope: Bytes::from("/"),
+            data: None,
+        },
+    );
+    let out = feed(&mut r, r#"4212["message",1,"2",{"3":[true]}]"#);
+    let ClientOp::Emit {
+        scope,
+        values,
+        reply: Some(rid),
+    } = out.ops.into_iter().next().unwrap()
+    else {
+        panic!("an emit with a reply id")
+    };
+    assert_eq!(scope, "/");
+    assert_eq!(values.list, r#"["message",1,"2",{"3":[true]}]"#);
+    assert!(values.attachments.is_empty());
+    assert_eq!(r.take_copied(), 0);
+    // The backend's answer, binary included, under the client's own ack id.
+    let out = backend(
+        &mut r,
+        BackendEvent::Answered {
+            id: rid,
+            values: crate::frame::Shaped {
+                list: Bytes::from(r#"[1,{"_placeholder":true,"num":0}]"#),
+                attachments: vec![Bytes::from_static(b"\x01")],
+            },
+        },
+    );
+    assert_eq!(
+        out.to_client,
+        vec![
+            txt(r#"461-12[1,{"_placeholder":true,"num":0}]"#),
+            WsMsg::Binary(Bytes::from_static(b"\x01")),
+        ]
+    );
+    // Binary from the client: the array and attachments as they came.
+    let mut out = feed(
+        &mut r,
+        r#"452-["m",{"_placeholder":true,"num":1},{"_placeholder":true,"num":0}]"#,
+    );
+    assert!(out.ops.is_empty());
+    r.on_client(
+        WsMsg::Binary(Bytes::from_static(b"a")),
+        Instant::now(),
+        &mut out,
+    );
+    r.on_client(
+        WsMsg::Binary(Bytes::from_static(b"b")),
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(
+        out.ops,
+        vec![ClientOp::Emit {
+            scope: Bytes::from("/"),
+            values: crate::frame::Shaped {
+                list: Bytes::from(
+                    r#"["m",{"_placeholder":true,"num":1},{"_placeholder":true,"num":0}]"#
+                ),
+                attachments: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+            },
+            reply: None,
+        }]
+    );
+    // A placeholder naming no attachment is the reference parser's "illegal attachments".
+    let mut out = feed(&mut r, r#"451-["m",{"_placeholder":true,"num":3}]"#);
+    r.on_client(
+        WsMsg::Binary(Bytes::from_static(b"a")),
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(out.close.map(|c| c.code), Some(1002));
+}
+
+#[test]
+fn shaped_backend_ack_requests_are_answered_by_the_client() {
+    let mut r = shaped_role();
+    feed(&mut r, "40");
+    backend(&mut r, BackendEvent::Ready { session: None });
+    backend(
+        &mut r,
+        BackendEvent::Joined {
+            scope: Bytes::from("/"),
+            data: None,
+        },
+    );
+    let out = backend(
+        &mut r,
+        BackendEvent::Emit {
+            scope: Bytes::from("/"),
+            values: crate::frame::Shaped {
+                list: Bytes::from(r#"["q",1,2]"#),
+                attachments: vec![],
+            },
+            ack: Some(Bytes::from("9/")),
+        },
+    );
+    assert_eq!(texts(&out), [r#"420["q",1,2]"#]);
+    let out = feed(&mut r, r#"430["a","b"]"#);
+    assert_eq!(
+        out.ops,
+        vec![ClientOp::Answer {
+            token: Bytes::from("9/"),
+            values: crate::frame::Shaped {
+                list: Bytes::from(r#"["a","b"]"#),
+                attachments: vec![],
+            },
+        }]
+    );
+    // Leaving the last namespace keeps the connection, as socket.io does.
+    let out = feed(&mut r, "41");
+    assert_eq!(
+        out.ops,
+        vec![ClientOp::Leave {
+            scope: Bytes::from("/")
+        }]
+    );
+    assert!(out.close.is_none());
+}

@@ -61,6 +61,11 @@ impl ClientRole for StompClient {
             _ => {}
         }
         match op {
+            // Argument-list shapes pass only between legs of that shape, never to this one.
+            op @ (ClientOp::Join { .. }
+            | ClientOp::Leave { .. }
+            | ClientOp::Emit { .. }
+            | ClientOp::Answer { .. }) => out.events.extend(op.shape_refusal()),
             ClientOp::Connect { .. } => {}
             // STOMP authenticates once, at CONNECT.
             ClientOp::Reauth { .. } => out.events.push(BackendEvent::Refused(ErrorInfo::new(

@@ -71,6 +71,12 @@ impl ServerRole for StompServer {
             return;
         }
         match ev {
+            // Argument-list shapes pass only between legs of that shape, never to this one.
+            BackendEvent::Joined { .. }
+            | BackendEvent::JoinFailed { .. }
+            | BackendEvent::Left { .. }
+            | BackendEvent::Emit { .. }
+            | BackendEvent::Answered { .. } => {}
             BackendEvent::Ready { session } => {
                 if self.state != State::Connecting {
                     return;
