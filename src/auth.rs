@@ -248,6 +248,42 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Admit a join of one more scope (a Socket.IO namespace CONNECT on a route whose legs
+    /// keep packet shapes) with its own auth object: its `token` field, else the session's
+    /// upgrade credentials in `base`, is verified as a Connect's would be. Returns the auth
+    /// object the backend gets (without its token under `forward_token = false`).
+    pub fn admit_scope(
+        &self,
+        auth: Option<&Bytes>,
+        base: &Credentials,
+    ) -> Result<Option<Bytes>, Refusal> {
+        let mut c = Credentials {
+            token: auth
+                .and_then(|a| token_field(a))
+                .or_else(|| base.token.clone()),
+            cookie: base.cookie.clone(),
+            auth_json: auth.cloned(),
+            ..Default::default()
+        };
+        self.admit(&mut c)?;
+        Ok(c.auth_json)
+    }
+}
+
+/// The string `token` field of a JSON auth object.
+fn token_field(auth: &[u8]) -> Option<Bytes> {
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        token: Option<String>,
+    }
+    serde_json::from_slice::<Auth>(auth)
+        .ok()?
+        .token
+        .filter(|t| !t.is_empty())
+        .map(Bytes::from)
+}
+
 /// What `switchboard check` adds to the config's own validation: every `[route.auth]` can be
 /// set up (its key file reads and parses as the algorithm's key, its secret's variable is set).
 pub fn check(config: &crate::config::Config, text: &str) -> Result<(), crate::config::ConfigError> {

@@ -398,6 +398,7 @@ fn socketio_server(r: &Route, _: Shared<'_>) -> ServerFactory {
             .collect(),
         // An upstream of the same dialect: namespaces and packets keep their shape.
         shapes: r.upstream.dialect == r.client,
+        defer_open: r.auth.is_some(),
         ..Default::default()
     };
     Arc::new(move |hs, now| {

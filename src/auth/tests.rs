@@ -577,3 +577,41 @@ fn a_forwarded_cookie_token_becomes_the_bearer_token() {
     // The cookie itself goes along, as any cookie does.
     assert!(c.cookie.is_some());
 }
+
+#[test]
+fn a_scope_joined_later_is_verified_with_its_own_token_or_the_sessions() {
+    let good = sign_hs(&valid_claims(), SECRET);
+    let forged = sign_hs(&valid_claims(), "another-secret-of-32-bytes-long!!");
+    let v = Verifier::new(&hs(SECRET)).unwrap();
+    let auth = |t: &str| Bytes::from(json!({"token": t, "room": 7}).to_string());
+    let none = Credentials::default();
+    // Its own token: verified, and the auth object goes on as it came.
+    assert_eq!(
+        v.admit_scope(Some(&auth(&good)), &none),
+        Ok(Some(auth(&good)))
+    );
+    // A forged one is refused even when the session's own token was good.
+    let session = Credentials {
+        token: Some(Bytes::from(good.clone())),
+        ..Default::default()
+    };
+    assert_eq!(
+        v.admit_scope(Some(&auth(&forged)), &session),
+        Err(Refusal::Invalid)
+    );
+    // No token of its own: the session's verified one stands for it.
+    let plain = Bytes::from_static(br#"{"room":7}"#);
+    assert_eq!(
+        v.admit_scope(Some(&plain), &session),
+        Ok(Some(plain.clone()))
+    );
+    assert_eq!(v.admit_scope(None, &none), Err(Refusal::Missing));
+    // forward_token = false: the backend gets the auth object without the token.
+    let mut cfg = hs(SECRET);
+    cfg.forward_token = false;
+    let v = Verifier::new(&cfg).unwrap();
+    assert_eq!(
+        v.admit_scope(Some(&auth(&good)), &none),
+        Ok(Some(Bytes::from_static(br#"{"room":7}"#)))
+    );
+}

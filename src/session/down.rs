@@ -79,6 +79,21 @@ impl Session {
             op => op,
         };
         let op = match op {
+            // The client was refused at its Connect: the join behind it has no session.
+            ClientOp::Join { .. } if self.done == Some(Outcome::Unauthorized) => return,
+            ClientOp::Join { scope, auth } if self.ctx.auth.is_some() => {
+                match self.authenticate_scope(&scope, auth) {
+                    Ok(auth) => ClientOp::Join { scope, auth },
+                    Err(refused) => {
+                        let mut out = ServerOut::default();
+                        self.server.on_backend(refused, Instant::now(), &mut out);
+                        return Box::pin(self.apply_server(out)).await;
+                    }
+                }
+            }
+            op => op,
+        };
+        let op = match op {
             ClientOp::Connect { credentials } if self.ctx.hub.is_some() => {
                 return Box::pin(self.attach_hub(credentials)).await;
             }
@@ -229,13 +244,47 @@ impl Session {
             credentials.identity = None;
             return Ok(());
         };
-        auth.admit(credentials).inspect_err(|why| {
+        let token = auth.token_of(credentials);
+        auth.admit(credentials)
+            .inspect(|()| self.verified_token = token)
+            .inspect_err(|why| {
+                m::auth_failed(&self.ctx.metrics.route, why.label());
+                tracing::info!(
+                    route = %self.ctx.metrics.route,
+                    reason = why.label(),
+                    "client refused by edge authentication"
+                );
+            })
+    }
+
+    /// Verify one more scope's own auth (a namespace CONNECT on a route whose legs keep
+    /// packet shapes) as a Connect's: its token, else the session's verified one. Returns the
+    /// auth the backend gets, or the refusal the client hears in that scope.
+    fn authenticate_scope(
+        &mut self,
+        scope: &bytes::Bytes,
+        auth: Option<bytes::Bytes>,
+    ) -> Result<Option<bytes::Bytes>, BackendEvent> {
+        let Some(verifier) = &self.ctx.auth else {
+            return Ok(auth);
+        };
+        let base = crate::frame::Credentials {
+            token: self.verified_token.clone(),
+            cookie: self.forward.0.clone(),
+            ..Default::default()
+        };
+        verifier.admit_scope(auth.as_ref(), &base).map_err(|why| {
             m::auth_failed(&self.ctx.metrics.route, why.label());
             tracing::info!(
                 route = %self.ctx.metrics.route,
                 reason = why.label(),
-                "client refused by edge authentication"
+                "scope refused by edge authentication"
             );
+            let message = serde_json::json!({ "message": why.to_string() }).to_string();
+            BackendEvent::JoinFailed {
+                scope: scope.clone(),
+                data: Some(bytes::Bytes::from(message)),
+            }
         })
     }
 

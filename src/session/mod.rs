@@ -223,6 +223,9 @@ pub struct Session {
     /// Set once the client connection is being closed; the loop then ends.
     done: Option<Outcome>,
     shutting: bool,
+    /// The token edge authentication verified for this session: a scope joined later
+    /// without a token of its own is the same client.
+    verified_token: Option<bytes::Bytes>,
     /// The client's message and byte rates, set once admitted.
     rate: ClientRate,
     /// The upstream leg's counters: the route's, plus this session's own counts.
@@ -265,6 +268,7 @@ impl Session {
             last_expire: now,
             done: None,
             shutting: false,
+            verified_token: None,
             rate: ClientRate::default(),
             up_counters: ctx_up_counters,
             peer: handshake.peer,

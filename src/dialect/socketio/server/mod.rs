@@ -87,6 +87,10 @@ pub struct Settings {
     /// its own auth), and events and acks keep their shape (every argument, attachments in
     /// place, ack ids) instead of becoming single payloads.
     pub shapes: bool,
+    /// The route verifies tokens at the edge: with [`Settings::shapes`] the upstream opens
+    /// with the first namespace CONNECT and its auth (which carries the token), not at the
+    /// Engine.IO session's start.
+    pub defer_open: bool,
 }
 
 impl Default for Settings {
@@ -102,6 +106,7 @@ impl Default for Settings {
             max_subscriptions: 256,
             max_pending_acks: 1024,
             shapes: false,
+            defer_open: false,
         }
     }
 }

@@ -34,8 +34,8 @@ impl ServerRole for SocketioServer {
     }
 
     fn on_start(&mut self, _now: Instant, out: &mut ServerOut) {
-        if self.settings.shapes {
-            self.open_shaped(out);
+        if self.settings.shapes && !self.settings.defer_open {
+            self.open_shaped(None, out);
         }
     }
 

@@ -26,7 +26,7 @@ impl SocketioServer {
     /// backend's.
     pub(super) fn join_shaped(&mut self, p: Packet, out: &mut ServerOut) {
         if self.state == State::AwaitConnect {
-            self.open_shaped(out);
+            self.open_shaped(p.data.as_ref(), out);
             self.auth = p.data.clone();
             self.primary = Some(p.nsp.clone());
             self.state = if self.upstream_ready {
@@ -47,19 +47,26 @@ impl SocketioServer {
 
     /// Open the upstream session (once): at the Engine.IO session's start, as a socket.io
     /// server has the connection before any namespace is joined, so the first CONNECT does
-    /// not wait for the dial.
-    pub(super) fn open_shaped(&mut self, out: &mut ServerOut) {
+    /// not wait for the dial; or, on a route that verifies tokens at the edge
+    /// ([`Settings::defer_open`](super::Settings::defer_open)), with the first CONNECT's
+    /// `auth`, whose token the session verifies before it dials.
+    pub(super) fn open_shaped(&mut self, auth: Option<&Bytes>, out: &mut ServerOut) {
         if self.connect_sent {
             return;
         }
+        let token = self
+            .upgrade_token
+            .clone()
+            .or_else(|| auth.and_then(|a| super::namespaces::auth_token(a)));
         out.ops.push(ClientOp::Connect {
             credentials: Credentials {
-                token: self.upgrade_token.clone(),
+                token: token.clone(),
+                auth_json: auth.cloned(),
                 ..Default::default()
             },
         });
         self.connect_sent = true;
-        self.token = self.upgrade_token.clone();
+        self.token = token;
     }
 
     /// The client left a namespace: so does the upstream. Unlike the single-payload mode the
