@@ -84,7 +84,11 @@ impl Session {
             ClientOp::Join { scope, auth } if self.ctx.auth.is_some() => {
                 match self.authenticate_scope(&scope, auth) {
                     Ok(auth) => ClientOp::Join { scope, auth },
-                    Err(refused) => {
+                    Err(why) => {
+                        let refused = BackendEvent::JoinFailed {
+                            scope,
+                            data: Some(why),
+                        };
                         let mut out = ServerOut::default();
                         self.server.on_backend(refused, Instant::now(), &mut out);
                         return Box::pin(self.apply_server(out)).await;
@@ -259,12 +263,12 @@ impl Session {
 
     /// Verify one more scope's own auth (a namespace CONNECT on a route whose legs keep
     /// packet shapes) as a Connect's: its token, else the session's verified one. Returns the
-    /// auth the backend gets, or the refusal the client hears in that scope.
+    /// auth the backend gets, or the refusal (raw JSON) the client hears in that scope.
     fn authenticate_scope(
         &mut self,
         scope: &bytes::Bytes,
         auth: Option<bytes::Bytes>,
-    ) -> Result<Option<bytes::Bytes>, BackendEvent> {
+    ) -> Result<Option<bytes::Bytes>, bytes::Bytes> {
         let Some(verifier) = &self.ctx.auth else {
             return Ok(auth);
         };
@@ -280,11 +284,7 @@ impl Session {
                 reason = why.label(),
                 "scope refused by edge authentication"
             );
-            let message = serde_json::json!({ "message": why.to_string() }).to_string();
-            BackendEvent::JoinFailed {
-                scope: scope.clone(),
-                data: Some(bytes::Bytes::from(message)),
-            }
+            bytes::Bytes::from(serde_json::json!({ "message": why.to_string() }).to_string())
         })
     }
 
