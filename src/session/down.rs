@@ -82,7 +82,7 @@ impl Session {
             // The client was refused at its Connect: the join behind it has no session.
             ClientOp::Join { .. } if self.done == Some(Outcome::Unauthorized) => return,
             ClientOp::Join { scope, auth } if self.ctx.auth.is_some() => {
-                match self.authenticate_scope(&scope, auth) {
+                match self.authenticate_scope(auth) {
                     Ok(auth) => ClientOp::Join { scope, auth },
                     Err(why) => {
                         let refused = BackendEvent::JoinFailed {
@@ -266,7 +266,6 @@ impl Session {
     /// auth the backend gets, or the refusal (raw JSON) the client hears in that scope.
     fn authenticate_scope(
         &mut self,
-        scope: &bytes::Bytes,
         auth: Option<bytes::Bytes>,
     ) -> Result<Option<bytes::Bytes>, bytes::Bytes> {
         let Some(verifier) = &self.ctx.auth else {
