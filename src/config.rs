@@ -81,6 +81,8 @@ pub struct Config {
     /// routes without editing it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// The embedded hub across instances.
+    pub hub: HubConfig,
 }
 
 /// `[admin]`: serves `/metrics`, `/healthz`, `/readyz`.
@@ -693,6 +695,7 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(bad("log.format".into(), "must be `text` or `json`".into()));
         }
+        self.hub.validate(&self.routes, text)?;
         Ok(self)
     }
 }
@@ -871,5 +874,88 @@ dialect = "socketio"
                 .to_string()
                 .contains("passthrough")
         );
+    }
+}
+
+/// `[hub]`: the embedded hub across several Switchboard instances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// `redis://[user:password@]host:port[/db]`: every instance with the same Redis (and
+    /// prefix) is one hub: publishes reach subscribers on every instance and presence
+    /// membership is shared. Unset: the hub is local to the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys and the pub/sub channel, so several hubs can share a Redis.
+    pub redis_prefix: String,
+    /// An instance whose heartbeat is older than this is dead: the others remove its presence
+    /// members within `instance_ttl_ms * 4 / 3` of its death (heartbeats and sweeps run every
+    /// third of it).
+    pub instance_ttl_ms: u64,
+    /// Publishes and presence changes queued toward Redis; when full (or while Redis is down)
+    /// publishes are delivered locally only and counted as dropped.
+    pub redis_queue: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            redis_prefix: "switchboard".into(),
+            instance_ttl_ms: 10_000,
+            redis_queue: 4096,
+        }
+    }
+}
+
+impl HubConfig {
+    /// The instance TTL as a `Duration`.
+    pub fn instance_ttl(&self) -> Duration {
+        Duration::from_millis(self.instance_ttl_ms)
+    }
+
+    fn validate(&self, routes: &[Route], text: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| ConfigError::at(text, key.into(), reason.into());
+        let Some(u) = self.redis_url.as_deref() else {
+            return Ok(());
+        };
+        let url =
+            url::Url::parse(u).map_err(|e| bad("hub.redis_url", &format!("not a URL: {e}")))?;
+        match url.scheme() {
+            "redis" => {}
+            "rediss" => {
+                return Err(bad(
+                    "hub.redis_url",
+                    "TLS to Redis is not built in: use redis:// (on loopback or a private network)",
+                ));
+            }
+            _ => return Err(bad("hub.redis_url", "scheme must be redis")),
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("hub.redis_url", "has no host"));
+        }
+        let db = url.path().trim_start_matches('/');
+        if !db.is_empty() && db.parse::<u32>().is_err() {
+            return Err(bad("hub.redis_url", "the path must be a database number"));
+        }
+        if !routes.iter().any(|r| r.upstream.dialect == Dialect::Hub) {
+            return Err(bad(
+                "hub.redis_url",
+                "no route's upstream is the hub (`[route.upstream] dialect = \"hub\"`)",
+            ));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err(bad(
+                "hub.redis_prefix",
+                "must be non-empty and without whitespace",
+            ));
+        }
+        if self.instance_ttl_ms < 300 {
+            return Err(bad("hub.instance_ttl_ms", "must be at least 300"));
+        }
+        if self.redis_queue == 0 {
+            return Err(bad("hub.redis_queue", "must be at least 1"));
+        }
+        Ok(())
     }
 }

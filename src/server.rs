@@ -47,6 +47,9 @@ pub enum StartError {
         /// Why.
         why: String,
     },
+    /// The hub's Redis link could not be set up (`[hub] redis_url`).
+    #[error("hub: {0}")]
+    Hub(#[from] crate::hub::redis::LinkError),
 }
 
 /// A started proxy.
@@ -61,17 +64,35 @@ pub struct Running {
     accept_stop: CancellationToken,
     sessions_stop: CancellationToken,
     grace: Duration,
+    /// The hub's Redis link task and its stop, when `[hub] redis_url` is set.
+    hub_link: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 /// Build and bind everything. Returns once every listener is bound.
 pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running, StartError> {
     let mut client_tls = None;
     // One embedded hub per process, shared by every route whose upstream it is.
-    let hub = config
+    let on_hub = config
         .routes
         .iter()
-        .any(|r| r.upstream.dialect == crate::dialect::Dialect::Hub)
-        .then(|| Arc::new(crate::hub::Hub::default()));
+        .any(|r| r.upstream.dialect == crate::dialect::Dialect::Hub);
+    // With `[hub] redis_url` the hub is one across instances: its bridge queues to a link
+    // task that owns the Redis connections (and whose state `/readyz` reports).
+    let mut hub_link = None;
+    let mut link_up = None;
+    let hub = match (on_hub, &config.hub.redis_url) {
+        (false, _) => None,
+        (true, None) => Some(Arc::new(crate::hub::Hub::default())),
+        (true, Some(_)) => {
+            let (bridge, link) = crate::hub::redis::bridge(&config.hub)?;
+            link_up = Some(bridge.up());
+            let hub = Arc::new(crate::hub::Hub::new(bridge));
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(link.run(hub.clone(), stop.clone()));
+            hub_link = Some((stop, task));
+            Some(hub)
+        }
+    };
     let mut by_addr: BTreeMap<SocketAddr, (Option<tokio_rustls::TlsAcceptor>, Vec<RouteEntry>)> =
         BTreeMap::new();
     for r in &config.routes {
@@ -135,6 +156,9 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
     }
 
     let health = Arc::new(Health::default());
+    if let Some(up) = link_up {
+        health.watch_link("not ready: hub redis link down\n", up);
+    }
     let accept_stop = CancellationToken::new();
     let sessions_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -170,6 +194,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
         accept_stop,
         sessions_stop,
         grace: Duration::from_millis(config.shutdown.grace_period_ms),
+        hub_link,
     })
 }
 
@@ -189,6 +214,12 @@ impl Running {
         } else {
             0
         };
+        // After the sessions (their last presence leaves are queued): the hub's Redis link
+        // sends them and tells the other instances this one is gone.
+        if let Some((stop, task)) = self.hub_link.take() {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         self.listeners.abort_all();
         left
     }

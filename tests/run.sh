@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that sets up a fresh machine and runs every test:
-#   1. Debian packages the tests need (rabbitmq-server, ruby-actioncable, puma; node/npm if
-#      missing), via apt-get (sudo only when not root);
+#   1. Debian packages the tests need (rabbitmq-server, ruby-actioncable, puma, redis-server;
+#      node/npm if missing), via apt-get (sudo only when not root);
 #   2. `npm ci` in tests/peers (skipped when node_modules already matches package-lock.json);
 #   3. `cargo test --all-targets "$@"`, then one closing line `summary: N passed, N failed, N skipped`.
 # CI runs it through .ci/run.
@@ -20,6 +20,8 @@ dpkg -s rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 # Rails Action Cable 6.1 (pulls in ruby) and puma: tests/peers/actioncable/start.sh.
 dpkg -s ruby-actioncable >/dev/null 2>&1 || missing+=(ruby-actioncable)
 dpkg -s puma >/dev/null 2>&1 || missing+=(puma)
+# Redis for the hub across instances (tests/hub_redis.rs starts its own servers).
+dpkg -s redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

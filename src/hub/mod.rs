@@ -30,6 +30,7 @@
 //! - `tests.rs`: unit tests.
 
 mod conn;
+pub mod redis;
 #[cfg(test)]
 mod tests;
 
@@ -263,6 +264,19 @@ pub trait Bridge: Send + Sync + std::fmt::Debug {
     fn joined(&self, channel: &Bytes, user_id: &Bytes, member: &Bytes);
     /// A user's last connection on this instance left a presence channel.
     fn left(&self, channel: &Bytes, user_id: &Bytes);
+    /// Whether `user_id` is a member of presence `channel` on another instance: a user
+    /// counts once across instances (no `member_added` here for a user present elsewhere,
+    /// no `member_removed` while they still are). Called under the hub's lock: must not call
+    /// the hub.
+    fn elsewhere(&self, _channel: &Bytes, _user_id: &Bytes) -> bool {
+        false
+    }
+    /// Members of presence `channel` on other instances, as (user id, user id JSON,
+    /// `user_info` JSON), for the snapshot a subscription is confirmed with. Called under
+    /// the hub's lock: must not call the hub.
+    fn remote_members(&self, _channel: &Bytes) -> Vec<(Bytes, Bytes, Bytes)> {
+        Vec::new()
+    }
 }
 
 /// No other instances: the hub is local to the process.
@@ -419,9 +433,13 @@ impl Hub {
                 }
             }
         }
-        let snapshot = (!ch.members.is_empty()).then(|| snapshot(ch));
-        // Tell the others before the joiner is a subscriber: never to the joiner.
-        if let Some((_, json)) = &added {
+        let snapshot = (!ch.members.is_empty())
+            .then(|| snapshot_with(ch, &self.bridge.remote_members(channel)));
+        // Tell the others before the joiner is a subscriber: never to the joiner; and not
+        // at all when the user is present on another instance (they know of them).
+        if let Some((uid, json)) = &added
+            && !self.bridge.elsewhere(channel, uid)
+        {
             let ev = BackendEvent::Presence {
                 channel: channel.clone(),
                 member: json.clone(),
@@ -475,14 +493,17 @@ impl Hub {
                 ch.order.retain(|u| u != uid);
                 gauge!(m::HUB_PRESENCE_MEMBERS).decrement(1.0);
                 removed = Some(uid.clone());
-                let member = removed_json(uid, ch);
-                let ev = BackendEvent::Presence {
-                    channel: channel.clone(),
-                    member,
-                    added: false,
-                };
-                for t in ch.subs.values() {
-                    t.send(Delivery::Event(ev.clone()));
+                // Still present on another instance: nobody hears of this one leaving.
+                if !self.bridge.elsewhere(channel, uid) {
+                    let member = removed_json(uid, ch);
+                    let ev = BackendEvent::Presence {
+                        channel: channel.clone(),
+                        member,
+                        added: false,
+                    };
+                    for t in ch.subs.values() {
+                        t.send(Delivery::Event(ev.clone()));
+                    }
                 }
             }
         }
@@ -522,6 +543,14 @@ impl Hub {
         st.everything.remove(&conn);
     }
 
+    /// Whether `user_id` is a presence member of `channel` on this instance.
+    pub fn is_member(&self, channel: &[u8], user_id: &[u8]) -> bool {
+        self.read()
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.members.contains_key(user_id))
+    }
+
     /// Subscribers of a channel on this instance.
     pub fn subscribers(&self, channel: &[u8]) -> usize {
         self.read()
@@ -537,10 +566,26 @@ impl Hub {
 }
 
 /// `{"presence":{"ids":[..],"hash":{..},"count":n}}`, the snapshot a presence subscription is
-/// confirmed with (Pusher's shape; other dialects' roles ignore it or pass it on).
-fn snapshot(ch: &Channel) -> Bytes {
+/// confirmed with (Pusher's shape; other dialects' roles ignore it or pass it on), with the
+/// members of other instances (`(user id, id JSON, info JSON)`) that are not members here.
+fn snapshot_with(ch: &Channel, remote: &[(Bytes, Bytes, Bytes)]) -> Bytes {
     let mut ids = Vec::new();
     let mut hash = Vec::new();
+    let mut count = ch.members.len();
+    for (uid, id_json, info) in remote {
+        if ch.members.contains_key(uid) {
+            continue;
+        }
+        count += 1;
+        if !ids.is_empty() {
+            ids.push(b',');
+            hash.push(b',');
+        }
+        ids.extend_from_slice(id_json);
+        hash.extend_from_slice(id_json);
+        hash.push(b':');
+        hash.extend_from_slice(info);
+    }
     for uid in &ch.order {
         if let Some(mb) = ch.members.get(uid) {
             if !ids.is_empty() {
@@ -559,7 +604,7 @@ fn snapshot(ch: &Channel) -> Bytes {
     s.extend_from_slice(b"],\"hash\":{");
     s.extend_from_slice(&hash);
     s.extend_from_slice(b"},\"count\":");
-    s.extend_from_slice(ch.members.len().to_string().as_bytes());
+    s.extend_from_slice(count.to_string().as_bytes());
     s.extend_from_slice(b"}}");
     Bytes::from(s)
 }
