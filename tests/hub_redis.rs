@@ -359,3 +359,32 @@ async fn losing_redis_keeps_local_delivery_and_recovers() {
         sio_hears(&mut sio, c, &m4).await;
     }
 }
+
+/// `switchboard check` validates `[hub]`: a good file passes, a `rediss://` URL is refused
+/// with its key and line.
+#[test]
+fn check_validates_the_hub_table() {
+    let redis_url = "redis://127.0.0.1:6379/0";
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:9191\"\n\n[hub]\nredis_url = \"{redis_url}\"\ninstance_ttl_ms = 3000\n\n[[route]]\nname = \"s\"\nlisten = \"127.0.0.1:8181\"\nclient = \"stomp\"\n[route.upstream]\ndialect = \"hub\"\n"
+    );
+    let check = |text: &str| {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("check")
+            .arg(f.path())
+            .env_remove("SWITCHBOARD_HUB__REDIS_URL")
+            .output()
+            .unwrap()
+    };
+    let ok = check(&text);
+    assert!(ok.status.success(), "{ok:?}");
+    let bad = check(&text.replace("redis://", "rediss://"));
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("hub.redis_url") && err.contains("line 5"),
+        "{err}"
+    );
+}
