@@ -18,7 +18,7 @@
 //! Everything that must reach beyond this process goes through [`Bridge`]: the hub calls
 //! [`Bridge::published`] after delivering a local publish, and [`Bridge::joined`] /
 //! [`Bridge::left`] when a user's first connection on this instance joins a presence channel
-//! or its last leaves. A bridge (Redis, later) hands what other instances published to
+//! or its last leaves. A bridge ([`redis`], with `[hub] redis_url`) hands what other instances published to
 //! [`Hub::deliver`] (local fan-out only, never published again) and their presence changes
 //! to [`Hub::remote_presence`]. Without a bridge ([`Local`]) the hub is local to the process.
 //!
@@ -27,6 +27,7 @@
 //! - `mod.rs`: [`Hub`], its state, fan-out, presence, [`Bridge`], metrics.
 //! - `conn.rs`: [`Conn`], one session's attachment: client operations in, events out,
 //!   authorization of private and presence channels.
+//! - `redis.rs`: the [`Bridge`] over Redis that makes several instances one hub.
 //! - `tests.rs`: unit tests.
 
 mod conn;

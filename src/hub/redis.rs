@@ -148,8 +148,10 @@ impl RedisBridge {
     }
 
     fn queue_presence(&self, out: Out) {
-        // While the link is down nothing is queued: the whole record is written on reconnect.
-        if self.up.load(Ordering::Acquire) && self.tx.try_send(out).is_err() {
+        // While the link is down (or the queue is full) nothing is queued: the whole record
+        // is written again on reconnect, or at the next heartbeat when this change came
+        // after the reconnect had read the record.
+        if !self.up.load(Ordering::Acquire) || self.tx.try_send(out).is_err() {
             self.resync.store(true, Ordering::Release);
         }
     }
@@ -317,6 +319,9 @@ impl Link {
         while let Ok(out) = self.rx.try_recv() {
             drop_out(out);
         }
+        // Up (and ready) once this instance's record is written and the others' are read.
+        self.register(&mut con).await.map_err(|e| (false, e))?;
+        self.load(hub, &mut con).await.map_err(|e| (false, e))?;
         self.set_up(true);
         if self.connected_before {
             counter!(m::HUB_REDIS_RECONNECTS).increment(1);
@@ -351,8 +356,6 @@ impl Link {
         con: &mut MultiplexedConnection,
         bus: &mut redis::aio::PubSubStream,
     ) -> Result<(), LinkError> {
-        self.register(con).await?;
-        self.load(hub, con).await?;
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
