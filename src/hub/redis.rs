@@ -18,7 +18,7 @@
 //! - `{prefix}:bus`: the pub/sub channel every instance publishes to and listens on. A
 //!   message is a kind byte, the sender's instance id (8 bytes, so an instance ignores its
 //!   own publishes, which it delivered locally already) and length-prefixed fields: see
-//!   [`encode_message`] and [`encode_presence`].
+//!   `encode_message` and `encode_presence`.
 //! - `{prefix}:instances`: the set of instance ids (16 hex digits).
 //! - `{prefix}:hb:{id}`: an instance's heartbeat, expiring after `instance_ttl_ms`, renewed
 //!   every third of it.
@@ -273,6 +273,8 @@ impl Link {
     pub async fn run(mut self, hub: Arc<Hub>, stop: CancellationToken) {
         tracing::info!(instance = %format!("{:016x}", self.bridge.id), "hub: redis link starting");
         let mut backoff = BACKOFF_MIN;
+        // Each outage is logged once as a warning; the dials that fail during it at debug.
+        let mut warned = false;
         loop {
             match self.session(&hub, &stop).await {
                 Ok(()) => return,
@@ -280,9 +282,13 @@ impl Link {
                     self.set_up(false);
                     if connected {
                         backoff = BACKOFF_MIN;
-                        tracing::warn!(error = %e, "hub: redis link lost; local delivery goes on");
-                    } else {
+                        warned = false;
+                    }
+                    if warned {
                         tracing::debug!(error = %e, ?backoff, "hub: cannot reach redis");
+                    } else {
+                        warned = true;
+                        tracing::warn!(error = %e, "hub: redis link down; local delivery goes on");
                     }
                 }
             }
@@ -315,7 +321,10 @@ impl Link {
         hub: &Hub,
         stop: &CancellationToken,
     ) -> Result<(), (bool, LinkError)> {
-        let (mut con, mut bus) = self.connect().await.map_err(|e| (false, e))?;
+        let (mut con, mut bus) = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = self.connect() => r.map_err(|e| (false, e))?,
+        };
         while let Ok(out) = self.rx.try_recv() {
             drop_out(out);
         }
