@@ -508,6 +508,9 @@ impl Link {
             tracing::debug!("hub: redis: a member record that is not a member_added object");
             return;
         };
+        // Asked before the mirror knows the user: a local join racing this one then makes
+        // the user announced twice (clients keep members by id), never not at all.
+        let here = hub.is_member(&channel, &uid);
         let first = {
             let mut remote = self.bridge.remote_w();
             let users = remote.entry(channel.clone()).or_default();
@@ -523,7 +526,7 @@ impl Link {
                 .insert(from);
             first
         };
-        if first && !hub.is_member(&channel, &uid) {
+        if first && !here {
             hub.remote_presence(&channel, member, true);
         }
     }
