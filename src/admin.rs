@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/healthz` (alive), `/readyz`
-//! (listeners bound and not draining) and `POST /reload` (re-read the config file; what
-//! `switchboard reload` calls). Bind it to loopback: whoever reaches it can make the process
-//! re-read its own file, nothing more.
+//! (listeners bound, not draining, and every watched link up: the hub's Redis) and
+//! `POST /reload` (re-read the config file; what `switchboard reload` calls). Bind it to
+//! loopback: whoever reaches it can make the process re-read its own file, nothing more.
 //!
 //! Must not touch: proxy sessions.
 
@@ -25,6 +25,9 @@ use crate::handshake::text;
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    /// Links whose loss makes the process not ready (the hub's Redis link), with the body
+    /// `/readyz` answers while one is down.
+    links: std::sync::RwLock<Vec<(&'static str, Arc<AtomicBool>)>>,
 }
 
 impl Health {
@@ -35,6 +38,22 @@ impl Health {
     /// Whether ready.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+    /// Report `down` on `/readyz` (with a 503) whenever `up` is false.
+    pub fn watch_link(&self, down: &'static str, up: Arc<AtomicBool>) {
+        self.links
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((down, up));
+    }
+    /// What `/readyz` says of the first link that is down, if any.
+    pub fn link_down(&self) -> Option<&'static str> {
+        self.links
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(_, up)| !up.load(Ordering::Acquire))
+            .map(|(down, _)| *down)
     }
 }
 
@@ -110,8 +129,14 @@ pub async fn serve(
                         r
                     }
                     "/healthz" => text(StatusCode::OK, "ok\n"),
-                    "/readyz" if health.is_ready() => text(StatusCode::OK, "ready\n"),
-                    "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+                    "/readyz" if !health.is_ready() => {
+                        text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                    // Serving goes on (local delivery works); the instance is not whole.
+                    "/readyz" => match health.link_down() {
+                        Some(down) => text(StatusCode::SERVICE_UNAVAILABLE, down),
+                        None => text(StatusCode::OK, "ready\n"),
+                    },
                     _ => text(StatusCode::NOT_FOUND, "not found\n"),
                 };
                 futures_util::future::Either::Right(async move { Ok::<_, Infallible>(resp) })

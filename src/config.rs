@@ -81,6 +81,8 @@ pub struct Config {
     /// routes without editing it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// The embedded hub across instances.
+    pub hub: HubConfig,
 }
 
 /// `[admin]`: serves `/metrics`, `/healthz`, `/readyz`.
@@ -778,6 +780,7 @@ impl Config {
         if let Err(e) = crate::logging::directives(&self.log.level, &self.log.filter) {
             return Err(bad(format!("log.{}", e.key()), e.to_string()));
         }
+        self.hub.validate(&self.routes, text)?;
         Ok(self)
     }
 }
@@ -1016,6 +1019,89 @@ fn consider(best: &mut Option<(usize, usize)>, want: &[&str], have: &[String], l
     }
 }
 
+/// `[hub]`: the embedded hub across several Switchboard instances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// `redis://[user:password@]host:port[/db]`: every instance with the same Redis (and
+    /// prefix) is one hub: publishes reach subscribers on every instance and presence
+    /// membership is shared. Unset: the hub is local to the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys and the pub/sub channel, so several hubs can share a Redis.
+    pub redis_prefix: String,
+    /// An instance whose heartbeat is older than this is dead: the others remove its presence
+    /// members within `instance_ttl_ms * 4 / 3` of its death (heartbeats and sweeps run every
+    /// third of it).
+    pub instance_ttl_ms: u64,
+    /// Publishes and presence changes queued toward Redis; when full (or while Redis is down)
+    /// publishes are delivered locally only and counted as dropped.
+    pub redis_queue: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            redis_prefix: "switchboard".into(),
+            instance_ttl_ms: 10_000,
+            redis_queue: 4096,
+        }
+    }
+}
+
+impl HubConfig {
+    /// The instance TTL as a `Duration`.
+    pub fn instance_ttl(&self) -> Duration {
+        Duration::from_millis(self.instance_ttl_ms)
+    }
+
+    fn validate(&self, routes: &[Route], text: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| ConfigError::at(text, key.into(), reason.into());
+        let Some(u) = self.redis_url.as_deref() else {
+            return Ok(());
+        };
+        let url =
+            url::Url::parse(u).map_err(|e| bad("hub.redis_url", &format!("not a URL: {e}")))?;
+        match url.scheme() {
+            "redis" => {}
+            "rediss" => {
+                return Err(bad(
+                    "hub.redis_url",
+                    "TLS to Redis is not built in: use redis:// (on loopback or a private network)",
+                ));
+            }
+            _ => return Err(bad("hub.redis_url", "scheme must be redis")),
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("hub.redis_url", "has no host"));
+        }
+        let db = url.path().trim_start_matches('/');
+        if !db.is_empty() && db.parse::<u32>().is_err() {
+            return Err(bad("hub.redis_url", "the path must be a database number"));
+        }
+        if !routes.iter().any(|r| r.upstream.dialect == Dialect::Hub) {
+            return Err(bad(
+                "hub.redis_url",
+                "no route's upstream is the hub (`[route.upstream] dialect = \"hub\"`)",
+            ));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err(bad(
+                "hub.redis_prefix",
+                "must be non-empty and without whitespace",
+            ));
+        }
+        if self.instance_ttl_ms < 300 {
+            return Err(bad("hub.instance_ttl_ms", "must be at least 300"));
+        }
+        if self.redis_queue == 0 {
+            return Err(bad("hub.redis_queue", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1163,5 +1249,76 @@ dialect = "socketio"
             Config::from_toml(&ok).unwrap().log.filter,
             "tungstenite=debug"
         );
+    }
+}
+
+#[cfg(test)]
+mod hub_tests {
+    use super::*;
+
+    const HUB: &str = r#"
+[admin]
+listen = "127.0.0.1:9191"
+
+[hub]
+redis_url = "redis://127.0.0.1:6379/0"
+
+[[route]]
+name = "chat"
+listen = "127.0.0.1:8181"
+path = "/ws"
+client = "stomp"
+
+[route.upstream]
+dialect = "hub"
+"#;
+
+    #[test]
+    fn redis_url_is_optional_and_checked() {
+        let c = Config::from_toml(HUB).unwrap();
+        assert_eq!(c.hub.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert_eq!(c.hub.instance_ttl_ms, 10_000);
+        assert_eq!(c.hub.redis_prefix, "switchboard");
+        let local = Config::from_toml(&HUB.replace("redis_url = \"redis://127.0.0.1:6379/0\"", ""));
+        assert_eq!(local.unwrap().hub.redis_url, None);
+        for (from, to, key) in [
+            (
+                "redis://127.0.0.1:6379/0",
+                "rediss://127.0.0.1:6379/0",
+                "hub.redis_url",
+            ),
+            (
+                "redis://127.0.0.1:6379/0",
+                "http://127.0.0.1:6379/",
+                "hub.redis_url",
+            ),
+            (
+                "redis://127.0.0.1:6379/0",
+                "redis://127.0.0.1:6379/x",
+                "hub.redis_url",
+            ),
+            ("redis://127.0.0.1:6379/0", "not a url", "hub.redis_url"),
+            (
+                "dialect = \"hub\"",
+                "dialect = \"socketio\"\nurl = \"ws://127.0.0.1:1/\"",
+                "hub.redis_url",
+            ),
+            (
+                "[hub]",
+                "[hub]\ninstance_ttl_ms = 10",
+                "hub.instance_ttl_ms",
+            ),
+            ("[hub]", "[hub]\nredis_queue = 0", "hub.redis_queue"),
+            ("[hub]", "[hub]\nredis_prefix = \"\"", "hub.redis_prefix"),
+        ] {
+            let text = HUB.replace(from, to);
+            let err = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{to}: {err}");
+            assert!(err.contains("line "), "{to}: {err}");
+        }
+        let err = Config::from_toml(&HUB.replace("[hub]", "[hub]\nredis_port = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis_port"), "{err}");
     }
 }

@@ -440,6 +440,43 @@ impl LegCounters {
     }
 }
 
+/// 1 while the hub's Redis link (`[hub] redis_url`) is up, 0 while it is down.
+pub const HUB_REDIS_UP: &str = "switchboard_hub_redis_up";
+/// Times the hub's Redis link was lost and dialed again.
+pub const HUB_REDIS_RECONNECTS: &str = "switchboard_hub_redis_reconnects_total";
+/// Publishes delivered on this instance only: Redis was down or its queue full.
+pub const HUB_REDIS_DROPPED: &str = "switchboard_hub_redis_dropped_total";
+/// Messages other instances published, received through Redis.
+pub const HUB_REDIS_RECEIVED: &str = "switchboard_hub_redis_received_total";
+/// Instances found dead (heartbeat expired) whose presence members were removed.
+pub const HUB_REDIS_SWEPT: &str = "switchboard_hub_redis_swept_instances_total";
+
+/// Describe the hub's Redis link metrics (and make them appear at zero).
+pub fn hub_redis_describe() {
+    describe_gauge!(HUB_REDIS_UP, "1 while the hub's Redis link is up");
+    describe_counter!(
+        HUB_REDIS_RECONNECTS,
+        "Times the hub's Redis link was lost and dialed again"
+    );
+    describe_counter!(
+        HUB_REDIS_DROPPED,
+        "Publishes delivered locally only (Redis down or its queue full)"
+    );
+    describe_counter!(
+        HUB_REDIS_RECEIVED,
+        "Messages other instances published, received through Redis"
+    );
+    describe_counter!(
+        HUB_REDIS_SWEPT,
+        "Dead instances whose presence members were removed"
+    );
+    gauge!(HUB_REDIS_UP).set(0.0);
+    counter!(HUB_REDIS_RECONNECTS).increment(0);
+    counter!(HUB_REDIS_DROPPED).increment(0);
+    counter!(HUB_REDIS_RECEIVED).increment(0);
+    counter!(HUB_REDIS_SWEPT).increment(0);
+}
+
 #[cfg(test)]
 mod ops_tests {
     use super::*;

@@ -58,6 +58,9 @@ pub enum StartError {
         /// Why.
         why: String,
     },
+    /// The hub's Redis link could not be set up (`[hub] redis_url`).
+    #[error("hub: {0}")]
+    Hub(#[from] crate::hub::redis::LinkError),
 }
 
 /// A started proxy.
@@ -76,6 +79,8 @@ pub struct Running {
     state: State,
     /// `POST /reload` asks arrive here.
     reloads: mpsc::Receiver<ReloadAsk>,
+    /// The hub's Redis link task and its stop, when `[hub] redis_url` is set.
+    hub_link: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 /// The running configuration: the config, its routes as built, its listeners.
@@ -240,7 +245,25 @@ fn build_route(
 /// Build and bind everything. Returns once every listener is bound.
 pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running, StartError> {
     let sessions_stop = CancellationToken::new();
+    // With `[hub] redis_url` the hub is one across instances: its bridge queues to a link
+    // task that owns the Redis connections (and whose state `/readyz` reports). It is made
+    // here, once; a local hub is made when a route first needs it (see `plan`).
     let mut hub = None;
+    let mut hub_link = None;
+    let mut link_up = None;
+    let on_hub = config
+        .routes
+        .iter()
+        .any(|r| r.upstream.dialect == crate::dialect::Dialect::Hub);
+    if let (true, Some(_)) = (on_hub, &config.hub.redis_url) {
+        let (bridge, link) = crate::hub::redis::bridge(&config.hub)?;
+        link_up = Some(bridge.up());
+        let h = Arc::new(Hub::new(bridge));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(link.run(h.clone(), stop.clone()));
+        hub_link = Some((stop, task));
+        hub = Some(h);
+    }
     let plan = plan(config, None, &sessions_stop, &mut hub)?;
 
     let admin_listener = TcpListener::bind(config.admin.listen)
@@ -264,6 +287,9 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
     }
 
     let health = Arc::new(Health::default());
+    if let Some(up) = link_up {
+        health.watch_link("not ready: hub redis link down\n", up);
+    }
     let accept_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (reload_tx, reloads) = mpsc::channel(4);
@@ -308,6 +334,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
         grace: Duration::from_millis(config.shutdown.grace_period_ms),
         state,
         reloads,
+        hub_link,
     })
 }
 
@@ -365,6 +392,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.log.format != new.log.format {
         keys.push("log.format");
+    }
+    // One hub per process, and its Redis link, are made at start.
+    if serde_json::to_value(&old.hub).ok() != serde_json::to_value(&new.hub).ok() {
+        keys.push("hub");
     }
     keys
 }
@@ -526,6 +557,12 @@ impl Running {
         } else {
             0
         };
+        // After the sessions (their last presence leaves are queued): the hub's Redis link
+        // sends them and tells the other instances this one is gone.
+        if let Some((stop, task)) = self.hub_link.take() {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         self.listeners.abort_all();
         left
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that sets up a fresh machine and runs every test:
-#   1. Debian packages the tests need (rabbitmq-server, ruby-actioncable, puma, dpkg-dev; node/npm if
-#      missing), via apt-get (sudo only when not root);
+#   1. Debian packages the tests need (rabbitmq-server, ruby-actioncable, puma, redis-server,
+#      dpkg-dev; node/npm if missing), via apt-get (sudo only when not root);
 #   2. `npm ci` in tests/peers (skipped when node_modules already matches package-lock.json);
 #   3. cargo-deb (`cargo install cargo-deb --locked`) when `cargo deb` is missing: tests/package.rs
 #      builds the Debian package (a release build, shared with `cargo build --release`);
@@ -24,6 +24,8 @@ dpkg -s ruby-actioncable >/dev/null 2>&1 || missing+=(ruby-actioncable)
 dpkg -s puma >/dev/null 2>&1 || missing+=(puma)
 # dpkg-shlibdeps: cargo-deb computes the package's Depends with it (tests/package.rs).
 dpkg -s dpkg-dev >/dev/null 2>&1 || missing+=(dpkg-dev)
+# Redis for the hub across instances (tests/hub_redis.rs starts its own servers).
+dpkg -s redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

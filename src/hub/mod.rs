@@ -18,7 +18,7 @@
 //! Everything that must reach beyond this process goes through [`Bridge`]: the hub calls
 //! [`Bridge::published`] after delivering a local publish, and [`Bridge::joined`] /
 //! [`Bridge::left`] when a user's first connection on this instance joins a presence channel
-//! or its last leaves. A bridge (Redis, later) hands what other instances published to
+//! or its last leaves. A bridge ([`redis`], with `[hub] redis_url`) hands what other instances published to
 //! [`Hub::deliver`] (local fan-out only, never published again) and their presence changes
 //! to [`Hub::remote_presence`]. Without a bridge ([`Local`]) the hub is local to the process.
 //!
@@ -27,9 +27,11 @@
 //! - `mod.rs`: [`Hub`], its state, fan-out, presence, [`Bridge`], metrics.
 //! - `conn.rs`: [`Conn`], one session's attachment: client operations in, events out,
 //!   authorization of private and presence channels.
+//! - `redis.rs`: the [`Bridge`] over Redis that makes several instances one hub.
 //! - `tests.rs`: unit tests.
 
 mod conn;
+pub mod redis;
 #[cfg(test)]
 mod tests;
 
@@ -280,6 +282,19 @@ pub trait Bridge: Send + Sync + std::fmt::Debug {
     fn joined(&self, channel: &Bytes, user_id: &Bytes, member: &Bytes);
     /// A user's last connection on this instance left a presence channel.
     fn left(&self, channel: &Bytes, user_id: &Bytes);
+    /// Whether `user_id` is a member of presence `channel` on another instance: a user
+    /// counts once across instances (no `member_added` here for a user present elsewhere,
+    /// no `member_removed` while they still are). Called under the hub's lock: must not call
+    /// the hub.
+    fn elsewhere(&self, _channel: &Bytes, _user_id: &Bytes) -> bool {
+        false
+    }
+    /// Members of presence `channel` on other instances, as (user id, user id JSON,
+    /// `user_info` JSON), for the snapshot a subscription is confirmed with. Called under
+    /// the hub's lock: must not call the hub.
+    fn remote_members(&self, _channel: &Bytes) -> Vec<(Bytes, Bytes, Bytes)> {
+        Vec::new()
+    }
 }
 
 /// No other instances: the hub is local to the process.
@@ -436,9 +451,13 @@ impl Hub {
                 }
             }
         }
-        let snapshot = (!ch.members.is_empty()).then(|| snapshot(ch));
-        // Tell the others before the joiner is a subscriber: never to the joiner.
-        if let Some((_, json)) = &added {
+        let snapshot = (!ch.members.is_empty())
+            .then(|| snapshot_with(ch, &self.bridge.remote_members(channel)));
+        // Tell the others before the joiner is a subscriber: never to the joiner; and not
+        // at all when the user is present on another instance (they know of them).
+        if let Some((uid, json)) = &added
+            && !self.bridge.elsewhere(channel, uid)
+        {
             let ev = BackendEvent::Presence {
                 channel: channel.clone(),
                 member: json.clone(),
@@ -492,14 +511,17 @@ impl Hub {
                 ch.order.retain(|u| u != uid);
                 gauge!(m::HUB_PRESENCE_MEMBERS).decrement(1.0);
                 removed = Some(uid.clone());
-                let member = removed_json(uid, ch);
-                let ev = BackendEvent::Presence {
-                    channel: channel.clone(),
-                    member,
-                    added: false,
-                };
-                for t in ch.subs.values() {
-                    t.send(Delivery::Event(ev.clone()));
+                // Still present on another instance: nobody hears of this one leaving.
+                if !self.bridge.elsewhere(channel, uid) {
+                    let member = removed_json(uid, ch);
+                    let ev = BackendEvent::Presence {
+                        channel: channel.clone(),
+                        member,
+                        added: false,
+                    };
+                    for t in ch.subs.values() {
+                        t.send(Delivery::Event(ev.clone()));
+                    }
                 }
             }
         }
@@ -539,6 +561,14 @@ impl Hub {
         st.everything.remove(&conn);
     }
 
+    /// Whether `user_id` is a presence member of `channel` on this instance.
+    pub fn is_member(&self, channel: &[u8], user_id: &[u8]) -> bool {
+        self.read()
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.members.contains_key(user_id))
+    }
+
     /// Subscribers of a channel on this instance.
     pub fn subscribers(&self, channel: &[u8]) -> usize {
         self.read()
@@ -554,10 +584,26 @@ impl Hub {
 }
 
 /// `{"presence":{"ids":[..],"hash":{..},"count":n}}`, the snapshot a presence subscription is
-/// confirmed with (Pusher's shape; other dialects' roles ignore it or pass it on).
-fn snapshot(ch: &Channel) -> Bytes {
+/// confirmed with (Pusher's shape; other dialects' roles ignore it or pass it on), with the
+/// members of other instances (`(user id, id JSON, info JSON)`) that are not members here.
+fn snapshot_with(ch: &Channel, remote: &[(Bytes, Bytes, Bytes)]) -> Bytes {
     let mut ids = Vec::new();
     let mut hash = Vec::new();
+    let mut count = ch.members.len();
+    for (uid, id_json, info) in remote {
+        if ch.members.contains_key(uid) {
+            continue;
+        }
+        count += 1;
+        if !ids.is_empty() {
+            ids.push(b',');
+            hash.push(b',');
+        }
+        ids.extend_from_slice(id_json);
+        hash.extend_from_slice(id_json);
+        hash.push(b':');
+        hash.extend_from_slice(info);
+    }
     for uid in &ch.order {
         if let Some(mb) = ch.members.get(uid) {
             if !ids.is_empty() {
@@ -576,7 +622,7 @@ fn snapshot(ch: &Channel) -> Bytes {
     s.extend_from_slice(b"],\"hash\":{");
     s.extend_from_slice(&hash);
     s.extend_from_slice(b"},\"count\":");
-    s.extend_from_slice(ch.members.len().to_string().as_bytes());
+    s.extend_from_slice(count.to_string().as_bytes());
     s.extend_from_slice(b"}}");
     Bytes::from(s)
 }

@@ -2012,3 +2012,98 @@ impl Proxy {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redis (Debian `redis-server`), for the hub across instances
+// ---------------------------------------------------------------------------------------------
+
+/// A `redis-server` on a free loopback port, without persistence (`--save ''
+/// --appendonly no`), in its own temp dir. Stopped (by PID) on drop; [`Redis::stop`] and
+/// [`Redis::start_again`] take it down and bring it back on the same port, empty.
+pub struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Whether `redis-server` is on the PATH (tests/run.sh installs Debian's).
+pub fn redis_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts a `redis-server` (panics when it is not installed or does not come up).
+pub fn start_redis() -> Redis {
+    assert!(
+        redis_installed(),
+        "redis-server is not installed (tests/run.sh installs Debian's redis-server)"
+    );
+    let mut r = Redis {
+        child: None,
+        port: free_port(),
+        dir: tempfile::tempdir().expect("redis temp dir"),
+    };
+    r.start_again();
+    r
+}
+
+impl Redis {
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (SIGKILL by PID): clients see their connections reset.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.signal("KILL");
+            c.kill();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: nothing was persisted).
+    pub fn start_again(&mut self) {
+        self.stop();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path());
+        let mut child = Child::spawn("redis-server", cmd);
+        child.discard_lines();
+        assert!(
+            wait_port_blocking(self.port, Duration::from_secs(10)),
+            "redis-server did not listen on {} within 10 s; log {}:\n{}",
+            self.port,
+            child.log_path().display(),
+            child.log_tail(30)
+        );
+        self.child = Some(child);
+    }
+
+    /// Runs `redis-cli -p <port> <args>` and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
