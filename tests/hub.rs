@@ -652,3 +652,128 @@ async fn shipped_config_try_it() {
         "{metrics}"
     );
 }
+
+/// Routes on the hub behind edge authentication: a STOMP and a SocketCluster route with
+/// `[route.auth]` (HS256), and the Pusher route without it.
+fn config_with_auth(port: u16) -> String {
+    let auth = "[route.auth]\nalgorithm = \"HS256\"\nsecret = \"hub-edge-secret\"\n";
+    config(port)
+        .replace(
+            "client = \"stomp\"\n[route.upstream]\ndialect = \"hub\"\n",
+            &format!("client = \"stomp\"\n[route.upstream]\ndialect = \"hub\"\n{auth}"),
+        )
+        .replace(
+            "client = \"socketcluster\"\n[route.upstream]\ndialect = \"hub\"\n",
+            &format!("client = \"socketcluster\"\n[route.upstream]\ndialect = \"hub\"\n{auth}"),
+        )
+}
+
+/// Private and presence channels for dialects without Pusher signatures: a verified JWT's
+/// `channels` claim (patterns) authorizes them, its `sub` and `info` are the presence member;
+/// a forged JWT is refused at the edge, before the hub sees the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_and_presence_channels_with_an_edge_identity() {
+    let port = free_port();
+    let _proxy = Proxy::start(&config_with_auth(port)).await;
+    let claims = |sub: &str| {
+        json!({"sub": sub, "info": {"name": format!("{sub} ✓")},
+               "channels": ["private-team-*", "presence-room"]})
+    };
+    let alice = jwt_claims(&claims("alice"), "hub-edge-secret", Some("1h"));
+    let bob = jwt_claims(&claims("bob"), "hub-edge-secret", Some("1h"));
+    let url = format!("ws://127.0.0.1:{port}/ws");
+
+    // A Pusher presence member (signed channel_data) watches who joins.
+    let mut p = Driver::spawn("pusher_driver.js").await;
+    let mut cmd = pusher_connect_cmd("carol", port);
+    cmd["userId"] = json!("carol");
+    cmd["userInfo"] = json!({"name": "carol"});
+    p.send(cmd).await;
+    p.send(json!({"op":"subscribe","c":"carol","channel":"presence-room"}))
+        .await;
+    p.expect(T, |v| {
+        v["c"] == "carol" && v["ev"] == "subscription_succeeded"
+    })
+    .await;
+
+    // STOMP: the token as passcode; a granted private channel, a presence channel, and one
+    // the token does not list.
+    let mut s = Driver::stomp_connected(
+        json!({"op":"connect","c":"a","url":url,"headers":{"Authorization":format!("Bearer {alice}")}}),
+    )
+    .await;
+    s.send(
+        json!({"op":"subscribe","c":"a","id":"t","destination":"/topic/private-team-1",
+        "headers":{"receipt":"r-t"}}),
+    )
+    .await;
+    s.expect(T, |v| {
+        v["c"] == "a" && v["ev"] == "receipt" && v["id"] == "r-t"
+    })
+    .await;
+    s.send(
+        json!({"op":"subscribe","c":"a","id":"p","destination":"/topic/presence-room",
+        "headers":{"receipt":"r-p"}}),
+    )
+    .await;
+    s.expect(T, |v| {
+        v["c"] == "a" && v["ev"] == "receipt" && v["id"] == "r-p"
+    })
+    .await;
+    let added = p
+        .expect(T, |v| v["c"] == "carol" && v["ev"] == "member_added")
+        .await;
+    assert_eq!(added["id"], "alice", "{added}");
+    assert_eq!(added["info"], json!({"name": "alice ✓"}), "{added}");
+
+    // SocketCluster: the token in #handshake; publishes on the private channel reach STOMP.
+    let mut sc = Driver::spawn("sc_driver.js").await;
+    sc.send(json!({"op":"connect","c":"b","port":port,"version":20,"authToken":bob}))
+        .await;
+    sc.expect_ev(T, "b", "connect").await;
+    sc.send(json!({"op":"subscribe","c":"b","channel":"private-team-1"}))
+        .await;
+    sc.expect_ev(T, "b", "subscribe").await;
+    sc.send(json!({"op":"subscribe","c":"b","channel":"private-elsewhere"}))
+        .await;
+    sc.expect_ev(T, "b", "subscribeFail").await;
+    sc.send(json!({"op":"publish","c":"b","channel":"private-team-1","data":{"ü":[1,{"x":null}]}}))
+        .await;
+    let m = s
+        .expect(T, |v| {
+            v["c"] == "a" && v["ev"] == "message" && v["sub"] == "t"
+        })
+        .await;
+    assert_eq!(m["body"], r#"{"ü":[1,{"x":null}]}"#, "{m}");
+
+    // Not listed in the token: refused in STOMP's words, the session ends.
+    s.send(json!({"op":"subscribe","c":"a","id":"x","destination":"/topic/private-other"}))
+        .await;
+    let err = s.expect_ev(T, "a", "error").await;
+    assert!(
+        err["headers"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("authorization"),
+        "{err}"
+    );
+    // Alice's only connection is gone: she leaves the presence channel.
+    let removed = p
+        .expect(T, |v| v["c"] == "carol" && v["ev"] == "member_removed")
+        .await;
+    assert_eq!(removed["id"], "alice", "{removed}");
+
+    // A forged token never reaches the hub.
+    let forged = jwt_claims(&claims("mallory"), "not-the-secret", Some("1h"));
+    let mut f = Driver::stomp().await;
+    f.send(json!({"op":"connect","c":"m","url":url,"headers":{"passcode":forged}}))
+        .await;
+    let err = f.expect_ev(T, "m", "error").await;
+    assert!(
+        err["headers"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unauthorized"),
+        "{err}"
+    );
+}

@@ -98,7 +98,12 @@ impl Session {
             op => op,
         };
         let op = match op {
-            ClientOp::Connect { credentials } if self.ctx.hub.is_some() => {
+            // The hub is in process, but edge authentication comes first all the same: the
+            // verified identity is what it authorizes private and presence channels with.
+            ClientOp::Connect { mut credentials } if self.ctx.hub.is_some() => {
+                if let Err(why) = self.authenticate(&mut credentials) {
+                    return self.refuse_client(why).await;
+                }
                 return Box::pin(self.attach_hub(credentials)).await;
             }
             op => op,
