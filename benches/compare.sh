@@ -16,13 +16,14 @@
 #   6. idle: $IDLE_N clients connect and subscribe, each on a freshly started proxy, per
 #      route in $IDLE_ROUTES; the proxy's RSS per client, and again $IDLE_AFTER s after
 #      they left.
-# Each figure of 1-4 comes with its ratio to nginx and the latency added over direct; CPU is
+# Every target is measured ROUNDS times, rounds interleaved; tables show medians. Each figure
+# of 1-4 comes with its ratio to nginx and the latency added over direct; CPU is
 # the proxy process's utime + stime (/proc/<pid>/stat; nginx: master + worker) per message.
 #
 # Usage: benches/compare.sh           (set-up as for tests/run.sh must have run: node
 #                                      modules, rabbitmq-server)
 # Knobs (environment): CLIENTS=50 MESSAGES=1000 LOW_CLIENTS=10 LOW_MESSAGES=2000 RATE=10000
-#   RATE_SECONDS=5 IDLE_N=10000 IDLE_AFTER=60 IDLE_ROUTES="stomp-sio sio-tr" SIZE=128
+#   RATE_SECONDS=5 IDLE_N=10000 IDLE_AFTER=60 IDLE_ROUTES="stomp-sio sio-tr" SIZE=128 ROUNDS=3
 #   SKIP="idle rabbit ..." (any of: sio low open rabbit hub idle)
 # IDLE_N is capped by the descriptor limit: the proxy holds two sockets per client, and the
 # script raises `ulimit -n` only as far as `ulimit -Hn` allows (raise the hard limit as the
@@ -42,6 +43,7 @@ IDLE_N=${IDLE_N:-10000}
 IDLE_AFTER=${IDLE_AFTER:-60}
 IDLE_ROUTES=${IDLE_ROUTES:-stomp-sio sio-tr}
 SIZE=${SIZE:-128}
+ROUNDS=${ROUNDS:-3}
 SKIP=${SKIP:-}
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
 SUDO=""
@@ -215,11 +217,11 @@ SIO_TARGETS=(
 sio_load() {
   $LOAD "${SIO_TARGETS[@]}" --cpu "sb-passthrough=$PROXY" --cpu "sio->sio=$PROXY" --cpu "stomp->sio=$PROXY" \
     --token "$TOKEN" --subscribe /topic/echo --send /app/echo --baseline nginx --direct direct \
-    --size "$SIZE" --clk-tck "$(getconf CLK_TCK)" "$@"
+    --size "$SIZE" --clk-tck "$(getconf CLK_TCK)" --rounds "$ROUNDS" "$@"
 }
 # Warm-up, not reported: Node's JIT, RabbitMQ's and nginx's first connections, the proxy's
 # allocator, so the first target measured is not the slow one.
-sio_load --clients "$CLIENTS" --messages 200 > /dev/null
+ROUNDS=1 sio_load --clients "$CLIENTS" --messages 200 > /dev/null
 if ! skip sio; then
   echo; echo "== 1. Socket.IO echo backend, closed loop"
   sio_load --clients "$CLIENTS" --messages "$MESSAGES" --window 8
@@ -238,7 +240,7 @@ if [ -n "$RABBIT" ]; then
     $LOAD --clients "$CLIENTS" --messages 200 --login guest --passcode guest --target "warm=stomp:$t" > /dev/null
   done
   $LOAD --clients "$CLIENTS" --messages "$MESSAGES" --window 8 --login guest --passcode guest \
-    --size "$SIZE" --clk-tck "$(getconf CLK_TCK)" --baseline nginx --direct direct \
+    --rounds "$ROUNDS" --size "$SIZE" --clk-tck "$(getconf CLK_TCK)" --baseline nginx --direct direct \
     --target "direct=stomp:ws://127.0.0.1:$STOMP_WS_PORT/ws" \
     --target "nginx=stomp:ws://127.0.0.1:$NGX/ws" --cpu "nginx=$NGINX_CPU" \
     --target "sb-passthrough=stomp:ws://127.0.0.1:$P/pt" --cpu "sb-passthrough=$PROXY" \
@@ -246,7 +248,7 @@ if [ -n "$RABBIT" ]; then
 fi
 if ! skip hub; then
   echo; echo "== 5. embedded hub (throughput ceiling; the proxy's CPU includes the hub's work)"
-  $LOAD --clients "$CLIENTS" --messages "$MESSAGES" --window 8 --size "$SIZE" --clk-tck "$(getconf CLK_TCK)" \
+  $LOAD --clients "$CLIENTS" --messages "$MESSAGES" --window 8 --size "$SIZE" --rounds "$ROUNDS" --clk-tck "$(getconf CLK_TCK)" \
     --target "stomp->hub=stomp:ws://127.0.0.1:$P/hub" --cpu "stomp->hub=$PROXY" \
     --target "sc->hub=socketcluster:ws://127.0.0.1:$P/socketcluster/" --cpu "sc->hub=$PROXY"
 fi

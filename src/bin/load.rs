@@ -122,6 +122,10 @@ struct Args {
     /// Clock ticks per second of /proc/<pid>/stat (`getconf CLK_TCK`).
     #[arg(long, default_value_t = 100)]
     clk_tck: u64,
+    /// Rounds: every target is measured once per round, rounds interleaved, and the table
+    /// shows each figure's median over the rounds (evens out other load on the machine).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Seconds to wait for the last replies (open loop) or for every client to be ready.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -219,10 +223,24 @@ async fn run(args: Args) -> Result<(), BoxErr> {
         "{} clients x {} messages of {} B, {mode}",
         args.clients, args.messages, args.size
     );
-    let mut results = Vec::new();
-    for (name, dialect, url) in &targets {
-        let pids = cpu_pids.get(name).cloned().unwrap_or_default();
-        results.push(measure(&args, name, dialect, url, &pids).await?);
+    let rounds = args.rounds.max(1);
+    let mut per: Vec<Vec<Outcome>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        if rounds > 1 {
+            println!("round {}", round + 1);
+        }
+        for ((name, dialect, url), runs) in targets.iter().zip(per.iter_mut()) {
+            let pids = cpu_pids.get(name).cloned().unwrap_or_default();
+            runs.push(measure(&args, name, dialect, url, &pids).await?);
+        }
+    }
+    let results: Vec<Outcome> = targets
+        .iter()
+        .zip(per)
+        .map(|((name, _, _), runs)| median(name, runs))
+        .collect();
+    if rounds > 1 {
+        println!("\nmedians over {rounds} rounds");
     }
     report(&args, &results);
     Ok(())
@@ -313,6 +331,21 @@ async fn measure(
         p99: pct(0.99),
         cpu_us,
     })
+}
+
+/// Each figure's median over the rounds, separately.
+fn median(name: &str, runs: Vec<Outcome>) -> Outcome {
+    fn mid<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v.get(v.len() / 2).copied()
+    }
+    Outcome {
+        name: name.to_owned(),
+        fps: mid(runs.iter().map(|r| r.fps).collect()).unwrap_or_default(),
+        p50: mid(runs.iter().map(|r| r.p50).collect()).unwrap_or_default(),
+        p99: mid(runs.iter().map(|r| r.p99).collect()).unwrap_or_default(),
+        cpu_us: mid(runs.iter().filter_map(|r| r.cpu_us).collect()),
+    }
 }
 
 fn report(args: &Args, results: &[Outcome]) {
