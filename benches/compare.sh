@@ -113,12 +113,25 @@ if ! skip rabbit; then
   PIDS+=("$RABBIT")
 fi
 SIO_PORTS=()
+declare -A LOGS
 for k in $(seq 1 "$SPLIT"); do
   port=$(free_port)
   (cd tests/peers && exec node sio_backend.js "$port") > "$TMP/sio-$k.log" 2>&1 &
   PIDS+=($!)
+  LOGS[$!]=$TMP/sio-$k.log
   SIO_PORTS+=("$port")
 done
+# A backend that died makes every later figure meaningless: say so, with its last words.
+check_alive() {
+  local p
+  for p in "${!LOGS[@]}"; do
+    if ! kill -0 "$p" 2>/dev/null; then
+      echo "!! backend $p died ($1); the figures above are invalid. Its log ends:" >&2
+      tail -20 "${LOGS[$p]}" >&2
+      exit 1
+    fi
+  done
+}
 SIO=${SIO_PORTS[0]}
 TOKEN=$(cd tests/peers && node -e "console.log(require('jsonwebtoken').sign({sub:'load'}, 'test-secret'))")
 
@@ -215,6 +228,7 @@ SIO_TARGETS=(
   --target "stomp->sio=stomp:ws://127.0.0.1:$P/xs"
 )
 sio_load() {
+  check_alive "before a Socket.IO run"
   $LOAD "${SIO_TARGETS[@]}" --cpu "sb-passthrough=$PROXY" --cpu "sio->sio=$PROXY" --cpu "stomp->sio=$PROXY" \
     --token "$TOKEN" --subscribe /topic/echo --send /app/echo --baseline nginx --direct direct \
     --size "$SIZE" --clk-tck "$(getconf CLK_TCK)" --rounds "$ROUNDS" "$@"
@@ -225,6 +239,7 @@ ROUNDS=1 sio_load --clients "$CLIENTS" --messages 200 > /dev/null
 if ! skip sio; then
   echo; echo "== 1. Socket.IO echo backend, closed loop"
   sio_load --clients "$CLIENTS" --messages "$MESSAGES" --window 8
+  check_alive "during section 1"
 fi
 if ! skip low; then
   echo; echo "== 2. Socket.IO echo backend, low concurrency (one message in flight per client)"
@@ -246,6 +261,7 @@ if [ -n "$RABBIT" ]; then
     --target "sb-passthrough=stomp:ws://127.0.0.1:$P/pt" --cpu "sb-passthrough=$PROXY" \
     --target "stomp->stomp=stomp:ws://127.0.0.1:$P/tr" --cpu "stomp->stomp=$PROXY"
 fi
+check_alive "after sections 1-4"
 if ! skip hub; then
   echo; echo "== 5. embedded hub (throughput ceiling; the proxy's CPU includes the hub's work)"
   $LOAD --clients "$CLIENTS" --messages "$MESSAGES" --window 8 --size "$SIZE" --rounds "$ROUNDS" --clk-tck "$(getconf CLK_TCK)" \
@@ -270,6 +286,7 @@ if ! skip idle; then
         *) ;;
       esac
     done
+    check_alive "before idle $r"
     $LOAD --idle --clients "$IDLE_N" --rss-pid "$PROXY" --after "$IDLE_AFTER" --token "$TOKEN" \
       --source-addrs "$SRC" --timeout 600 "${EXTRA[@]}" "${T[@]}"
   done
