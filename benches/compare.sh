@@ -24,7 +24,7 @@
 #                                      modules, rabbitmq-server)
 # Knobs (environment): CLIENTS=50 MESSAGES=1000 LOW_CLIENTS=10 LOW_MESSAGES=2000 RATE=10000
 #   RATE_SECONDS=5 IDLE_N=10000 IDLE_AFTER=60 IDLE_ROUTES="stomp-sio sio-tr" SIZE=128 ROUNDS=3
-#   SKIP="idle rabbit ..." (any of: sio low open rabbit hub idle)
+#   SKIP="idle rabbit ..." (any of: sio low open rabbit hub idle) IDLE_PER_ADDR=20000
 # IDLE_N is capped by the descriptor limit: the proxy holds two sockets per client, and the
 # script raises `ulimit -n` only as far as `ulimit -Hn` allows (raise the hard limit as the
 # systemd unit does, LimitNOFILE, for 50k). Above 20k clients the load connects from several
@@ -45,6 +45,7 @@ IDLE_ROUTES=${IDLE_ROUTES:-stomp-sio sio-tr}
 SIZE=${SIZE:-128}
 ROUNDS=${ROUNDS:-3}
 SKIP=${SKIP:-}
+IDLE_PER_ADDR=${IDLE_PER_ADDR:-20000}
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -82,8 +83,8 @@ if [ "$IDLE_N" -gt "$MAX_IDLE" ]; then
   echo "note: IDLE_N=$IDLE_N needs $(( 2 * IDLE_N + 512 )) descriptors in the proxy; ulimit -Hn is $HARD: measuring $MAX_IDLE clients"
   IDLE_N=$MAX_IDLE
 fi
-# One backend (and one source address) per 20k idle clients.
-SPLIT=$(( (IDLE_N + 19999) / 20000 ))
+# One backend (and one source address) per IDLE_PER_ADDR (20k) idle clients.
+SPLIT=$(( (IDLE_N + IDLE_PER_ADDR - 1) / IDLE_PER_ADDR ))
 SRC=$(seq -s, -f '127.0.0.%g' 1 "$SPLIT")
 
 TMP=$(mktemp -d)
