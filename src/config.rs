@@ -125,6 +125,11 @@ pub struct Limits {
     /// Bytes each WebSocket reads from its socket at once (both legs). tungstenite's 128 KiB
     /// default, twice per proxied client, was most of an idle client's memory.
     pub read_buffer_bytes: usize,
+    /// Bytes of encoded frames each WebSocket gathers before writing them to its socket (both
+    /// legs); a flush writes what is gathered whatever its size. The buffer keeps the
+    /// capacity its largest burst needed, up to this plus one message, so it is also what a
+    /// client that was once busy keeps. tungstenite's default is 128 KiB.
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -138,6 +143,7 @@ impl Default for Limits {
             write_timeout_ms: 10_000,
             idle_ping_ms: 30_000,
             read_buffer_bytes: 4096,
+            write_buffer_bytes: 8192,
         }
     }
 }

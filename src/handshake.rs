@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::dialect::{Dial, Handshake};
 use crate::metrics as m;
-use crate::session::{self, Link, RouteCtx, Session};
+use crate::session::{self, RouteCtx, Session};
 
 /// A transport of a dialect's own in front of its sessions (Engine.IO's long-polling and
 /// upgrade): it takes every HTTP request on the route's path.
@@ -243,8 +243,6 @@ impl Upgrader {
         let handshake = handshake_of(&req, Some(self.peer), protocol);
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (shutdown, permit) = (self.shutdown.clone(), self.permit.clone());
-        let max = ctx.client_message_limit;
-        let read_buffer = ctx.read_buffer;
         self.tracker.spawn(async move {
             let _permit = permit;
             let upgraded = match on_upgrade.await {
@@ -254,7 +252,7 @@ impl Upgrader {
                     return m::handshake_failed("upgrade");
                 }
             };
-            let config = client_ws_config(max, read_buffer);
+            let config = client_ws_config(&ctx);
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
@@ -283,32 +281,35 @@ impl Upgrader {
 }
 
 /// A client WebSocket's limits: the route's message limit (checked from the frame header,
-/// before buffering) and the read buffer size.
-fn client_ws_config(max: usize, read_buffer: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-        .read_buffer_size(read_buffer)
+/// before buffering) and the read and write buffer sizes (`[limits]`).
+pub(crate) fn client_ws_config(ctx: &RouteCtx) -> WebSocketConfig {
+    crate::upstream::ws_config(ctx.client_message_limit, ctx.read_buffer, ctx.write_buffer)
 }
 
 /// The session of a route whose client dialect needs no transport of its own: the server
 /// role from the route's factory over the upgraded WebSocket, or a passthrough.
-async fn run_default(up: Upgraded, ctx: Arc<RouteCtx>, shutdown: CancellationToken) {
-    let link = Link::websocket(
-        up.ws,
-        ctx.queue_depth,
-        ctx.queue_bytes,
-        ctx.write_timeout,
-        ctx.metrics.down.for_session(),
-    );
+///
+/// Builds the session at once and returns it boxed: an `async fn` would keep its arguments
+/// (the WebSocket as it was before it became a link, the upgrade's headers) in the task for
+/// the session's whole life.
+fn run_default(
+    up: Upgraded,
+    ctx: Arc<RouteCtx>,
+    shutdown: CancellationToken,
+) -> BoxFuture<'static, ()> {
+    let link = session::leg_link(up.ws, &ctx, ctx.metrics.down.for_session());
     if session::is_passthrough(&ctx.config) {
         let dial = passthrough_dial(&up.handshake);
-        return session::passthrough(ctx, link, dial, up.handshake.peer, shutdown).await;
+        return Box::pin(session::passthrough(
+            ctx,
+            link,
+            dial,
+            up.handshake.peer,
+            shutdown,
+        ));
     }
     let server = (ctx.new_server)(&up.handshake, Instant::now());
-    Session::new(ctx, link, server, &up.handshake)
-        .run(shutdown)
-        .await;
+    Box::pin(Session::new(ctx, link, server, &up.handshake).run(shutdown))
 }
 
 #[cfg(test)]
@@ -361,8 +362,9 @@ mod tests {
 
     #[test]
     fn memory_settings_reach_the_client_socket() {
-        let c = client_ws_config(4096, 2048);
+        let c = crate::upstream::ws_config(4096, 2048, 1000);
         assert_eq!(c.read_buffer_size, 2048);
+        assert_eq!(c.write_buffer_size, 1000);
         assert_eq!(c.max_frame_size, Some(4096));
     }
 

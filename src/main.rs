@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use switchboard::registry;
 
+/// jemalloc with background purging gives memory back to the system once clients leave;
+/// glibc's malloc keeps it (issue 12, measured in `Cargo.toml`'s `[features]`).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",

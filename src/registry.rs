@@ -271,7 +271,8 @@ pub fn route_ctx(
         Duration::from_millis(r.upstream.connect_timeout_ms),
         limits.max_message_size,
         limits.read_buffer_bytes,
-    )?;
+    )?
+    .with_write_buffer(limits.write_buffer_bytes);
     let mapping = Mapping::new(&r.maps, down.spec, up_spec).map_err(BuildError::Mapping)?;
     let auth = match &r.auth {
         Some(a) => Some(Arc::new(crate::auth::Verifier::new(a)?)),
@@ -299,6 +300,7 @@ pub fn route_ctx(
         idle_ping: limits.idle_ping(),
         allowed_origins: (down.allowed_origins)(r),
         read_buffer: limits.read_buffer_bytes,
+        write_buffer: limits.write_buffer_bytes,
         auth,
         admission: Arc::new(Admission::new(&r.client_limits, client_message_limit)),
         hub,
@@ -733,5 +735,43 @@ mod tests {
         let moved = format!("listen = \"127.0.0.1:7171\"\n{hub}");
         let c = from_toml(&moved).unwrap();
         assert_eq!(c.routes[0].listen.port(), 7171);
+    }
+
+    /// Issue 12: the memory-related `[limits]` reach both legs' sockets and queues, through
+    /// the functions the listener (`client_ws_config`), the dialer (its `ws_config`) and
+    /// both legs' links (`leg_link`) use.
+    #[tokio::test]
+    async fn memory_settings_reach_both_legs_sockets_and_queues() {
+        let text = format!(
+            "[limits]\nread_buffer_bytes = 1024\nwrite_buffer_bytes = 3000\n\
+             queue_depth = 7\nqueue_bytes = 2000000\nmax_message_size = 65536\n{MINIMAL}"
+        );
+        let config = from_toml(&text).unwrap();
+        let (ctx, _) = route_ctx(&config.routes[0], &config, None, None).unwrap();
+        let down = crate::handshake::client_ws_config(&ctx);
+        let up = ctx.dialer.ws_config();
+        for c in [&down, up] {
+            assert_eq!(c.read_buffer_size, 1024);
+            assert_eq!(c.write_buffer_size, 3000);
+            assert_eq!(c.max_message_size, Some(65536));
+            assert_eq!(c.max_frame_size, Some(65536));
+        }
+        // The defaults, where nothing is said.
+        let config = from_toml(MINIMAL).unwrap();
+        let (dctx, _) = route_ctx(&config.routes[0], &config, None, None).unwrap();
+        assert_eq!(
+            crate::handshake::client_ws_config(&dctx).read_buffer_size,
+            4096
+        );
+        assert_eq!(dctx.dialer.ws_config().write_buffer_size, 8192);
+        // Both legs' queues, over an in-memory socket.
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        for role in [Role::Server, Role::Client] {
+            let (a, _b) = tokio::io::duplex(1 << 12);
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(a, role, Some(down)).await;
+            let link = crate::session::leg_link(ws, &ctx, ctx.metrics.down.clone());
+            assert_eq!(link.outbound.max_capacity(), 7);
+            assert_eq!(link.queue_bytes(), Some(2_000_000));
+        }
     }
 }

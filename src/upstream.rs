@@ -128,10 +128,9 @@ impl Dialer {
         read_buffer: usize,
     ) -> Result<Self, UpstreamError> {
         let url = backend_url(url, spec)?;
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(max_message_size))
-            .max_frame_size(Some(max_message_size))
-            .read_buffer_size(read_buffer);
+        // `[limits]`'s default write buffer until told otherwise (`with_write_buffer`).
+        let write_buffer = crate::config::Limits::default().write_buffer_bytes;
+        let ws_config = ws_config(max_message_size, read_buffer, write_buffer);
         Ok(Self {
             url,
             spec,
@@ -140,6 +139,23 @@ impl Dialer {
             ws_config,
             route: route.into(),
         })
+    }
+
+    /// The same dialer, gathering this many bytes of frames before writing
+    /// (`limits.write_buffer_bytes`).
+    #[must_use]
+    pub fn with_write_buffer(mut self, bytes: usize) -> Self {
+        self.ws_config = ws_config(
+            self.ws_config.max_message_size.unwrap_or(usize::MAX),
+            self.ws_config.read_buffer_size,
+            bytes,
+        );
+        self
+    }
+
+    /// The WebSocket settings every dial of this dialer uses.
+    pub fn ws_config(&self) -> &WebSocketConfig {
+        &self.ws_config
     }
 
     /// Whether the backend URL is `wss://`.
@@ -327,6 +343,19 @@ fn failure_reason(e: &UpstreamError) -> &'static str {
         UpstreamError::Handshake(_) => "handshake",
         UpstreamError::Timeout(_) => "timeout",
     }
+}
+
+/// The WebSocket settings of one leg, client or upstream: the message limit (checked from
+/// the frame header, before buffering), the read buffer (allocated per socket when it opens)
+/// and the write buffer (what is gathered before a write; the cap on it stays tungstenite's
+/// unbounded default because the session's queue already bounds what reaches it: at most
+/// this plus one message).
+pub fn ws_config(max_message: usize, read_buffer: usize, write_buffer: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+        .read_buffer_size(read_buffer)
+        .write_buffer_size(write_buffer)
 }
 
 #[cfg(test)]

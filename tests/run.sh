@@ -26,6 +26,9 @@ dpkg -s puma >/dev/null 2>&1 || missing+=(puma)
 dpkg -s dpkg-dev >/dev/null 2>&1 || missing+=(dpkg-dev)
 # Redis for the hub across instances (tests/hub_redis.rs starts its own servers).
 dpkg -s redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The binary's default allocator, jemalloc, is built from C (Cargo.toml's `jemalloc` feature).
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -45,7 +45,7 @@ use tokio::sync::Mutex;
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio::{self, OpenInfo};
 use crate::handshake::{Transport, Upgraded, Upgrader, is_upgrade, passthrough_dial, session_id};
-use crate::session::{self, Link, LinkOut, RouteCtx, Session};
+use crate::session::{self, LinkOut, RouteCtx, Session};
 
 use cors::{Cors, cors, preflight};
 use shared::{Shared, WEBSOCKET};
@@ -274,35 +274,33 @@ impl Engine {
         up.upgrade(
             req,
             Some(Box::new(
+                // Builds the session at once and returns it boxed: what the closure takes
+                // (the upgraded WebSocket, the upgrade's headers) is not kept for the
+                // session's life.
                 move |upgraded: Upgraded, ctx: Arc<RouteCtx>, shutdown| {
-                    Box::pin(async move {
-                        let Upgraded { ws, handshake } = upgraded;
-                        let link = Link::websocket(
-                            ws,
-                            ctx.queue_depth,
-                            ctx.queue_bytes,
-                            ctx.write_timeout,
-                            ctx.metrics.down.for_session(),
-                        );
-                        if session::is_passthrough(&ctx.config) {
-                            // The backend's own `open` and pings go through unchanged.
-                            let dial = passthrough_dial(&handshake);
-                            return session::passthrough(ctx, link, dial, handshake.peer, shutdown)
-                                .await;
-                        }
-                        if link
-                            .outbound
-                            .send(LinkOut::Msg(WsMsg::Text(open)))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        let role = (ctx.new_server)(&handshake, Instant::now());
-                        Session::new(ctx, link, role, &handshake)
-                            .run(shutdown)
-                            .await;
-                    })
+                    let Upgraded { ws, handshake } = upgraded;
+                    let link = session::leg_link(ws, &ctx, ctx.metrics.down.for_session());
+                    if session::is_passthrough(&ctx.config) {
+                        // The backend's own `open` and pings go through unchanged.
+                        let dial = passthrough_dial(&handshake);
+                        return Box::pin(session::passthrough(
+                            ctx,
+                            link,
+                            dial,
+                            handshake.peer,
+                            shutdown,
+                        ));
+                    }
+                    // The queue is new and at least one message deep: this cannot wait.
+                    if link
+                        .outbound
+                        .try_send(LinkOut::Msg(WsMsg::Text(open)))
+                        .is_err()
+                    {
+                        return Box::pin(std::future::ready(()));
+                    }
+                    let role = (ctx.new_server)(&handshake, Instant::now());
+                    Box::pin(Session::new(ctx, link, role, &handshake).run(shutdown))
                 },
             )),
         )

@@ -375,7 +375,8 @@ async fn poll_writer(
             }
             // Engine.IO has pings of its own; the session sends none to this link.
             Some(LinkOut::Ping) => continue,
-            Some(LinkOut::Final(msgs, c)) => {
+            Some(LinkOut::Final(f)) => {
+                let (msgs, c) = *f;
                 if c.reason == PING_TIMEOUT {
                     shared.set_gone();
                 }

@@ -221,7 +221,7 @@ impl Session {
             self.ctx.write_timeout,
             self.down
                 .outbound
-                .send(LinkOut::Final(out.to_client, close)),
+                .send(LinkOut::Final(Box::new((out.to_client, close)))),
         )
         .await;
         self.leave_upstream().await;
@@ -370,7 +370,11 @@ pub(super) async fn refuse_link(
     if waits_for_client {
         let _ = tokio::time::timeout(REFUSAL_WAIT, down.inbound.next()).await;
     }
-    let _ = tokio::time::timeout(limit, down.outbound.send(LinkOut::Final(msgs, close))).await;
+    let _ = tokio::time::timeout(
+        limit,
+        down.outbound.send(LinkOut::Final(Box::new((msgs, close)))),
+    )
+    .await;
     await_close(down).await;
     down.finish(None, limit).await;
 }

@@ -64,8 +64,10 @@ pub enum LinkOut {
     /// protocol has no heartbeat of its own (STOMP with `heart-beat:0,0`).
     Ping,
     /// The session's last words to a peer that stopped reading: written best-effort (even
-    /// after a stall, when everything queued before is discarded), then the close.
-    Final(Vec<WsMsg>, Close),
+    /// after a stall, when everything queued before is discarded), then the close. Boxed:
+    /// every queue slot is as large as the largest variant, and the queue's first block of
+    /// slots is allocated per link whether used or not.
+    Final(Box<(Vec<WsMsg>, Close)>),
 }
 
 /// Messages from a peer, in order.
@@ -177,6 +179,11 @@ impl Link {
                 .budget
                 .as_ref()
                 .is_none_or(|b| b.sem.available_permits() > 0)
+    }
+
+    /// The most bytes the queue toward the peer takes (`None`: bounded by depth alone).
+    pub fn queue_bytes(&self) -> Option<usize> {
+        self.budget.as_ref().map(|b| b.total as usize)
     }
 
     /// Whether a ping or pong arrived since the last call.
@@ -365,8 +372,10 @@ where
         }
     };
     while let Some(item) = rx.recv().await {
+        // The rare paths are boxed: a task's future is as large as its largest state, and
+        // an idle writer should hold only what waiting on its queue needs.
         if w.stalled.is_cancelled() {
-            return discard(sink, rx, item, &w).await;
+            return Box::pin(discard(sink, rx, item, &w)).await;
         }
         let res = match item {
             LinkOut::Msg(msg) => {
@@ -376,8 +385,11 @@ where
                 r
             }
             LinkOut::Ping => write(sink.feed(Message::Ping(Bytes::new())), w.write_timeout).await,
-            LinkOut::Close(c) => return close(&mut sink, c, w.write_timeout).await,
-            LinkOut::Final(msgs, c) => return last_words(&mut sink, msgs, c, &w).await,
+            LinkOut::Close(c) => return Box::pin(close(&mut sink, c, w.write_timeout)).await,
+            LinkOut::Final(f) => {
+                let (msgs, c) = *f;
+                return Box::pin(last_words(&mut sink, msgs, c, &w)).await;
+            }
             LinkOut::Barrier(done) => {
                 let r = flush(&mut sink, w.write_timeout).await;
                 let _ = done.send(());
@@ -394,7 +406,7 @@ where
             Err(Stop::Stalled) => {
                 w.stalled.cancel();
                 let Some(next) = rx.recv().await else { return };
-                return discard(sink, rx, next, &w).await;
+                return Box::pin(discard(sink, rx, next, &w)).await;
             }
         }
     }
@@ -435,7 +447,10 @@ where
             }
             LinkOut::Ping | LinkOut::Barrier(_) => {}
             LinkOut::Close(c) => return close(&mut sink, c, FINAL_WRITE).await,
-            LinkOut::Final(msgs, c) => return last_words(&mut sink, msgs, c, w).await,
+            LinkOut::Final(f) => {
+                let (msgs, c) = *f;
+                return last_words(&mut sink, msgs, c, w).await;
+            }
         }
         item = rx.recv().await;
     }

@@ -100,6 +100,8 @@ pub struct RouteCtx {
     pub allowed_origins: Vec<String>,
     /// Bytes a client WebSocket reads at once.
     pub read_buffer: usize,
+    /// Bytes a client WebSocket gathers before writing.
+    pub write_buffer: usize,
     /// Edge authentication (`[route.auth]`): every Connect (and re-authentication) is
     /// verified before the upstream is dialed; `None`: the backend alone decides.
     pub auth: Option<Arc<crate::auth::Verifier>>,
@@ -276,29 +278,51 @@ impl Session {
     }
 
     /// Run to completion.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        // Held until the session ends: its address's slot.
-        let _admitted = match self.ctx.admission.admit(self.peer.map(|p| p.ip())) {
-            Ok(a) => {
-                self.rate = a.client_rate();
-                a
-            }
-            Err(reason) => return self.refuse(reason).await,
-        };
-        let metrics = self.ctx.metrics.clone();
-        metrics.active.increment(1.0);
-        let started = Instant::now();
-        tracing::debug!(route = %metrics.route, "session started");
+    ///
+    /// Only the pump is awaited in place: what comes before and after is boxed, so the task
+    /// of an idle session holds the session and the pump's wait, not the largest of its
+    /// other states (sized with `session_future_sizes` in the tests).
+    ///
+    /// Not an `async fn`: one keeps its arguments twice (as arguments and as the body's
+    /// bindings), and the session is the largest of them.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self, shutdown: CancellationToken) -> impl Future<Output = ()> + Send {
+        async move {
+            // Held until the session ends: its address's slot.
+            let admitted = match self.ctx.admission.admit(self.peer.map(|p| p.ip())) {
+                Ok(a) => {
+                    self.rate = a.client_rate();
+                    a
+                }
+                Err(reason) => return Box::pin(self.refuse(reason)).await,
+            };
+            let started = Instant::now();
+            Box::pin(self.begin(started)).await;
+            let outcome = self.pump(&shutdown).await;
+            Box::pin(self.end(started, outcome)).await;
+            drop(admitted);
+        }
+    }
+
+    /// The session is admitted: counted, and the server role starts.
+    async fn begin(&mut self, started: Instant) {
+        self.ctx.metrics.active.increment(1.0);
+        tracing::debug!(route = %self.ctx.metrics.route, "session started");
         let mut out = ServerOut::default();
         self.server.on_start(started, &mut out);
         self.apply_server(out).await;
-        let outcome = self.pump(&shutdown).await;
+    }
+
+    /// The pump ended: both legs are let go (each writer drains within a bound), then the
+    /// session is counted and logged.
+    async fn end(&mut self, started: Instant, outcome: Outcome) {
         let limit = self.ctx.write_timeout.min(Duration::from_secs(2));
         if let Some(mut up) = self.up.take() {
             up.link.finish(Some(Close::normal()), limit).await;
         }
         // The server role already queued its close when it decided to end.
         self.down.finish(None, limit).await;
+        let metrics = &self.ctx.metrics;
         metrics.active.decrement(1.0);
         metrics.session_ended(outcome.label());
         log_end(
@@ -337,6 +361,19 @@ impl Session {
                 e = hub_next(&mut self.hub, up_ready) => e,
                 _ = tokio::time::sleep_until(deadline) => Ev::Tick,
             };
+            // Boxed: a session's task is as large as the largest state of its future, and
+            // an idle session waits in the `select!` above. Inline, every handler's nested
+            // futures (writes under timeouts, translation, last words) made that task about
+            // 7 KiB per client; boxed, they take memory only while an event is handled.
+            if let Some(o) = Box::pin(self.on_event(ev)).await {
+                return o;
+            }
+        }
+    }
+
+    /// What one event of the pump leads to; `Some` ends the session at once.
+    async fn on_event(&mut self, ev: Ev) -> Option<Outcome> {
+        {
             match ev {
                 Ev::Shutdown => {
                     self.shutting = true;
@@ -359,14 +396,14 @@ impl Session {
                 }
                 Ev::Down(None | Some(Err(_))) => {
                     self.leave_upstream().await;
-                    return Outcome::ClientClosed;
+                    return Some(Outcome::ClientClosed);
                 }
                 Ev::Down(Some(Ok(msg))) => {
                     self.down_last_recv = Instant::now();
                     self.down_pinged = false;
                     if let Err(reason) = self.rate.check(msg.len()) {
                         self.over_rate(reason).await;
-                        continue;
+                        return None;
                     }
                     let mut out = ServerOut::default();
                     self.server.on_client(msg, self.down_last_recv, &mut out);
@@ -450,6 +487,7 @@ impl Session {
                 Ev::Tick => self.on_tick().await,
             }
         }
+        None
     }
 }
 
@@ -516,4 +554,24 @@ fn log_end(
         outcome = outcome.label(),
         "session ended"
     );
+}
+
+/// A leg's link as `[limits]` sizes it: the queue's depth and bytes, the write timeout. Every
+/// WebSocket of a route, client side and upstream, is wrapped here, so the tests that check
+/// these settings check what the sockets get.
+pub fn leg_link<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    ctx: &RouteCtx,
+    counters: LegCounters,
+) -> Link
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    Link::websocket(
+        ws,
+        ctx.queue_depth,
+        ctx.queue_bytes,
+        ctx.write_timeout,
+        counters,
+    )
 }

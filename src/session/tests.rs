@@ -168,6 +168,7 @@ async fn a_server_role_speaks_first_and_a_second_connect_reauthenticates() {
         idle_ping: None,
         allowed_origins: Vec::new(),
         read_buffer: 4096,
+        write_buffer: 8192,
         auth: None,
         admission: Arc::new(crate::admission::Admission::new(
             &Default::default(),
@@ -288,6 +289,7 @@ fn auth_ctx(port: u16, ops_tx: UnboundedSender<ClientOp>) -> Arc<RouteCtx> {
         idle_ping: None,
         allowed_origins: Vec::new(),
         read_buffer: 4096,
+        write_buffer: 8192,
         auth: Some(Arc::new(crate::auth::Verifier::new(&auth).unwrap())),
         admission: Arc::new(crate::admission::Admission::new(
             &Default::default(),
@@ -413,4 +415,32 @@ async fn a_verified_identity_reaches_the_client_role_and_reauth_is_verified_too(
     );
     stop.cancel();
     run.await.unwrap();
+}
+
+/// What one idle session's task holds inline: printed, for sizing work (issue 12).
+#[tokio::test]
+#[ignore = "prints sizes; run with --ignored --nocapture"]
+async fn session_future_sizes() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let ctx = auth_ctx(1, tx);
+    let (a, _b) = tokio::io::duplex(1 << 16);
+    let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+    let link = Link::websocket(
+        server,
+        8,
+        1 << 20,
+        Duration::from_secs(2),
+        ctx.metrics.down.clone(),
+    );
+    let stop = CancellationToken::new();
+    let mut session = Session::new(ctx, link, Box::new(Greeter), &Handshake::default());
+    eprintln!("Session {}", std::mem::size_of::<Session>());
+    eprintln!("Link {}", std::mem::size_of::<Link>());
+    eprintln!("LinkOut {}", std::mem::size_of::<super::LinkOut>());
+    eprintln!("pump {}", std::mem::size_of_val(&session.pump(&stop)));
+    eprintln!(
+        "on_event {}",
+        std::mem::size_of_val(&session.on_event(super::Ev::Tick))
+    );
+    eprintln!("run {}", std::mem::size_of_val(&session.run(stop.clone())));
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::link::{Link, LinkOut, Sent};
+use super::link::{LinkOut, Sent};
 use super::{MAX_AUTHORIZING, Outcome, Session, Up};
 use crate::dialect::{ClientOut, ServerOut};
 use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind};
@@ -24,14 +24,7 @@ impl Session {
         self.dialing = None;
         match (r, self.role.take()) {
             (Ok(ws), Some(role)) => {
-                let counters = self.up_counters.clone();
-                let link = Link::websocket(
-                    ws,
-                    self.ctx.queue_depth,
-                    self.ctx.queue_bytes,
-                    self.ctx.write_timeout,
-                    counters,
-                );
+                let link = super::leg_link(ws, &self.ctx, self.up_counters.clone());
                 let now = Instant::now();
                 self.up = Some(Up {
                     link,
