@@ -15,65 +15,22 @@ use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(10);
 
-/// One listener, a route per dialect, all on the hub (the shipped config's shape).
+/// Every dialect on the hub (the shipped config's shape), each route closed by `extra`.
+const ALL: &[&str] = &[
+    "stomp",
+    "socketio",
+    "pusher",
+    "socketcluster",
+    "actioncable",
+];
+
+/// One listener, a route per dialect, all on the hub.
 fn config(port: u16) -> String {
     format!(
-        r#"
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[[route]]
-name = "stomp"
-listen = "127.0.0.1:{port}"
-path = "/ws"
-client = "stomp"
-[route.upstream]
-dialect = "hub"
-
-[[route]]
-name = "socketio"
-listen = "127.0.0.1:{port}"
-client = "socketio"
-[route.upstream]
-dialect = "hub"
-
-[[route]]
-name = "pusher"
-listen = "127.0.0.1:{port}"
-client = "pusher"
-[route.pusher]
-app_key = "{PUSHER_APP_KEY}"
-app_secret = "{PUSHER_APP_SECRET}"
-[route.upstream]
-dialect = "hub"
-
-[[route]]
-name = "socketcluster"
-listen = "127.0.0.1:{port}"
-client = "socketcluster"
-[route.upstream]
-dialect = "hub"
-
-[[route]]
-name = "actioncable"
-listen = "127.0.0.1:{port}"
-client = "actioncable"
-[route.upstream]
-dialect = "hub"
-"#,
-        admin = free_port(),
+        "[admin]\nlisten = \"127.0.0.1:{}\"\n{}",
+        free_port(),
+        hub_routes(port, ALL, "")
     )
-}
-
-/// A message with nested JSON and unicode, as the guide's Message object.
-fn message(n: u64, from: &str) -> Value {
-    json!({
-        "id": n,
-        "from": from,
-        "text": "héllo ✓ 🎉 \"quoted\" \\ back",
-        "author": {"name": "Zoë Ångström", "roles": ["doctor", "admin"]},
-        "attachments": [{"kind": "note", "meta": {"pages": 2, "draft": false, "x": null}}],
-    })
 }
 
 struct Clients {
@@ -228,28 +185,28 @@ async fn every_dialect_on_one_hub() {
     // The health-records guide: emit `message_created`, `socket.on('message_created')`.
     // Socket.IO clients hear it as `io.emit` (the sender too); every subscriber of the
     // channel in every dialect hears it.
-    let m1 = message(1, "socket.io");
+    let m1 = guide_message(1, "socket.io");
     c.sio
         .send(json!({"op":"emit","c":"a","event":"message_created","args":[m1]}))
         .await;
     c.all_hear(&m1, "message_created", &[]).await;
 
     // STOMP SEND to the topic: the sender's own subscription hears it too.
-    let m2 = message(2, "stomp");
+    let m2 = guide_message(2, "stomp");
     c.stomp
         .send(json!({"op":"send","c":"s","destination":"/topic/message_created","body":serde_json::to_string(&m2).unwrap(),"headers":{"content-type":"application/json"}}))
         .await;
     c.all_hear(&m2, "message_created", &[]).await;
 
     // A SocketCluster publish.
-    let m3 = message(3, "socketcluster");
+    let m3 = guide_message(3, "socketcluster");
     c.sc.send(json!({"op":"publish","c":"k","channel":"message_created","data":m3}))
         .await;
     c.all_hear(&m3, "message_created", &[]).await;
 
     // An Action Cable `perform`: the action is the event name; Rails puts the action in the
     // data too, which is what the others receive.
-    let mut m4 = message(4, "actioncable");
+    let mut m4 = guide_message(4, "actioncable");
     c.cable
         .send(json!({"op":"perform","c":"r","identifier":{"channel":"message_created"},"action":"message_created","data":m4}))
         .await;
@@ -320,7 +277,7 @@ async fn pusher_client_events_and_confirmations() {
         p.expect(T, |v| v["c"] == c && v["ev"] == "subscription_succeeded")
             .await;
     }
-    let m = message(7, "pusher");
+    let m = guide_message(7, "pusher");
     p.send(
         json!({"op":"trigger","c":"p1","channel":"private-chat","event":"client-message","data":m}),
     )
@@ -657,15 +614,12 @@ async fn shipped_config_try_it() {
 /// `[route.auth]` (HS256), and the Pusher route without it.
 fn config_with_auth(port: u16) -> String {
     let auth = "[route.auth]\nalgorithm = \"HS256\"\nsecret = \"hub-edge-secret\"\n";
-    config(port)
-        .replace(
-            "client = \"stomp\"\n[route.upstream]\ndialect = \"hub\"\n",
-            &format!("client = \"stomp\"\n[route.upstream]\ndialect = \"hub\"\n{auth}"),
-        )
-        .replace(
-            "client = \"socketcluster\"\n[route.upstream]\ndialect = \"hub\"\n",
-            &format!("client = \"socketcluster\"\n[route.upstream]\ndialect = \"hub\"\n{auth}"),
-        )
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:{}\"\n{}{}",
+        free_port(),
+        hub_routes(port, &["stomp", "socketcluster"], auth),
+        hub_routes(port, &["socketio", "pusher", "actioncable"], "")
+    )
 }
 
 /// Private and presence channels for dialects without Pusher signatures: a verified JWT's

@@ -20,41 +20,10 @@ const TTL_MS: u64 = 1500;
 /// One instance: STOMP, Socket.IO and Pusher routes on the hub, the hub on `redis`.
 fn config(port: u16, redis: &Redis) -> String {
     format!(
-        r#"
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[hub]
-redis_url = "{url}"
-instance_ttl_ms = {TTL_MS}
-
-[[route]]
-name = "stomp"
-listen = "127.0.0.1:{port}"
-path = "/ws"
-client = "stomp"
-[route.upstream]
-dialect = "hub"
-
-[[route]]
-name = "socketio"
-listen = "127.0.0.1:{port}"
-client = "socketio"
-[route.upstream]
-dialect = "hub"
-
-[[route]]
-name = "pusher"
-listen = "127.0.0.1:{port}"
-client = "pusher"
-[route.pusher]
-app_key = "{PUSHER_APP_KEY}"
-app_secret = "{PUSHER_APP_SECRET}"
-[route.upstream]
-dialect = "hub"
-"#,
-        admin = free_port(),
-        url = redis.url(),
+        "[admin]\nlisten = \"127.0.0.1:{}\"\n\n[hub]\nredis_url = \"{}\"\ninstance_ttl_ms = {TTL_MS}\n{}",
+        free_port(),
+        redis.url(),
+        hub_routes(port, &["stomp", "socketio", "pusher"], "")
     )
 }
 
@@ -64,15 +33,6 @@ async fn two_instances(redis: &Redis) -> ((Proxy, u16), (Proxy, u16)) {
     let a = Proxy::start(&config(pa, redis)).await;
     let b = Proxy::start(&config(pb, redis)).await;
     ((a, pa), (b, pb))
-}
-
-fn message(n: u64, from: &str) -> Value {
-    json!({
-        "id": n,
-        "from": from,
-        "text": "héllo ✓ 🎉 \"quoted\" \\ back",
-        "nested": {"roles": ["doctor", "admin"], "x": null},
-    })
 }
 
 async fn sio_connect(d: &mut Driver, c: &str, port: u16) {
@@ -151,7 +111,7 @@ async fn publishes_reach_subscribers_on_every_instance() {
     sio_hears(&mut sio, "b", &zero).await;
 
     // A (Socket.IO) → B (Socket.IO and STOMP), and the sender hears its own io.emit once.
-    let m1 = message(1, "a");
+    let m1 = guide_message(1, "a");
     sio.send(json!({"op":"emit","c":"a","event":"message_created","args":[m1]}))
         .await;
     sio_hears(&mut sio, "a", &m1).await;
@@ -164,7 +124,7 @@ async fn publishes_reach_subscribers_on_every_instance() {
     );
 
     // B (Socket.IO) → A.
-    let m2 = message(2, "b");
+    let m2 = guide_message(2, "b");
     sio.send(json!({"op":"emit","c":"b","event":"message_created","args":[m2]}))
         .await;
     sio_hears(&mut sio, "a", &m2).await;
@@ -359,7 +319,7 @@ async fn losing_redis_keeps_local_delivery_and_recovers() {
     assert_eq!(s["count"], 2, "{s}");
     p.expect(T, |v| v["c"] == "ann" && v["ev"] == "member_added")
         .await;
-    let m1 = message(1, "a1");
+    let m1 = guide_message(1, "a1");
     sio.send(json!({"op":"emit","c":"a1","event":"message_created","args":[m1]}))
         .await;
     for c in ["a1", "a2", "b"] {
@@ -375,7 +335,7 @@ async fn losing_redis_keeps_local_delivery_and_recovers() {
     assert_eq!(h, 200, "alive while Redis is down");
 
     // Local delivery goes on; nothing crosses.
-    let m2 = message(2, "a1");
+    let m2 = guide_message(2, "a1");
     sio.send(json!({"op":"emit","c":"a1","event":"message_created","args":[m2]}))
         .await;
     sio_hears(&mut sio, "a1", &m2).await;
@@ -393,13 +353,13 @@ async fn losing_redis_keeps_local_delivery_and_recovers() {
         assert_eq!(p.metric("switchboard_hub_redis_up").await, Some(1.0));
         assert!(p.metric("switchboard_hub_redis_reconnects_total").await >= Some(1.0));
     }
-    let m3 = message(3, "b");
+    let m3 = guide_message(3, "b");
     sio.send(json!({"op":"emit","c":"b","event":"message_created","args":[m3]}))
         .await;
     for c in ["b", "a1", "a2"] {
         sio_hears(&mut sio, c, &m3).await;
     }
-    let m4 = message(4, "a2");
+    let m4 = guide_message(4, "a2");
     sio.send(json!({"op":"emit","c":"a2","event":"message_created","args":[m4]}))
         .await;
     for c in ["a1", "a2", "b"] {

@@ -2107,3 +2107,43 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The embedded hub
+// ---------------------------------------------------------------------------------------------
+
+/// `[[route]]` tables on the embedded hub, one per dialect in `clients` (named after it), all
+/// on `port`; the Pusher one with the test app's key and secret. `extra` closes each route
+/// (a `[route.auth]` table, say).
+pub fn hub_routes(port: u16, clients: &[&str], extra: &str) -> String {
+    let mut out = String::new();
+    for c in clients {
+        let path = if *c == "stomp" {
+            "path = \"/ws\"\n"
+        } else {
+            ""
+        };
+        let pusher = if *c == "pusher" {
+            format!(
+                "[route.pusher]\napp_key = \"{PUSHER_APP_KEY}\"\napp_secret = \"{PUSHER_APP_SECRET}\"\n"
+            )
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "\n[[route]]\nname = \"{c}\"\nlisten = \"127.0.0.1:{port}\"\n{path}client = \"{c}\"\n{pusher}[route.upstream]\ndialect = \"hub\"\n{extra}"
+        ));
+    }
+    out
+}
+
+/// A message with nested JSON and unicode, as the health-records guide's Message object.
+pub fn guide_message(n: u64, from: &str) -> Value {
+    json!({
+        "id": n,
+        "from": from,
+        "text": "héllo ✓ 🎉 \"quoted\" \\ back",
+        "author": {"name": "Zoë Ångström", "roles": ["doctor", "admin"]},
+        "attachments": [{"kind": "note", "meta": {"pages": 2, "draft": false, "x": null}}],
+    })
+}
