@@ -158,6 +158,17 @@ impl LegCounters {
             tally: LegTally::default(),
         }
     }
+
+    /// Counters that count nothing: a transport that counts itself (Engine.IO).
+    pub fn detached() -> Self {
+        Self {
+            frames_in: Counter::noop(),
+            bytes_in: Counter::noop(),
+            frames_out: Counter::noop(),
+            bytes_out: Counter::noop(),
+            tally: LegTally::default(),
+        }
+    }
 }
 
 /// Session-level metric handles of one route.

@@ -770,7 +770,7 @@ mod tests {
             let (a, _b) = tokio::io::duplex(1 << 12);
             let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(a, role, Some(down)).await;
             let link = crate::session::leg_link(ws, &ctx, ctx.metrics.down.clone());
-            assert_eq!(link.outbound.max_capacity(), 7);
+            assert_eq!(link.queue_depth(), 7);
             assert_eq!(link.queue_bytes(), Some(2_000_000));
         }
     }

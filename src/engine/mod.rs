@@ -45,7 +45,7 @@ use tokio::sync::Mutex;
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio::{self, OpenInfo};
 use crate::handshake::{Transport, Upgraded, Upgrader, is_upgrade, passthrough_dial, session_id};
-use crate::session::{self, LinkOut, RouteCtx, Session};
+use crate::session::{self, RouteCtx, Session};
 
 use cors::{Cors, cors, preflight};
 use shared::{Shared, WEBSOCKET};
@@ -291,14 +291,9 @@ impl Engine {
                             shutdown,
                         ));
                     }
-                    // The queue is new and at least one message deep: this cannot wait.
-                    if link
-                        .outbound
-                        .try_send(LinkOut::Msg(WsMsg::Text(open)))
-                        .is_err()
-                    {
-                        return Box::pin(std::future::ready(()));
-                    }
+                    let mut link = link;
+                    // The queue is new: the open packet goes first, at once.
+                    link.push(WsMsg::Text(open));
                     let role = (ctx.new_server)(&handshake, Instant::now());
                     Box::pin(Session::new(ctx, link, role, &handshake).run(shutdown))
                 },

@@ -10,9 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
-
-use super::link::{Link, LinkOut, Sent};
+use super::link::{Link, Sent};
 use super::{Outcome, Session};
 use crate::admission::Reason;
 use crate::dialect::{ClientOut, Close, Refusal, ServerOut, WsMsg};
@@ -51,11 +49,7 @@ impl Session {
             }
         }
         if let Some(c) = out.close {
-            let _ = tokio::time::timeout(
-                self.ctx.write_timeout,
-                self.down.outbound.send(LinkOut::Close(c.clone())),
-            )
-            .await;
+            self.down.close(c.clone());
             let outcome = match c.code {
                 1000 => Outcome::ClientClosed,
                 1001 => Outcome::Shutdown,
@@ -202,29 +196,26 @@ impl Session {
     }
 
     /// The client stopped reading for the write timeout: what is queued toward it is
-    /// discarded, it gets its dialect's last words (best-effort), and the backend is left
-    /// cleanly.
+    /// discarded, the backend is left cleanly, and the client gets its dialect's last words
+    /// (best-effort).
     pub(super) async fn slow_consumer(&mut self) {
         if self.done.is_some() {
             return;
         }
         self.done = Some(Outcome::SlowConsumer);
-        self.down.stalled.cancel();
+        self.down.stall_now();
         tracing::info!(route = %self.ctx.metrics.route, "slow consumer: client stopped reading");
         let mut out = ServerOut::default();
         self.server.on_slow_consumer(&mut out);
         let close = out
             .close
             .unwrap_or_else(|| Close::new(1008, "slow consumer"));
-        // The writer is discarding, so the queue drains; bounded all the same.
-        let _ = tokio::time::timeout(
-            self.ctx.write_timeout,
-            self.down
-                .outbound
-                .send(LinkOut::Final(Box::new((out.to_client, close)))),
-        )
-        .await;
+        // The backend first: the last words may wait (a second at most) for a client that
+        // shows it does not read, and the backend need not wait with it.
         self.leave_upstream().await;
+        self.down
+            .last_words(out.to_client, close, self.ctx.write_timeout)
+            .await;
     }
 
     /// The client sent a message over the size limit (`limits.max_message_size`, or a
@@ -368,13 +359,9 @@ pub(super) async fn refuse_link(
     limit: Duration,
 ) {
     if waits_for_client {
-        let _ = tokio::time::timeout(REFUSAL_WAIT, down.inbound.next()).await;
+        let _ = tokio::time::timeout(REFUSAL_WAIT, down.recv()).await;
     }
-    let _ = tokio::time::timeout(
-        limit,
-        down.outbound.send(LinkOut::Final(Box::new((msgs, close)))),
-    )
-    .await;
+    down.last_words(msgs, close, limit).await;
     await_close(down).await;
     down.finish(None, limit).await;
 }
@@ -385,7 +372,9 @@ pub(super) async fn refuse_link(
 /// 1006 instead of the refusal.
 pub(super) async fn await_close(down: &mut Link) {
     let _ = tokio::time::timeout(REFUSAL_WAIT, async {
-        while let Some(Ok(_)) = down.inbound.next().await {}
+        // The close (queued by the role) goes out first.
+        down.drain(REFUSAL_WAIT).await;
+        while let Some(Ok(_)) = down.recv().await {}
     })
     .await;
 }

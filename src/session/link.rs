@@ -1,30 +1,38 @@
-//! One peer connection as a session sees it, and the writer task behind it.
+//! One peer connection as a session sees it: read and written by the session's own task.
 //!
-//! Owns: [`Link`] (a stream of messages in, a queue out bounded in depth and in bytes),
-//! what a writer is asked to do ([`LinkOut`]), why a link stopped ([`LinkError`], an oversize
-//! message told apart from other failures), and the writer tasks: feeding and flushing within
-//! the write timeout, giving the byte budget back, discarding after a stall, best-effort last
-//! words, and the per-leg message and byte counters.
+//! Owns: [`Link`] (messages in; a queue out bounded in depth and in bytes, written by the
+//! session task itself as part of the same `select!` that reads), what is asked of a peer
+//! ([`LinkOut`]), why a link stopped ([`LinkError`], an oversize message told apart from other
+//! failures), write batching (everything queued is fed, then flushed once), the stall deadline
+//! (a write that makes no progress for the write timeout), best-effort last words, and the
+//! per-leg message and byte counters. The writer task of a transport with its own writer
+//! (Engine.IO long-polling and its upgrade) is here too ([`write_socket`]).
 //!
 //! Must not touch: roles, translation, session state, the session's timers. It moves whole
 //! WebSocket messages and never looks inside them.
+//!
+//! Why the session writes its own sockets: a writer task per peer cost a task wake-up (often
+//! on another worker thread) and a queue hop per message, and two tasks plus two channels per
+//! client in memory. Now a message read on one leg is decoded, translated, encoded and
+//! queued toward the other in one task; the queue is written when the pump next waits, so
+//! every frame of one read goes out with one flush.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, Stream, StreamExt};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::PollSender;
 
 use crate::dialect::{Close, WsMsg};
 use crate::metrics::{LegCounters, LegTally};
@@ -51,47 +59,62 @@ pub enum LinkError {
     },
 }
 
-/// What a writer task is asked to do.
+/// What is asked of a peer: a queue entry.
 #[derive(Debug)]
 pub enum LinkOut {
     /// Write one message.
     Msg(WsMsg),
     /// Send a close frame and stop.
     Close(Close),
-    /// Signal once everything queued before it has been flushed to the socket.
+    /// Signal once everything queued before it has been flushed (a transport with a writer
+    /// of its own; a WebSocket link is drained in place).
     Barrier(oneshot::Sender<()>),
     /// A WebSocket ping: the peer's pong proves the connection is still there when its
     /// protocol has no heartbeat of its own (STOMP with `heart-beat:0,0`).
     Ping,
-    /// The session's last words to a peer that stopped reading: written best-effort (even
-    /// after a stall, when everything queued before is discarded), then the close. Boxed:
-    /// every queue slot is as large as the largest variant, and the queue's first block of
-    /// slots is allocated per link whether used or not.
+    /// The session's last words to a peer that stopped reading, for a transport with a
+    /// writer of its own: written best-effort, then the close. Boxed: every queue slot is as
+    /// large as the largest variant.
     Final(Box<(Vec<WsMsg>, Close)>),
 }
 
 /// Messages from a peer, in order.
 pub type Inbound = Pin<Box<dyn Stream<Item = Result<WsMsg, LinkError>> + Send>>;
 
-/// One peer connection as the session sees it: a message stream and a bounded queue to a
-/// writer task.
-pub struct Link {
-    /// Messages from the peer.
-    pub inbound: Inbound,
-    /// The bounded queue toward the peer.
-    pub outbound: mpsc::Sender<LinkOut>,
-    /// The writer task, awaited (bounded) when the session ends.
-    pub writer: Option<JoinHandle<()>>,
-    /// Bytes the queue may still take: bounds the queue in bytes besides its depth. The
-    /// writer gives them back once a message is written. `None`: the depth alone.
-    budget: Option<Budget>,
-    /// Cancelled when the peer stopped reading (a write made no progress, or the queue stayed
-    /// full, for the write timeout); the writer then discards what is queued.
-    pub stalled: CancellationToken,
-    /// Set when a WebSocket ping or pong arrived (they are not messages, but they are life).
-    heard: Arc<AtomicBool>,
-    /// This link's own message and byte counts (for the session-end log line).
-    pub tally: LegTally,
+/// A WebSocket both read and written through one handle (no lock between halves: one task
+/// does both).
+trait Duplex: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send {}
+
+impl<T> Duplex for T where
+    T: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send
+{
+}
+
+/// The connection behind a link.
+enum Io {
+    /// A WebSocket the session reads and writes itself.
+    Ws(Pin<Box<dyn Duplex>>),
+    /// A transport with a writer task of its own (Engine.IO): the queue drains into its
+    /// channel.
+    Chan {
+        inbound: Inbound,
+        tx: PollSender<LinkOut>,
+        writer: Option<JoinHandle<()>>,
+    },
+}
+
+/// What a link has to tell the session.
+#[derive(Debug)]
+pub enum Event {
+    /// A message from the peer; `None`: its stream ended.
+    In(Option<Result<WsMsg, LinkError>>),
+    /// A write failed: the peer is gone.
+    Gone,
+    /// A write made no progress for the write timeout: the peer stopped reading. What was
+    /// queued is discarded.
+    Stalled,
+    /// Writes made room in a queue that was full: its other side may be read again.
+    Room,
 }
 
 /// What queuing a message came to.
@@ -100,13 +123,57 @@ pub(super) enum Sent {
     Queued,
     /// The queue stayed full (in messages or bytes) for the limit: a slow consumer.
     Full,
-    /// The writer is gone.
+    /// The peer is gone.
     Gone,
 }
 
+/// Why writing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The peer is gone (the write failed).
+    Gone,
+    /// The write made no progress for the write timeout: the peer stopped reading.
+    Stalled,
+}
+
+/// How long the last words to a stalled peer may take: it has shown it does not read.
+const FINAL_WRITE: Duration = Duration::from_secs(1);
+
+/// One peer connection as the session sees it: a message stream in, a bounded queue out that
+/// the session's task writes.
+pub struct Link {
+    io: Io,
+    /// Entries not yet handed to the socket. Empty (and unallocated) while idle.
+    queue: VecDeque<LinkOut>,
+    /// Bytes of the messages in `queue`.
+    queued_bytes: usize,
+    /// Most entries the queue takes before the other side stops being read.
+    depth: usize,
+    /// Most bytes the queue takes before the other side stops being read (`usize::MAX`:
+    /// the depth alone).
+    budget: usize,
+    write_timeout: Duration,
+    counters: LegCounters,
+    /// Something was handed to the socket and not flushed yet.
+    unflushed: bool,
+    /// A close frame went into the socket: nothing more is written.
+    closed: bool,
+    gone: bool,
+    stalled: bool,
+    /// `Gone` or `Stalled` was told to the session (once: then the link is quiet).
+    told: bool,
+    /// Armed while a write waits on the socket; boxed, and only then: an idle link holds
+    /// none.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A WebSocket ping or pong arrived (they are not messages, but they are life).
+    heard: bool,
+    /// This link's own message and byte counts (for the session-end log line).
+    pub tally: LegTally,
+}
+
 impl Link {
-    /// Wrap a WebSocket: spawns its writer task, counts messages and bytes. The queue holds
-    /// at most `depth` messages and `budget` bytes.
+    /// Wrap a WebSocket, counting messages and bytes. The queue holds at most `depth`
+    /// messages and `budget` bytes before the session stops reading the other side.
     pub fn websocket<S>(
         ws: WebSocketStream<S>,
         depth: usize,
@@ -117,51 +184,59 @@ impl Link {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (sink, stream) = ws.split();
-        let (tx, rx) = mpsc::channel(depth);
         let tally = counters.tally.clone();
-        let c_in = counters.clone();
-        let heard = Arc::new(AtomicBool::new(false));
-        let h = heard.clone();
-        let inbound = stream.filter_map(move |r| {
-            if matches!(r, Ok(Message::Ping(_) | Message::Pong(_))) {
-                h.store(true, Ordering::Relaxed);
-            }
-            std::future::ready(inbound_item(r, &c_in))
-        });
-        let budget = Budget::new(budget);
-        let stalled = CancellationToken::new();
-        let writer = tokio::spawn(write_loop(
-            sink,
-            rx,
-            Writer {
-                write_timeout,
-                counters,
-                budget: Some(budget.clone()),
-                stalled: stalled.clone(),
-            },
-        ));
-        Self {
-            inbound: Box::pin(inbound),
-            outbound: tx,
-            writer: Some(writer),
-            budget: Some(budget),
-            stalled,
-            heard,
+        Self::with_io(
+            Io::Ws(Box::pin(ws)),
+            depth,
+            budget.max(1),
+            write_timeout,
+            counters,
             tally,
-        }
+        )
     }
 
     /// A link over channels a transport of its own drains (Engine.IO): bounded by depth.
     pub fn new(inbound: Inbound, outbound: mpsc::Sender<LinkOut>, writer: JoinHandle<()>) -> Self {
+        let depth = outbound.max_capacity();
+        let counters = LegCounters::detached();
+        Self::with_io(
+            Io::Chan {
+                inbound,
+                tx: PollSender::new(outbound),
+                writer: Some(writer),
+            },
+            depth,
+            usize::MAX,
+            Duration::from_secs(10),
+            counters,
+            LegTally::default(),
+        )
+    }
+
+    fn with_io(
+        io: Io,
+        depth: usize,
+        budget: usize,
+        write_timeout: Duration,
+        counters: LegCounters,
+        tally: LegTally,
+    ) -> Self {
         Self {
-            inbound,
-            outbound,
-            writer: Some(writer),
-            budget: None,
-            stalled: CancellationToken::new(),
-            heard: Arc::new(AtomicBool::new(false)),
-            tally: LegTally::default(),
+            io,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            depth: depth.max(1),
+            budget,
+            write_timeout,
+            counters,
+            unflushed: false,
+            closed: false,
+            gone: false,
+            stalled: false,
+            told: false,
+            stall: None,
+            heard: false,
+            tally,
         }
     }
 
@@ -171,106 +246,368 @@ impl Link {
         self
     }
 
-    /// Whether a message can be queued now without waiting (backpressure: the other side is
-    /// read only while this holds).
+    /// Whether the other side may be read now (backpressure: what it sends comes here).
     pub(super) fn ready(&self) -> bool {
-        self.outbound.capacity() > 0
-            && self
-                .budget
-                .as_ref()
-                .is_none_or(|b| b.sem.available_permits() > 0)
+        !self.gone
+            && !self.stalled
+            && self.queue.len() < self.depth
+            && self.queued_bytes < self.budget
+    }
+
+    /// The most messages the queue toward the peer takes.
+    pub fn queue_depth(&self) -> usize {
+        self.depth
     }
 
     /// The most bytes the queue toward the peer takes (`None`: bounded by depth alone).
     pub fn queue_bytes(&self) -> Option<usize> {
-        self.budget.as_ref().map(|b| b.total as usize)
+        (self.budget != usize::MAX).then_some(self.budget)
     }
 
     /// Whether a ping or pong arrived since the last call.
-    pub(super) fn take_heard(&self) -> bool {
-        self.heard.swap(false, Ordering::Relaxed)
+    pub(super) fn take_heard(&mut self) -> bool {
+        std::mem::take(&mut self.heard)
     }
 
-    /// Queue a message, waiting at most `limit` for room (in messages and in bytes).
+    /// The next event: writes make progress first (so one wait serves both directions),
+    /// then a message is read when `read` (backpressure off). Cancel-safe: all state is on
+    /// the link.
+    pub(super) fn event(&mut self, read: bool) -> impl Future<Output = Event> + '_ {
+        std::future::poll_fn(move |cx| self.poll_event(cx, read))
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>, read: bool) -> Poll<Event> {
+        let was_ready = self.ready();
+        match self.poll_write(cx) {
+            Poll::Ready(Err(e)) if !std::mem::replace(&mut self.told, true) => {
+                return Poll::Ready(match e {
+                    Stop::Gone => Event::Gone,
+                    Stop::Stalled => Event::Stalled,
+                });
+            }
+            _ => {}
+        }
+        if !was_ready && self.ready() {
+            return Poll::Ready(Event::Room);
+        }
+        if read {
+            return self.poll_recv(cx).map(Event::In);
+        }
+        Poll::Pending
+    }
+
+    /// The next message from the peer, without writing (a refusal waiting for the client's
+    /// first frame or its close).
+    pub(super) async fn recv(&mut self) -> Option<Result<WsMsg, LinkError>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WsMsg, LinkError>>> {
+        match &mut self.io {
+            Io::Ws(ws) => loop {
+                let Some(r) = std::task::ready!(ws.as_mut().poll_next(cx)) else {
+                    return Poll::Ready(None);
+                };
+                if matches!(r, Ok(Message::Ping(_) | Message::Pong(_))) {
+                    self.heard = true;
+                }
+                if let Some(item) = inbound_item(r, &self.counters) {
+                    return Poll::Ready(Some(item));
+                }
+            },
+            Io::Chan { inbound, .. } => inbound.poll_next_unpin(cx),
+        }
+    }
+
+    /// A message the peer gets next, ahead of nothing: queued without waiting (its first
+    /// words: the queue is new).
+    pub fn push(&mut self, msg: WsMsg) {
+        self.queued_bytes = self.queued_bytes.saturating_add(msg.len());
+        self.queue.push_back(LinkOut::Msg(msg));
+    }
+
+    /// Queue a WebSocket ping (small and rare: past the bounds).
+    pub(super) fn ping(&mut self) {
+        if !self.closed && !self.stalled {
+            self.queue.push_back(LinkOut::Ping);
+        }
+    }
+
+    /// Queue a close after what is queued; nothing is written after it.
+    pub(super) fn close(&mut self, c: Close) {
+        if !self.closed && !self.stalled {
+            self.queue.push_back(LinkOut::Close(c));
+        }
+    }
+
+    /// Queue a message, writing what is queued (within `limit`) when the queue is full in
+    /// messages or bytes.
     pub(super) async fn send(&mut self, msg: WsMsg, limit: Duration) -> Sent {
-        if self.stalled.is_cancelled() {
+        if self.gone {
+            return Sent::Gone;
+        }
+        if self.stalled || self.closed {
             return Sent::Full;
         }
-        let budget = self.budget.clone();
         let n = msg.len();
-        let queued = tokio::time::timeout(limit, async {
-            if let Some(b) = budget
-                && !b.take(n).await
-            {
-                return false;
+        if !self.room_for(n) {
+            let room = tokio::time::timeout(
+                limit,
+                std::future::poll_fn(|cx| match self.poll_write(cx) {
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    _ if self.room_for(n) => Poll::Ready(Ok(())),
+                    _ => Poll::Pending,
+                }),
+            )
+            .await;
+            match room {
+                Ok(Ok(())) => {}
+                Ok(Err(Stop::Gone)) => return Sent::Gone,
+                Ok(Err(Stop::Stalled)) => return Sent::Full,
+                Err(_) => {
+                    self.stall_now();
+                    return Sent::Full;
+                }
             }
-            self.outbound.send(LinkOut::Msg(msg)).await.is_ok()
+        }
+        self.push(msg);
+        Sent::Queued
+    }
+
+    /// Room for one more message of `n` bytes: one larger than the whole budget waits for
+    /// an empty queue.
+    fn room_for(&self, n: usize) -> bool {
+        self.queue.is_empty()
+            || (self.queue.len() < self.depth && self.queued_bytes.saturating_add(n) <= self.budget)
+    }
+
+    /// Write and flush everything queued, within `limit`; whether it all went out.
+    pub(super) async fn drain(&mut self, limit: Duration) -> bool {
+        let barrier = match self.io {
+            Io::Ws(_) => None,
+            Io::Chan { .. } => {
+                let (tx, rx) = oneshot::channel();
+                self.queue.push_back(LinkOut::Barrier(tx));
+                Some(rx)
+            }
+        };
+        let written = tokio::time::timeout(limit, async {
+            std::future::poll_fn(|cx| self.poll_write(cx)).await.is_ok()
+                && match barrier {
+                    Some(rx) => rx.await.is_ok(),
+                    None => true,
+                }
         })
         .await;
-        match queued {
-            Ok(true) => Sent::Queued,
-            Ok(false) => Sent::Gone,
-            Err(_) if self.outbound.is_closed() => Sent::Gone,
-            Err(_) => {
-                // Nothing moved for the write timeout: the writer discards from here on.
-                self.stalled.cancel();
-                Sent::Full
-            }
-        }
+        matches!(written, Ok(true))
     }
 
-    /// Queue a close and let the writer drain, within `limit`.
+    /// The peer stopped reading: what is queued is dropped, nothing more is written but
+    /// [`Link::last_words`].
+    pub(super) fn stall_now(&mut self) {
+        self.stalled = true;
+        self.stall = None;
+        self.queue.clear();
+        self.queued_bytes = 0;
+    }
+
+    /// Last words to a peer, even one that stopped reading: `msgs` then the close, written
+    /// best-effort within `limit` (at most a second after a stall).
+    pub(super) async fn last_words(&mut self, msgs: Vec<WsMsg>, close: Close, limit: Duration) {
+        if self.gone || self.closed {
+            return;
+        }
+        let limit = if self.stalled {
+            limit.min(FINAL_WRITE)
+        } else {
+            limit
+        };
+        if let Io::Chan { .. } = self.io {
+            // The transport's writer knows how to word them after a stall.
+            self.stall_now();
+            self.stalled = false;
+            self.queue
+                .push_back(LinkOut::Final(Box::new((msgs, close))));
+            let _ =
+                tokio::time::timeout(limit, std::future::poll_fn(|cx| self.poll_write(cx))).await;
+            return;
+        }
+        if self.stalled {
+            self.stalled = false;
+            self.stall = None;
+        }
+        for m in msgs {
+            self.push(m);
+        }
+        self.queue.push_back(LinkOut::Close(close));
+        let _ = tokio::time::timeout(limit, std::future::poll_fn(|cx| self.poll_write(cx))).await;
+        self.stalled = true;
+    }
+
+    /// Queue the close (if any), write what is queued and close the connection, all within
+    /// `limit`; then let go of the transport's writer, if it has one.
     pub(super) async fn finish(&mut self, close: Option<Close>, limit: Duration) {
         if let Some(c) = close {
-            let _ = self.outbound.try_send(LinkOut::Close(c));
+            self.close(c);
         }
-        let (tx, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.outbound, tx));
-        if let Some(w) = self.writer.take() {
-            let abort = w.abort_handle();
-            if tokio::time::timeout(limit, w).await.is_err() {
-                abort.abort();
+        let _ = tokio::time::timeout(limit, async {
+            if !self.stalled {
+                let _ = std::future::poll_fn(|cx| self.poll_write(cx)).await;
+            }
+            match &mut self.io {
+                Io::Ws(ws) => {
+                    if !self.gone {
+                        let _ = ws.close().await;
+                    }
+                }
+                Io::Chan { tx, .. } => tx.close(),
+            }
+        })
+        .await;
+        if let Io::Chan { writer, tx, .. } = &mut self.io {
+            tx.close();
+            if let Some(w) = writer.take() {
+                let abort = w.abort_handle();
+                if tokio::time::timeout(limit, w).await.is_err() {
+                    abort.abort();
+                }
+            }
+        }
+    }
+
+    /// Hand what is queued to the transport, then flush once. Ready(Ok) once everything is
+    /// written and flushed; Pending while the socket takes no more (the stall deadline
+    /// runs); Ready(Err) once the peer is gone or stalled.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
+        if self.gone {
+            return Poll::Ready(Err(Stop::Gone));
+        }
+        if self.stalled {
+            return Poll::Ready(Err(Stop::Stalled));
+        }
+        let before = (self.queue.len(), self.unflushed);
+        let r = match &mut self.io {
+            Io::Ws(ws) => poll_ws(
+                ws.as_mut(),
+                cx,
+                &mut self.queue,
+                &mut self.queued_bytes,
+                &mut self.unflushed,
+                &mut self.closed,
+                &self.counters,
+            ),
+            Io::Chan { tx, .. } => poll_chan(tx, cx, &mut self.queue, &mut self.queued_bytes),
+        };
+        match r {
+            Poll::Ready(Ok(())) => {
+                self.stall = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(())) => {
+                self.gone = true;
+                self.queue.clear();
+                self.queued_bytes = 0;
+                Poll::Ready(Err(Stop::Gone))
+            }
+            Poll::Pending => {
+                let limit = self.write_timeout;
+                let progressed = before != (self.queue.len(), self.unflushed);
+                let timer = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if progressed {
+                    // The deadline is for no progress at all, not for the whole backlog.
+                    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.stall_now();
+                    return Poll::Ready(Err(Stop::Stalled));
+                }
+                Poll::Pending
             }
         }
     }
 }
 
-/// A queue's byte budget: permits are bytes, taken when a message is queued and given back
-/// by the writer once it is written.
-#[derive(Debug, Clone)]
-struct Budget {
-    sem: Arc<Semaphore>,
-    total: u32,
+/// Feed a WebSocket what is queued (the socket gathers it in its write buffer), then flush
+/// once. `Err(())`: the peer is gone.
+fn poll_ws(
+    mut ws: Pin<&mut dyn Duplex>,
+    cx: &mut Context<'_>,
+    queue: &mut VecDeque<LinkOut>,
+    queued_bytes: &mut usize,
+    unflushed: &mut bool,
+    closed: &mut bool,
+    counters: &LegCounters,
+) -> Poll<Result<(), ()>> {
+    while !queue.is_empty() {
+        if *closed {
+            queue.clear();
+            *queued_bytes = 0;
+            break;
+        }
+        std::task::ready!(ws.as_mut().poll_ready(cx)).map_err(drop)?;
+        let Some(item) = queue.pop_front() else { break };
+        let m = match item {
+            LinkOut::Msg(msg) => {
+                *queued_bytes = queued_bytes.saturating_sub(msg.len());
+                counters.frames_out.increment(1);
+                counters.bytes_out.increment(msg.len() as u64);
+                message(msg)
+            }
+            LinkOut::Ping => Message::Ping(Bytes::new()),
+            LinkOut::Close(c) => {
+                *closed = true;
+                close_message(c)
+            }
+            // Only a transport with a writer of its own is sent these.
+            LinkOut::Barrier(_) | LinkOut::Final(_) => continue,
+        };
+        ws.as_mut().start_send(m).map_err(drop)?;
+        *unflushed = true;
+    }
+    if *unflushed {
+        std::task::ready!(ws.as_mut().poll_flush(cx)).map_err(drop)?;
+        *unflushed = false;
+    }
+    Poll::Ready(Ok(()))
 }
 
-impl Budget {
-    fn new(bytes: usize) -> Self {
-        let total = u32::try_from(bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
-        Self {
-            sem: Arc::new(Semaphore::new(total as usize)),
-            total,
+/// Move what is queued into a transport writer's channel. `Err(())`: the writer is gone.
+fn poll_chan(
+    tx: &mut PollSender<LinkOut>,
+    cx: &mut Context<'_>,
+    queue: &mut VecDeque<LinkOut>,
+    queued_bytes: &mut usize,
+) -> Poll<Result<(), ()>> {
+    while !queue.is_empty() {
+        std::task::ready!(tx.poll_reserve(cx)).map_err(drop)?;
+        let Some(item) = queue.pop_front() else { break };
+        if let LinkOut::Msg(m) = &item {
+            *queued_bytes = queued_bytes.saturating_sub(m.len());
         }
+        tx.send_item(item).map_err(drop)?;
     }
+    Poll::Ready(Ok(()))
+}
 
-    /// What a message of `n` bytes is charged: a message larger than the whole budget takes
-    /// all of it (and waits for an empty queue).
-    fn charge(&self, n: usize) -> u32 {
-        u32::try_from(n).unwrap_or(u32::MAX).clamp(1, self.total)
+/// A message as tungstenite takes it: text that is not UTF-8 goes as binary rather than
+/// being refused.
+fn message(msg: WsMsg) -> Message {
+    match msg {
+        WsMsg::Text(b) => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b.clone()) {
+            Ok(t) => Message::Text(t),
+            Err(_) => Message::Binary(b),
+        },
+        WsMsg::Binary(b) => Message::Binary(b),
     }
+}
 
-    async fn take(&self, n: usize) -> bool {
-        match self.sem.acquire_many(self.charge(n)).await {
-            Ok(p) => {
-                p.forget();
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn give_back(&self, n: usize) {
-        self.sem.add_permits(self.charge(n) as usize);
-    }
+fn close_message(c: Close) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(c.code),
+        reason: c.reason.into(),
+    }))
 }
 
 /// One read from a WebSocket as the session takes it: `None` to skip (control frames), an
@@ -298,6 +635,11 @@ pub(crate) fn inbound_item(
     Some(Ok(msg))
 }
 
+// ---------------------------------------------------------------------------------------------
+// The writer task of a transport with a writer of its own: the WebSocket an Engine.IO
+// long-polling session upgraded to, fed from the channel its link drains into.
+// ---------------------------------------------------------------------------------------------
+
 /// Write one message (not yet flushed), counting it.
 pub(crate) async fn feed<S>(
     sink: &mut S,
@@ -310,14 +652,7 @@ where
 {
     counters.frames_out.increment(1);
     counters.bytes_out.increment(msg.len() as u64);
-    let m = match msg {
-        WsMsg::Text(b) => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b.clone()) {
-            Ok(t) => Message::Text(t),
-            Err(_) => Message::Binary(b),
-        },
-        WsMsg::Binary(b) => Message::Binary(b),
-    };
-    write(sink.feed(m), write_timeout).await
+    write(sink.feed(message(msg)), write_timeout).await
 }
 
 /// Flush within `write_timeout`.
@@ -326,15 +661,6 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     write(sink.flush(), write_timeout).await
-}
-
-/// Why a writer stopped writing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// The peer is gone (the write failed).
-    Gone,
-    /// The write made no progress for the write timeout: the peer stopped reading.
-    Stalled,
 }
 
 async fn write<F, E>(f: F, limit: Duration) -> Result<(), Stop>
@@ -348,135 +674,60 @@ where
     }
 }
 
-/// What a WebSocket writer task needs besides its socket and queue.
-struct Writer {
-    write_timeout: Duration,
-    counters: LegCounters,
-    budget: Option<Budget>,
-    stalled: CancellationToken,
-}
-
-/// How long the last words to a stalled peer may take: it has shown it does not read.
-const FINAL_WRITE: Duration = Duration::from_secs(1);
-
-/// The writer task of a WebSocket peer: drains the session's queue, flushing only when the
-/// queue is empty (one syscall for a burst), until a close or a failed write. After a stall
-/// it discards what is queued (giving back its budget) until the session's last words.
-async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<LinkOut>, w: Writer)
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    let give_back = |n: usize| {
-        if let Some(b) = &w.budget {
-            b.give_back(n);
-        }
-    };
-    while let Some(item) = rx.recv().await {
-        // The rare paths are boxed: a task's future is as large as its largest state, and
-        // an idle writer should hold only what waiting on its queue needs.
-        if w.stalled.is_cancelled() {
-            return Box::pin(discard(sink, rx, item, &w)).await;
-        }
-        let res = match item {
-            LinkOut::Msg(msg) => {
-                let n = msg.len();
-                let r = feed(&mut sink, msg, w.write_timeout, &w.counters).await;
-                give_back(n);
-                r
-            }
-            LinkOut::Ping => write(sink.feed(Message::Ping(Bytes::new())), w.write_timeout).await,
-            LinkOut::Close(c) => return Box::pin(close(&mut sink, c, w.write_timeout)).await,
-            LinkOut::Final(f) => {
-                let (msgs, c) = *f;
-                return Box::pin(last_words(&mut sink, msgs, c, &w)).await;
-            }
-            LinkOut::Barrier(done) => {
-                let r = flush(&mut sink, w.write_timeout).await;
-                let _ = done.send(());
-                r
-            }
-        };
-        let res = match res {
-            Ok(()) if rx.is_empty() => flush(&mut sink, w.write_timeout).await,
-            r => r,
-        };
-        match res {
-            Ok(()) => {}
-            Err(Stop::Gone) => return,
-            Err(Stop::Stalled) => {
-                w.stalled.cancel();
-                let Some(next) = rx.recv().await else { return };
-                return Box::pin(discard(sink, rx, next, &w)).await;
-            }
-        }
-    }
-    let _ = tokio::time::timeout(w.write_timeout, sink.close()).await;
-}
-
 /// The writer of a WebSocket a transport of its own set up (Engine.IO after an upgrade):
-/// bounded by the queue's depth alone.
+/// drains the channel, flushing only when it is empty (one syscall for a burst), until a
+/// close or a failed write; after a stall it discards until the last words.
 pub(crate) async fn write_socket<S>(
-    sink: S,
-    rx: mpsc::Receiver<LinkOut>,
+    mut sink: S,
+    mut rx: mpsc::Receiver<LinkOut>,
     write_timeout: Duration,
     counters: LegCounters,
 ) where
     S: futures_util::Sink<Message> + Unpin,
 {
-    let w = Writer {
-        write_timeout,
-        counters,
-        budget: None,
-        stalled: CancellationToken::new(),
-    };
-    write_loop(sink, rx, w).await
-}
-
-/// After a stall: drop queued messages until the session's last words or close.
-async fn discard<S>(mut sink: S, mut rx: mpsc::Receiver<LinkOut>, first: LinkOut, w: &Writer)
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    let mut item = Some(first);
-    while let Some(it) = item {
-        match it {
-            LinkOut::Msg(m) => {
-                if let Some(b) = &w.budget {
-                    b.give_back(m.len());
-                }
+    let mut stalled = false;
+    while let Some(item) = rx.recv().await {
+        let res = match item {
+            LinkOut::Msg(_) | LinkOut::Ping | LinkOut::Barrier(_) if stalled => Ok(()),
+            LinkOut::Msg(msg) => feed(&mut sink, msg, write_timeout, &counters).await,
+            LinkOut::Ping => write(sink.feed(Message::Ping(Bytes::new())), write_timeout).await,
+            LinkOut::Close(c) => {
+                let limit = if stalled { FINAL_WRITE } else { write_timeout };
+                return close(&mut sink, c, limit).await;
             }
-            LinkOut::Ping | LinkOut::Barrier(_) => {}
-            LinkOut::Close(c) => return close(&mut sink, c, FINAL_WRITE).await,
             LinkOut::Final(f) => {
                 let (msgs, c) = *f;
-                return last_words(&mut sink, msgs, c, w).await;
+                let limit = write_timeout.min(FINAL_WRITE);
+                for m in msgs {
+                    if feed(&mut sink, m, limit, &counters).await.is_err() {
+                        break;
+                    }
+                }
+                return close(&mut sink, c, limit).await;
             }
+            LinkOut::Barrier(done) => {
+                let r = flush(&mut sink, write_timeout).await;
+                let _ = done.send(());
+                r
+            }
+        };
+        let res = match res {
+            Ok(()) if rx.is_empty() && !stalled => flush(&mut sink, write_timeout).await,
+            r => r,
+        };
+        match res {
+            Ok(()) => {}
+            Err(Stop::Gone) => return,
+            Err(Stop::Stalled) => stalled = true,
         }
-        item = rx.recv().await;
     }
-}
-
-async fn last_words<S>(sink: &mut S, msgs: Vec<WsMsg>, c: Close, w: &Writer)
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    let limit = w.write_timeout.min(FINAL_WRITE);
-    for m in msgs {
-        if feed(sink, m, limit, &w.counters).await.is_err() {
-            break;
-        }
-    }
-    close(sink, c, limit).await;
+    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
 }
 
 async fn close<S>(sink: &mut S, c: Close, limit: Duration)
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    let frame = CloseFrame {
-        code: CloseCode::from(c.code),
-        reason: c.reason.into(),
-    };
-    let _ = tokio::time::timeout(limit, sink.send(Message::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(limit, sink.send(close_message(c))).await;
     let _ = tokio::time::timeout(limit, sink.close()).await;
 }

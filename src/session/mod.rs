@@ -1,7 +1,9 @@
 //! The session pump: one task per client connection, owning its upstream connection.
 //!
-//! Owns: the only `select!` loops of the proxy, the bounded queues toward each peer (with a
-//! writer task per peer), keepalive deadlines of both legs, the upstream's connect deadline
+//! Owns: the only `select!` loops of the proxy (one task reads and writes both of a
+//! session's sockets: the queues toward each peer are written by the same wait that reads,
+//! and every message one read brought in is handled before the next write, so one flush
+//! carries them), keepalive deadlines of both legs, the upstream's connect deadline
 //! (dial, WebSocket and protocol handshake until the client role is ready), correlation-table
 //! expiry ticks, the order of effects (a publish is confirmed only after its frame is
 //! written), the answer to a WebSocket message over the size limit (the dialect's error where
@@ -17,7 +19,8 @@
 //!
 //! - `mod.rs`: [`RouteCtx`] and the role factories, the [`Session`] state, its `run` and the
 //!   pump (the `select!` loop and what each event leads to).
-//! - `link.rs`: [`Link`], [`LinkOut`], [`LinkError`] and the writer tasks.
+//! - `link.rs`: [`Link`], [`LinkOut`], [`LinkError`]: a socket's reads, its bounded queue
+//!   and batched writes, the stall deadline; the writer task of Engine.IO's own transports.
 //! - `down.rs`: the client leg: what the server role asks, routing operations, a slow
 //!   consumer, a client message over the limit.
 //! - `up.rs`: the upstream leg: the dial's result, the connect deadline, losing or leaving the
@@ -55,7 +58,7 @@ use crate::metrics::{LegCounters, LegCounts, RouteMetrics};
 use crate::translate::{Mapping, Translator};
 use crate::upstream::{Dialer, UpstreamError, Ws};
 
-pub use link::{Inbound, Link, LinkError, LinkOut};
+pub use link::{Event, Inbound, Link, LinkError, LinkOut};
 pub(crate) use link::{feed, flush, inbound_item, write_socket};
 pub use passthrough::{is_passthrough, passthrough};
 
@@ -141,6 +144,8 @@ enum Ev {
     DownStalled,
     Up(Option<Result<WsMsg, LinkError>>),
     UpGone,
+    /// A queue that was full has room again: the pump re-reads its gates.
+    Room,
     Dialed(Box<Result<Ws, UpstreamError>>),
     Authorized(u64, Result<Bytes, ErrorInfo>),
     Hub(Option<crate::hub::Delivery>),
@@ -182,6 +187,8 @@ impl Outcome {
 
 /// How often correlation tables are checked for expired entries.
 const EXPIRE_TICK: Duration = Duration::from_millis(500);
+/// Most messages already read that are handled back to back before the pump waits again.
+const READ_BATCH: usize = 64;
 /// Most client operations held while the upstream is being dialed.
 const MAX_PENDING_OPS: usize = 1024;
 /// Most bytes of client operations held while the upstream is not ready, by the session while
@@ -350,13 +357,16 @@ impl Session {
             // turn.
             let ev = tokio::select! {
                 _ = shutdown.cancelled(), if !self.shutting => Ev::Shutdown,
-                _ = self.down.outbound.closed() => Ev::DownGone,
-                _ = self.down.stalled.cancelled() => Ev::DownStalled,
+                e = self.down.event(down_ready) => match e {
+                    Event::In(m) => Ev::Down(m),
+                    Event::Gone => Ev::DownGone,
+                    Event::Stalled => Ev::DownStalled,
+                    Event::Room => Ev::Room,
+                },
                 r = dialing(&mut self.dialing) => Ev::Dialed(Box::new(r)),
                 Some((id, r)) = self.authorizing.next(), if !self.authorizing.is_empty() => {
                     Ev::Authorized(id, r)
                 }
-                m = self.down.inbound.next(), if down_ready => Ev::Down(m),
                 e = up_next(&mut self.up, up_ready) => e,
                 e = hub_next(&mut self.hub, up_ready) => e,
                 _ = tokio::time::sleep_until(deadline) => Ev::Tick,
@@ -365,9 +375,38 @@ impl Session {
             // an idle session waits in the `select!` above. Inline, every handler's nested
             // futures (writes under timeouts, translation, last words) made that task about
             // 7 KiB per client; boxed, they take memory only while an event is handled.
+            let read = matches!(ev, Ev::Down(Some(Ok(_))) | Ev::Up(Some(Ok(_))));
             if let Some(o) = Box::pin(self.on_event(ev)).await {
                 return o;
             }
+            // Every message a read already brought in is handled before the pump waits
+            // again, and writes: what they produce goes out with one flush per peer.
+            if read {
+                for _ in 0..READ_BATCH {
+                    let Some(ev) = self.next_read() else { break };
+                    if let Some(o) = Box::pin(self.on_event(ev)).await {
+                        return o;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A message either leg already has, without waiting (and without writing).
+    fn next_read(&mut self) -> Option<Ev> {
+        use futures_util::FutureExt as _;
+        if self.done.is_some() {
+            return None;
+        }
+        if self.up.as_ref().is_none_or(|u| u.link.ready())
+            && let Some(m) = self.down.recv().now_or_never()
+        {
+            return Some(Ev::Down(m));
+        }
+        let up_ready = self.down.ready();
+        match &mut self.up {
+            Some(u) if up_ready => u.link.recv().now_or_never().map(Ev::Up),
+            _ => None,
         }
     }
 
@@ -383,13 +422,10 @@ impl Session {
                     self.done.get_or_insert(Outcome::Shutdown);
                 }
                 Ev::DownGone => {
-                    if self.down.stalled.is_cancelled() {
-                        self.slow_consumer().await;
-                    } else {
-                        self.leave_upstream().await;
-                    }
+                    self.leave_upstream().await;
                     self.done.get_or_insert(Outcome::ClientClosed);
                 }
+                Ev::Room => {}
                 Ev::DownStalled => self.slow_consumer().await,
                 Ev::Down(Some(Err(LinkError::TooBig { size, max }))) => {
                     self.client_too_big(size, max).await
@@ -437,11 +473,8 @@ impl Session {
                         LinkError::TooBig { size, max } => {
                             // The backend hears why, as a client would tell it; the writer
                             // sends this before `upstream_lost` lets the link go.
-                            if let Some(up) = &self.up {
-                                let _ = up
-                                    .link
-                                    .outbound
-                                    .try_send(LinkOut::Close(Close::new(1009, "message too big")));
+                            if let Some(up) = &mut self.up {
+                                up.link.close(Close::new(1009, "message too big"));
                             }
                             ErrorInfo::new(
                                 ErrorKind::Limit,
@@ -516,9 +549,10 @@ async fn hub_next(hub: &mut Option<crate::hub::Conn>, ready: bool) -> Ev {
 /// The upstream's next message, or its writer going away; reads only when `ready`.
 async fn up_next(up: &mut Option<Up>, ready: bool) -> Ev {
     match up {
-        Some(u) => tokio::select! {
-            _ = u.link.outbound.closed() => Ev::UpGone,
-            m = u.link.inbound.next(), if ready => Ev::Up(m),
+        Some(u) => match u.link.event(ready).await {
+            Event::In(m) => Ev::Up(m),
+            Event::Gone | Event::Stalled => Ev::UpGone,
+            Event::Room => Ev::Room,
         },
         None => std::future::pending().await,
     }

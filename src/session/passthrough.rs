@@ -11,14 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::down::{await_close, refuse_link};
-use super::link::{Link, LinkError, LinkOut, Sent};
+use super::link::{Event, Link, LinkError, Sent};
 use super::{Outcome, RouteCtx, log_end};
+use crate::admission::{ClientRate, Reason};
 use crate::config::{Mode, Route};
-use crate::dialect::{Close, Dial, Refusal};
+use crate::dialect::{Close, Dial, Refusal, WsMsg};
 use crate::frame::{ErrorInfo, ErrorKind};
 use crate::metrics as m;
 
@@ -86,42 +87,39 @@ pub async fn passthrough(
         let down_ready = up.ready();
         let up_ready = down.ready();
         // Not `biased`: neither direction may starve the other.
-        tokio::select! {
-            _ = shutdown.cancelled() => break Outcome::Shutdown,
-            m = down.inbound.next(), if down_ready => match m {
-                Some(Ok(msg)) => match rate.check(msg.len()) {
-                    Err(reason) => {
-                        m::limit_refused(&metrics.route, reason.label());
-                        over_rate = Some(reason);
-                        break Outcome::Refused;
-                    }
-                    Ok(()) => match up.send(msg, ctx.write_timeout).await {
-                        Sent::Queued => {}
-                        _ => break Outcome::UpstreamLost,
-                    },
-                },
-                Some(Err(LinkError::TooBig { .. })) => break Outcome::ProtocolError,
-                _ => break Outcome::ClientClosed,
+        let step = tokio::select! {
+            _ = shutdown.cancelled() => Err(Outcome::Shutdown),
+            e = down.event(down_ready) => match e {
+                Event::In(m) => from_client(m, &mut up, &rate, &ctx, &mut over_rate).await,
+                Event::Gone => Err(Outcome::ClientClosed),
+                Event::Stalled => Err(Outcome::SlowConsumer),
+                Event::Room => Ok(false),
             },
-            m = up.inbound.next(), if up_ready => match m {
-                Some(Ok(msg)) => match down.send(msg, ctx.write_timeout).await {
-                    Sent::Queued => {}
-                    Sent::Full => break Outcome::SlowConsumer,
-                    Sent::Gone => break Outcome::ClientClosed,
-                },
-                Some(Err(LinkError::TooBig { .. })) => {
-                    close_up = too_big();
-                    break Outcome::UpstreamLost;
+            e = up.event(up_ready) => match e {
+                Event::In(m) => from_backend(m, &mut down, &ctx, &mut close_up).await,
+                Event::Gone | Event::Stalled => Err(Outcome::UpstreamLost),
+                Event::Room => Ok(false),
+            },
+        };
+        match step {
+            Err(o) => break o,
+            // Every message a read already brought in is forwarded before the loop waits
+            // again, and writes: one flush per peer for the lot.
+            Ok(true) => {
+                if let Err(o) = drain_reads(
+                    &mut down,
+                    &mut up,
+                    &rate,
+                    &ctx,
+                    &mut over_rate,
+                    &mut close_up,
+                )
+                .await
+                {
+                    break o;
                 }
-                _ => break Outcome::UpstreamLost,
-            },
-            _ = down.outbound.closed() => break if down.stalled.is_cancelled() {
-                Outcome::SlowConsumer
-            } else {
-                Outcome::ClientClosed
-            },
-            _ = down.stalled.cancelled() => break Outcome::SlowConsumer,
-            _ = up.outbound.closed() => break Outcome::UpstreamLost,
+            }
+            Ok(false) => {}
         }
     };
     let close_down = match outcome {
@@ -142,7 +140,7 @@ pub async fn passthrough(
     up.finish(Some(close_up), limit).await;
     if outcome == Outcome::Refused {
         // The client hears why, and its close is awaited (see `await_close`).
-        let _ = down.outbound.try_send(LinkOut::Close(close_down));
+        down.close(close_down);
         await_close(&mut down).await;
         down.finish(None, limit).await;
     } else {
@@ -159,6 +157,85 @@ pub async fn passthrough(
         up.tally.get(),
     );
 }
+
+/// One read from the client, forwarded: `Ok(true)` when a message went on.
+async fn from_client(
+    m: Option<Result<WsMsg, LinkError>>,
+    up: &mut Link,
+    rate: &ClientRate,
+    ctx: &RouteCtx,
+    over_rate: &mut Option<Reason>,
+) -> Result<bool, Outcome> {
+    match m {
+        Some(Ok(msg)) => {
+            if let Err(reason) = rate.check(msg.len()) {
+                m::limit_refused(&ctx.metrics.route, reason.label());
+                *over_rate = Some(reason);
+                return Err(Outcome::Refused);
+            }
+            match up.send(msg, ctx.write_timeout).await {
+                Sent::Queued => Ok(true),
+                _ => Err(Outcome::UpstreamLost),
+            }
+        }
+        Some(Err(LinkError::TooBig { .. })) => Err(Outcome::ProtocolError),
+        _ => Err(Outcome::ClientClosed),
+    }
+}
+
+/// One read from the backend, forwarded: `Ok(true)` when a message went on.
+async fn from_backend(
+    m: Option<Result<WsMsg, LinkError>>,
+    down: &mut Link,
+    ctx: &RouteCtx,
+    close_up: &mut Close,
+) -> Result<bool, Outcome> {
+    match m {
+        Some(Ok(msg)) => match down.send(msg, ctx.write_timeout).await {
+            Sent::Queued => Ok(true),
+            Sent::Full => Err(Outcome::SlowConsumer),
+            Sent::Gone => Err(Outcome::ClientClosed),
+        },
+        Some(Err(LinkError::TooBig { .. })) => {
+            // A message over the limit cannot be forwarded; the backend hears 1009, the
+            // client the close it would get had the backend left.
+            *close_up = Close::new(1009, "message too big");
+            Err(Outcome::UpstreamLost)
+        }
+        _ => Err(Outcome::UpstreamLost),
+    }
+}
+
+/// Forward what both legs already read, without waiting, up to a bound.
+async fn drain_reads(
+    down: &mut Link,
+    up: &mut Link,
+    rate: &ClientRate,
+    ctx: &RouteCtx,
+    over_rate: &mut Option<Reason>,
+    close_up: &mut Close,
+) -> Result<(), Outcome> {
+    for _ in 0..READ_BATCH {
+        let mut moved = false;
+        if up.ready()
+            && let Some(m) = down.recv().now_or_never()
+        {
+            moved |= from_client(m, up, rate, ctx, over_rate).await?;
+        }
+        if down.ready()
+            && let Some(m) = up.recv().now_or_never()
+        {
+            moved |= from_backend(m, down, ctx, close_up).await?;
+        }
+        if !moved {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Most messages already read that are forwarded back to back before the loop waits again.
+const READ_BATCH: usize = 64;
 
 /// Whether a route uses passthrough.
 pub fn is_passthrough(route: &Route) -> bool {

@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use super::link::LinkOut;
 use super::{EXPIRE_TICK, Outcome, Session};
 use crate::dialect::{ClientOut, Close, ServerOut};
 use crate::frame::{BackendEvent, ErrorInfo, ErrorKind};
@@ -102,7 +101,7 @@ impl Session {
                 return;
             }
             self.down_pinged = true;
-            let _ = self.down.outbound.try_send(LinkOut::Ping);
+            self.down.ping();
         }
         let since = if k.periodic {
             self.down_last_hb
@@ -147,7 +146,7 @@ impl Session {
         } else {
             if matches!(unpinged, Some((at, false)) if now >= at) {
                 up.pinged = true;
-                let _ = up.link.outbound.try_send(LinkOut::Ping);
+                up.link.ping();
             }
             if k.send_every.is_some_and(|e| now >= up.last_send + e) {
                 if let Some(hb) = up.role.heartbeat() {

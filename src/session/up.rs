@@ -10,9 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
-use super::link::{LinkOut, Sent};
+use super::link::Sent;
 use super::{MAX_AUTHORIZING, Outcome, Session, Up};
 use crate::dialect::{ClientOut, ServerOut};
 use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind};
@@ -180,15 +178,7 @@ impl Session {
             .iter()
             .any(|e| matches!(e, BackendEvent::Reply { result: Ok(_), .. }));
         if alive && wrote && confirms {
-            let (tx, rx) = oneshot::channel();
-            let limit = self.ctx.write_timeout;
-            alive = matches!(
-                tokio::time::timeout(limit, async {
-                    up.link.outbound.send(LinkOut::Barrier(tx)).await.is_ok() && rx.await.is_ok()
-                })
-                .await,
-                Ok(true)
-            );
+            alive = up.link.drain(self.ctx.write_timeout).await;
         }
         if let Some(c) = out.close
             && let Some(mut up) = self.up.take()
