@@ -130,6 +130,9 @@ pub struct Limits {
     /// capacity its largest burst needed, up to this plus one message, so it is also what a
     /// client that was once busy keeps. tungstenite's default is 128 KiB.
     pub write_buffer_bytes: usize,
+    /// Threads that run connections and their sessions, each a single-threaded runtime a
+    /// connection stays on from accept to end (0: one per core). Read at start.
+    pub workers: usize,
 }
 
 impl Default for Limits {
@@ -144,6 +147,7 @@ impl Default for Limits {
             idle_ping_ms: 30_000,
             read_buffer_bytes: 4096,
             write_buffer_bytes: 8192,
+            workers: 0,
         }
     }
 }

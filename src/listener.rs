@@ -137,12 +137,14 @@ impl Bound {
         self.listener.local_addr()
     }
 
-    /// Accept until `shutdown`, spawning each connection on `tracker`.
+    /// Accept until `shutdown`, running each connection on the next of `workers`, tracked
+    /// by `tracker`.
     pub async fn serve(
         self,
         limit: Arc<Semaphore>,
         handshake_timeout: Duration,
         tracker: TaskTracker,
+        workers: crate::workers::Workers,
         shutdown: CancellationToken,
     ) {
         let mut backoff = Duration::from_millis(5);
@@ -174,7 +176,9 @@ impl Bound {
                 peer,
             };
             let tls = self.tls.acceptor();
-            tracker.spawn(conn.run(tcp, tls, handshake_timeout));
+            workers.spawn_conn(&tracker, tcp, move |tcp| {
+                conn.run(tcp, tls, handshake_timeout)
+            });
         }
     }
 }

@@ -80,7 +80,10 @@ fn main() -> ExitCode {
         }
     };
     switchboard::logging::init(&config.log);
+    // Accepting, admin, reloads and the hub's Redis link: one thread is plenty, as
+    // connections run on the session workers (`limits.workers`).
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

@@ -61,6 +61,9 @@ pub enum StartError {
     /// The hub's Redis link could not be set up (`[hub] redis_url`).
     #[error("hub: {0}")]
     Hub(#[from] crate::hub::redis::LinkError),
+    /// The session workers could not start.
+    #[error(transparent)]
+    Workers(#[from] crate::workers::WorkersError),
 }
 
 /// A started proxy.
@@ -95,6 +98,8 @@ struct State {
     /// The process's embedded hub, once a route needs it; kept across reloads, so sessions
     /// of old and new routes share its channels.
     hub: Option<Arc<Hub>>,
+    /// The session workers connections run on (`limits.workers`), made at start.
+    workers: crate::workers::Workers,
 }
 
 /// A route as it runs: the table it was built from, and what listeners serve.
@@ -305,6 +310,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running
         limit: Arc::new(Semaphore::new(config.limits.max_connections)),
         handshake_timeout: config.limits.handshake_timeout(),
         hub,
+        workers: crate::workers::Workers::start(config.limits.workers)?,
     };
     let mut listeners = tokio::task::JoinSet::new();
     // The admin endpoint keeps answering during the drain; it is aborted at the very end.
@@ -356,6 +362,7 @@ impl State {
             self.limit.clone(),
             self.handshake_timeout,
             tracker.clone(),
+            self.workers.clone(),
             stop.clone(),
         );
         set.spawn(async move {
@@ -383,6 +390,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.limits.max_connections != new.limits.max_connections {
         keys.push("limits.max_connections");
+    }
+    if old.limits.workers != new.limits.workers {
+        keys.push("limits.workers");
     }
     if old.limits.handshake_timeout_ms != new.limits.handshake_timeout_ms {
         keys.push("limits.handshake_timeout_ms");
