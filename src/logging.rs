@@ -168,6 +168,18 @@ pub fn init(log: &crate::config::Log) {
     let env_filter = EnvFilter::builder()
         .parse(&spec)
         .unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Records of crates that log through `log` (tungstenite logs every frame at `trace`)
+    // are built and forwarded only up to what some directive can show: with `log`'s
+    // ceiling left at `trace`, formatting and dropping them was a tenth of the proxy's CPU
+    // per message. Third-party `trace` is never shown (below), so `debug` at most.
+    let log_ceiling = match env_filter.max_level_hint() {
+        Some(l) if l >= LevelFilter::DEBUG => log::LevelFilter::Debug,
+        Some(l) if l >= LevelFilter::INFO => log::LevelFilter::Info,
+        Some(l) if l >= LevelFilter::WARN => log::LevelFilter::Warn,
+        Some(l) if l >= LevelFilter::ERROR => log::LevelFilter::Error,
+        Some(_) => log::LevelFilter::Off,
+        None => log::LevelFilter::Debug,
+    };
     // The ceiling: third-party events at `trace` never reach the output.
     let ceiling = filter_fn(|meta| *meta.level() != Level::TRACE || is_own(meta.target()));
     let filter = env_filter.and(ceiling);
@@ -193,6 +205,9 @@ pub fn init(log: &crate::config::Log) {
     {
         return;
     }
+    // After `try_init`, which sets `log`'s ceiling from the subscriber's (unbounded here:
+    // the filters are per layer).
+    log::set_max_level(log_ceiling);
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
