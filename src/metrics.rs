@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{
-    Counter, CounterFn, Gauge, counter, describe_counter, describe_gauge, describe_histogram,
-    gauge, histogram,
+    Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -144,6 +143,8 @@ pub struct LegCounters {
     /// This leg's own counts, for the session-end log line: counted only by the handles
     /// [`LegCounters::for_session`] makes (the route's own handles leave it at 0).
     pub tally: LegTally,
+    /// Whether `tally` counts (a session's handles).
+    own: bool,
 }
 
 impl LegCounters {
@@ -156,6 +157,7 @@ impl LegCounters {
             frames_out: c(FRAMES, "out"),
             bytes_out: c(BYTES, "out"),
             tally: LegTally::default(),
+            own: false,
         }
     }
 
@@ -167,6 +169,7 @@ impl LegCounters {
             frames_out: Counter::noop(),
             bytes_out: Counter::noop(),
             tally: LegTally::default(),
+            own: false,
         }
     }
 }
@@ -405,48 +408,43 @@ impl LegTally {
     }
 }
 
-/// A counter that counts into the route's counter and a session's own count at once, so the
-/// code that counts (links, writers, transports) needs no second call.
-struct Tee {
-    route: Counter,
-    own: LegTally,
-    index: usize,
-}
-
-impl CounterFn for Tee {
-    fn increment(&self, value: u64) {
-        self.route.increment(value);
-        if let Some(a) = self.own.0.get(self.index) {
-            a.fetch_add(value, Ordering::Relaxed);
-        }
-    }
-
-    fn absolute(&self, value: u64) {
-        self.route.absolute(value);
-        if let Some(a) = self.own.0.get(self.index) {
-            a.fetch_max(value, Ordering::Relaxed);
-        }
-    }
-}
-
 impl LegCounters {
     /// Handles for one session's leg: they count into the route's series and into a fresh
-    /// [`LegTally`] (`self.tally` of the result). About 250 bytes per leg.
+    /// [`LegTally`] (`self.tally` of the result). The route's handles are shared, so a leg
+    /// costs one small allocation.
     pub fn for_session(&self) -> Self {
-        let tally = LegTally::default();
-        let tee = |route: &Counter, index: usize| {
-            Counter::from_arc(Arc::new(Tee {
-                route: route.clone(),
-                own: tally.clone(),
-                index,
-            }))
-        };
         Self {
-            frames_in: tee(&self.frames_in, FRAMES_IN),
-            bytes_in: tee(&self.bytes_in, BYTES_IN),
-            frames_out: tee(&self.frames_out, FRAMES_OUT),
-            bytes_out: tee(&self.bytes_out, BYTES_OUT),
-            tally,
+            own: true,
+            tally: LegTally::default(),
+            ..self.clone()
+        }
+    }
+
+    /// `frames` messages of `bytes` in all came from the peer.
+    pub fn count_in(&self, frames: u64, bytes: u64) {
+        self.frames_in.increment(frames);
+        self.bytes_in.increment(bytes);
+        if self.own {
+            self.tally.add(FRAMES_IN, frames);
+            self.tally.add(BYTES_IN, bytes);
+        }
+    }
+
+    /// `frames` messages of `bytes` in all went to the peer.
+    pub fn count_out(&self, frames: u64, bytes: u64) {
+        self.frames_out.increment(frames);
+        self.bytes_out.increment(bytes);
+        if self.own {
+            self.tally.add(FRAMES_OUT, frames);
+            self.tally.add(BYTES_OUT, bytes);
+        }
+    }
+}
+
+impl LegTally {
+    fn add(&self, index: usize, n: u64) {
+        if let Some(a) = self.0.get(index) {
+            a.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -497,11 +495,9 @@ mod ops_tests {
         let route = LegCounters::new("r", "stomp", "downstream");
         let a = route.for_session();
         let b = route.for_session();
-        a.frames_in.increment(1);
-        a.bytes_in.increment(10);
-        a.frames_out.increment(2);
-        a.bytes_out.increment(7);
-        b.bytes_in.increment(3);
+        a.count_in(1, 10);
+        a.count_out(2, 7);
+        b.count_in(0, 3);
         assert_eq!(
             a.tally.get(),
             LegCounts {

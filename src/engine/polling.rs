@@ -99,8 +99,7 @@ impl Engine {
         let registry = self.sessions.clone();
         let open = self.open_packet(sid.clone(), vec!["websocket".into()]);
         // The `open` answer is the session's first message out.
-        shared.counters.frames_out.increment(1);
-        shared.counters.bytes_out.increment(open.len() as u64);
+        shared.counters.count_out(1, open.len() as u64);
         up.spawn_session(permit, move |shutdown| async move {
             Session::new(ctx, link, role, &handshake)
                 .run(shutdown.clone())
@@ -219,8 +218,7 @@ impl Engine {
             shared.finished.cancel();
         }
         let r = payload(&packets);
-        shared.counters.frames_out.increment(packets.len() as u64);
-        shared.counters.bytes_out.increment(size as u64);
+        shared.counters.count_out(packets.len() as u64, size as u64);
         r
     }
 
@@ -289,8 +287,7 @@ impl Engine {
                 Eio::Binary(data) => WsMsg::Binary(data),
                 _ => WsMsg::Text(body.slice_ref(part)),
             };
-            shared.counters.frames_in.increment(1);
-            shared.counters.bytes_in.increment(msg.len() as u64);
+            shared.counters.count_in(1, msg.len() as u64);
             match tokio::time::timeout(write_timeout, shared.inbound.send(Ok(msg))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return error(Code::UnknownSid),

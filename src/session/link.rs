@@ -95,12 +95,14 @@ enum Io {
     /// A WebSocket the session reads and writes itself.
     Ws(Pin<Box<dyn Duplex>>),
     /// A transport with a writer task of its own (Engine.IO): the queue drains into its
-    /// channel.
-    Chan {
-        inbound: Inbound,
-        tx: PollSender<LinkOut>,
-        writer: Option<JoinHandle<()>>,
-    },
+    /// channel. Boxed: the common link, a WebSocket, should not carry its size.
+    Chan(Box<Chan>),
+}
+
+struct Chan {
+    inbound: Inbound,
+    tx: PollSender<LinkOut>,
+    writer: Option<JoinHandle<()>>,
 }
 
 /// What a link has to tell the session.
@@ -200,11 +202,11 @@ impl Link {
         let depth = outbound.max_capacity();
         let counters = LegCounters::detached();
         Self::with_io(
-            Io::Chan {
+            Io::Chan(Box::new(Chan {
                 inbound,
                 tx: PollSender::new(outbound),
                 writer: Some(writer),
-            },
+            })),
             depth,
             usize::MAX,
             Duration::from_secs(10),
@@ -315,7 +317,7 @@ impl Link {
                     return Poll::Ready(Some(item));
                 }
             },
-            Io::Chan { inbound, .. } => inbound.poll_next_unpin(cx),
+            Io::Chan(c) => c.inbound.poll_next_unpin(cx),
         }
     }
 
@@ -385,7 +387,7 @@ impl Link {
     pub(super) async fn drain(&mut self, limit: Duration) -> bool {
         let barrier = match self.io {
             Io::Ws(_) => None,
-            Io::Chan { .. } => {
+            Io::Chan(_) => {
                 let (tx, rx) = oneshot::channel();
                 self.queue.push_back(LinkOut::Barrier(tx));
                 Some(rx)
@@ -422,7 +424,7 @@ impl Link {
         } else {
             limit
         };
-        if let Io::Chan { .. } = self.io {
+        if let Io::Chan(_) = self.io {
             // The transport's writer knows how to word them after a stall.
             self.stall_now();
             self.stalled = false;
@@ -460,13 +462,13 @@ impl Link {
                         let _ = ws.close().await;
                     }
                 }
-                Io::Chan { tx, .. } => tx.close(),
+                Io::Chan(c) => c.tx.close(),
             }
         })
         .await;
-        if let Io::Chan { writer, tx, .. } = &mut self.io {
-            tx.close();
-            if let Some(w) = writer.take() {
+        if let Io::Chan(c) = &mut self.io {
+            c.tx.close();
+            if let Some(w) = c.writer.take() {
                 let abort = w.abort_handle();
                 if tokio::time::timeout(limit, w).await.is_err() {
                     abort.abort();
@@ -496,7 +498,7 @@ impl Link {
                 &mut self.closed,
                 &self.counters,
             ),
-            Io::Chan { tx, .. } => poll_chan(tx, cx, &mut self.queue, &mut self.queued_bytes),
+            Io::Chan(c) => poll_chan(&mut c.tx, cx, &mut self.queue, &mut self.queued_bytes),
         };
         match r {
             Poll::Ready(Ok(())) => {
@@ -551,8 +553,7 @@ fn poll_ws(
         let m = match item {
             LinkOut::Msg(msg) => {
                 *queued_bytes = queued_bytes.saturating_sub(msg.len());
-                counters.frames_out.increment(1);
-                counters.bytes_out.increment(msg.len() as u64);
+                counters.count_out(1, msg.len() as u64);
                 message(msg)
             }
             LinkOut::Ping => Message::Ping(Bytes::new()),
@@ -630,8 +631,7 @@ pub(crate) fn inbound_item(
         }
         Err(e) => return Some(Err(LinkError::Transport(e.to_string()))),
     };
-    counters.frames_in.increment(1);
-    counters.bytes_in.increment(msg.len() as u64);
+    counters.count_in(1, msg.len() as u64);
     Some(Ok(msg))
 }
 
@@ -650,8 +650,7 @@ pub(crate) async fn feed<S>(
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    counters.frames_out.increment(1);
-    counters.bytes_out.increment(msg.len() as u64);
+    counters.count_out(1, msg.len() as u64);
     write(sink.feed(message(msg)), write_timeout).await
 }
 
