@@ -145,7 +145,7 @@ impl Default for Limits {
             queue_bytes: 8 << 20,
             write_timeout_ms: 10_000,
             idle_ping_ms: 30_000,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 2048,
             write_buffer_bytes: 8192,
             workers: 0,
         }

@@ -761,7 +761,7 @@ mod tests {
         let (dctx, _) = route_ctx(&config.routes[0], &config, None, None).unwrap();
         assert_eq!(
             crate::handshake::client_ws_config(&dctx).read_buffer_size,
-            4096
+            2048
         );
         assert_eq!(dctx.dialer.ws_config().write_buffer_size, 8192);
         // Both legs' queues, over an in-memory socket.

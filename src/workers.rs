@@ -139,3 +139,54 @@ impl Workers {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// Connections are spread over the workers, each running on its worker's thread with
+    /// the socket registered there (it can still be read), and the tracker sees them.
+    #[tokio::test]
+    async fn connections_run_on_their_worker_threads_round_robin() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let workers = Workers::start(2).unwrap();
+        assert_eq!(workers.len(), 2);
+        let tracker = TaskTracker::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            workers.spawn_conn(&tracker, tcp, move |mut tcp| async move {
+                let mut b = [0u8; 1];
+                tcp.read_exact(&mut b).await.unwrap();
+                let name = std::thread::current().name().map(str::to_owned);
+                tx.send((name, b[0])).unwrap();
+            });
+            c.write_all(b"x").await.unwrap();
+            clients.push(c);
+        }
+        let mut names = Vec::new();
+        for _ in 0..4 {
+            let (name, b) = rx.recv().await.unwrap();
+            assert_eq!(b, b'x');
+            names.push(name.unwrap());
+        }
+        tracker.close();
+        tracker.wait().await;
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "switchboard-worker-0",
+                "switchboard-worker-0",
+                "switchboard-worker-1",
+                "switchboard-worker-1"
+            ]
+        );
+    }
+}
