@@ -196,11 +196,13 @@ impl RouteMetrics {
         counter!(SESSIONS_TOTAL, "route" => self.route.clone(), "outcome" => outcome).increment(1);
     }
 
-    /// Record `n` copied bytes (one copy per call when `n > 0`).
-    pub fn copied(&self, n: u64) {
-        if n > 0 {
-            self.copies.increment(1);
-            self.copied_bytes.increment(n);
+    /// Record the payload copies a role reported: each copy counts once, with its bytes.
+    pub fn copied(&self, c: crate::dialect::Copied) {
+        if c.copies > 0 {
+            self.copies.increment(c.copies);
+        }
+        if c.bytes > 0 {
+            self.copied_bytes.increment(c.bytes);
         }
     }
 }

@@ -379,9 +379,10 @@ pub trait ServerRole: Send {
     fn on_peer_silent(&mut self, out: &mut ServerOut);
     /// Fail correlation entries older than their deadline.
     fn expire(&mut self, now: Instant, out: &mut ServerOut);
-    /// Payload bytes copied since the last call (reassembly, escaping, re-encoding).
-    fn take_copied(&mut self) -> u64 {
-        0
+    /// Payload copies made since the last call (reassembly, escaping, re-encoding), and
+    /// their bytes.
+    fn take_copied(&mut self) -> Copied {
+        Copied::default()
     }
     /// The shape of `ev` as this role would encode it, for a message that an in-process
     /// backend (the embedded hub) delivers to many sessions: two events with equal shapes and
@@ -436,9 +437,37 @@ pub trait ClientRole: Send {
         _out: &mut ClientOut,
     ) {
     }
-    /// Payload bytes copied since the last call (reassembly, escaping, re-encoding).
-    fn take_copied(&mut self) -> u64 {
-        0
+    /// Payload copies made since the last call (reassembly, escaping, re-encoding), and
+    /// their bytes.
+    fn take_copied(&mut self) -> Copied {
+        Copied::default()
+    }
+}
+
+/// Payload copies a role made: each time payload bytes were copied (or rewritten, where the
+/// wire forces it: JSON-escaping into a string, base64, STOMP header unescaping, reassembly)
+/// counts one copy of that many bytes. A payload passed on as a `Bytes` slice is no copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// How many copies.
+    pub copies: u64,
+    /// Bytes copied, over all copies.
+    pub bytes: u64,
+}
+
+impl Copied {
+    /// Count one copy of `n` bytes (an empty payload copies nothing and is not counted).
+    pub fn one(&mut self, n: usize) {
+        if n > 0 {
+            self.copies += 1;
+            self.bytes += n as u64;
+        }
+    }
+
+    /// Add `other`'s copies to these.
+    pub fn add(&mut self, other: Copied) {
+        self.copies += other.copies;
+        self.bytes += other.bytes;
     }
 }
 

@@ -263,20 +263,20 @@ pub fn kick_body(channel: &[u8], message: &[u8]) -> Bytes {
 /// A payload as the JSON SocketCluster carries: JSON as is, text as a JSON string, binary
 /// as the default codec's `{"base64":true,"data":..}`; the bytes copied are added to
 /// `copied`.
-pub fn payload_json(p: &crate::frame::Payload, copied: &mut u64) -> Bytes {
+pub fn payload_json(p: &crate::frame::Payload, copied: &mut crate::dialect::Copied) -> Bytes {
     use crate::frame::PayloadKind;
     match p.kind {
         PayloadKind::Json => p.data.clone(),
         PayloadKind::Text => {
             let s = crate::dialect::json::json_string(&p.data);
-            *copied += s.len() as u64;
+            copied.one(s.len());
             s
         }
         PayloadKind::Binary => {
             use base64::Engine as _;
             let b = base64::engine::general_purpose::STANDARD.encode(&p.data);
             let s = format!(r#"{{"base64":true,"data":"{b}"}}"#);
-            *copied += s.len() as u64;
+            copied.one(s.len());
             Bytes::from(s)
         }
     }

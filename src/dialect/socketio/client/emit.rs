@@ -49,7 +49,7 @@ impl SocketioClient {
             PayloadKind::Json => payload.data,
             PayloadKind::Text => {
                 let s = packet::json_string(&payload.data);
-                self.copied += s.len() as u64;
+                self.copied.one(s.len());
                 s
             }
             PayloadKind::Binary => {
@@ -150,7 +150,7 @@ impl SocketioClient {
                     PayloadKind::Json => (r.data, vec![]),
                 };
                 let data = crate::dialect::json::build_array(&[&arg]);
-                self.copied += data.len() as u64;
+                self.copied.one(data.len());
                 let ack = Packet {
                     kind: if attachments.is_empty() {
                         PacketType::Ack

@@ -112,7 +112,7 @@ pub struct SocketioClient {
     pending: Pending<u64, ReplyId>,
     /// Scoped mode: the namespaces joined (or being joined) on the backend.
     scopes: Vec<Bytes>,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl SocketioClient {
@@ -132,7 +132,7 @@ impl SocketioClient {
             next_ack: 0,
             pending: Pending::new(MAX_PENDING_ACKS),
             scopes: Vec::new(),
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 

@@ -774,7 +774,7 @@ fn scoped_emits_and_acks_keep_their_shape() {
         &mut out,
     );
     assert_eq!(out.to_backend, vec![txt(r#"43/custom,17["a",2]"#)]);
-    assert_eq!(c.take_copied(), 0);
+    assert_eq!(c.take_copied().bytes, 0);
 }
 
 #[test]

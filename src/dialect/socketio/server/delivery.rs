@@ -131,7 +131,7 @@ impl SocketioServer {
             PayloadKind::Json => (p.data, None),
             PayloadKind::Text => {
                 let s = packet::json_string(&p.data);
-                self.copied += s.len() as u64;
+                self.copied.one(s.len());
                 (s, None)
             }
             PayloadKind::Binary => (packet::placeholder(0), Some(p.data)),

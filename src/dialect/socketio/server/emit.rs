@@ -67,7 +67,7 @@ impl SocketioServer {
                 }
                 let parts: Vec<&[u8]> = many.iter().map(|a| a.as_ref()).collect();
                 let array = packet::build_array(&parts);
-                self.copied += array.len() as u64;
+                self.copied.one(array.len());
                 Payload::json(array)
             }
         };

@@ -147,7 +147,7 @@ pub struct StompClient {
     next_receipt: u64,
     /// Receipt id → what it answers.
     pending: Pending<Bytes, ReceiptFor>,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl StompClient {
@@ -163,7 +163,7 @@ impl StompClient {
             keepalive: Keepalive::default(),
             next_receipt: 1,
             pending: Pending::new(MAX_PENDING_RECEIPTS),
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 

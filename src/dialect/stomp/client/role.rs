@@ -108,7 +108,7 @@ impl ClientRole for StompClient {
                     (payload.data, payload.kind)
                 } else {
                     let arr = crate::dialect::json::pack(&args, &payload);
-                    self.copied += arr.len() as u64;
+                    self.copied.one(arr.len());
                     (arr, PayloadKind::Json)
                 };
                 let mut f = Frame::new(Command::Send).with_header("destination", channel);
@@ -155,7 +155,7 @@ impl ClientRole for StompClient {
         while let Some(bytes) = next.take() {
             let mut items = Vec::new();
             let res = self.decoder.decode(bytes, &mut items);
-            self.copied += self.decoder.take_copied_bytes();
+            self.copied.add(self.decoder.take_copied());
             for item in items {
                 if let Item::Frame(f) = item {
                     self.on_frame(f, now, out);
@@ -207,7 +207,7 @@ impl ClientRole for StompClient {
         self.fail_pending(&reason, out);
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

@@ -53,7 +53,7 @@ pub struct Decoder {
     buf: BytesMut,
     /// What `buf` is waiting for (meaningful only when `buf` is not empty).
     need: Need,
-    copied: u64,
+    copied: crate::dialect::Copied,
     /// Stop after a CONNECT, STOMP or CONNECTED frame and hold the rest of the message: the
     /// version it negotiates decides how the frames behind it are unescaped.
     pause_after_handshake: bool,
@@ -69,7 +69,7 @@ impl Decoder {
             version: Version::V1_2,
             buf: BytesMut::new(),
             need: Need::Line { line_start: 0 },
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
             pause_after_handshake: false,
             held: None,
         }
@@ -127,9 +127,9 @@ impl Decoder {
         !self.buf.is_empty()
     }
 
-    /// Returns how many bytes were copied (for reassembly or unescaping) since the last call,
-    /// and resets the count to 0.
-    pub fn take_copied_bytes(&mut self) -> u64 {
+    /// The copies made (for reassembly or unescaping) since the last call, with their bytes;
+    /// resets the count.
+    pub fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 
@@ -160,7 +160,7 @@ impl Decoder {
                 Step::Incomplete(need) => {
                     // `scan` has already checked `rest.len()` against `max_frame_size`.
                     self.buf.extend_from_slice(rest);
-                    self.copied += rest.len() as u64;
+                    self.copied.one(rest.len());
                     self.need = need;
                     break;
                 }
@@ -216,7 +216,7 @@ impl Decoder {
             }
             self.buf
                 .extend_from_slice(rest.get(..take).unwrap_or_default());
-            self.copied += take as u64;
+            self.copied.one(take);
             pos += take;
             if !rescan {
                 if let Need::Line { line_start } = self.need {
@@ -248,7 +248,7 @@ impl Decoder {
                             // hold the rest, copied, and report all of `msg` as used.
                             let mut rest = std::mem::take(&mut self.buf);
                             rest.extend_from_slice(msg.get(pos..).unwrap_or_default());
-                            self.copied += rest.len() as u64;
+                            self.copied.one(rest.len());
                             self.held = Some(rest.freeze()).filter(|b| !b.is_empty());
                             self.buf = BytesMut::new();
                             return Ok(msg.len());
@@ -282,7 +282,7 @@ impl Decoder {
         match span {
             Span::Raw(r) => sub(src, base, r),
             Span::Owned(v) => {
-                self.copied += v.len() as u64;
+                self.copied.one(v.len());
                 Bytes::from(v)
             }
         }

@@ -212,8 +212,8 @@ fn escaping_per_version_decode() {
     dec.decode(wire.clone(), &mut out).unwrap();
     let f = &frames(out)[0];
     assert_eq!(f.headers, vec![(b(b"k:\\"), b(b"a:b\nc\\d\re"))]);
-    assert!(dec.take_copied_bytes() > 0, "unescaping is counted");
-    assert_eq!(dec.take_copied_bytes(), 0, "and reset");
+    assert!(dec.take_copied().bytes > 0, "unescaping is counted");
+    assert_eq!(dec.take_copied().bytes, 0, "and reset");
 
     // 1.1: `\c` and `\n` decode, `\r` is a bad escape.
     dec.set_version(Version::V1_1);
@@ -295,7 +295,7 @@ fn several_frames_with_heartbeats_between() {
         ]
     );
     assert!(!dec.is_partial());
-    assert_eq!(dec.take_copied_bytes(), 0);
+    assert_eq!(dec.take_copied().bytes, 0);
 }
 
 #[test]
@@ -317,7 +317,7 @@ fn frame_split_over_three_messages() {
     assert_eq!(fs[0].body.as_ref(), b"x\0z");
     // Only the SEND frame was copied; the RECEIPT after it is a slice of the third message.
     assert_eq!(
-        dec.take_copied_bytes(),
+        dec.take_copied().bytes,
         (b"SEND\ndestination:/a\ncontent-length:3\n\nx\0z\0").len() as u64
     );
     assert!(within(&fs[1].headers[0].1, &third));
@@ -422,7 +422,7 @@ fn zero_copy_when_frame_within_one_message() {
     }
     assert_eq!(fs[0].body.as_ref(), b"hello");
     assert_eq!(fs[1].body.as_ref(), b"x\0y");
-    assert_eq!(dec.take_copied_bytes(), 0);
+    assert_eq!(dec.take_copied().bytes, 0);
 }
 
 #[test]

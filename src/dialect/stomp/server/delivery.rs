@@ -91,7 +91,7 @@ impl StompServer {
         } else {
             // Several arguments become one JSON array body.
             let arr = json::pack(&args, &payload);
-            self.copied += arr.len() as u64;
+            self.copied.one(arr.len());
             (arr, PayloadKind::Json)
         };
         let message_id = format!("{}-{}", self.session_id, self.next_message);

@@ -167,7 +167,7 @@ pub struct StompServer {
     /// CONNECT must arrive by then: a deadline from the session's start that traffic
     /// (heart-beat EOLs) does not push back.
     connect_by: Instant,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl StompServer {
@@ -205,7 +205,7 @@ impl StompServer {
             transactions: HashMap::new(),
             tx_bytes: 0,
             connect_by,
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 

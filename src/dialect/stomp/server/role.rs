@@ -49,7 +49,7 @@ impl ServerRole for StompServer {
         while let Some(bytes) = next.take() {
             let mut items = Vec::new();
             let res = self.decoder.decode(bytes, &mut items);
-            self.copied += self.decoder.take_copied_bytes();
+            self.copied.add(self.decoder.take_copied());
             for item in items {
                 if let Item::Frame(f) = item {
                     self.on_frame(f, out);
@@ -232,7 +232,7 @@ impl ServerRole for StompServer {
         }
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }
