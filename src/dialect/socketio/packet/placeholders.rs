@@ -197,8 +197,14 @@ impl Visitor<'_> for KeySeed {
     }
 }
 
+/// The placeholder of attachment 0, the one a single binary payload uses.
+pub const PLACEHOLDER_0: &[u8] = br#"{"_placeholder":true,"num":0}"#;
+
 /// The placeholder object `{"_placeholder":true,"num":N}`.
 pub fn placeholder(num: usize) -> Bytes {
+    if num == 0 {
+        return Bytes::from_static(PLACEHOLDER_0);
+    }
     const HEAD: &[u8] = br#"{"_placeholder":true,"num":"#;
     let num = num as u64;
     let mut out = BytesMut::with_capacity(HEAD.len() + decimal_len(num) + 1);

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::SocketioServer;
-use super::wire::{ack, is_reserved, named_error_ack, wire};
+use super::wire::{ack, is_reserved, named_error_ack, wire_data};
 use crate::dialect::socketio::packet::{self, Packet, PacketType};
 use crate::dialect::{ServerOut, WsMsg};
 use crate::frame::{ClientOp, ErrorInfo, ErrorKind, Payload, Reply, ReplyId};
@@ -114,23 +114,29 @@ impl SocketioServer {
         match result {
             Ok(None) => out.to_client.push(ack(&nsp, ack_id, b"[]")),
             Ok(Some(p)) => {
-                let (arg, attachment) = self.payload_arg(p);
-                let parts: [&[u8]; 3] = [b"[", &arg, b"]"];
-                match attachment {
-                    Some(bin) => {
-                        out.to_client.push(wire(
-                            PacketType::BinaryAck,
-                            &nsp,
-                            Some(ack_id),
-                            1,
-                            &parts,
-                        ));
-                        out.to_client.push(WsMsg::Binary(bin));
-                    }
-                    None => {
-                        out.to_client
-                            .push(wire(PacketType::Ack, &nsp, Some(ack_id), 0, &parts))
-                    }
+                // The answer is written once, into the ack's own buffer.
+                let (arg, attachment) = packet::Arg::of_payload(&p);
+                if attachment.is_none() {
+                    self.copied.one(p.data.len());
+                }
+                let head = packet::Head {
+                    kind: if attachment.is_some() {
+                        PacketType::BinaryAck
+                    } else {
+                        PacketType::Ack
+                    },
+                    nsp: &nsp,
+                    id: Some(ack_id),
+                    attachments: usize::from(attachment.is_some()),
+                };
+                let data = packet::Data::Array {
+                    name: None,
+                    args: &[],
+                    last: Some(arg),
+                };
+                out.to_client.push(wire_data(&head, &data));
+                if let Some(bin) = attachment {
+                    out.to_client.push(WsMsg::Binary(bin.clone()));
                 }
             }
             Err(e) => out.to_client.push(self.error_ack(&nsp, ack_id, &e)),

@@ -59,9 +59,6 @@ use crate::dialect::{Close, ServerOut};
 use crate::frame::{ClientOp, ReplyId, SubId};
 use crate::template::Template;
 
-/// The root namespace.
-const ROOT: &[u8] = b"/";
-
 /// Settings of the Socket.IO server role, from `[route.socketio]`.
 #[derive(Debug, Clone)]
 pub struct Settings {
