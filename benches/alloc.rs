@@ -101,7 +101,10 @@ fn measure(
 ) {
     let mut b = Bufs::default();
     for _ in 0..WARMUP {
-        assert!(step(server, client, &mut b) > 0, "{name}: nothing forwarded");
+        assert!(
+            step(server, client, &mut b) > 0,
+            "{name}: nothing forwarded"
+        );
     }
     let _ = server.take_copied();
     let _ = client.take_copied();
@@ -219,6 +222,8 @@ fn stomp_socketio() {
     );
 }
 
+/// Socket.IO on both legs: the client role in scoped mode (as the registry builds it for a
+/// Socket.IO → Socket.IO route), namespaces joined one for one, arrays carried in their shape.
 fn socketio_socketio() {
     let now = Instant::now();
     let mut server = SocketioServer::new(
@@ -228,28 +233,49 @@ fn socketio_socketio() {
         "s".into(),
         now,
     );
-    let mut out = ServerOut::default();
-    server.on_start(now, &mut out);
-    let mut client = opened_socketio();
+    server.on_start(now, &mut ServerOut::default());
+    let mut client = SocketioClient::new(
+        sio::Settings {
+            scoped: true,
+            ..Default::default()
+        },
+        Credentials::default(),
+    );
     let mut t = translator(
         &switchboard::dialect::socketio::SPEC,
         &switchboard::dialect::socketio::SPEC,
         &[],
     );
-    let mut out = ServerOut::default();
-    server.on_client(WsMsg::Text(Bytes::from_static(b"40")), now, &mut out);
-    for op in out.ops.drain(..) {
-        client.on_op(t.down_op(op).unwrap(), now, &mut ClientOut::default());
+    let mut b = Bufs::default();
+    client.on_backend(
+        WsMsg::Text(Bytes::from_static(
+            br#"0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
+        )),
+        now,
+        &mut b.cout,
+    );
+    let events: Vec<BackendEvent> = b.cout.events.drain(..).collect();
+    for ev in events {
+        t.up_event(ev, &mut b.evs);
     }
-    server.on_backend(BackendEvent::Ready { session: None }, now, &mut out);
-    subscribe(
+    for ev in b.evs.drain(..) {
+        server.on_backend(ev, now, &mut b.out);
+    }
+    down(
         &mut server,
         &mut t,
         &mut client,
-        br#"42["subscribe","message_created"]"#,
+        &Bytes::from_static(b"40"),
+        &mut b,
+    );
+    up(
+        &mut client,
+        &mut t,
+        &mut server,
+        &Bytes::from_static(br#"40{"sid":"y"}"#),
+        &mut b,
     );
     let emit = Bytes::from(format!(r#"42["message_created",{BODY}]"#));
-    let packet = Bytes::from(format!(r#"42["message_created",{BODY}]"#));
     measure(
         "socketio emit -> socketio emit",
         &mut server,
@@ -260,7 +286,7 @@ fn socketio_socketio() {
         "socketio event -> socketio event",
         &mut server,
         &mut client,
-        |s, c, b| up(c, &mut t, s, &packet, b),
+        |s, c, b| up(c, &mut t, s, &emit, b),
     );
 }
 
@@ -295,8 +321,10 @@ fn pusher_socketio() {
         &mut server,
         &mut t,
         &mut client,
-        format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"private-chat","auth":"{sig}"}}}}"#)
-            .as_bytes(),
+        format!(
+            r#"{{"event":"pusher:subscribe","data":{{"channel":"private-chat","auth":"{sig}"}}}}"#
+        )
+        .as_bytes(),
     );
     let client_event = Bytes::from(format!(
         r#"{{"event":"client-message","channel":"private-chat","data":{BODY}}}"#

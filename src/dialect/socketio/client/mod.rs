@@ -137,7 +137,10 @@ impl SocketioClient {
     }
 
     fn send_packet(&self, p: &Packet, out: &mut ClientOut) -> Result<(), ErrorInfo> {
-        let data = p.data.as_deref().map_or(packet::Data::None, packet::Data::Raw);
+        let data = p
+            .data
+            .as_deref()
+            .map_or(packet::Data::None, packet::Data::Raw);
         let head = packet::Head {
             kind: p.kind,
             nsp: &p.nsp,

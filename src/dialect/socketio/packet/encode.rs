@@ -8,8 +8,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{PLACEHOLDER_0, Packet, PacketType, ROOT_NSP};
-use crate::frame::{Payload, PayloadKind};
 use crate::dialect::json::{json_string_len, put_json_string};
+use crate::frame::{Payload, PayloadKind};
 
 /// Number of decimal digits of `n`.
 pub(super) fn decimal_len(mut n: u64) -> usize {

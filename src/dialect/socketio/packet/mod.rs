@@ -35,7 +35,9 @@ mod tests;
 pub use args::{build_event, error_args, split_args, split_event};
 pub use decode::Decoder;
 pub use encode::{Arg, Data, Head, encode, encode_parts, encode_prefixed, encoded_len};
-pub use placeholders::{PLACEHOLDER_0, PlaceholderRef, placeholder, placeholder_num, placeholder_refs};
+pub use placeholders::{
+    PLACEHOLDER_0, PlaceholderRef, placeholder, placeholder_num, placeholder_refs,
+};
 
 pub use crate::dialect::json::{build_array, json_string};
 use bytes::Bytes;
