@@ -99,6 +99,13 @@ fn measure(
     client: &mut dyn ClientRole,
     mut step: impl FnMut(&mut dyn ServerRole, &mut dyn ClientRole, &mut Bufs) -> usize,
 ) {
+    // `cargo bench --bench alloc -- <filter>`: only the paths whose name contains it (to
+    // look at one path's allocation sites under a heap profiler).
+    if let Some(f) = std::env::args().skip(1).find(|a| !a.starts_with("--")) {
+        if !name.contains(f.as_str()) {
+            return;
+        }
+    }
     let mut b = Bufs::default();
     for _ in 0..WARMUP {
         assert!(
