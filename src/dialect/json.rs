@@ -5,9 +5,55 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Whether `b` is one well-formed JSON value (validated without building a DOM).
+/// Whether `b` is one well-formed JSON value (validated without building a DOM, and without
+/// allocating unless a string has escapes).
 pub fn is_json(b: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+    serde_json::from_slice::<Valid>(b).is_ok()
+}
+
+/// A JSON value walked and dropped. Unlike `IgnoredAny` (whose serde_json path keeps a heap
+/// stack of the open brackets), nesting recurses through the visitor, within serde_json's
+/// recursion limit of 128.
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Valid)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Valid {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Valid, A::Error> {
+        while a.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Valid, A::Error> {
+        while a.next_entry::<serde::de::IgnoredAny, Valid>()?.is_some() {}
+        Ok(Valid)
+    }
 }
 
 /// Bytes one input byte takes inside a JSON string (as serde_json escapes).

@@ -148,6 +148,8 @@ pub struct StompClient {
     /// Receipt id → what it answers.
     pending: Pending<Bytes, ReceiptFor>,
     copied: crate::dialect::Copied,
+    /// Decoded items of the message being handled (kept for its capacity).
+    items: Vec<crate::dialect::stomp::codec::Item>,
 }
 
 impl StompClient {
@@ -164,6 +166,7 @@ impl StompClient {
             next_receipt: 1,
             pending: Pending::new(MAX_PENDING_RECEIPTS),
             copied: crate::dialect::Copied::default(),
+            items: Vec::new(),
         }
     }
 

@@ -153,16 +153,21 @@ impl ClientRole for StompClient {
         });
         // CONNECTED pauses the decoder: what follows it is decoded under its version.
         while let Some(bytes) = next.take() {
-            let mut items = Vec::new();
+            // The item vector is the role's, reused message after message.
+            let mut items = std::mem::take(&mut self.items);
             let res = self.decoder.decode(bytes, &mut items);
             self.copied.add(self.decoder.take_copied());
-            for item in items {
+            for item in items.drain(..) {
+                if self.state == State::Closed {
+                    continue;
+                }
                 if let Item::Frame(f) = item {
                     self.on_frame(f, now, out);
                 }
-                if self.state == State::Closed {
-                    return;
-                }
+            }
+            self.items = items;
+            if self.state == State::Closed {
+                return;
             }
             if let Err(e) = res {
                 return self.fail(

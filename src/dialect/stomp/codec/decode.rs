@@ -59,7 +59,13 @@ pub struct Decoder {
     pause_after_handshake: bool,
     /// What followed the handshake frame, for [`Decoder::take_held`].
     held: Option<Bytes>,
+    /// The header spans of the last frame, cleared and reused by the next scan (one
+    /// allocation less per frame).
+    spans: Vec<(Span, Span)>,
 }
+
+/// Most header spans a decoder keeps allocated between frames.
+const MAX_KEPT_SPANS: usize = 8;
 
 impl Decoder {
     /// A decoder that applies 1.2 escaping rules until [`Decoder::set_version`] is called.
@@ -72,6 +78,7 @@ impl Decoder {
             copied: crate::dialect::Copied::default(),
             pause_after_handshake: false,
             held: None,
+            spans: Vec::new(),
         }
     }
 
@@ -142,7 +149,7 @@ impl Decoder {
             }
         }
         while let Some(rest) = msg.get(pos..).filter(|r| !r.is_empty()) {
-            match scan(rest, self.version, &self.limits)? {
+            match scan(rest, self.version, &self.limits, std::mem::take(&mut self.spans))? {
                 Step::Heartbeat(n) => {
                     out.push(Item::Heartbeat);
                     pos += n;
@@ -229,7 +236,12 @@ impl Decoder {
                 continue;
             }
             loop {
-                match scan(&self.buf, self.version, &self.limits)? {
+                match scan(
+                    &self.buf,
+                    self.version,
+                    &self.limits,
+                    std::mem::take(&mut self.spans),
+                )? {
                     Step::Incomplete(need) => {
                         self.need = need;
                         break;
@@ -264,12 +276,17 @@ impl Decoder {
     }
 
     /// Turns the ranges of `parsed` (relative to `src[base..]`) into a [`Frame`].
-    fn build(&mut self, src: &Bytes, base: usize, parsed: Parsed) -> Frame {
+    fn build(&mut self, src: &Bytes, base: usize, mut parsed: Parsed) -> Frame {
         let mut headers = Vec::with_capacity(parsed.headers.len());
-        for (name, value) in parsed.headers {
+        for (name, value) in parsed.headers.drain(..) {
             let name = self.materialize(src, base, name);
             let value = self.materialize(src, base, value);
             headers.push((name, value));
+        }
+        // The span vector goes back for the next frame's scan, unless an unusual frame grew
+        // it (an idle session keeps no more than a few hundred bytes for it).
+        if parsed.headers.capacity() <= MAX_KEPT_SPANS {
+            self.spans = parsed.headers;
         }
         Frame {
             command: parsed.command,

@@ -168,6 +168,8 @@ pub struct StompServer {
     /// (heart-beat EOLs) does not push back.
     connect_by: Instant,
     copied: crate::dialect::Copied,
+    /// Decoded items of the message being handled (kept for its capacity).
+    items: Vec<crate::dialect::stomp::codec::Item>,
 }
 
 impl StompServer {
@@ -206,6 +208,7 @@ impl StompServer {
             tx_bytes: 0,
             connect_by,
             copied: crate::dialect::Copied::default(),
+            items: Vec::new(),
         }
     }
 
