@@ -11,6 +11,66 @@ pub fn is_json(b: &[u8]) -> bool {
     serde_json::from_slice::<Valid>(b).is_ok()
 }
 
+/// JSON's insignificant whitespace.
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// `b` without the JSON whitespace around it.
+pub fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|&c| !is_ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_ws(c)).map_or(start, |e| e + 1);
+    b.get(start..end).unwrap_or_default()
+}
+
+/// The top-level elements of `b`, a JSON array already known to be well-formed ([`is_json`]),
+/// as ranges of `b` (whitespace around each trimmed), handed to `each`. `None` if `b` is not
+/// an array. Allocates nothing: a byte scan that tracks strings and nesting.
+pub fn array_elements(b: &[u8], mut each: impl FnMut(std::ops::Range<usize>)) -> Option<()> {
+    let open = b.iter().position(|&c| !is_ws(c))?;
+    if b.get(open) != Some(&b'[') {
+        return None;
+    }
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    let mut start: Option<usize> = None;
+    let mut last = 0;
+    for (i, &c) in b.iter().enumerate().skip(open + 1) {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+            last = i;
+            continue;
+        }
+        match c {
+            b',' | b']' if depth == 0 => {
+                if let Some(s) = start.take() {
+                    each(s..last + 1);
+                }
+                if c == b']' {
+                    return Some(());
+                }
+            }
+            _ if is_ws(c) => {}
+            _ => {
+                match c {
+                    b'"' => in_str = true,
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                start.get_or_insert(i);
+                last = i;
+            }
+        }
+    }
+    Some(())
+}
+
 /// A JSON value walked and dropped. Unlike `IgnoredAny` (whose serde_json path keeps a heap
 /// stack of the open brackets), nesting recurses through the visitor, within serde_json's
 /// recursion limit of 128.

@@ -149,7 +149,12 @@ impl Decoder {
             }
         }
         while let Some(rest) = msg.get(pos..).filter(|r| !r.is_empty()) {
-            match scan(rest, self.version, &self.limits, std::mem::take(&mut self.spans))? {
+            match scan(
+                rest,
+                self.version,
+                &self.limits,
+                std::mem::take(&mut self.spans),
+            )? {
                 Step::Heartbeat(n) => {
                     out.push(Item::Heartbeat);
                     pos += n;

@@ -35,6 +35,6 @@ mod scan;
 mod tests;
 
 pub use decode::{Decoder, Item, Limits};
-pub use encode::{encode, encode_to_bytes, encoded_len};
+pub use encode::{encode, encode_to_bytes, encoded_len, encoded_len_exact};
 pub use error::StompError;
 pub use frame::{Command, Frame, Version};

@@ -6,7 +6,7 @@
 //! Must not touch: subscribing (`subscriptions.rs`), holding acks in a transaction
 //! (`transactions.rs`).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{AckMode, MAX_UNACKED, StompServer, TxItem, Wait};
 use crate::dialect::stomp::codec::{self, Command, Frame, Version};
@@ -94,18 +94,23 @@ impl StompServer {
             self.copied.one(arr.len());
             (arr, PayloadKind::Json)
         };
-        let message_id = format!("{}-{}", self.session_id, self.next_message);
+        // The body is written once, into the MESSAGE frame's own buffer.
+        self.copied.one(body.len());
+        let message_id = message_id(&self.session_id, self.next_message);
         self.next_message += 1;
-        let mut f = Frame::new(Command::Message)
+        // subscription, message-id, destination, ack, content-type, content-length, event.
+        // The ack id is the message id; an `auto` subscription needs none (and no clone).
+        let ack_id = (s.ack != AckMode::Auto).then(|| message_id.clone());
+        let mut f = Frame::with_capacity(Command::Message, 7 + meta.len())
             .with_header("subscription", s.stomp_id.clone())
-            .with_header("message-id", message_id.clone())
+            .with_header("message-id", message_id)
             .with_header("destination", channel);
         // An `auto` subscriber never acks: the proxy acks upstream once the MESSAGE is queued.
         let mut auto_ack = None;
         match (s.ack, ack) {
             (AckMode::Auto, token) => auto_ack = token,
             (mode, token) => {
-                let ack_id = Bytes::from(message_id);
+                let ack_id = ack_id.unwrap_or_default();
                 if self.version == Version::V1_2 {
                     f.push_header("ack", ack_id.clone());
                 }
@@ -149,4 +154,25 @@ impl StompServer {
             });
         }
     }
+}
+
+/// `<session>-<n>`, in one exact allocation.
+fn message_id(session: &str, n: u64) -> Bytes {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = n;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        start -= 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = digits.get(start..).unwrap_or_default();
+    let mut b = BytesMut::with_capacity(session.len() + 1 + digits.len());
+    b.extend_from_slice(session.as_bytes());
+    b.extend_from_slice(b"-");
+    b.extend_from_slice(digits);
+    b.freeze()
 }
