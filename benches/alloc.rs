@@ -229,12 +229,16 @@ fn stomp_socketio() {
     );
 }
 
-/// Socket.IO on both legs: the client role in scoped mode (as the registry builds it for a
-/// Socket.IO → Socket.IO route), namespaces joined one for one, arrays carried in their shape.
+/// Socket.IO on both legs, as the registry builds the roles for a Socket.IO → Socket.IO route:
+/// the server role with `shapes`, the client role `scoped`, namespaces joined one for one,
+/// arrays carried in their shape.
 fn socketio_socketio() {
     let now = Instant::now();
     let mut server = SocketioServer::new(
-        sio_server::Settings::default(),
+        sio_server::Settings {
+            shapes: true,
+            ..Default::default()
+        },
         None,
         String::new(),
         "s".into(),

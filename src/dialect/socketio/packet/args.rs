@@ -19,8 +19,10 @@ pub fn split_args(data: &Bytes) -> Result<Vec<Bytes>, SioError> {
     Ok(args)
 }
 
-/// For EVENT data: the event name and the remaining arguments (slices of `data`).
-pub fn split_event(data: &Bytes) -> Result<(String, Vec<Bytes>), SioError> {
+/// For EVENT data: the event name (decoded, UTF-8) and the remaining arguments (slices of
+/// `data`). A name without escapes is a slice of `data` too; only an escaped one is decoded
+/// into its own buffer.
+pub fn split_event(data: &Bytes) -> Result<(Bytes, Vec<Bytes>), SioError> {
     let mut args = split_args(data)?;
     if args.is_empty() {
         return Err(SioError::EmptyEvent);
@@ -30,7 +32,15 @@ pub fn split_event(data: &Bytes) -> Result<(String, Vec<Bytes>), SioError> {
     if name.first() != Some(&b'"') {
         return Err(SioError::EventNameNotString);
     }
-    let name: String = serde_json::from_slice(&name).map_err(|_| SioError::BadJson)?;
+    // `data` is well-formed JSON (so UTF-8): between its quotes, a string without a
+    // backslash is its own value.
+    let inner = name.len().checked_sub(1).map(|end| name.slice(1..end));
+    let name = match inner {
+        Some(inner) if !inner.contains(&b'\\') => inner,
+        _ => Bytes::from(
+            serde_json::from_slice::<String>(&name).map_err(|_| SioError::BadJson)?,
+        ),
+    };
     Ok((name, args))
 }
 

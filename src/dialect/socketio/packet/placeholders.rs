@@ -27,6 +27,11 @@ pub fn placeholder_num(arg: &[u8]) -> Option<usize> {
     if skip_ws(arg).first() != Some(&b'{') {
         return None;
     }
+    // Most objects are payloads: without the key (or an escape that could spell it) there is
+    // nothing to parse, and the refusal of an unknown field would allocate its message.
+    if !arg.contains(&b'\\') && !arg.windows(12).any(|w| w == b"_placeholder") {
+        return None;
+    }
     let p: Placeholder = serde_json::from_slice(arg).ok()?;
     p.placeholder.then_some(p.num)
 }

@@ -23,7 +23,7 @@ impl SocketioServer {
             Ok(x) => x,
             Err(e) => return self.parse_error(&e, out),
         };
-        if is_reserved(name.as_bytes()) {
+        if is_reserved(&name) {
             // socket.io-parser 4.2 rejects such an EVENT as an invalid payload, and the
             // socket.io 4.8 server closes the whole connection on any decode error.
             return self.close(1002, "parse error", true, out);
@@ -31,14 +31,14 @@ impl SocketioServer {
         if self.settings.shapes {
             return self.emit_shaped(p, out);
         }
-        match name.as_str() {
-            "subscribe" => self.on_subscribe(&p.nsp, p.id, args.first(), out),
-            "unsubscribe" => self.on_unsubscribe(&p.nsp, p.id, args.first(), out),
+        match &name[..] {
+            b"subscribe" => self.on_subscribe(&p.nsp, p.id, args.first(), out),
+            b"unsubscribe" => self.on_unsubscribe(&p.nsp, p.id, args.first(), out),
             _ => self.on_publish(name, args, p, out),
         }
     }
 
-    fn on_publish(&mut self, name: String, args: Vec<Bytes>, p: Packet, out: &mut ServerOut) {
+    fn on_publish(&mut self, name: Bytes, args: Vec<Bytes>, p: Packet, out: &mut ServerOut) {
         let refuse = |this: &Self, e: ErrorInfo, out: &mut ServerOut| {
             if let Some(id) = p.id {
                 out.to_client.push(this.error_ack(&p.nsp, id, &e));
@@ -87,7 +87,7 @@ impl SocketioServer {
         };
         out.ops.push(ClientOp::Publish {
             meta: Vec::new(),
-            channel: Bytes::from(name),
+            channel: name,
             event: None,
             args: Vec::new(),
             payload,
