@@ -37,9 +37,7 @@ pub fn split_event(data: &Bytes) -> Result<(Bytes, Vec<Bytes>), SioError> {
     let inner = name.len().checked_sub(1).map(|end| name.slice(1..end));
     let name = match inner {
         Some(inner) if !inner.contains(&b'\\') => inner,
-        _ => Bytes::from(
-            serde_json::from_slice::<String>(&name).map_err(|_| SioError::BadJson)?,
-        ),
+        _ => Bytes::from(serde_json::from_slice::<String>(&name).map_err(|_| SioError::BadJson)?),
     };
     Ok((name, args))
 }

@@ -96,7 +96,8 @@ impl StompServer {
         };
         // The body is written once, into the MESSAGE frame's own buffer.
         self.copied.one(body.len());
-        let message_id = message_id(&self.session_id, self.next_message);
+        let (message_id, content_length) =
+            id_and_length(&self.session_id, self.next_message, body.len());
         self.next_message += 1;
         // subscription, message-id, destination, ack, content-type, content-length, event.
         // The ack id is the message id; an `auto` subscription needs none (and no clone).
@@ -134,7 +135,7 @@ impl StompServer {
             }
         }
         push_content_type(&mut f, kind, &meta);
-        f.push_header("content-length", body.len().to_string());
+        f.push_header("content-length", content_length);
         if let Some(e) = event {
             f.push_header("event", e);
         }
@@ -156,23 +157,63 @@ impl StompServer {
     }
 }
 
-/// `<session>-<n>`, in one exact allocation.
-fn message_id(session: &str, n: u64) -> Bytes {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut rest = n;
-    for slot in digits.iter_mut().rev() {
-        *slot = b'0' + (rest % 10) as u8;
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
         start -= 1;
-        rest /= 10;
-        if rest == 0 {
+        n /= 10;
+        if n == 0 {
             break;
         }
     }
-    let digits = digits.get(start..).unwrap_or_default();
-    let mut b = BytesMut::with_capacity(session.len() + 1 + digits.len());
-    b.extend_from_slice(session.as_bytes());
-    b.extend_from_slice(b"-");
-    b.extend_from_slice(digits);
-    b.freeze()
+    buf.get(start..).unwrap_or_default()
+}
+
+/// Room for a message id and a content-length value side by side.
+const SMALL: usize = 64;
+
+/// A message id and a content-length value in one fixed buffer, owned by the `Bytes` slices
+/// of both.
+struct Small {
+    buf: [u8; SMALL],
+    len: usize,
+}
+
+impl AsRef<[u8]> for Small {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// The message id `<session>-<n>` and the `content-length` value of one MESSAGE, sharing one
+/// allocation (slices of one owner: neither clone allocates). A session id too long for the
+/// fixed buffer (an upstream's own) takes one allocation each.
+fn id_and_length(session: &str, n: u64, body_len: usize) -> (Bytes, Bytes) {
+    let (mut a, mut b) = ([0u8; 20], [0u8; 20]);
+    let n = decimal(n, &mut a);
+    let len = decimal(body_len as u64, &mut b);
+    let id_len = session.len() + 1 + n.len();
+    let mut small = Small {
+        buf: [0; SMALL],
+        len: id_len + len.len(),
+    };
+    let parts: [&[u8]; 4] = [session.as_bytes(), b"-", n, len];
+    let mut at = 0;
+    for p in parts {
+        match small.buf.get_mut(at..at + p.len()) {
+            Some(dst) => dst.copy_from_slice(p),
+            None => {
+                let mut id = BytesMut::with_capacity(id_len);
+                id.extend_from_slice(session.as_bytes());
+                id.extend_from_slice(b"-");
+                id.extend_from_slice(n);
+                return (id.freeze(), Bytes::copy_from_slice(len));
+            }
+        }
+        at += p.len();
+    }
+    let both = Bytes::from_owner(small);
+    (both.slice(..id_len), both.slice(id_len..))
 }
