@@ -129,12 +129,15 @@ impl Translator {
                 };
                 // A name no rule maps (one whose rule needs subscription parameters) goes
                 // where the subscription it is made on went.
-                let on_sub = sub.and_then(|s| self.subs.get(&s)).map(|e| Mapped {
-                    name: String::from_utf8_lossy(&e.up_channel).into_owned(),
-                    args: e.up_args.clone(),
-                    event_from_key: false,
-                    params: None,
-                });
+                // Built only when no rule maps the name (it allocates).
+                let on_sub = || {
+                    sub.and_then(|s| self.subs.get(&s)).map(|e| Mapped {
+                        name: String::from_utf8_lossy(&e.up_channel).into_owned(),
+                        args: e.up_args.clone(),
+                        event_from_key: false,
+                        params: None,
+                    })
+                };
                 let Mapped {
                     name: up,
                     args: mut rule_args,
@@ -142,7 +145,7 @@ impl Translator {
                 } = self
                     .mapping
                     .to_upstream(name, None, use_)
-                    .or(on_sub)
+                    .or_else(on_sub)
                     .ok_or_else(|| {
                         ErrorInfo::new(
                             ErrorKind::Untranslatable,

@@ -398,6 +398,8 @@ impl PusherClient {
         if let std::borrow::Cow::Owned(o) = &json {
             self.copied.one(o.len());
         }
+        // Written once more, into the frame.
+        self.copied.one(json.len());
         // Client events carry the data as sent (an object), as pusher-js does.
         Self::send(out, &event, Some(&channel), Data::Raw(&json));
         // Pusher answers nothing: confirmed once written (PROTOCOLS §6.2), never a made-up
