@@ -11,6 +11,20 @@ pub fn is_json(b: &[u8]) -> bool {
     serde_json::from_slice::<Valid>(b).is_ok()
 }
 
+/// `n` in decimal, written at the end of `buf` (no allocation).
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.get(start..).unwrap_or_default()
+}
+
 /// JSON's insignificant whitespace.
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')

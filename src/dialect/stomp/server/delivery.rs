@@ -9,6 +9,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::{AckMode, MAX_UNACKED, StompServer, TxItem, Wait};
+use crate::dialect::json::decimal;
 use crate::dialect::stomp::codec::{self, Command, Frame, Version};
 use crate::dialect::stomp::push_content_type;
 use crate::dialect::{ServerOut, WsMsg, json};
@@ -155,20 +156,6 @@ impl StompServer {
             });
         }
     }
-}
-
-/// `n` in decimal, written at the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut start = buf.len();
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        start -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.get(start..).unwrap_or_default()
 }
 
 /// Room for a message id and a content-length value side by side.
