@@ -208,6 +208,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn match_and_capture_without_captures_map() {
+        let t = Template::parse("/topic/{name}").unwrap();
+        assert!(t.is_match("/topic/chat"));
+        assert!(!t.is_match("/topic/"));
+        assert!(!t.is_match("/topic/a/b"));
+        assert!(!t.is_match("/app/chat"));
+        assert_eq!(t.capture("/topic/chat", "name"), Some("chat"));
+        assert_eq!(t.capture("/topic/chat", "other"), None);
+        let two = Template::parse("{room}:{id}").unwrap();
+        assert_eq!(two.capture("lobby:7", "id"), Some("7"));
+        assert_eq!(
+            two.matches("lobby:7").unwrap(),
+            Captures::from([("room".into(), "lobby".into()), ("id".into(), "7".into())])
+        );
+        // One variable: filled exactly; a template with another variable is refused.
+        let filled = t.fill_one("name", "chat").unwrap();
+        assert_eq!((filled.as_str(), filled.capacity()), ("/topic/chat", 11));
+        assert_eq!(two.fill_one("id", "7"), None);
+    }
+
+    #[test]
     fn template_matches_and_fills() {
         let t = Template::parse("/v1/topic/conversation/{id}").unwrap();
         let caps = t.matches("/v1/topic/conversation/28cc-f5").unwrap();

@@ -669,3 +669,24 @@ fn a_pausing_decoder_holds_what_follows_the_handshake() {
     assert_eq!(&dec.take_held().unwrap()[..], b"\nMESSAGE\n\n\0");
     assert!(dec.take_held().is_none());
 }
+
+/// `encoded_len_exact` is what `encode` writes, for every escaping context.
+#[test]
+fn encoded_length_is_exact() {
+    for version in [Version::V1_0, Version::V1_1, Version::V1_2] {
+        for command in [Command::Message, Command::Connected, Command::Error] {
+            let f = Frame::new(command)
+                .with_header("a:b", "x\\y\nz\r:w")
+                .with_header("plain", "value")
+                .with_header("nul", Bytes::from_static(b"a\0b"))
+                .with_body(Bytes::from_static(b"{\"k\":1}"));
+            let out = encode_to_bytes(&f, version);
+            assert_eq!(
+                out.len(),
+                encoded_len_exact(&f, version),
+                "{version:?} {command:?}"
+            );
+            assert!(out.len() <= encoded_len(&f));
+        }
+    }
+}
