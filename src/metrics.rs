@@ -23,7 +23,8 @@ pub const SESSIONS_TOTAL: &str = "switchboard_sessions_total";
 pub const FRAMES: &str = "switchboard_frames_total";
 /// WebSocket message bytes, by route, dialect, side and direction.
 pub const BYTES: &str = "switchboard_bytes_total";
-/// Payload copies the wire forced (reassembly, escaping, re-encoding into a string).
+/// Payload copies: each write of payload bytes into a new buffer (the one write into the frame
+/// that carries it, escaping as it goes; base64, reassembly and unescaping before it).
 pub const PAYLOAD_COPIES: &str = "switchboard_payload_copies_total";
 /// Bytes copied by those copies.
 pub const PAYLOAD_COPIED_BYTES: &str = "switchboard_payload_copied_bytes_total";
@@ -78,11 +79,11 @@ fn describe() {
         BYTES,
         "WebSocket message bytes by route, dialect, side and direction"
     );
-    describe_counter!(PAYLOAD_COPIES, "Payload copies forced by a wire format");
     describe_counter!(
-        PAYLOAD_COPIED_BYTES,
-        "Bytes copied by forced payload copies"
+        PAYLOAD_COPIES,
+        "Payload copies: each write of payload bytes into a new buffer"
     );
+    describe_counter!(PAYLOAD_COPIED_BYTES, "Payload bytes copied by those copies");
     describe_counter!(
         TRANSLATION_ERRORS,
         "Frames that could not be translated, by kind"

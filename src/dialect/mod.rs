@@ -444,9 +444,13 @@ pub trait ClientRole: Send {
     }
 }
 
-/// Payload copies a role made: each time payload bytes were copied (or rewritten, where the
-/// wire forces it: JSON-escaping into a string, base64, STOMP header unescaping, reassembly)
-/// counts one copy of that many bytes. A payload passed on as a `Bytes` slice is no copy.
+/// Payload copies a role made, for `switchboard_payload_copies_total` and
+/// `switchboard_payload_copied_bytes_total`. Each time payload bytes are written into a new
+/// buffer counts one copy of the payload's bytes: the one write of a payload into the frame
+/// that carries it (spliced raw, or rewritten as it goes where the wire forces it:
+/// JSON-escaped into a string), and any rewrite before that (base64, JSON text in a string,
+/// STOMP header unescaping, reassembly of a split frame). A payload passed on as a `Bytes`
+/// slice is no copy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Copied {
     /// How many copies.
