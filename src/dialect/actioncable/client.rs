@@ -224,7 +224,10 @@ impl CableClient {
             );
         };
         let action = event.map(|e| String::from_utf8_lossy(&e).into_owned());
+        // The payload is rewritten into the `data` JSON text, which is then escaped into the
+        // command's string: two copies, each counted.
         let data = codec::perform_data(action.as_deref(), &payload);
+        self.copied.one(payload.data.len());
         self.copied.one(data.len());
         Self::text(
             out,

@@ -226,10 +226,12 @@ impl CableServer {
             PayloadKind::Json => p.data.clone(),
             _ => {
                 let s = crate::dialect::json::json_string(&p.data);
-                self.copied.one(s.len());
+                self.copied.one(p.data.len());
                 s
             }
         };
+        // Then written into the frame: one more copy.
+        self.copied.one(p.data.len());
         let msg = codec::data_message(&s.identifier, &message);
         Self::text(out, msg);
     }

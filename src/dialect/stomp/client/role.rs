@@ -111,7 +111,11 @@ impl ClientRole for StompClient {
                     self.copied.one(arr.len());
                     (arr, PayloadKind::Json)
                 };
-                let mut f = Frame::new(Command::Send).with_header("destination", channel);
+                // The body is written once, into the SEND frame's own buffer.
+                self.copied.one(body.len());
+                // destination, content-type, content-length, event, receipt, then meta.
+                let mut f = Frame::with_capacity(Command::Send, 5 + meta.len())
+                    .with_header("destination", channel);
                 push_content_type(&mut f, kind, &meta);
                 f.push_header("content-length", body.len().to_string());
                 if let Some(e) = event {
