@@ -4,8 +4,8 @@
 //! Must not touch: placeholders inside the arguments (`placeholders.rs`), packet framing
 //! (`decode.rs`, `encode.rs`).
 
-use super::{SioError, json_string};
-use crate::dialect::json::{array_elements, is_json};
+use super::SioError;
+use crate::dialect::json::{array_elements, is_json, json_string_len, put_json_string};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The top-level elements of a JSON array, as slices of `data` (zero copy; one allocation,
@@ -44,7 +44,6 @@ pub fn split_event(data: &Bytes) -> Result<(Bytes, Vec<Bytes>), SioError> {
 
 /// `[<name as JSON string>,arg0,arg1,..]`, args spliced in raw, in one exact allocation.
 pub fn build_event(name: &str, args: &[&[u8]]) -> Bytes {
-    use crate::dialect::json::{json_string_len, put_json_string};
     let len =
         2 + json_string_len(name.as_bytes()) + args.iter().map(|a| a.len() + 1).sum::<usize>();
     let mut out = BytesMut::with_capacity(len);
@@ -61,13 +60,14 @@ pub fn build_event(name: &str, args: &[&[u8]]) -> Bytes {
 /// The ack arguments that report an error, `[{"error":{"name":"<name>","message":"<m>"}}]`:
 /// Socket.IO acks have no error slot, so both roles answer refusals in this one shape.
 pub fn error_args(name: &str, message: &[u8]) -> Bytes {
-    let name = json_string(name.as_bytes());
-    let message = json_string(message);
-    let mut b = BytesMut::with_capacity(name.len() + message.len() + 32);
+    let message = String::from_utf8_lossy(message);
+    let len = 32 + json_string_len(name.as_bytes()) + json_string_len(message.as_bytes());
+    let mut b = BytesMut::with_capacity(len);
     b.extend_from_slice(b"[{\"error\":{\"name\":");
-    b.extend_from_slice(&name);
+    put_json_string(&mut b, name.as_bytes());
     b.extend_from_slice(b",\"message\":");
-    b.extend_from_slice(&message);
+    put_json_string(&mut b, message.as_bytes());
     b.extend_from_slice(b"}}]");
+    debug_assert_eq!(b.len(), len, "length computed exactly");
     b.freeze()
 }
