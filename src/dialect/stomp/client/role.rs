@@ -169,7 +169,10 @@ impl ClientRole for StompClient {
                     self.on_frame(f, now, out);
                 }
             }
-            self.items = items;
+            // Kept for the next message unless a batch of many frames grew it.
+            if items.capacity() <= 4 {
+                self.items = items;
+            }
             if self.state == State::Closed {
                 return;
             }

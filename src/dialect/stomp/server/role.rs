@@ -59,7 +59,10 @@ impl ServerRole for StompServer {
                     self.on_frame(f, out);
                 }
             }
-            self.items = items;
+            // Kept for the next message unless a batch of many frames grew it.
+            if items.capacity() <= 4 {
+                self.items = items;
+            }
             if out.close.is_some() {
                 return;
             }
