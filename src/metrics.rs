@@ -22,7 +22,8 @@ pub const SESSIONS_TOTAL: &str = "switchboard_sessions_total";
 pub const FRAMES: &str = "switchboard_frames_total";
 /// WebSocket message bytes, by route, dialect, side and direction.
 pub const BYTES: &str = "switchboard_bytes_total";
-/// Payload copies the wire forced (reassembly, escaping, re-encoding into a string).
+/// Payload copies: each write of payload bytes into a new buffer (the one write into the frame
+/// that carries it, escaping as it goes; base64, reassembly and unescaping before it).
 pub const PAYLOAD_COPIES: &str = "switchboard_payload_copies_total";
 /// Bytes copied by those copies.
 pub const PAYLOAD_COPIED_BYTES: &str = "switchboard_payload_copied_bytes_total";
@@ -77,11 +78,11 @@ fn describe() {
         BYTES,
         "WebSocket message bytes by route, dialect, side and direction"
     );
-    describe_counter!(PAYLOAD_COPIES, "Payload copies forced by a wire format");
     describe_counter!(
-        PAYLOAD_COPIED_BYTES,
-        "Bytes copied by forced payload copies"
+        PAYLOAD_COPIES,
+        "Payload copies: each write of payload bytes into a new buffer"
     );
+    describe_counter!(PAYLOAD_COPIED_BYTES, "Payload bytes copied by those copies");
     describe_counter!(
         TRANSLATION_ERRORS,
         "Frames that could not be translated, by kind"
@@ -210,11 +211,13 @@ impl RouteMetrics {
         counter!(SESSIONS_TOTAL, "route" => self.route.clone(), "outcome" => outcome).increment(1);
     }
 
-    /// Record `n` copied bytes (one copy per call when `n > 0`).
-    pub fn copied(&self, n: u64) {
-        if n > 0 {
-            self.copies.increment(1);
-            self.copied_bytes.increment(n);
+    /// Record the payload copies a role reported: each copy counts once, with its bytes.
+    pub fn copied(&self, c: crate::dialect::Copied) {
+        if c.copies > 0 {
+            self.copies.increment(c.copies);
+        }
+        if c.bytes > 0 {
+            self.copied_bytes.increment(c.bytes);
         }
     }
 }

@@ -109,29 +109,64 @@ impl Template {
             .collect()
     }
 
-    /// Match a name, returning the captures.
-    pub fn matches(&self, name: &str) -> Option<Captures> {
-        let mut caps = Captures::new();
+    /// Walks `name` against the template, handing each variable's value (a slice of `name`)
+    /// to `each`; whether the whole name matched. Allocates nothing.
+    fn walk<'n>(&self, name: &'n str, mut each: impl FnMut(&str, &'n str)) -> bool {
         let mut rest = name;
         let mut parts = self.parts.iter().peekable();
         while let Some(p) = parts.next() {
             match p {
-                Part::Lit(l) => rest = rest.strip_prefix(l.as_str())?,
+                Part::Lit(l) => match rest.strip_prefix(l.as_str()) {
+                    Some(r) => rest = r,
+                    None => return false,
+                },
                 Part::Var(v) => {
                     let end = match parts.peek() {
-                        Some(Part::Lit(next)) => rest.find(next.as_str())?,
+                        Some(Part::Lit(next)) => match rest.find(next.as_str()) {
+                            Some(e) => e,
+                            None => return false,
+                        },
                         _ => rest.len(),
                     };
-                    let value = rest.get(..end)?;
+                    let (Some(value), Some(after)) = (rest.get(..end), rest.get(end..)) else {
+                        return false;
+                    };
                     if value.is_empty() || value.contains('/') {
-                        return None;
+                        return false;
                     }
-                    caps.insert(v.clone(), value.to_owned());
-                    rest = rest.get(end..)?;
+                    each(v, value);
+                    rest = after;
                 }
             }
         }
-        rest.is_empty().then_some(caps)
+        rest.is_empty()
+    }
+
+    /// Match a name, returning the captures.
+    pub fn matches(&self, name: &str) -> Option<Captures> {
+        let mut caps = Captures::new();
+        self.walk(name, |v, value| {
+            caps.insert(v.to_owned(), value.to_owned());
+        })
+        .then_some(caps)
+    }
+
+    /// Whether `name` matches (no captures built: nothing allocated).
+    pub fn is_match(&self, name: &str) -> bool {
+        self.walk(name, |_, _| {})
+    }
+
+    /// The value variable `var` takes when `name` matches, as a slice of `name` (nothing
+    /// allocated). The last occurrence wins, as with [`Template::matches`].
+    pub fn capture<'n>(&self, name: &'n str, var: &str) -> Option<&'n str> {
+        let mut found = None;
+        self.walk(name, |v, value| {
+            if v == var {
+                found = Some(value);
+            }
+        })
+        .then_some(found)
+        .flatten()
     }
 
     /// Fill the template from captures.
@@ -145,11 +180,53 @@ impl Template {
         }
         Some(out)
     }
+
+    /// Fill a template whose only variable is `var` with `value`, into a string of exactly
+    /// the right capacity (one allocation). `None` if another variable is in it.
+    pub fn fill_one(&self, var: &str, value: &str) -> Option<String> {
+        let mut len = 0;
+        for p in &self.parts {
+            len += match p {
+                Part::Lit(l) => l.len(),
+                Part::Var(v) if v == var => value.len(),
+                Part::Var(_) => return None,
+            };
+        }
+        let mut out = String::with_capacity(len);
+        for p in &self.parts {
+            out.push_str(match p {
+                Part::Lit(l) => l,
+                Part::Var(_) => value,
+            });
+        }
+        Some(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn match_and_capture_without_captures_map() {
+        let t = Template::parse("/topic/{name}").unwrap();
+        assert!(t.is_match("/topic/chat"));
+        assert!(!t.is_match("/topic/"));
+        assert!(!t.is_match("/topic/a/b"));
+        assert!(!t.is_match("/app/chat"));
+        assert_eq!(t.capture("/topic/chat", "name"), Some("chat"));
+        assert_eq!(t.capture("/topic/chat", "other"), None);
+        let two = Template::parse("{room}:{id}").unwrap();
+        assert_eq!(two.capture("lobby:7", "id"), Some("7"));
+        assert_eq!(
+            two.matches("lobby:7").unwrap(),
+            Captures::from([("room".into(), "lobby".into()), ("id".into(), "7".into())])
+        );
+        // One variable: filled exactly; a template with another variable is refused.
+        let filled = t.fill_one("name", "chat").unwrap();
+        assert_eq!((filled.as_str(), filled.capacity()), ("/topic/chat", 11));
+        assert_eq!(two.fill_one("id", "7"), None);
+    }
 
     #[test]
     fn template_matches_and_fills() {

@@ -694,7 +694,7 @@ async fn upstream_namespace_is_joined() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_payloads_are_not_copied_but_text_to_json_string_is_counted() {
+async fn each_payload_write_is_one_counted_copy() {
     let s = setup().await;
     let mut d = Driver::stomp().await;
     connect(&mut d, "a", &s.url, "ann").await;
@@ -707,14 +707,19 @@ async fn json_payloads_are_not_copied_but_text_to_json_string_is_counted() {
             .await;
         d.expect(T, |v| v["ev"] == "message").await;
     }
+    // A JSON body is spliced into the emit, and the echo's payload into the MESSAGE: one
+    // write each, so one copy of the body's 7 bytes each way per round trip. The payload is
+    // never copied on its way through the roles (slices of the received messages).
+    let copies = || async { s.proxy.metric("switchboard_payload_copies_total").await };
+    assert_eq!(copies().await, Some(10.0));
     assert_eq!(
         s.proxy
-            .metric("switchboard_payload_copies_total")
-            .await
-            .unwrap_or(0.0),
-        0.0
+            .metric("switchboard_payload_copied_bytes_total")
+            .await,
+        Some(70.0)
     );
-    // A text body must become a JSON string argument: one counted copy.
+    // A text body becomes a JSON string argument as it is written: still one copy, and
+    // one for the MESSAGE that brings the echo back.
     d.send(
         json!({"op":"send","c":"a","destination":"/app/message_created","body":"plain text",
         "headers":{"content-type":"text/plain","receipt":"t"}}),
@@ -724,10 +729,7 @@ async fn json_payloads_are_not_copied_but_text_to_json_string_is_counted() {
         .await;
     let m = d.expect(T, |v| v["ev"] == "message").await;
     assert_eq!(m["body"], "\"plain text\"");
-    assert_eq!(
-        s.proxy.metric("switchboard_payload_copies_total").await,
-        Some(1.0)
-    );
+    assert_eq!(copies().await, Some(12.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,129 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Whether `b` is one well-formed JSON value (validated without building a DOM).
+/// Whether `b` is one well-formed JSON value (validated without building a DOM, and without
+/// allocating unless a string has escapes).
 pub fn is_json(b: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+    serde_json::from_slice::<Valid>(b).is_ok()
+}
+
+/// `n` in decimal, written at the end of `buf` (no allocation).
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.get(start..).unwrap_or_default()
+}
+
+/// JSON's insignificant whitespace.
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// `b` without the JSON whitespace around it.
+pub fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|&c| !is_ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_ws(c)).map_or(start, |e| e + 1);
+    b.get(start..end).unwrap_or_default()
+}
+
+/// The top-level elements of `b`, a JSON array already known to be well-formed ([`is_json`]),
+/// as ranges of `b` (whitespace around each trimmed), handed to `each`. `None` if `b` is not
+/// an array. Allocates nothing: a byte scan that tracks strings and nesting.
+pub fn array_elements(b: &[u8], mut each: impl FnMut(std::ops::Range<usize>)) -> Option<()> {
+    let open = b.iter().position(|&c| !is_ws(c))?;
+    if b.get(open) != Some(&b'[') {
+        return None;
+    }
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    let mut start: Option<usize> = None;
+    let mut last = 0;
+    for (i, &c) in b.iter().enumerate().skip(open + 1) {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+            last = i;
+            continue;
+        }
+        match c {
+            b',' | b']' if depth == 0 => {
+                if let Some(s) = start.take() {
+                    each(s..last + 1);
+                }
+                if c == b']' {
+                    return Some(());
+                }
+            }
+            _ if is_ws(c) => {}
+            _ => {
+                match c {
+                    b'"' => in_str = true,
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                start.get_or_insert(i);
+                last = i;
+            }
+        }
+    }
+    Some(())
+}
+
+/// A JSON value walked and dropped. Unlike `IgnoredAny` (whose serde_json path keeps a heap
+/// stack of the open brackets), nesting recurses through the visitor, within serde_json's
+/// recursion limit of 128.
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Valid)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Valid {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Valid, A::Error> {
+        while a.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Valid, A::Error> {
+        while a.next_entry::<serde::de::IgnoredAny, Valid>()?.is_some() {}
+        Ok(Valid)
+    }
 }
 
 /// Bytes one input byte takes inside a JSON string (as serde_json escapes).

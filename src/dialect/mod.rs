@@ -379,9 +379,10 @@ pub trait ServerRole: Send {
     fn on_peer_silent(&mut self, out: &mut ServerOut);
     /// Fail correlation entries older than their deadline.
     fn expire(&mut self, now: Instant, out: &mut ServerOut);
-    /// Payload bytes copied since the last call (reassembly, escaping, re-encoding).
-    fn take_copied(&mut self) -> u64 {
-        0
+    /// Payload copies made since the last call (reassembly, escaping, re-encoding), and
+    /// their bytes.
+    fn take_copied(&mut self) -> Copied {
+        Copied::default()
     }
     /// The shape of `ev` as this role would encode it, for a message that an in-process
     /// backend (the embedded hub) delivers to many sessions: two events with equal shapes and
@@ -436,9 +437,41 @@ pub trait ClientRole: Send {
         _out: &mut ClientOut,
     ) {
     }
-    /// Payload bytes copied since the last call (reassembly, escaping, re-encoding).
-    fn take_copied(&mut self) -> u64 {
-        0
+    /// Payload copies made since the last call (reassembly, escaping, re-encoding), and
+    /// their bytes.
+    fn take_copied(&mut self) -> Copied {
+        Copied::default()
+    }
+}
+
+/// Payload copies a role made, for `switchboard_payload_copies_total` and
+/// `switchboard_payload_copied_bytes_total`. Each time payload bytes are written into a new
+/// buffer counts one copy of the payload's bytes: the one write of a payload into the frame
+/// that carries it (spliced raw, or rewritten as it goes where the wire forces it:
+/// JSON-escaped into a string), and any rewrite before that (base64, JSON text in a string,
+/// STOMP header unescaping, reassembly of a split frame). A payload passed on as a `Bytes`
+/// slice is no copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// How many copies.
+    pub copies: u64,
+    /// Bytes copied, over all copies.
+    pub bytes: u64,
+}
+
+impl Copied {
+    /// Count one copy of `n` bytes (an empty payload copies nothing and is not counted).
+    pub fn one(&mut self, n: usize) {
+        if n > 0 {
+            self.copies += 1;
+            self.bytes += n as u64;
+        }
+    }
+
+    /// Add `other`'s copies to these.
+    pub fn add(&mut self, other: Copied) {
+        self.copies += other.copies;
+        self.bytes += other.bytes;
     }
 }
 

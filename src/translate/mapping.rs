@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::config::MapRule;
 use crate::dialect::{Naming, Spec};
 use crate::frame::Payload;
-use crate::template::{Captures, Template};
+use crate::template::Template;
 
 /// A compiled `[[route.map]]` entry.
 #[derive(Debug, Clone)]
@@ -87,29 +87,22 @@ impl Defaults {
         }
     }
 
-    /// The neutral `{name}` of a name in this dialect's convention.
-    fn neutral(&self, name: &str, use_: Use) -> Option<String> {
-        self.of(use_)
-            .iter()
-            .find_map(|t| t.matches(name)?.remove("name"))
+    /// The neutral `{name}` of a name in this dialect's convention (a slice of `name`).
+    fn neutral<'n>(&self, name: &'n str, use_: Use) -> Option<&'n str> {
+        self.of(use_).iter().find_map(|t| t.capture(name, "name"))
     }
 
     /// Whether `name` is in this dialect's channel form and not in its event form: where
     /// the two differ (STOMP `/topic/x` against `/app/x`), a publish there goes to the
     /// channel's subscribers.
     pub(super) fn is_channel_name(&self, name: &str) -> bool {
-        let event = self
-            .publish
-            .first()
-            .is_some_and(|t| t.matches(name).is_some());
-        !event && self.subscribe.iter().any(|t| t.matches(name).is_some())
+        let event = self.publish.first().is_some_and(|t| t.is_match(name));
+        !event && self.subscribe.iter().any(|t| t.is_match(name))
     }
 
-    /// This dialect's name for a neutral `{name}`.
-    fn build(&self, neutral: String, use_: Use) -> Option<String> {
-        let mut caps = Captures::new();
-        caps.insert("name".into(), neutral);
-        self.of(use_).first()?.fill(&caps)
+    /// This dialect's name for a neutral `{name}`, in one exact allocation.
+    fn build(&self, neutral: &str, use_: Use) -> Option<String> {
+        self.of(use_).first()?.fill_one("name", neutral)
     }
 }
 

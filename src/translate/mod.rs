@@ -129,12 +129,15 @@ impl Translator {
                 };
                 // A name no rule maps (one whose rule needs subscription parameters) goes
                 // where the subscription it is made on went.
-                let on_sub = sub.and_then(|s| self.subs.get(&s)).map(|e| Mapped {
-                    name: String::from_utf8_lossy(&e.up_channel).into_owned(),
-                    args: e.up_args.clone(),
-                    event_from_key: false,
-                    params: None,
-                });
+                // Built only when no rule maps the name (it allocates).
+                let on_sub = || {
+                    sub.and_then(|s| self.subs.get(&s)).map(|e| Mapped {
+                        name: String::from_utf8_lossy(&e.up_channel).into_owned(),
+                        args: e.up_args.clone(),
+                        event_from_key: false,
+                        params: None,
+                    })
+                };
                 let Mapped {
                     name: up,
                     args: mut rule_args,
@@ -142,7 +145,7 @@ impl Translator {
                 } = self
                     .mapping
                     .to_upstream(name, None, use_)
-                    .or(on_sub)
+                    .or_else(on_sub)
                     .ok_or_else(|| {
                         ErrorInfo::new(
                             ErrorKind::Untranslatable,
@@ -215,21 +218,36 @@ impl Translator {
                 payload,
                 ack,
             } => {
-                let mut matched: Vec<(SubId, &SubEntry)> = self
-                    .subs
-                    .iter()
-                    .filter(|(_, e)| {
-                        e.up_channel == channel
-                            && e.up_args.len() <= args.len()
-                            && e.up_args
-                                .iter()
-                                .zip(args.iter())
-                                .all(|(a, b)| json_eq(a, b))
-                    })
-                    .map(|(id, e)| (*id, e))
-                    .collect();
-                matched.sort_by_key(|(id, _)| *id);
-                if matched.is_empty() && self.mapping.deliver_unclaimed {
+                // Every subscription it matches, pushed straight to `out` (no list of
+                // matches built), then put in subscription order: the table is a hash map.
+                let start = out.len();
+                for (id, e) in self.subs.iter().filter(|(_, e)| {
+                    e.up_channel == channel
+                        && e.up_args.len() <= args.len()
+                        && e.up_args
+                            .iter()
+                            .zip(args.iter())
+                            .all(|(a, b)| json_eq(a, b))
+                }) {
+                    let (event, payload) = if e.event_from_key {
+                        keyed(event.clone(), payload.clone())
+                    } else {
+                        (event.clone(), payload.clone())
+                    };
+                    out.push(BackendEvent::Message {
+                        meta: meta.clone(),
+                        sub: Some(*id),
+                        channel: e.down_channel.clone(),
+                        event,
+                        args: args
+                            .get(e.up_args.len()..)
+                            .map(<[Bytes]>::to_vec)
+                            .unwrap_or_default(),
+                        payload,
+                        ack: ack.clone(),
+                    });
+                }
+                if out.len() == start && self.mapping.deliver_unclaimed {
                     // Clients of this dialect listen to what their backend emits without
                     // subscribing (Socket.IO): events no subscription claims go to them.
                     let channel = std::str::from_utf8(&channel)
@@ -248,23 +266,11 @@ impl Translator {
                     });
                     return;
                 }
-                for (id, e) in matched {
-                    let (event, payload) = if e.event_from_key {
-                        keyed(event.clone(), payload.clone())
-                    } else {
-                        (event.clone(), payload.clone())
-                    };
-                    out.push(BackendEvent::Message {
-                        meta: meta.clone(),
-                        sub: Some(id),
-                        channel: e.down_channel.clone(),
-                        event,
-                        args: args
-                            .get(e.up_args.len()..)
-                            .map(<[Bytes]>::to_vec)
-                            .unwrap_or_default(),
-                        payload,
-                        ack: ack.clone(),
+                if let Some(added) = out.get_mut(start..) {
+                    // Unstable sort: ids are unique, and it never allocates.
+                    added.sort_unstable_by_key(|ev| match ev {
+                        BackendEvent::Message { sub, .. } => *sub,
+                        _ => None,
                     });
                 }
             }

@@ -94,7 +94,7 @@ pub struct CableClient {
     by_sub: HashMap<SubId, String>,
     /// The identifier strings sent → their canonical form.
     by_sent: HashMap<Vec<u8>, String>,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl CableClient {
@@ -108,7 +108,7 @@ impl CableClient {
             wires: HashMap::new(),
             by_sub: HashMap::new(),
             by_sent: HashMap::new(),
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 
@@ -224,8 +224,11 @@ impl CableClient {
             );
         };
         let action = event.map(|e| String::from_utf8_lossy(&e).into_owned());
+        // The payload is rewritten into the `data` JSON text, which is then escaped into the
+        // command's string: two copies, each counted.
         let data = codec::perform_data(action.as_deref(), &payload);
-        self.copied += data.len() as u64;
+        self.copied.one(payload.data.len());
+        self.copied.one(data.len());
         Self::text(
             out,
             codec::command("message", w.identifier.as_bytes(), Some(&data)),
@@ -479,7 +482,7 @@ impl ClientRole for CableClient {
         self.fail_all(&reason, out);
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

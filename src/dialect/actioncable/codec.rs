@@ -162,13 +162,13 @@ pub fn build_identifier(channel: &[u8], params: Option<&[u8]>) -> Result<String,
 
 /// `{"type":..}` plus raw extra fields (`,"key":value` pairs, already JSON).
 pub fn server_type(kind: &str, extra: &[(&str, &[u8])]) -> Bytes {
-    let mut out = BytesMut::with_capacity(
-        12 + kind.len()
-            + extra
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 4)
-                .sum::<usize>(),
-    );
+    let len = 9
+        + json_string_len(kind.as_bytes())
+        + extra
+            .iter()
+            .map(|(k, v)| 2 + json_string_len(k.as_bytes()) + v.len())
+            .sum::<usize>();
+    let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"type\":");
     put_json_string(&mut out, kind.as_bytes());
     for (k, v) in extra {
@@ -178,37 +178,44 @@ pub fn server_type(kind: &str, extra: &[(&str, &[u8])]) -> Bytes {
         out.extend_from_slice(v);
     }
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
 /// `{"identifier":..,"type":..}` (confirm or reject): the identifier as the client sent it.
 pub fn subscription_answer(identifier: &[u8], kind: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(28 + json_string_len(identifier) + kind.len());
+    let len = 23 + json_string_len(identifier) + json_string_len(kind.as_bytes());
+    let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"identifier\":");
     put_json_string(&mut out, identifier);
     out.extend_from_slice(b",\"type\":");
     put_json_string(&mut out, kind.as_bytes());
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
 /// `{"identifier":..,"message":..}` with the message's raw JSON.
 pub fn data_message(identifier: &[u8], message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(26 + json_string_len(identifier) + message.len());
+    let len = 26 + json_string_len(identifier) + message.len();
+    let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"identifier\":");
     put_json_string(&mut out, identifier);
     out.extend_from_slice(b",\"message\":");
     out.extend_from_slice(message);
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
 /// A client command: `{"command":..,"identifier":..}` plus `"data"` (a JSON text written as
 /// a string) when given.
 pub fn command(command: &str, identifier: &[u8], data: Option<&[u8]>) -> Bytes {
-    let mut out = BytesMut::with_capacity(
-        32 + command.len() + json_string_len(identifier) + data.map_or(0, json_string_len),
-    );
+    let len = 26
+        + json_string_len(command.as_bytes())
+        + json_string_len(identifier)
+        + data.map_or(0, |d| 8 + json_string_len(d));
+    let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"command\":");
     put_json_string(&mut out, command.as_bytes());
     out.extend_from_slice(b",\"identifier\":");
@@ -218,6 +225,7 @@ pub fn command(command: &str, identifier: &[u8], data: Option<&[u8]>) -> Bytes {
         put_json_string(&mut out, d);
     }
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 

@@ -68,7 +68,7 @@ pub struct CableServer {
     /// Unix seconds at `started`, and `started`: pings carry the time.
     epoch: (u64, Instant),
     pings: u64,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl CableServer {
@@ -89,7 +89,7 @@ impl CableServer {
             next_sub: 1,
             epoch: (unix_now, started),
             pings: 0,
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 
@@ -226,10 +226,12 @@ impl CableServer {
             PayloadKind::Json => p.data.clone(),
             _ => {
                 let s = crate::dialect::json::json_string(&p.data);
-                self.copied += s.len() as u64;
+                self.copied.one(p.data.len());
                 s
             }
         };
+        // Then written into the frame: one more copy.
+        self.copied.one(p.data.len());
         let msg = codec::data_message(&s.identifier, &message);
         Self::text(out, msg);
     }
@@ -378,7 +380,7 @@ impl ServerRole for CableServer {
 
     fn expire(&mut self, _now: Instant, _out: &mut ServerOut) {}
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

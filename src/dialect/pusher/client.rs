@@ -91,7 +91,7 @@ pub struct PusherClient {
     /// Authorization requests in flight → their channel.
     authorizing: HashMap<u64, Bytes>,
     next_auth: u64,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl PusherClient {
@@ -109,7 +109,7 @@ impl PusherClient {
             by_sub: HashMap::new(),
             authorizing: HashMap::new(),
             next_auth: 1,
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 
@@ -396,8 +396,10 @@ impl PusherClient {
             );
         }
         if let std::borrow::Cow::Owned(o) = &json {
-            self.copied += o.len() as u64;
+            self.copied.one(o.len());
         }
+        // Written once more, into the frame.
+        self.copied.one(json.len());
         // Client events carry the data as sent (an object), as pusher-js does.
         Self::send(out, &event, Some(&channel), Data::Raw(&json));
         // Pusher answers nothing: confirmed once written (PROTOCOLS §6.2), never a made-up
@@ -474,7 +476,7 @@ impl PusherClient {
                 let Some(channel) = m.channel else { return };
                 let data = m.data.as_ref().map(|d| {
                     let (p, copied) = codec::data_payload(d);
-                    self.copied += copied as u64;
+                    self.copied.one(copied);
                     p
                 });
                 let Some(ch) = self.channels.get_mut(&channel) else {
@@ -514,7 +516,7 @@ impl PusherClient {
                     return;
                 };
                 let (member, copied) = codec::data_payload(&data);
-                self.copied += copied as u64;
+                self.copied.one(copied);
                 out.events.push(BackendEvent::Presence {
                     channel,
                     member: member.data,
@@ -547,7 +549,7 @@ impl PusherClient {
                     Some(d) => codec::data_payload(d),
                     None => (Payload::null(), 0),
                 };
-                self.copied += copied as u64;
+                self.copied.one(copied);
                 out.events.push(BackendEvent::Message {
                     sub: None,
                     channel,
@@ -683,7 +685,7 @@ impl ClientRole for PusherClient {
         }
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

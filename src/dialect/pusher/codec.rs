@@ -137,7 +137,9 @@ impl Data<'_> {
 
 /// Encode one envelope: `{"event":..,"channel":..,"data":..}` in one exact allocation.
 pub fn encode(event: &[u8], channel: Option<&[u8]>, data: Data<'_>) -> Bytes {
-    let len = 11
+    // `{"event":` + event + [`,"channel":` + channel] + [`,"data":` + data] + `}`: exact, so
+    // freezing the buffer allocates nothing more.
+    let len = 9
         + json_string_len(event)
         + channel.map_or(0, |c| 11 + json_string_len(c))
         + data.len()
@@ -161,6 +163,7 @@ pub fn encode(event: &[u8], channel: Option<&[u8]>, data: Data<'_>) -> Bytes {
         }
     }
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
@@ -173,7 +176,8 @@ pub fn payload_json(p: &Payload) -> Option<Cow<'_, [u8]>> {
         crate::frame::PayloadKind::Text => {
             let mut b = BytesMut::with_capacity(json_string_len(&p.data));
             put_json_string(&mut b, &p.data);
-            Some(Cow::Owned(b.to_vec()))
+            // The buffer itself becomes the vector (no second copy).
+            Some(Cow::Owned(Vec::from(b)))
         }
         crate::frame::PayloadKind::Binary => None,
     }

@@ -111,7 +111,7 @@ pub struct PusherServer {
     /// Client events this connection sent, not yet come back from an echoing upstream:
     /// (channel, payload) fingerprints with when they were sent.
     sent: std::collections::VecDeque<(u64, Instant)>,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 /// Client events remembered for echo suppression, and for how long.
@@ -145,7 +145,7 @@ impl PusherServer {
             signin_due: None,
             signin_pending: None,
             sent: std::collections::VecDeque::new(),
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 
@@ -412,7 +412,7 @@ impl PusherServer {
             );
         }
         let (payload, copied) = codec::data_payload(&data);
-        self.copied += copied as u64;
+        self.copied.one(copied);
         if self.settings.upstream_echoes {
             if self.sent.len() >= MAX_SENT {
                 self.sent.pop_front();
@@ -474,10 +474,10 @@ impl PusherServer {
             return;
         };
         if let std::borrow::Cow::Owned(o) = &json {
-            self.copied += o.len() as u64;
+            self.copied.one(o.len());
         }
         // The string's escaping copies the payload once into the frame.
-        self.copied += json.len() as u64;
+        self.copied.one(json.len());
         let event = event.unwrap_or_else(|| s.channel.clone());
         Self::send(out, &event, Some(&s.channel), Data::Str(&json));
     }
@@ -736,7 +736,7 @@ impl ServerRole for PusherServer {
         }
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

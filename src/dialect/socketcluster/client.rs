@@ -83,7 +83,7 @@ pub struct ScClient {
     /// Channel → the downstream subscriptions on it (one wire subscription each channel).
     channels: HashMap<Bytes, Vec<SubId>>,
     by_sub: HashMap<SubId, Bytes>,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl ScClient {
@@ -100,7 +100,7 @@ impl ScClient {
             next_cid: 1,
             channels: HashMap::new(),
             by_sub: HashMap::new(),
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 
@@ -601,7 +601,7 @@ impl ClientRole for ScClient {
         self.fail_all(&reason, out);
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::dialect::json::{json_string_len, put_json_string};
+use crate::dialect::json::{decimal, json_string_len, put_json_string};
 
 /// The protocol version a leg speaks (not negotiated: both ends must agree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,11 +127,12 @@ pub fn decode(src: &Bytes, server: bool) -> Result<Decoded, ScError> {
 
 /// `{"event":..,"data":..,"cid":..}` (no `data` when `None`, no `cid` when `None`).
 pub fn event(name: &[u8], data: Option<&[u8]>, cid: Option<u64>) -> Bytes {
-    let cid_s = cid.map(|c| c.to_string());
-    let len = 10
+    let mut digits = [0u8; 20];
+    let cid_s = cid.map(|c| decimal(c, &mut digits));
+    let len = 9
         + json_string_len(name)
         + data.map_or(0, |d| 8 + d.len())
-        + cid_s.as_ref().map_or(0, |c| 7 + c.len())
+        + cid_s.map_or(0, |c| 7 + c.len())
         + 1;
     let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"event\":");
@@ -140,48 +141,57 @@ pub fn event(name: &[u8], data: Option<&[u8]>, cid: Option<u64>) -> Bytes {
         out.extend_from_slice(b",\"data\":");
         out.extend_from_slice(d);
     }
-    if let Some(c) = &cid_s {
+    if let Some(c) = cid_s {
         out.extend_from_slice(b",\"cid\":");
-        out.extend_from_slice(c.as_bytes());
+        out.extend_from_slice(c);
     }
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
 /// `{"rid":N}` or `{"rid":N,"data":..}`.
 pub fn reply(rid: u64, data: Option<&[u8]>) -> Bytes {
-    let rid = rid.to_string();
-    let mut out = BytesMut::with_capacity(9 + rid.len() + data.map_or(0, |d| 8 + d.len()));
+    let mut digits = [0u8; 20];
+    let rid = decimal(rid, &mut digits);
+    let len = 8 + rid.len() + data.map_or(0, |d| 8 + d.len());
+    let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"rid\":");
-    out.extend_from_slice(rid.as_bytes());
+    out.extend_from_slice(rid);
     if let Some(d) = data {
         out.extend_from_slice(b",\"data\":");
         out.extend_from_slice(d);
     }
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
 /// `{"rid":N,"error":..}` with the error slot's raw JSON.
 pub fn reply_error(rid: u64, error: &[u8]) -> Bytes {
-    let rid = rid.to_string();
-    let mut out = BytesMut::with_capacity(18 + rid.len() + error.len());
+    let mut digits = [0u8; 20];
+    let rid = decimal(rid, &mut digits);
+    let len = 17 + rid.len() + error.len();
+    let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"rid\":");
-    out.extend_from_slice(rid.as_bytes());
+    out.extend_from_slice(rid);
     out.extend_from_slice(b",\"error\":");
     out.extend_from_slice(error);
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
 /// `{"name":..,"message":..}`, SocketCluster's error object.
 pub fn error_object(name: &str, message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(24 + name.len() + json_string_len(message));
+    let len = 20 + json_string_len(name.as_bytes()) + json_string_len(message);
+    let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"name\":");
     put_json_string(&mut out, name.as_bytes());
     out.extend_from_slice(b",\"message\":");
     put_json_string(&mut out, message);
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
@@ -237,8 +247,8 @@ pub fn channel_of(raw: &Bytes) -> Option<(Bytes, Option<Bytes>)> {
 
 /// `{"channel":..,"data":..}` (`data` omitted when `None`).
 pub fn channel_body(channel: &[u8], data: Option<&[u8]>) -> Bytes {
-    let mut out =
-        BytesMut::with_capacity(20 + json_string_len(channel) + data.map_or(0, <[u8]>::len));
+    let len = 12 + json_string_len(channel) + data.map_or(0, |d| 8 + d.len());
+    let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"channel\":");
     put_json_string(&mut out, channel);
     if let Some(d) = data {
@@ -246,38 +256,53 @@ pub fn channel_body(channel: &[u8], data: Option<&[u8]>) -> Bytes {
         out.extend_from_slice(d);
     }
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
 /// `{"channel":..,"message":..}`, a `#kickOut` body.
 pub fn kick_body(channel: &[u8], message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(24 + json_string_len(channel) + json_string_len(message));
+    let len = 23 + json_string_len(channel) + json_string_len(message);
+    let mut out = BytesMut::with_capacity(len);
     out.extend_from_slice(b"{\"channel\":");
     put_json_string(&mut out, channel);
     out.extend_from_slice(b",\"message\":");
     put_json_string(&mut out, message);
     out.put_u8(b'}');
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
 }
 
 /// A payload as the JSON SocketCluster carries: JSON as is, text as a JSON string, binary
-/// as the default codec's `{"base64":true,"data":..}`; the bytes copied are added to
-/// `copied`.
-pub fn payload_json(p: &crate::frame::Payload, copied: &mut u64) -> Bytes {
+/// as the default codec's `{"base64":true,"data":..}`. The copies are added to `copied`: the
+/// one the caller makes writing the result into its frame, and for text and binary the
+/// rewrite before it.
+pub fn payload_json(p: &crate::frame::Payload, copied: &mut crate::dialect::Copied) -> Bytes {
     use crate::frame::PayloadKind;
+    copied.one(p.data.len());
     match p.kind {
         PayloadKind::Json => p.data.clone(),
         PayloadKind::Text => {
-            let s = crate::dialect::json::json_string(&p.data);
-            *copied += s.len() as u64;
-            s
+            copied.one(p.data.len());
+            crate::dialect::json::json_string(&p.data)
         }
         PayloadKind::Binary => {
             use base64::Engine as _;
-            let b = base64::engine::general_purpose::STANDARD.encode(&p.data);
-            let s = format!(r#"{{"base64":true,"data":"{b}"}}"#);
-            *copied += s.len() as u64;
-            Bytes::from(s)
+            // Base64 written straight into the object's own exactly sized buffer.
+            const HEAD: &[u8] = br#"{"base64":true,"data":""#;
+            let engine = base64::engine::general_purpose::STANDARD;
+            let b64 = base64::encoded_len(p.data.len(), true).unwrap_or(0);
+            let mut out = BytesMut::with_capacity(HEAD.len() + b64 + 2);
+            out.extend_from_slice(HEAD);
+            let start = out.len();
+            out.resize(start + b64, 0);
+            let written = out
+                .get_mut(start..)
+                .map_or(0, |dst| engine.encode_slice(&p.data, dst).unwrap_or(0));
+            out.truncate(start + written);
+            out.extend_from_slice(b"\"}");
+            copied.one(p.data.len());
+            out.freeze()
         }
     }
 }

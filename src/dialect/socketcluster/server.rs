@@ -85,7 +85,7 @@ pub struct ScServer {
     /// The cid of an `#authenticate` in flight.
     reauth_cid: Option<u64>,
     started: Instant,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl ScServer {
@@ -109,7 +109,7 @@ impl ScServer {
             next_cid: 1,
             reauth_cid: None,
             started,
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 
@@ -687,7 +687,7 @@ impl ServerRole for ScServer {
         }
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

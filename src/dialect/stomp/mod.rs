@@ -42,17 +42,17 @@ use crate::frame::{Meta, PayloadKind};
 /// How to read a STOMP body, from its `content-type` (and, when absent, its bytes: STOMP
 /// says octets, but stomp-js omits the header for strings).
 pub(crate) fn payload_kind(content_type: Option<&str>, body: &[u8]) -> PayloadKind {
-    let ct = content_type.map(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    });
-    match ct.as_deref() {
-        Some(c) if c == "application/json" || c.ends_with("+json") => PayloadKind::Json,
-        Some(c) if c.starts_with("text/") => PayloadKind::Text,
-        Some("application/octet-stream") => PayloadKind::Binary,
+    // The media type, compared without case and without allocating.
+    let ct = content_type.map(|c| c.split(';').next().unwrap_or_default().trim());
+    let is = |c: &str, t: &str| c.eq_ignore_ascii_case(t);
+    let ends_with = |c: &str, t: &str| {
+        c.len() >= t.len() && c.get(c.len() - t.len()..).is_some_and(|e| is(e, t))
+    };
+    let starts_with = |c: &str, t: &str| c.get(..t.len()).is_some_and(|s| is(s, t));
+    match ct {
+        Some(c) if is(c, "application/json") || ends_with(c, "+json") => PayloadKind::Json,
+        Some(c) if starts_with(c, "text/") => PayloadKind::Text,
+        Some(c) if is(c, "application/octet-stream") => PayloadKind::Binary,
         None if !body.is_empty() && is_json(body) => PayloadKind::Json,
         _ if std::str::from_utf8(body).is_ok() => PayloadKind::Text,
         _ => PayloadKind::Binary,

@@ -193,7 +193,7 @@ fn server_events_decode_json_in_a_string_once() {
         payload,
         &Payload::json(Bytes::from(r#"{"status":"in_progress"}"#))
     );
-    assert_eq!(c.take_copied(), payload.data.len() as u64);
+    assert_eq!(c.take_copied().bytes, payload.data.len() as u64);
     let out = from_backend(
         &mut c,
         r#"{"event":"note","channel":"c","data":"plain words"}"#,

@@ -44,22 +44,9 @@ impl SocketioClient {
             );
             return reply_err(reply, e, out);
         }
-        let mut attachments = Vec::new();
-        let last = match payload.kind {
-            PayloadKind::Json => payload.data,
-            PayloadKind::Text => {
-                let s = packet::json_string(&payload.data);
-                self.copied += s.len() as u64;
-                s
-            }
-            PayloadKind::Binary => {
-                attachments.push(payload.data);
-                packet::placeholder(0)
-            }
-        };
-        let mut parts: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
-        parts.push(&last);
-        let data = packet::build_event(name, &parts);
+        // The payload is written once, into the emit's own buffer: spliced raw (JSON), as a
+        // JSON string (text), or as attachment 0 behind a placeholder (binary, not copied).
+        let (last, attachment) = packet::Arg::of_payload(&payload);
         let id = match ack {
             Some(Reply { id: rid, .. }) => {
                 let id = self.next_ack;
@@ -72,20 +59,27 @@ impl SocketioClient {
             }
             _ => None,
         };
-        let kind = if attachments.is_empty() {
-            PacketType::Event
-        } else {
-            PacketType::BinaryEvent
-        };
-        let p = Packet {
-            kind,
-            nsp: self.nsp.clone(),
+        let head = packet::Head {
+            kind: if attachment.is_some() {
+                PacketType::BinaryEvent
+            } else {
+                PacketType::Event
+            },
+            nsp: &self.nsp,
             id,
-            data: Some(data),
-            attachments,
+            attachments: usize::from(attachment.is_some()),
         };
-        match self.send_packet(&p, out) {
+        let data = packet::Data::Array {
+            name: Some(name),
+            args: &args,
+            last: Some(last),
+        };
+        let attachments = attachment.map(std::slice::from_ref).unwrap_or_default();
+        match self.send_parts(&head, &data, attachments, out) {
             Ok(()) => {
+                if attachment.is_none() {
+                    self.copied.one(payload.data.len());
+                }
                 // Without backend acks the publish is confirmed once written upstream; the
                 // session delivers events only after `to_backend` is written.
                 if let (Some(rid), None) = (reply, id) {
@@ -144,25 +138,28 @@ impl SocketioClient {
                 self.ack(id, r.data, out)
             }
             Some(r) => {
-                let (arg, attachments) = match r.kind {
-                    PayloadKind::Binary => (packet::placeholder(0), vec![r.data]),
-                    PayloadKind::Text => (packet::json_string(&r.data), vec![]),
-                    PayloadKind::Json => (r.data, vec![]),
-                };
-                let data = crate::dialect::json::build_array(&[&arg]);
-                self.copied += data.len() as u64;
-                let ack = Packet {
-                    kind: if attachments.is_empty() {
-                        PacketType::Ack
-                    } else {
+                // The answer is written once, into the ack's own buffer.
+                let (arg, attachment) = packet::Arg::of_payload(&r);
+                if attachment.is_none() {
+                    self.copied.one(r.data.len());
+                }
+                let head = packet::Head {
+                    kind: if attachment.is_some() {
                         PacketType::BinaryAck
+                    } else {
+                        PacketType::Ack
                     },
-                    nsp: self.nsp.clone(),
+                    nsp: &self.nsp,
                     id: Some(id),
-                    data: Some(data),
-                    attachments,
+                    attachments: usize::from(attachment.is_some()),
                 };
-                let _ = self.send_packet(&ack, out);
+                let data = packet::Data::Array {
+                    name: None,
+                    args: &[],
+                    last: Some(arg),
+                };
+                let attachments = attachment.map(std::slice::from_ref).unwrap_or_default();
+                let _ = self.send_parts(&head, &data, attachments, out);
             }
         }
     }

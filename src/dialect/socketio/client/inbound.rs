@@ -84,6 +84,7 @@ impl SocketioClient {
                             }
                             // Name what was dropped, for the session's count and log.
                             let why = String::from_utf8_lossy(&e.message);
+                            let name = String::from_utf8_lossy(&name);
                             e.message = Bytes::from(format!("backend event `{name}`: {why}"));
                             out.events.push(BackendEvent::Dropped(e));
                             return;
@@ -101,7 +102,7 @@ impl SocketioClient {
                 out.events.push(BackendEvent::Message {
                     meta: Vec::new(),
                     sub: None,
-                    channel: Bytes::from(name),
+                    channel: name,
                     event: None,
                     args,
                     payload,

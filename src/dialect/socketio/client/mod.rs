@@ -112,7 +112,7 @@ pub struct SocketioClient {
     pending: Pending<u64, ReplyId>,
     /// Scoped mode: the namespaces joined (or being joined) on the backend.
     scopes: Vec<Bytes>,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl SocketioClient {
@@ -132,19 +132,39 @@ impl SocketioClient {
             next_ack: 0,
             pending: Pending::new(MAX_PENDING_ACKS),
             scopes: Vec::new(),
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 
     fn send_packet(&self, p: &Packet, out: &mut ClientOut) -> Result<(), ErrorInfo> {
-        let text = packet::encode(p);
+        let data = p
+            .data
+            .as_deref()
+            .map_or(packet::Data::None, packet::Data::Raw);
+        let head = packet::Head {
+            kind: p.kind,
+            nsp: &p.nsp,
+            id: p.id,
+            attachments: p.attachments.len(),
+        };
+        self.send_parts(&head, &data, &p.attachments, out)
+    }
+
+    /// Writes one packet as an Engine.IO `message` (`4` + header + data, built once in a
+    /// buffer of its exact length), then its attachments, each a binary message.
+    fn send_parts(
+        &self,
+        head: &packet::Head<'_>,
+        data: &packet::Data<'_>,
+        attachments: &[Bytes],
+        out: &mut ClientOut,
+    ) -> Result<(), ErrorInfo> {
         // maxPayload is the backend's `ws` maxPayload: it bounds each WebSocket message on its
         // own (the `4`-prefixed text packet, and every attachment frame), not their sum.
-        let size = p
-            .attachments
+        let size = attachments
             .iter()
             .map(Bytes::len)
-            .fold(text.len() + 1, usize::max);
+            .fold(packet::encoded_len(b"4", head, data), usize::max);
         if size > self.max_payload {
             return Err(ErrorInfo::new(
                 ErrorKind::Limit,
@@ -154,11 +174,10 @@ impl SocketioClient {
                 ),
             ));
         }
-        let mut b = BytesMut::with_capacity(text.len() + 1);
-        b.extend_from_slice(b"4");
-        b.extend_from_slice(&text);
-        out.to_backend.push(WsMsg::Text(b.freeze()));
-        for a in &p.attachments {
+        out.to_backend.reserve(1 + attachments.len());
+        out.to_backend
+            .push(WsMsg::Text(packet::encode_parts(b"4", head, data)));
+        for a in attachments {
             out.to_backend
                 .push(engineio::encode_ws(&Eio::Binary(a.clone())));
         }

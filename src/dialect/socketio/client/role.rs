@@ -236,7 +236,7 @@ impl ClientRole for SocketioClient {
         self.fail_pending(&reason, out);
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

@@ -54,7 +54,13 @@ impl SocketioClient {
                     None => None,
                 };
                 let p = packet(PacketType::Event, scope, id, values);
-                if let Err(e) = self.send_packet(&p, out) {
+                // The array is written once, into the emit's own buffer (attachments as is).
+                let copied = p.data.as_ref().map_or(0, Bytes::len);
+                let sent = self.send_packet(&p, out);
+                if sent.is_ok() {
+                    self.copied.one(copied);
+                }
+                if let Err(e) = sent {
                     match id.and_then(|id| self.pending.remove(&id)) {
                         Some(rid) => out.events.push(BackendEvent::Reply {
                             id: rid,
@@ -70,7 +76,9 @@ impl SocketioClient {
                 };
                 let p = packet(PacketType::Ack, scope, Some(id), values);
                 // Only a backend with a tiny maxPayload refuses it; its own timeout answers.
-                let _ = self.send_packet(&p, out);
+                if self.send_packet(&p, out).is_ok() {
+                    self.copied.one(p.data.as_ref().map_or(0, Bytes::len));
+                }
             }
             _ => {}
         }

@@ -4,71 +4,46 @@
 //! Must not touch: placeholders inside the arguments (`placeholders.rs`), packet framing
 //! (`decode.rs`, `encode.rs`).
 
+use super::SioError;
+use crate::dialect::json::{array_elements, is_json, json_string_len, put_json_string};
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 
-use super::{SioError, json_string};
-
-/// Deserializes a JSON array into slices of `base`, one per top-level element.
-struct ArraySlices<'b>(&'b Bytes);
-
-impl<'de> DeserializeSeed<'de> for ArraySlices<'_> {
-    type Value = Vec<Bytes>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ArraySlices<'_> {
-    type Value = Vec<Bytes>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON array")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            out.push(self.0.slice_ref(raw.get().as_bytes()));
-        }
-        Ok(out)
-    }
-}
-
-/// The top-level elements of a JSON array, as slices of `data` (zero copy).
+/// The top-level elements of a JSON array, as slices of `data` (zero copy; one allocation,
+/// the vector).
 pub fn split_args(data: &Bytes) -> Result<Vec<Bytes>, SioError> {
-    let mut de = serde_json::Deserializer::from_slice(data);
-    ArraySlices(data)
-        .deserialize(&mut de)
-        .and_then(|args| de.end().map(|()| args))
-        .map_err(|e| {
-            // A type mismatch is reported at the first byte; tell "not an array" apart from
-            // "not JSON" only on this error path.
-            let valid = serde_json::from_slice::<IgnoredAny>(data).is_ok();
-            if e.is_data() && valid {
-                SioError::NotAnArray
-            } else {
-                SioError::BadJson
-            }
-        })
+    if !is_json(data) {
+        return Err(SioError::BadJson);
+    }
+    let mut args = Vec::new();
+    array_elements(data, |r| args.push(data.slice(r))).ok_or(SioError::NotAnArray)?;
+    Ok(args)
 }
 
-/// For EVENT data: the event name and the remaining arguments (slices of `data`).
-pub fn split_event(data: &Bytes) -> Result<(String, Vec<Bytes>), SioError> {
-    let mut args = split_args(data)?.into_iter();
-    let name = args.next().ok_or(SioError::EmptyEvent)?;
+/// For EVENT data: the event name (decoded, UTF-8) and the remaining arguments (slices of
+/// `data`). A name without escapes is a slice of `data` too; only an escaped one is decoded
+/// into its own buffer.
+pub fn split_event(data: &Bytes) -> Result<(Bytes, Vec<Bytes>), SioError> {
+    let mut args = split_args(data)?;
+    if args.is_empty() {
+        return Err(SioError::EmptyEvent);
+    }
+    // Shifting the rest down keeps the one vector.
+    let name = args.remove(0);
     if name.first() != Some(&b'"') {
         return Err(SioError::EventNameNotString);
     }
-    let name: String = serde_json::from_slice(&name).map_err(|_| SioError::BadJson)?;
-    Ok((name, args.collect()))
+    // `data` is well-formed JSON (so UTF-8): between its quotes, a string without a
+    // backslash is its own value.
+    let inner = name.len().checked_sub(1).map(|end| name.slice(1..end));
+    let name = match inner {
+        Some(inner) if !inner.contains(&b'\\') => inner,
+        _ => Bytes::from(serde_json::from_slice::<String>(&name).map_err(|_| SioError::BadJson)?),
+    };
+    Ok((name, args))
 }
 
 /// `[<name as JSON string>,arg0,arg1,..]`, args spliced in raw, in one exact allocation.
 pub fn build_event(name: &str, args: &[&[u8]]) -> Bytes {
-    use crate::dialect::json::{json_string_len, put_json_string};
     let len =
         2 + json_string_len(name.as_bytes()) + args.iter().map(|a| a.len() + 1).sum::<usize>();
     let mut out = BytesMut::with_capacity(len);
@@ -85,13 +60,14 @@ pub fn build_event(name: &str, args: &[&[u8]]) -> Bytes {
 /// The ack arguments that report an error, `[{"error":{"name":"<name>","message":"<m>"}}]`:
 /// Socket.IO acks have no error slot, so both roles answer refusals in this one shape.
 pub fn error_args(name: &str, message: &[u8]) -> Bytes {
-    let name = json_string(name.as_bytes());
-    let message = json_string(message);
-    let mut b = BytesMut::with_capacity(name.len() + message.len() + 32);
+    let message = String::from_utf8_lossy(message);
+    let len = 32 + json_string_len(name.as_bytes()) + json_string_len(message.as_bytes());
+    let mut b = BytesMut::with_capacity(len);
     b.extend_from_slice(b"[{\"error\":{\"name\":");
-    b.extend_from_slice(&name);
+    put_json_string(&mut b, name.as_bytes());
     b.extend_from_slice(b",\"message\":");
-    b.extend_from_slice(&message);
+    put_json_string(&mut b, message.as_bytes());
     b.extend_from_slice(b"}}]");
+    debug_assert_eq!(b.len(), len, "length computed exactly");
     b.freeze()
 }

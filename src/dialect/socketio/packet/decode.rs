@@ -6,7 +6,6 @@
 //! `placeholders.rs`).
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 
 use super::{Packet, PacketType, ROOT_NSP, SioError};
 
@@ -134,8 +133,12 @@ fn parse(text: &Bytes, max_attachments: usize) -> Result<(Packet, usize), SioErr
     let data = if rest.is_empty() {
         None
     } else {
-        let raw: &RawValue = serde_json::from_slice(rest).map_err(|_| SioError::BadJson)?;
-        Some(text.slice_ref(raw.get().as_bytes()))
+        // Validated without a DOM or a heap bracket stack, then sliced without the
+        // whitespace around it (what a borrowed `RawValue` would be).
+        if !crate::dialect::json::is_json(rest) {
+            return Err(SioError::BadJson);
+        }
+        Some(text.slice_ref(crate::dialect::json::trim(rest)))
     };
     check_payload(kind, data.as_deref())?;
 

@@ -17,7 +17,9 @@
 //! - `mod.rs`: [`PacketType`], [`Packet`], [`SioError`] and the reserved event names.
 //! - `decode.rs`: the [`Decoder`] (attachment gathering) and parsing one packet's text, with
 //!   the payload checks of the reference `isPayloadValid`.
-//! - `encode.rs`: [`encode()`], a packet's text form in one exact allocation.
+//! - `encode.rs`: [`encode()`], a packet's text form in one exact allocation, and
+//!   [`encode_parts`], header and data (an event array built in place) after the Engine.IO
+//!   prefix in that same allocation.
 //! - `args.rs`: the JSON argument arrays of events and acks, split into zero-copy slices or
 //!   built ([`split_args`], [`split_event`], [`build_event`], [`error_args`]).
 //! - `placeholders.rs`: attachment placeholders: building one, recognising one, and finding
@@ -32,8 +34,10 @@ mod tests;
 
 pub use args::{build_event, error_args, split_args, split_event};
 pub use decode::Decoder;
-pub use encode::encode;
-pub use placeholders::{PlaceholderRef, placeholder, placeholder_num, placeholder_refs};
+pub use encode::{Arg, Data, Head, encode, encode_parts, encode_prefixed, encoded_len};
+pub use placeholders::{
+    PLACEHOLDER_0, PlaceholderRef, placeholder, placeholder_num, placeholder_refs,
+};
 
 pub use crate::dialect::json::{build_array, json_string};
 use bytes::Bytes;

@@ -27,6 +27,11 @@ pub fn placeholder_num(arg: &[u8]) -> Option<usize> {
     if skip_ws(arg).first() != Some(&b'{') {
         return None;
     }
+    // Most objects are payloads: without the key (or an escape that could spell it) there is
+    // nothing to parse, and the refusal of an unknown field would allocate its message.
+    if !arg.contains(&b'\\') && !arg.windows(12).any(|w| w == b"_placeholder") {
+        return None;
+    }
     let p: Placeholder = serde_json::from_slice(arg).ok()?;
     p.placeholder.then_some(p.num)
 }
@@ -197,8 +202,14 @@ impl Visitor<'_> for KeySeed {
     }
 }
 
+/// The placeholder of attachment 0, the one a single binary payload uses.
+pub const PLACEHOLDER_0: &[u8] = br#"{"_placeholder":true,"num":0}"#;
+
 /// The placeholder object `{"_placeholder":true,"num":N}`.
 pub fn placeholder(num: usize) -> Bytes {
+    if num == 0 {
+        return Bytes::from_static(PLACEHOLDER_0);
+    }
     const HEAD: &[u8] = br#"{"_placeholder":true,"num":"#;
     let num = num as u64;
     let mut out = BytesMut::with_capacity(HEAD.len() + decimal_len(num) + 1);

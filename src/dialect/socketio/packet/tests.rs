@@ -582,3 +582,166 @@ fn namespace_without_comma_runs_to_the_end() {
         assert_eq!(p.data, None, "{wire}");
     }
 }
+
+/// The Engine.IO `4`, header and data written in place: byte for byte what `encode` gives
+/// after a `4`, in a buffer of exactly its length.
+#[test]
+fn golden_encode_parts() {
+    let text = |b: Bytes| String::from_utf8(b.to_vec()).unwrap();
+    let args = [b("1"), b(r#""two""#)];
+    let cases: Vec<(Head<'_>, Data<'_>, &str)> = vec![
+        (
+            Head {
+                kind: PacketType::Event,
+                nsp: b"/",
+                id: None,
+                attachments: 0,
+            },
+            Data::Array {
+                name: Some("message_created"),
+                args: &[],
+                last: Some(Arg::Raw(br#"{"id":17}"#)),
+            },
+            r#"42["message_created",{"id":17}]"#,
+        ),
+        (
+            Head {
+                kind: PacketType::Event,
+                nsp: b"/admin",
+                id: Some(12),
+                attachments: 0,
+            },
+            Data::Array {
+                name: Some("a\"b"),
+                args: &args,
+                last: Some(Arg::Text("line\nbreak \"q\" é\u{1}".as_bytes())),
+            },
+            r#"42/admin,12["a\"b",1,"two","line\nbreak \"q\" é\u0001"]"#,
+        ),
+        (
+            Head {
+                kind: PacketType::BinaryEvent,
+                nsp: b"/",
+                id: None,
+                attachments: 1,
+            },
+            Data::Array {
+                name: Some("upload"),
+                args: &[],
+                last: Some(Arg::Raw(PLACEHOLDER_0)),
+            },
+            r#"451-["upload",{"_placeholder":true,"num":0}]"#,
+        ),
+        (
+            Head {
+                kind: PacketType::Ack,
+                nsp: b"/",
+                id: Some(7),
+                attachments: 0,
+            },
+            Data::Array {
+                name: None,
+                args: &[],
+                last: Some(Arg::Raw(b"null")),
+            },
+            "437[null]",
+        ),
+        (
+            Head {
+                kind: PacketType::Ack,
+                nsp: b"/",
+                id: Some(7),
+                attachments: 0,
+            },
+            Data::Array {
+                name: None,
+                args: &[],
+                last: None,
+            },
+            "437[]",
+        ),
+        (
+            Head {
+                kind: PacketType::Disconnect,
+                nsp: b"/x",
+                id: None,
+                attachments: 0,
+            },
+            Data::None,
+            "41/x,",
+        ),
+        (
+            Head {
+                kind: PacketType::Connect,
+                nsp: b"/",
+                id: None,
+                attachments: 0,
+            },
+            Data::Parts(&[b"{\"sid\":", b"\"s\"}"]),
+            r#"40{"sid":"s"}"#,
+        ),
+    ];
+    for (head, data, want) in cases {
+        let out = encode_parts(b"4", &head, &data);
+        assert_eq!(text(out.clone()), want);
+        assert_eq!(out.len(), encoded_len(b"4", &head, &data), "{want}");
+    }
+    // The same packet through `encode` and `encode_prefixed`.
+    let p = Packet {
+        kind: PacketType::Event,
+        nsp: b("/chat"),
+        id: Some(3),
+        data: Some(b(r#"["m",{"a":[1]}]"#)),
+        attachments: vec![],
+    };
+    assert_eq!(encode_prefixed(b"4", &p), [&b"4"[..], &encode(&p)].concat());
+    // A text argument that is not UTF-8 is written with U+FFFD, as `json_string` does.
+    let out = encode_parts(
+        b"",
+        &Head {
+            kind: PacketType::Event,
+            nsp: b"/",
+            id: None,
+            attachments: 0,
+        },
+        &Data::Array {
+            name: Some("t"),
+            args: &[],
+            last: Some(Arg::Text(b"a\xffb")),
+        },
+    );
+    assert_eq!(&out[..], "2[\"t\",\"a\u{fffd}b\"]".as_bytes());
+}
+
+/// Splitting is a byte scan over validated JSON: strings holding brackets, commas and
+/// escaped quotes, nesting and whitespace are all one element each.
+#[test]
+fn split_args_scan_edges() {
+    let data = b(r#" [ "a,]\"[" , {"x":[1,{"y":"}"}]} ,[[]], -1.5e3 ,true,null ] "#);
+    let args = split_args(&data).unwrap();
+    assert_eq!(
+        args,
+        [
+            b(r#""a,]\"[""#),
+            b(r#"{"x":[1,{"y":"}"}]}"#),
+            b("[[]]"),
+            b("-1.5e3"),
+            b("true"),
+            b("null")
+        ]
+    );
+    assert_eq!(split_args(&b("[]")).unwrap(), Vec::<Bytes>::new());
+    assert_eq!(split_args(&b(" [ ] ")).unwrap(), Vec::<Bytes>::new());
+    assert!(matches!(split_args(&b("[1,]")), Err(SioError::BadJson)));
+    assert!(matches!(
+        split_args(&b("\"[1]\"")),
+        Err(SioError::NotAnArray)
+    ));
+    // A name without escapes is a slice of the data; an escaped one is decoded.
+    let data = b(r#"["plain",1]"#);
+    let (name, _) = split_event(&data).unwrap();
+    assert_eq!(name, "plain");
+    assert!(data.as_ptr_range().contains(&name.as_ptr()));
+    let (name, _) = split_event(&b(r#"["a\u0062",1]"#)).unwrap();
+    assert_eq!(name, "ab");
+}

@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::wire::{is_reserved, wire};
+use super::wire::{is_reserved, wire_data};
 use super::{BACKEND_ACK_TTL, SocketioServer};
 use crate::dialect::pending;
 use crate::dialect::socketio::packet::{self, Packet, PacketType};
 use crate::dialect::{ServerOut, WsMsg};
-use crate::frame::{ClientOp, Payload, PayloadKind, SubId};
+use crate::frame::{ClientOp, Payload, SubId};
 
 impl SocketioServer {
     /// Emit a backend message: on its subscription's namespace, or, for an event a Socket.IO
@@ -56,18 +56,13 @@ impl SocketioServer {
         if is_reserved(name) {
             return;
         }
-        let name = packet::json_string(name);
-        let (last, attachment) = self.payload_arg(payload);
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * args.len() + 5);
-        parts.push(b"[");
-        parts.push(&name);
-        for a in &args {
-            parts.push(b",");
-            parts.push(a);
+        // The payload is written once, into the event's own buffer (with the Engine.IO `4`):
+        // spliced raw (JSON), as a JSON string (text), or as attachment 0 (binary, not copied).
+        let name = String::from_utf8_lossy(name);
+        let (last, attachment) = packet::Arg::of_payload(&payload);
+        if attachment.is_none() {
+            self.copied.one(payload.data.len());
         }
-        parts.push(b",");
-        parts.push(&last);
-        parts.push(b"]");
         // A full table asks for no ack: the backend's own timeout answers that emit.
         let id = ack.and_then(|token| {
             let id = self.next_ack;
@@ -76,15 +71,25 @@ impl SocketioServer {
             self.next_ack += 1;
             Some(id)
         });
-        match attachment {
-            Some(bin) => {
-                out.to_client
-                    .push(wire(PacketType::BinaryEvent, &nsp, id, 1, &parts));
-                out.to_client.push(WsMsg::Binary(bin));
-            }
-            None => out
-                .to_client
-                .push(wire(PacketType::Event, &nsp, id, 0, &parts)),
+        let head = packet::Head {
+            kind: if attachment.is_some() {
+                PacketType::BinaryEvent
+            } else {
+                PacketType::Event
+            },
+            nsp: &nsp,
+            id,
+            attachments: usize::from(attachment.is_some()),
+        };
+        let data = packet::Data::Array {
+            name: Some(&name),
+            args: &args,
+            last: Some(last),
+        };
+        out.to_client.reserve(1 + usize::from(attachment.is_some()));
+        out.to_client.push(wire_data(&head, &data));
+        if let Some(bin) = attachment {
+            out.to_client.push(WsMsg::Binary(bin.clone()));
         }
     }
 
@@ -123,18 +128,5 @@ impl SocketioServer {
             positive: true,
             result,
         });
-    }
-
-    /// A payload as one JSON argument, plus its attachment when it is binary.
-    pub(super) fn payload_arg(&mut self, p: Payload) -> (Bytes, Option<Bytes>) {
-        match p.kind {
-            PayloadKind::Json => (p.data, None),
-            PayloadKind::Text => {
-                let s = packet::json_string(&p.data);
-                self.copied += s.len() as u64;
-                (s, None)
-            }
-            PayloadKind::Binary => (packet::placeholder(0), Some(p.data)),
-        }
     }
 }

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::SocketioServer;
-use super::wire::{ack, is_reserved, named_error_ack, wire};
+use super::wire::{ack, is_reserved, named_error_ack, wire_data};
 use crate::dialect::socketio::packet::{self, Packet, PacketType};
 use crate::dialect::{ServerOut, WsMsg};
 use crate::frame::{ClientOp, ErrorInfo, ErrorKind, Payload, Reply, ReplyId};
@@ -23,7 +23,7 @@ impl SocketioServer {
             Ok(x) => x,
             Err(e) => return self.parse_error(&e, out),
         };
-        if is_reserved(name.as_bytes()) {
+        if is_reserved(&name) {
             // socket.io-parser 4.2 rejects such an EVENT as an invalid payload, and the
             // socket.io 4.8 server closes the whole connection on any decode error.
             return self.close(1002, "parse error", true, out);
@@ -31,14 +31,14 @@ impl SocketioServer {
         if self.settings.shapes {
             return self.emit_shaped(p, out);
         }
-        match name.as_str() {
-            "subscribe" => self.on_subscribe(&p.nsp, p.id, args.first(), out),
-            "unsubscribe" => self.on_unsubscribe(&p.nsp, p.id, args.first(), out),
+        match &name[..] {
+            b"subscribe" => self.on_subscribe(&p.nsp, p.id, args.first(), out),
+            b"unsubscribe" => self.on_unsubscribe(&p.nsp, p.id, args.first(), out),
             _ => self.on_publish(name, args, p, out),
         }
     }
 
-    fn on_publish(&mut self, name: String, args: Vec<Bytes>, p: Packet, out: &mut ServerOut) {
+    fn on_publish(&mut self, name: Bytes, args: Vec<Bytes>, p: Packet, out: &mut ServerOut) {
         let refuse = |this: &Self, e: ErrorInfo, out: &mut ServerOut| {
             if let Some(id) = p.id {
                 out.to_client.push(this.error_ack(&p.nsp, id, &e));
@@ -67,7 +67,7 @@ impl SocketioServer {
                 }
                 let parts: Vec<&[u8]> = many.iter().map(|a| a.as_ref()).collect();
                 let array = packet::build_array(&parts);
-                self.copied += array.len() as u64;
+                self.copied.one(array.len());
                 Payload::json(array)
             }
         };
@@ -87,7 +87,7 @@ impl SocketioServer {
         };
         out.ops.push(ClientOp::Publish {
             meta: Vec::new(),
-            channel: Bytes::from(name),
+            channel: name,
             event: None,
             args: Vec::new(),
             payload,
@@ -114,23 +114,29 @@ impl SocketioServer {
         match result {
             Ok(None) => out.to_client.push(ack(&nsp, ack_id, b"[]")),
             Ok(Some(p)) => {
-                let (arg, attachment) = self.payload_arg(p);
-                let parts: [&[u8]; 3] = [b"[", &arg, b"]"];
-                match attachment {
-                    Some(bin) => {
-                        out.to_client.push(wire(
-                            PacketType::BinaryAck,
-                            &nsp,
-                            Some(ack_id),
-                            1,
-                            &parts,
-                        ));
-                        out.to_client.push(WsMsg::Binary(bin));
-                    }
-                    None => {
-                        out.to_client
-                            .push(wire(PacketType::Ack, &nsp, Some(ack_id), 0, &parts))
-                    }
+                // The answer is written once, into the ack's own buffer.
+                let (arg, attachment) = packet::Arg::of_payload(&p);
+                if attachment.is_none() {
+                    self.copied.one(p.data.len());
+                }
+                let head = packet::Head {
+                    kind: if attachment.is_some() {
+                        PacketType::BinaryAck
+                    } else {
+                        PacketType::Ack
+                    },
+                    nsp: &nsp,
+                    id: Some(ack_id),
+                    attachments: usize::from(attachment.is_some()),
+                };
+                let data = packet::Data::Array {
+                    name: None,
+                    args: &[],
+                    last: Some(arg),
+                };
+                out.to_client.push(wire_data(&head, &data));
+                if let Some(bin) = attachment {
+                    out.to_client.push(WsMsg::Binary(bin.clone()));
                 }
             }
             Err(e) => out.to_client.push(self.error_ack(&nsp, ack_id, &e)),

@@ -59,9 +59,6 @@ use crate::dialect::{Close, ServerOut};
 use crate::frame::{ClientOp, ReplyId, SubId};
 use crate::template::Template;
 
-/// The root namespace.
-const ROOT: &[u8] = b"/";
-
 /// Settings of the Socket.IO server role, from `[route.socketio]`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -178,7 +175,7 @@ pub struct SocketioServer {
     /// When the connection is closed unless a namespace CONNECT came: absolute from the
     /// role's creation, so nothing the client sends (pongs included) moves it.
     connect_deadline: Instant,
-    copied: u64,
+    copied: crate::dialect::Copied,
 }
 
 impl SocketioServer {
@@ -214,7 +211,7 @@ impl SocketioServer {
             next_reply: 1,
             next_ack: 0,
             last_recv: None,
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
         }
     }
 

@@ -197,7 +197,7 @@ impl ServerRole for SocketioServer {
         self.backend_acks.expire(now);
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

@@ -199,10 +199,12 @@ impl SocketioServer {
                     self.next_ack += 1;
                     Some(id)
                 });
+                self.copied.one(values.list.len());
                 shaped(PacketType::Event, &scope, id, values, out);
             }
             BackendEvent::Answered { id, values } => {
                 if let Some((nsp, ack_id)) = self.replies.remove(&id) {
+                    self.copied.one(values.list.len());
                     shaped(PacketType::Ack, &nsp, Some(ack_id), values, out);
                 }
             }
@@ -212,13 +214,15 @@ impl SocketioServer {
 }
 
 /// An EVENT or ACK with its values as they came: the binary kind when attachments go along,
-/// each attachment then as a binary message.
+/// each attachment then as a binary message. The array is written once, into the packet's
+/// own buffer (the caller counts that copy); attachments go as they came.
 fn shaped(kind: PacketType, nsp: &[u8], id: Option<u64>, v: Shaped, out: &mut ServerOut) {
     let kind = match (kind, v.attachments.is_empty()) {
         (PacketType::Event, false) => PacketType::BinaryEvent,
         (PacketType::Ack, false) => PacketType::BinaryAck,
         (k, _) => k,
     };
+    out.to_client.reserve(1 + v.attachments.len());
     out.to_client
         .push(wire(kind, nsp, id, v.attachments.len(), &[&v.list]));
     out.to_client

@@ -8,7 +8,7 @@ use super::namespaces::auth_token;
 use super::subscriptions::topic_of;
 use super::*;
 use crate::dialect::socketio::packet;
-use crate::dialect::{ServerRole, WsMsg};
+use crate::dialect::{Copied, ServerRole, WsMsg};
 use crate::frame::{BackendEvent, Credentials, ErrorInfo, ErrorKind, Payload};
 
 fn txt(s: &str) -> WsMsg {
@@ -373,7 +373,10 @@ fn subscribe_ack_and_delivery() {
         },
     );
     assert_eq!(texts(&out), [r#"42["created","c1",2,"a\"b"]"#]);
-    assert_eq!(r.take_copied(), 6);
+    // Each payload is written once, into its event's own buffer: one copy each, escaping
+    // included (the bytes are the payload's own).
+    let c = r.take_copied();
+    assert_eq!((c.copies, c.bytes), (2, 21 + 3));
     // Unknown subscriptions are dropped; unaddressed messages (a Socket.IO backend's
     // plain emits) go to the namespace that opened the upstream.
     let out = backend(&mut r, msg(99, "x", Payload::null()));
@@ -399,7 +402,14 @@ fn delivery_of_an_array_payload() {
     let sub = subscribed(&mut r, "t", 1);
     let out = backend(&mut r, msg(sub, "t", Payload::json(Bytes::from("[1,2]"))));
     assert_eq!(texts(&out), [r#"42["t",[1,2]]"#]);
-    assert_eq!(r.take_copied(), 0);
+    // Spliced raw into the event: the one write of its frame is the one copy.
+    assert_eq!(
+        r.take_copied(),
+        Copied {
+            copies: 1,
+            bytes: 5
+        }
+    );
 }
 
 #[test]
@@ -538,7 +548,7 @@ fn emit_becomes_publish_and_ack_answers() {
     assert_eq!(payload, &Payload::json(Bytes::from(r#"{"text":"hi"}"#)));
     // Zero copy: the payload is a slice of the received message.
     assert!(wire_msg.as_ptr_range().contains(&payload.data.as_ptr()));
-    assert_eq!(r.take_copied(), 0);
+    assert_eq!(r.take_copied().bytes, 0);
     // A Socket.IO ack asks for the backend's data.
     assert!(rid.data);
     let rid = rid.id;
@@ -585,7 +595,14 @@ fn emit_arguments_to_payload() {
     assert_eq!(reply, None);
     let (_, p, _) = publish(&mut r, r#"42["m",1,"two",{"three":3}]"#);
     assert_eq!(p, Payload::json(Bytes::from(r#"[1,"two",{"three":3}]"#)));
-    assert_eq!(r.take_copied(), 21);
+    // Several arguments packed into one array body: one copy.
+    assert_eq!(
+        r.take_copied(),
+        Copied {
+            copies: 1,
+            bytes: 21
+        }
+    );
     feed(&mut r, r#"40/admin,{"token":"abc"}"#);
     let (c, p, _) = publish(&mut r, r#"42/admin,["m",null]"#);
     assert_eq!(c, "m");
@@ -1236,7 +1253,7 @@ fn shaped_events_and_acks_go_as_they_came() {
     assert_eq!(scope, "/");
     assert_eq!(values.list, r#"["message",1,"2",{"3":[true]}]"#);
     assert!(values.attachments.is_empty());
-    assert_eq!(r.take_copied(), 0);
+    assert_eq!(r.take_copied().bytes, 0);
     // The backend's answer, binary included, under the client's own ack id.
     let out = backend(
         &mut r,

@@ -3,16 +3,11 @@
 //!
 //! Must not touch: the role's state; these are pure functions of their arguments.
 
-use std::fmt::Write as _;
-
-use bytes::{BufMut, BytesMut};
-
-use super::ROOT;
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::packet::{self, PacketType};
 
 /// One Socket.IO packet as an Engine.IO `message`: `4<type>[<n>-][<nsp>,][<id>]` followed by
-/// `parts`, written once into a buffer of the right size.
+/// `parts`, written once into a buffer of its exact length.
 pub(super) fn wire(
     kind: PacketType,
     nsp: &[u8],
@@ -20,30 +15,18 @@ pub(super) fn wire(
     attachments: usize,
     parts: &[&[u8]],
 ) -> WsMsg {
-    let has_nsp = !nsp.is_empty() && nsp != ROOT;
-    let len = 2
-        + if kind.is_binary() { 21 } else { 0 }
-        + if has_nsp { nsp.len() + 1 } else { 0 }
-        + if id.is_some() { 20 } else { 0 }
-        + parts.iter().map(|p| p.len()).sum::<usize>();
-    let mut b = BytesMut::with_capacity(len);
-    b.put_u8(b'4');
-    b.put_u8(kind.digit());
-    if kind.is_binary() {
-        // Writing integers into a BytesMut cannot fail.
-        let _ = write!(b, "{attachments}-");
-    }
-    if has_nsp {
-        b.extend_from_slice(nsp);
-        b.put_u8(b',');
-    }
-    if let Some(id) = id {
-        let _ = write!(b, "{id}");
-    }
-    for p in parts {
-        b.extend_from_slice(p);
-    }
-    WsMsg::Text(b.freeze())
+    let head = packet::Head {
+        kind,
+        nsp,
+        id,
+        attachments,
+    };
+    wire_data(&head, &packet::Data::Parts(parts))
+}
+
+/// A packet's header and data as an Engine.IO `message` (`4` written into the same buffer).
+pub(super) fn wire_data(head: &packet::Head<'_>, data: &packet::Data<'_>) -> WsMsg {
+    WsMsg::Text(packet::encode_parts(b"4", head, data))
 }
 
 /// Whether `name` is one of the event names socket.io reserves for itself.

@@ -147,7 +147,9 @@ pub struct StompClient {
     next_receipt: u64,
     /// Receipt id → what it answers.
     pending: Pending<Bytes, ReceiptFor>,
-    copied: u64,
+    copied: crate::dialect::Copied,
+    /// Decoded items of the message being handled (kept for its capacity).
+    items: Vec<crate::dialect::stomp::codec::Item>,
 }
 
 impl StompClient {
@@ -163,7 +165,8 @@ impl StompClient {
             keepalive: Keepalive::default(),
             next_receipt: 1,
             pending: Pending::new(MAX_PENDING_RECEIPTS),
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
+            items: Vec::new(),
         }
     }
 

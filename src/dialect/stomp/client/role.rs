@@ -108,10 +108,14 @@ impl ClientRole for StompClient {
                     (payload.data, payload.kind)
                 } else {
                     let arr = crate::dialect::json::pack(&args, &payload);
-                    self.copied += arr.len() as u64;
+                    self.copied.one(arr.len());
                     (arr, PayloadKind::Json)
                 };
-                let mut f = Frame::new(Command::Send).with_header("destination", channel);
+                // The body is written once, into the SEND frame's own buffer.
+                self.copied.one(body.len());
+                // destination, content-type, content-length, event, receipt, then meta.
+                let mut f = Frame::with_capacity(Command::Send, 5 + meta.len())
+                    .with_header("destination", channel);
                 push_content_type(&mut f, kind, &meta);
                 f.push_header("content-length", body.len().to_string());
                 if let Some(e) = event {
@@ -153,16 +157,24 @@ impl ClientRole for StompClient {
         });
         // CONNECTED pauses the decoder: what follows it is decoded under its version.
         while let Some(bytes) = next.take() {
-            let mut items = Vec::new();
+            // The item vector is the role's, reused message after message.
+            let mut items = std::mem::take(&mut self.items);
             let res = self.decoder.decode(bytes, &mut items);
-            self.copied += self.decoder.take_copied_bytes();
-            for item in items {
+            self.copied.add(self.decoder.take_copied());
+            for item in items.drain(..) {
+                if self.state == State::Closed {
+                    continue;
+                }
                 if let Item::Frame(f) = item {
                     self.on_frame(f, now, out);
                 }
-                if self.state == State::Closed {
-                    return;
-                }
+            }
+            // Kept for the next message unless a batch of many frames grew it.
+            if items.capacity() <= 4 {
+                self.items = items;
+            }
+            if self.state == State::Closed {
+                return;
             }
             if let Err(e) = res {
                 return self.fail(
@@ -207,7 +219,7 @@ impl ClientRole for StompClient {
         self.fail_pending(&reason, out);
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }

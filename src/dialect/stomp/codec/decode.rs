@@ -53,13 +53,19 @@ pub struct Decoder {
     buf: BytesMut,
     /// What `buf` is waiting for (meaningful only when `buf` is not empty).
     need: Need,
-    copied: u64,
+    copied: crate::dialect::Copied,
     /// Stop after a CONNECT, STOMP or CONNECTED frame and hold the rest of the message: the
     /// version it negotiates decides how the frames behind it are unescaped.
     pause_after_handshake: bool,
     /// What followed the handshake frame, for [`Decoder::take_held`].
     held: Option<Bytes>,
+    /// The header spans of the last frame, cleared and reused by the next scan (one
+    /// allocation less per frame).
+    spans: Vec<(Span, Span)>,
 }
+
+/// Most header spans a decoder keeps allocated between frames.
+const MAX_KEPT_SPANS: usize = 8;
 
 impl Decoder {
     /// A decoder that applies 1.2 escaping rules until [`Decoder::set_version`] is called.
@@ -69,9 +75,10 @@ impl Decoder {
             version: Version::V1_2,
             buf: BytesMut::new(),
             need: Need::Line { line_start: 0 },
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
             pause_after_handshake: false,
             held: None,
+            spans: Vec::new(),
         }
     }
 
@@ -127,9 +134,9 @@ impl Decoder {
         !self.buf.is_empty()
     }
 
-    /// Returns how many bytes were copied (for reassembly or unescaping) since the last call,
-    /// and resets the count to 0.
-    pub fn take_copied_bytes(&mut self) -> u64 {
+    /// The copies made (for reassembly or unescaping) since the last call, with their bytes;
+    /// resets the count.
+    pub fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 
@@ -142,7 +149,12 @@ impl Decoder {
             }
         }
         while let Some(rest) = msg.get(pos..).filter(|r| !r.is_empty()) {
-            match scan(rest, self.version, &self.limits)? {
+            match scan(
+                rest,
+                self.version,
+                &self.limits,
+                std::mem::take(&mut self.spans),
+            )? {
                 Step::Heartbeat(n) => {
                     out.push(Item::Heartbeat);
                     pos += n;
@@ -160,7 +172,7 @@ impl Decoder {
                 Step::Incomplete(need) => {
                     // `scan` has already checked `rest.len()` against `max_frame_size`.
                     self.buf.extend_from_slice(rest);
-                    self.copied += rest.len() as u64;
+                    self.copied.one(rest.len());
                     self.need = need;
                     break;
                 }
@@ -216,7 +228,7 @@ impl Decoder {
             }
             self.buf
                 .extend_from_slice(rest.get(..take).unwrap_or_default());
-            self.copied += take as u64;
+            self.copied.one(take);
             pos += take;
             if !rescan {
                 if let Need::Line { line_start } = self.need {
@@ -229,7 +241,12 @@ impl Decoder {
                 continue;
             }
             loop {
-                match scan(&self.buf, self.version, &self.limits)? {
+                match scan(
+                    &self.buf,
+                    self.version,
+                    &self.limits,
+                    std::mem::take(&mut self.spans),
+                )? {
                     Step::Incomplete(need) => {
                         self.need = need;
                         break;
@@ -248,7 +265,7 @@ impl Decoder {
                             // hold the rest, copied, and report all of `msg` as used.
                             let mut rest = std::mem::take(&mut self.buf);
                             rest.extend_from_slice(msg.get(pos..).unwrap_or_default());
-                            self.copied += rest.len() as u64;
+                            self.copied.one(rest.len());
                             self.held = Some(rest.freeze()).filter(|b| !b.is_empty());
                             self.buf = BytesMut::new();
                             return Ok(msg.len());
@@ -264,12 +281,17 @@ impl Decoder {
     }
 
     /// Turns the ranges of `parsed` (relative to `src[base..]`) into a [`Frame`].
-    fn build(&mut self, src: &Bytes, base: usize, parsed: Parsed) -> Frame {
+    fn build(&mut self, src: &Bytes, base: usize, mut parsed: Parsed) -> Frame {
         let mut headers = Vec::with_capacity(parsed.headers.len());
-        for (name, value) in parsed.headers {
+        for (name, value) in parsed.headers.drain(..) {
             let name = self.materialize(src, base, name);
             let value = self.materialize(src, base, value);
             headers.push((name, value));
+        }
+        // The span vector goes back for the next frame's scan, unless an unusual frame grew
+        // it (an idle session keeps no more than a few hundred bytes for it).
+        if parsed.headers.capacity() <= MAX_KEPT_SPANS {
+            self.spans = parsed.headers;
         }
         Frame {
             command: parsed.command,
@@ -282,7 +304,7 @@ impl Decoder {
         match span {
             Span::Raw(r) => sub(src, base, r),
             Span::Owned(v) => {
-                self.copied += v.len() as u64;
+                self.copied.one(v.len());
                 Bytes::from(v)
             }
         }

@@ -19,7 +19,7 @@ const REPLACEMENT: u8 = b'?';
 /// A header byte the context cannot represent is written as `?`: a NUL anywhere, LF (and CR
 /// before 1.2) where there is no escaping, and `:` in a name where there is no escaping.
 pub fn encode(frame: &Frame, version: Version, out: &mut BytesMut) {
-    out.reserve(encoded_len(frame));
+    out.reserve(encoded_len_exact(frame, version));
     let escaping = frame.command.escapes(version);
     out.put_slice(frame.command.as_str().as_bytes());
     out.put_u8(b'\n');
@@ -36,9 +36,25 @@ pub fn encode(frame: &Frame, version: Version, out: &mut BytesMut) {
 
 /// [`encode`] into a fresh buffer.
 pub fn encode_to_bytes(frame: &Frame, version: Version) -> Bytes {
-    let mut out = BytesMut::with_capacity(encoded_len(frame));
+    let len = encoded_len_exact(frame, version);
+    let mut out = BytesMut::with_capacity(len);
     encode(frame, version, &mut out);
+    debug_assert_eq!(out.len(), len, "length computed exactly");
     out.freeze()
+}
+
+/// The encoded size of `frame` under `version`, exactly: [`encode_to_bytes`] fills a buffer of
+/// this capacity with no slack (so freezing it allocates nothing more).
+pub fn encoded_len_exact(frame: &Frame, version: Version) -> usize {
+    let escaping = frame.command.escapes(version);
+    let headers: usize = frame
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            header_part_len(n, escaping, version) + header_part_len(v, escaping, version) + 2
+        })
+        .sum();
+    frame.command.as_str().len() + 1 + headers + 1 + frame.body.len() + 1
 }
 
 /// An upper bound on the encoded size of `frame` (every header byte counted as escaped).
@@ -49,6 +65,20 @@ pub fn encoded_len(frame: &Frame) -> usize {
         .map(|(n, v)| 2 * n.len() + 2 * v.len() + 2)
         .sum();
     frame.command.as_str().len() + 1 + headers + 1 + frame.body.len() + 1
+}
+
+/// What [`put_header_part`] writes for `part`, in bytes.
+fn header_part_len(part: &[u8], escaping: bool, version: Version) -> usize {
+    if !escaping {
+        return part.len();
+    }
+    part.iter()
+        .map(|&b| match b {
+            b'\\' | b'\n' | b':' => 2,
+            b'\r' if version >= Version::V1_2 => 2,
+            _ => 1,
+        })
+        .sum()
 }
 
 fn put_header_part(

@@ -158,6 +158,15 @@ impl Frame {
         }
     }
 
+    /// A frame with room for `headers` headers (one allocation for them all).
+    pub fn with_capacity(command: Command, headers: usize) -> Self {
+        Self {
+            command,
+            headers: Vec::with_capacity(headers),
+            body: Bytes::new(),
+        }
+    }
+
     /// The first header named `name` (case-sensitive).
     pub fn header(&self, name: &str) -> Option<&Bytes> {
         self.headers

@@ -7,8 +7,8 @@
 //!
 //! Zero copy: if a frame lies inside one message, its header names and values (unless they
 //! contain escapes) and its body are `Bytes::slice`s of that message. Only reassembly across
-//! messages and unescaping copy. [`Decoder::take_copied_bytes`] reports how many bytes were
-//! copied.
+//! messages and unescaping copy. [`Decoder::take_copied`] reports the copies and their
+//! bytes.
 //!
 //! Must not touch: tokio, I/O, metrics, configuration, or protocol semantics (which headers are
 //! required, heart-beat negotiation, receipts). Those belong to the STOMP roles.
@@ -35,6 +35,6 @@ mod scan;
 mod tests;
 
 pub use decode::{Decoder, Item, Limits};
-pub use encode::{encode, encode_to_bytes, encoded_len};
+pub use encode::{encode, encode_to_bytes, encoded_len, encoded_len_exact};
 pub use error::StompError;
 pub use frame::{Command, Frame, Version};

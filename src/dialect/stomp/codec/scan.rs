@@ -88,7 +88,16 @@ fn incomplete(input: &[u8], need: Need, limits: &Limits) -> Result<Step, StompEr
 
 /// Parses the item at the start of `input` (a heart-beat EOL or a frame). `input` must be
 /// non-empty and start on an item boundary.
-pub(super) fn scan(input: &[u8], version: Version, limits: &Limits) -> Result<Step, StompError> {
+///
+/// `headers` is a recycled (cleared) vector the header spans are gathered in, returned in
+/// [`Parsed`]: the decoder hands the same one back each time.
+pub(super) fn scan(
+    input: &[u8],
+    version: Version,
+    limits: &Limits,
+    mut headers: Vec<(Span, Span)>,
+) -> Result<Step, StompError> {
+    headers.clear();
     match (input.first(), input.get(1)) {
         (Some(b'\n'), _) => return Ok(Step::Heartbeat(1)),
         (Some(b'\r'), Some(b'\n')) => return Ok(Step::Heartbeat(2)),
@@ -109,7 +118,6 @@ pub(super) fn scan(input: &[u8], version: Version, limits: &Limits) -> Result<St
     let escaping = command.escapes(version);
 
     // Header lines, up to the blank line.
-    let mut headers = Vec::new();
     let mut content_length = None;
     loop {
         let Some((end, next)) = find_line(input, pos) else {

@@ -212,8 +212,8 @@ fn escaping_per_version_decode() {
     dec.decode(wire.clone(), &mut out).unwrap();
     let f = &frames(out)[0];
     assert_eq!(f.headers, vec![(b(b"k:\\"), b(b"a:b\nc\\d\re"))]);
-    assert!(dec.take_copied_bytes() > 0, "unescaping is counted");
-    assert_eq!(dec.take_copied_bytes(), 0, "and reset");
+    assert!(dec.take_copied().bytes > 0, "unescaping is counted");
+    assert_eq!(dec.take_copied().bytes, 0, "and reset");
 
     // 1.1: `\c` and `\n` decode, `\r` is a bad escape.
     dec.set_version(Version::V1_1);
@@ -295,7 +295,7 @@ fn several_frames_with_heartbeats_between() {
         ]
     );
     assert!(!dec.is_partial());
-    assert_eq!(dec.take_copied_bytes(), 0);
+    assert_eq!(dec.take_copied().bytes, 0);
 }
 
 #[test]
@@ -317,7 +317,7 @@ fn frame_split_over_three_messages() {
     assert_eq!(fs[0].body.as_ref(), b"x\0z");
     // Only the SEND frame was copied; the RECEIPT after it is a slice of the third message.
     assert_eq!(
-        dec.take_copied_bytes(),
+        dec.take_copied().bytes,
         (b"SEND\ndestination:/a\ncontent-length:3\n\nx\0z\0").len() as u64
     );
     assert!(within(&fs[1].headers[0].1, &third));
@@ -422,7 +422,7 @@ fn zero_copy_when_frame_within_one_message() {
     }
     assert_eq!(fs[0].body.as_ref(), b"hello");
     assert_eq!(fs[1].body.as_ref(), b"x\0y");
-    assert_eq!(dec.take_copied_bytes(), 0);
+    assert_eq!(dec.take_copied().bytes, 0);
 }
 
 #[test]
@@ -668,4 +668,25 @@ fn a_pausing_decoder_holds_what_follows_the_handshake() {
         .unwrap();
     assert_eq!(&dec.take_held().unwrap()[..], b"\nMESSAGE\n\n\0");
     assert!(dec.take_held().is_none());
+}
+
+/// `encoded_len_exact` is what `encode` writes, for every escaping context.
+#[test]
+fn encoded_length_is_exact() {
+    for version in [Version::V1_0, Version::V1_1, Version::V1_2] {
+        for command in [Command::Message, Command::Connected, Command::Error] {
+            let f = Frame::new(command)
+                .with_header("a:b", "x\\y\nz\r:w")
+                .with_header("plain", "value")
+                .with_header("nul", Bytes::from_static(b"a\0b"))
+                .with_body(Bytes::from_static(b"{\"k\":1}"));
+            let out = encode_to_bytes(&f, version);
+            assert_eq!(
+                out.len(),
+                encoded_len_exact(&f, version),
+                "{version:?} {command:?}"
+            );
+            assert!(out.len() <= encoded_len(&f));
+        }
+    }
 }

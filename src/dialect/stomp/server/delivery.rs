@@ -6,9 +6,10 @@
 //! Must not touch: subscribing (`subscriptions.rs`), holding acks in a transaction
 //! (`transactions.rs`).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{AckMode, MAX_UNACKED, StompServer, TxItem, Wait};
+use crate::dialect::json::decimal;
 use crate::dialect::stomp::codec::{self, Command, Frame, Version};
 use crate::dialect::stomp::push_content_type;
 use crate::dialect::{ServerOut, WsMsg, json};
@@ -91,21 +92,27 @@ impl StompServer {
         } else {
             // Several arguments become one JSON array body.
             let arr = json::pack(&args, &payload);
-            self.copied += arr.len() as u64;
+            self.copied.one(arr.len());
             (arr, PayloadKind::Json)
         };
-        let message_id = format!("{}-{}", self.session_id, self.next_message);
+        // The body is written once, into the MESSAGE frame's own buffer.
+        self.copied.one(body.len());
+        let (message_id, content_length) =
+            id_and_length(&self.session_id, self.next_message, body.len());
         self.next_message += 1;
-        let mut f = Frame::new(Command::Message)
+        // subscription, message-id, destination, ack, content-type, content-length, event.
+        // The ack id is the message id; an `auto` subscription needs none (and no clone).
+        let ack_id = (s.ack != AckMode::Auto).then(|| message_id.clone());
+        let mut f = Frame::with_capacity(Command::Message, 7 + meta.len())
             .with_header("subscription", s.stomp_id.clone())
-            .with_header("message-id", message_id.clone())
+            .with_header("message-id", message_id)
             .with_header("destination", channel);
         // An `auto` subscriber never acks: the proxy acks upstream once the MESSAGE is queued.
         let mut auto_ack = None;
         match (s.ack, ack) {
             (AckMode::Auto, token) => auto_ack = token,
             (mode, token) => {
-                let ack_id = Bytes::from(message_id);
+                let ack_id = ack_id.unwrap_or_default();
                 if self.version == Version::V1_2 {
                     f.push_header("ack", ack_id.clone());
                 }
@@ -129,7 +136,7 @@ impl StompServer {
             }
         }
         push_content_type(&mut f, kind, &meta);
-        f.push_header("content-length", body.len().to_string());
+        f.push_header("content-length", content_length);
         if let Some(e) = event {
             f.push_header("event", e);
         }
@@ -149,4 +156,51 @@ impl StompServer {
             });
         }
     }
+}
+
+/// Room for a message id and a content-length value side by side.
+const SMALL: usize = 64;
+
+/// A message id and a content-length value in one fixed buffer, owned by the `Bytes` slices
+/// of both.
+struct Small {
+    buf: [u8; SMALL],
+    len: usize,
+}
+
+impl AsRef<[u8]> for Small {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// The message id `<session>-<n>` and the `content-length` value of one MESSAGE, sharing one
+/// allocation (slices of one owner: neither clone allocates). A session id too long for the
+/// fixed buffer (an upstream's own) takes one allocation each.
+fn id_and_length(session: &str, n: u64, body_len: usize) -> (Bytes, Bytes) {
+    let (mut a, mut b) = ([0u8; 20], [0u8; 20]);
+    let n = decimal(n, &mut a);
+    let len = decimal(body_len as u64, &mut b);
+    let id_len = session.len() + 1 + n.len();
+    let mut small = Small {
+        buf: [0; SMALL],
+        len: id_len + len.len(),
+    };
+    let parts: [&[u8]; 4] = [session.as_bytes(), b"-", n, len];
+    let mut at = 0;
+    for p in parts {
+        match small.buf.get_mut(at..at + p.len()) {
+            Some(dst) => dst.copy_from_slice(p),
+            None => {
+                let mut id = BytesMut::with_capacity(id_len);
+                id.extend_from_slice(session.as_bytes());
+                id.extend_from_slice(b"-");
+                id.extend_from_slice(n);
+                return (id.freeze(), Bytes::copy_from_slice(len));
+            }
+        }
+        at += p.len();
+    }
+    let both = Bytes::from_owner(small);
+    (both.slice(..id_len), both.slice(id_len..))
 }

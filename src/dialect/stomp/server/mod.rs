@@ -167,7 +167,9 @@ pub struct StompServer {
     /// CONNECT must arrive by then: a deadline from the session's start that traffic
     /// (heart-beat EOLs) does not push back.
     connect_by: Instant,
-    copied: u64,
+    copied: crate::dialect::Copied,
+    /// Decoded items of the message being handled (kept for its capacity).
+    items: Vec<crate::dialect::stomp::codec::Item>,
 }
 
 impl StompServer {
@@ -205,7 +207,8 @@ impl StompServer {
             transactions: HashMap::new(),
             tx_bytes: 0,
             connect_by,
-            copied: 0,
+            copied: crate::dialect::Copied::default(),
+            items: Vec::new(),
         }
     }
 

@@ -47,16 +47,24 @@ impl ServerRole for StompServer {
         });
         // A CONNECT pauses the decoder: what follows it is decoded under its version.
         while let Some(bytes) = next.take() {
-            let mut items = Vec::new();
+            // The item vector is the role's, reused message after message.
+            let mut items = std::mem::take(&mut self.items);
             let res = self.decoder.decode(bytes, &mut items);
-            self.copied += self.decoder.take_copied_bytes();
-            for item in items {
+            self.copied.add(self.decoder.take_copied());
+            for item in items.drain(..) {
+                if out.close.is_some() {
+                    continue;
+                }
                 if let Item::Frame(f) = item {
                     self.on_frame(f, out);
                 }
-                if out.close.is_some() {
-                    return;
-                }
+            }
+            // Kept for the next message unless a batch of many frames grew it.
+            if items.capacity() <= 4 {
+                self.items = items;
+            }
+            if out.close.is_some() {
+                return;
             }
             if let Err(e) = res {
                 let detail = e.to_string();
@@ -232,7 +240,7 @@ impl ServerRole for StompServer {
         }
     }
 
-    fn take_copied(&mut self) -> u64 {
+    fn take_copied(&mut self) -> crate::dialect::Copied {
         std::mem::take(&mut self.copied)
     }
 }
