@@ -25,7 +25,8 @@
 # Knobs (environment): CLIENTS=50 MESSAGES=1000 LOW_CLIENTS=10 LOW_MESSAGES=2000 RATE=10000
 #   RATE_SECONDS=5 IDLE_N=10000 IDLE_AFTER=60 IDLE_ROUTES="stomp-sio sio-tr" SIZE=128 ROUNDS=3
 #   SKIP="idle rabbit ..." (any of: sio low open rabbit hub idle) IDLE_PER_ADDR=20000
-#   LIMITS='read_buffer_bytes = 2048' (lines added to the proxy's [limits])
+#   LIMITS='read_buffer_bytes = 4096' (lines added to the proxy's [limits]) SB_WORKERS=1 (the
+#   proxy's limits.workers; 1 like nginx's one worker)
 # IDLE_N is capped by the descriptor limit: the proxy holds two sockets per client, and the
 # script raises `ulimit -n` only as far as `ulimit -Hn` allows (raise the hard limit as the
 # systemd unit does, LimitNOFILE, for 50k). Above 20k clients the load connects from several
@@ -48,6 +49,7 @@ ROUNDS=${ROUNDS:-3}
 SKIP=${SKIP:-}
 IDLE_PER_ADDR=${IDLE_PER_ADDR:-20000}
 LIMITS=${LIMITS:-}
+SB_WORKERS=${SB_WORKERS:-1}
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -186,8 +188,10 @@ route() { # name path client mode upstream-dialect [url]
 }
 {
   printf '[admin]\nlisten = "127.0.0.1:%s"\n[log]\nlevel = "warn"\n' "$ADMIN"
-  # LIMITS: extra [limits] lines, e.g. LIMITS='read_buffer_bytes = 2048'.
-  [ -z "$LIMITS" ] || printf '[limits]\n%s\n' "$LIMITS"
+  # One session worker, as nginx runs one worker process: the same CPU to work with (and
+  # on a 2-core machine the load tool and the backends need the other core). LIMITS: more
+  # [limits] lines, e.g. LIMITS='read_buffer_bytes = 4096'.
+  printf '[limits]\nworkers = %s\n%s\n' "$SB_WORKERS" "$LIMITS"
   route sio-pt /sio-pt/ socketio passthrough socketio "ws://127.0.0.1:$SIO/socket.io/"
   route sio-tr /sio-tr/ socketio translate socketio "ws://127.0.0.1:$SIO/socket.io/"
   route stomp-sio /xs stomp translate socketio "ws://127.0.0.1:$SIO/socket.io/"
