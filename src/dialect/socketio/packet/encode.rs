@@ -8,32 +8,17 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{PLACEHOLDER_0, Packet, PacketType, ROOT_NSP};
-use crate::dialect::json::{json_string_len, put_json_string};
+use crate::dialect::json::{decimal, json_string_len, put_json_string};
 use crate::frame::{Payload, PayloadKind};
 
 /// Number of decimal digits of `n`.
-pub(super) fn decimal_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 10 {
-        n /= 10;
-        len += 1;
-    }
-    len
+pub(super) fn decimal_len(n: u64) -> usize {
+    decimal(n, &mut [0u8; 20]).len()
 }
 
 /// Appends `n` in decimal.
-pub(super) fn put_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut start = buf.len();
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        start -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(buf.get(start..).unwrap_or_default());
+pub(super) fn put_decimal(out: &mut BytesMut, n: u64) {
+    out.extend_from_slice(decimal(n, &mut [0u8; 20]));
 }
 
 /// One argument of an event or ack array, written in place.
