@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::down::{await_close, refuse_link};
 use super::link::{Event, Link, LinkError, Sent};
-use super::{Outcome, RouteCtx, log_end};
+use super::{Outcome, READ_BATCH, RouteCtx, log_end};
 use crate::admission::{ClientRate, Reason};
 use crate::config::{Mode, Route};
 use crate::dialect::{Close, Dial, Refusal, WsMsg};
@@ -233,9 +233,6 @@ async fn drain_reads(
     }
     Ok(())
 }
-
-/// Most messages already read that are forwarded back to back before the loop waits again.
-const READ_BATCH: usize = 64;
 
 /// Whether a route uses passthrough.
 pub fn is_passthrough(route: &Route) -> bool {
