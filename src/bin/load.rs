@@ -307,12 +307,16 @@ async fn measure(
         total.latencies.get(idx).copied().unwrap_or_default()
     };
     let fps = total.frames as f64 / elapsed.as_secs_f64();
-    let cpu_us = match (cpu0, cpu1) {
+    let per_msg = |ticks: u64| ticks as f64 * 1e6 / args.clk_tck as f64 / total.frames as f64;
+    // (total, user, kernel) microseconds per message.
+    let cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) if total.frames > 0 && !pids.is_empty() => {
-            Some((b - a) as f64 * 1e6 / args.clk_tck as f64 / total.frames as f64)
+            let (user, sys) = (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1));
+            Some((per_msg(user + sys), per_msg(user), per_msg(sys)))
         }
         _ => None,
     };
+    let cpu_us = cpu.map(|c| c.0);
     println!(
         "{name:<16} {dialect:<13} round-trips={:<7} errors={:<3} lost={:<5} {fps:>9.0} msg/s  p50={:>7.3}ms p90={:>7.3}ms p99={:>7.3}ms max={:>7.3}ms  cpu={}",
         total.frames,
@@ -322,7 +326,9 @@ async fn measure(
         pct(0.9).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
         pct(1.0).as_secs_f64() * 1e3,
-        cpu_us.map_or("-".to_owned(), |c| format!("{c:.1}us/msg")),
+        cpu.map_or("-".to_owned(), |(t, u, k)| format!(
+            "{t:.1}us/msg (user {u:.1}, kernel {k:.1})"
+        )),
     );
     Ok(Outcome {
         name: name.to_owned(),
@@ -465,17 +471,19 @@ async fn wait_count(c: &AtomicUsize, n: usize, timeout_s: u64) {
     }
 }
 
-/// utime + stime of every pid, in clock ticks (fields 14 and 15 of /proc/<pid>/stat).
-fn cpu_ticks(pids: &[u32]) -> Option<u64> {
-    let mut sum = 0;
+/// utime and stime of every pid, summed, in clock ticks (fields 14 and 15 of
+/// /proc/<pid>/stat).
+fn cpu_ticks(pids: &[u32]) -> Option<(u64, u64)> {
+    let (mut user, mut sys) = (0, 0);
     for p in pids {
         let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
         // The command name (field 2) may hold spaces; the fields after its `)` are 3.. on.
         let rest = s.rsplit_once(')')?.1;
         let f: Vec<&str> = rest.split_whitespace().collect();
-        sum += f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        user += f.get(11)?.parse::<u64>().ok()?;
+        sys += f.get(12)?.parse::<u64>().ok()?;
     }
-    Some(sum)
+    Some((user, sys))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
