@@ -42,10 +42,21 @@ impl Session {
 
     /// Carry out what the server role asked: write to the client, route ops upstream.
     pub(super) async fn apply_server(&mut self, out: ServerOut) {
+        let ops = self.apply_server_writes(out).await;
+        for op in ops {
+            self.route_op(op).await;
+        }
+    }
+
+    /// The writes (and close) the server role asked for; its operations are handed back, to
+    /// be routed (none once the client is gone). Apart from [`Session::apply_server`] so that
+    /// delivering backend events, which rarely leads to operations, does not carry routing
+    /// inline (routing leads to deliveries: one of the two must be boxed).
+    pub(super) async fn apply_server_writes(&mut self, out: ServerOut) -> Vec<ClientOp> {
         self.ctx.metrics.copied(self.server.take_copied());
         for msg in out.to_client {
             if !self.send_down(msg).await {
-                return;
+                return Vec::new();
             }
         }
         if let Some(c) = out.close {
@@ -57,12 +68,75 @@ impl Session {
             };
             self.done.get_or_insert(outcome);
         }
-        for op in out.ops {
+        out.ops
+    }
+
+    /// Route operations one at a time (boxed by callers off the client's message path).
+    pub(super) async fn route_ops(&mut self, ops: Vec<ClientOp>) {
+        for op in ops {
             self.route_op(op).await;
         }
     }
 
+    /// Route one operation. An operation on a session whose upstream is up (nearly every
+    /// client message) is translated and handed to the client role in place; everything
+    /// else (connects, re-authentication, joins under edge authentication, the hub, a dial
+    /// in progress) is boxed: handlers are boxed per event, and what is inline here is
+    /// copied into that box for every message.
     async fn route_op(&mut self, op: ClientOp) {
+        if !self.routes_in_place(&op) {
+            return Box::pin(self.route_op_slow(op)).await;
+        }
+        match self.translate_op(op) {
+            Ok(op) => {
+                let mut out = ClientOut::default();
+                if let Some(up) = &mut self.up {
+                    up.role.on_op(op, Instant::now(), &mut out);
+                }
+                self.apply_client(out).await;
+            }
+            Err(refused) => Box::pin(self.apply_server(refused)).await,
+        }
+    }
+
+    /// Whether `op` only needs translating and handing to an upstream that is up: not a
+    /// connect or re-authentication, not a join edge authentication checks, no hub, no dial.
+    pub(super) fn routes_in_place(&self, op: &ClientOp) -> bool {
+        self.up.is_some()
+            && self.hub.is_none()
+            && match op {
+                ClientOp::Connect { .. } | ClientOp::Reauth { .. } => false,
+                ClientOp::Join { .. } => self.ctx.auth.is_none(),
+                _ => true,
+            }
+    }
+
+    /// An operation in the upstream's naming, or what the server role says to the client
+    /// when the translator refuses it (nothing goes upstream).
+    pub(super) fn translate_op(&mut self, op: ClientOp) -> Result<ClientOp, ServerOut> {
+        // What a refusal names, taken before the operation is handed over.
+        let refusal = match &op {
+            ClientOp::Subscribe { sub, .. } => Some(Ok(*sub)),
+            ClientOp::Publish {
+                reply: Some(Reply { id, .. }),
+                ..
+            } => Some(Err(*id)),
+            _ => None,
+        };
+        self.translator.down_op(op).map_err(|e| {
+            m::translation_error(&self.ctx.metrics.route, e.kind.label());
+            let ev = match refusal {
+                Some(Ok(sub)) => BackendEvent::SubscribeFailed { sub, reason: e },
+                Some(Err(id)) => BackendEvent::Reply { id, result: Err(e) },
+                None => BackendEvent::Refused(e),
+            };
+            let mut out = ServerOut::default();
+            self.server.on_backend(ev, Instant::now(), &mut out);
+            out
+        })
+    }
+
+    async fn route_op_slow(&mut self, op: ClientOp) {
         let started = self.up.is_some()
             || self.dialing.is_some()
             || self.role.is_some()
@@ -150,25 +224,9 @@ impl Session {
             ClientOp::Subscribe { sub, .. } => Some(*sub),
             _ => None,
         };
-        let op = match self.translator.down_op(op.clone()) {
+        let op = match self.translate_op(op) {
             Ok(op) => op,
-            Err(e) => {
-                m::translation_error(&self.ctx.metrics.route, e.kind.label());
-                let ev = match op {
-                    ClientOp::Subscribe { sub, .. } => {
-                        BackendEvent::SubscribeFailed { sub, reason: e }
-                    }
-                    ClientOp::Publish {
-                        reply: Some(Reply { id, .. }),
-                        ..
-                    } => BackendEvent::Reply { id, result: Err(e) },
-                    _ => BackendEvent::Refused(e),
-                };
-                let mut out = ServerOut::default();
-                self.server.on_backend(ev, Instant::now(), &mut out);
-                Box::pin(self.apply_server(out)).await;
-                return;
-            }
+            Err(refused) => return Box::pin(self.apply_server(refused)).await,
         };
         if self.hub.is_some() {
             return Box::pin(self.hub_op(op)).await;

@@ -345,35 +345,71 @@ impl Link {
     /// Queue a message, writing what is queued (within `limit`) when the queue is full in
     /// messages or bytes.
     pub(super) async fn send(&mut self, msg: WsMsg, limit: Duration) -> Sent {
+        match self.offer(msg) {
+            Ok(sent) => sent,
+            // Boxed: the wait holds a timer, and every handler that sends would carry it
+            // inline (and copy it into its own box) although a queue with room never waits.
+            Err(msg) => Box::pin(self.send_waiting(msg, limit)).await,
+        }
+    }
+
+    /// Queue a message if that needs no wait; `Err` gives it back when the queue is full.
+    fn offer(&mut self, msg: WsMsg) -> Result<Sent, WsMsg> {
         if self.gone {
-            return Sent::Gone;
+            return Ok(Sent::Gone);
         }
         if self.stalled || self.closed {
-            return Sent::Full;
+            return Ok(Sent::Full);
         }
-        let n = msg.len();
-        if !self.room_for(n) {
-            let room = tokio::time::timeout(
-                limit,
-                std::future::poll_fn(|cx| match self.poll_write(cx) {
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    _ if self.room_for(n) => Poll::Ready(Ok(())),
-                    _ => Poll::Pending,
-                }),
-            )
-            .await;
-            match room {
-                Ok(Ok(())) => {}
-                Ok(Err(Stop::Gone)) => return Sent::Gone,
-                Ok(Err(Stop::Stalled)) => return Sent::Full,
-                Err(_) => {
-                    self.stall_now();
-                    return Sent::Full;
-                }
-            }
+        if !self.room_for(msg.len()) {
+            return Err(msg);
         }
         self.push(msg);
-        Sent::Queued
+        Ok(Sent::Queued)
+    }
+
+    /// Wait (within `limit`) until writes make room for `msg`, then queue it.
+    async fn send_waiting(&mut self, msg: WsMsg, limit: Duration) -> Sent {
+        let n = msg.len();
+        let room = tokio::time::timeout(
+            limit,
+            std::future::poll_fn(|cx| match self.poll_write(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ if self.room_for(n) => Poll::Ready(Ok(())),
+                _ => Poll::Pending,
+            }),
+        )
+        .await;
+        match room {
+            Ok(Ok(())) => {
+                self.push(msg);
+                Sent::Queued
+            }
+            Ok(Err(Stop::Gone)) => Sent::Gone,
+            Ok(Err(Stop::Stalled)) => Sent::Full,
+            Err(_) => {
+                self.stall_now();
+                Sent::Full
+            }
+        }
+    }
+
+    /// Whether every one of `msgs` would be queued now, one after another, without a wait
+    /// (as [`Link::send`] would queue them).
+    pub(super) fn takes_now(&self, msgs: &[WsMsg]) -> bool {
+        if self.gone || self.stalled || self.closed {
+            return msgs.is_empty();
+        }
+        let (mut len, mut bytes) = (self.queue.len(), self.queued_bytes);
+        for m in msgs {
+            let n = m.len();
+            if len != 0 && (len >= self.depth || bytes.saturating_add(n) > self.budget) {
+                return false;
+            }
+            len += 1;
+            bytes = bytes.saturating_add(n);
+        }
+        true
     }
 
     /// Room for one more message of `n` bytes: one larger than the whole budget waits for

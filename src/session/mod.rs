@@ -25,12 +25,15 @@
 //!   consumer, a client message over the limit.
 //! - `up.rs`: the upstream leg: the dial's result, the connect deadline, losing or leaving the
 //!   backend, authorization POSTs, what the client role asks, delivering its events.
+//! - `fast.rs`: a message from either peer carried out without a future while nothing on its
+//!   way has to wait (nearly always); what may wait is left, in order, to `down.rs`/`up.rs`.
 //! - `hub.rs`: a route whose upstream is the embedded hub: attaching in process when the
 //!   client connects, its operations, and its deliveries encoded once per (route, shape).
 //! - `ticks.rs`: the next deadline and what a tick does (keepalive, pings, expiry).
 //! - `passthrough.rs`: the session of a passthrough route.
 
 mod down;
+mod fast;
 mod hub;
 mod link;
 mod passthrough;
@@ -343,12 +346,26 @@ impl Session {
     }
 
     async fn pump(&mut self, shutdown: &CancellationToken) -> Outcome {
+        // Both made once per session, not once per wait: a new timer each time was a
+        // registration in the runtime's timer wheel and a removal after every message, and a
+        // new `cancelled()` a waiter added to and taken from the token's list. A deadline
+        // that moves later (every message moves a keepalive deadline) is a store in the
+        // registered timer; the wheel sees it only when the old deadline comes.
+        let cancelled = shutdown.cancelled();
+        let tick = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(cancelled, tick);
+        let mut armed: Option<Instant> = None;
         loop {
             if let Some(o) = self.done {
                 return o;
             }
             let now = Instant::now();
-            let deadline = tokio::time::Instant::from_std(self.deadline(now));
+            let deadline = self.deadline(now);
+            if armed != Some(deadline) {
+                tick.as_mut()
+                    .reset(tokio::time::Instant::from_std(deadline));
+                armed = Some(deadline);
+            }
             // Backpressure: read a side only while the queue its frames go to has room.
             let down_ready = self.up.as_ref().is_none_or(|u| u.link.ready());
             let up_ready = self.down.ready();
@@ -356,7 +373,7 @@ impl Session {
             // backend's pings unread or the timers from firing. Every ready branch gets its
             // turn.
             let ev = tokio::select! {
-                _ = shutdown.cancelled(), if !self.shutting => Ev::Shutdown,
+                _ = &mut cancelled, if !self.shutting => Ev::Shutdown,
                 e = self.down.event(down_ready) => match e {
                     Event::In(m) => Ev::Down(m),
                     Event::Gone => Ev::DownGone,
@@ -369,14 +386,14 @@ impl Session {
                 }
                 e = up_next(&mut self.up, up_ready) => e,
                 e = hub_next(&mut self.hub, up_ready) => e,
-                _ = tokio::time::sleep_until(deadline) => Ev::Tick,
+                _ = &mut tick => {
+                    // Fired: the next wait arms it again, even for the same instant.
+                    armed = None;
+                    Ev::Tick
+                }
             };
-            // Boxed: a session's task is as large as the largest state of its future, and
-            // an idle session waits in the `select!` above. Inline, every handler's nested
-            // futures (writes under timeouts, translation, last words) made that task about
-            // 7 KiB per client; boxed, they take memory only while an event is handled.
             let read = matches!(ev, Ev::Down(Some(Ok(_))) | Ev::Up(Some(Ok(_))));
-            if let Some(o) = Box::pin(self.on_event(ev)).await {
+            if let Some(o) = self.handle(ev).await {
                 return o;
             }
             // Every message a read already brought in is handled before the pump waits
@@ -384,10 +401,27 @@ impl Session {
             if read {
                 for _ in 0..READ_BATCH {
                     let Some(ev) = self.next_read() else { break };
-                    if let Some(o) = Box::pin(self.on_event(ev)).await {
+                    if let Some(o) = self.handle(ev).await {
                         return o;
                     }
                 }
+            }
+        }
+    }
+
+    /// One event: without waiting as far as that goes (`fast.rs`), the rest by the async
+    /// handlers. Those are boxed: a session's task is as large as the largest state of its
+    /// future, and an idle session waits in the `select!` above. Inline, every handler's
+    /// nested futures (writes under timeouts, translation, last words) made that task about
+    /// 7 KiB per client; boxed, they take memory only while an event is handled.
+    async fn handle(&mut self, ev: Ev) -> Option<Outcome> {
+        let mut rest = Vec::new();
+        match self.on_event_now(ev, &mut rest) {
+            Some(ev) => Box::pin(self.on_event(ev)).await,
+            None if rest.is_empty() => None,
+            None => {
+                Box::pin(self.resume(rest)).await;
+                None
             }
         }
     }
@@ -425,7 +459,6 @@ impl Session {
                     self.leave_upstream().await;
                     self.done.get_or_insert(Outcome::ClientClosed);
                 }
-                Ev::Room => {}
                 Ev::DownStalled => self.slow_consumer().await,
                 Ev::Down(Some(Err(LinkError::TooBig { size, max }))) => {
                     self.client_too_big(size, max).await
@@ -433,17 +466,6 @@ impl Session {
                 Ev::Down(None | Some(Err(_))) => {
                     self.leave_upstream().await;
                     return Some(Outcome::ClientClosed);
-                }
-                Ev::Down(Some(Ok(msg))) => {
-                    self.down_last_recv = Instant::now();
-                    self.down_pinged = false;
-                    if let Err(reason) = self.rate.check(msg.len()) {
-                        self.over_rate(reason).await;
-                        return None;
-                    }
-                    let mut out = ServerOut::default();
-                    self.server.on_client(msg, self.down_last_recv, &mut out);
-                    self.apply_server(out).await;
                 }
                 Ev::UpGone | Ev::Up(None) => {
                     self.upstream_lost(ErrorInfo::new(
@@ -486,15 +508,12 @@ impl Session {
                     };
                     self.upstream_lost(reason).await;
                 }
-                Ev::Up(Some(Ok(msg))) => {
-                    let now = Instant::now();
-                    let mut out = ClientOut::default();
-                    if let Some(up) = &mut self.up {
-                        up.last_recv = now;
-                        up.pinged = false;
-                        up.role.on_backend(msg, now, &mut out);
+                ev @ (Ev::Down(Some(Ok(_))) | Ev::Up(Some(Ok(_))) | Ev::Room) => {
+                    // The same as the pump's: without waiting, then what is left.
+                    let mut rest = Vec::new();
+                    if self.on_event_now(ev, &mut rest).is_none() {
+                        self.resume(rest).await;
                     }
-                    self.apply_client(out).await;
                 }
                 Ev::Dialed(r) => self.on_dialed(*r).await,
                 Ev::Authorized(id, r) => {

@@ -177,20 +177,22 @@ impl Session {
             .events
             .iter()
             .any(|e| matches!(e, BackendEvent::Reply { result: Ok(_), .. }));
+        // The waits below are boxed: this runs for every message, inline in its handler's
+        // box, and a queue with room, no confirmation and no close waits for nothing.
         if alive && wrote && confirms {
-            alive = up.link.drain(self.ctx.write_timeout).await;
+            alive = Box::pin(up.link.drain(self.ctx.write_timeout)).await;
         }
         if let Some(c) = out.close
             && let Some(mut up) = self.up.take()
         {
-            up.link.finish(Some(c), Duration::from_millis(500)).await;
+            Box::pin(up.link.finish(Some(c), Duration::from_millis(500))).await;
         }
         self.deliver_events(out.events).await;
         if !alive {
-            self.upstream_lost(ErrorInfo::new(
+            Box::pin(self.upstream_lost(ErrorInfo::new(
                 ErrorKind::Unavailable,
                 "backend connection failed",
-            ))
+            )))
             .await;
         }
     }
@@ -199,23 +201,40 @@ impl Session {
     /// client's queue budget) before the next is encoded: one backend message that many
     /// subscriptions match never turns into all its copies encoded at once.
     pub(super) async fn deliver_events(&mut self, events: Vec<BackendEvent>) {
-        let mut translated = Vec::new();
         for ev in events {
-            if let BackendEvent::Dropped(e) = &ev {
-                // Nothing the client asked for: count it, never tell the client.
-                m::translation_error(&self.ctx.metrics.route, e.kind.label());
-                tracing::debug!(route = %self.ctx.metrics.route, reason = %String::from_utf8_lossy(&e.message), "backend event dropped");
-                continue;
-            }
-            self.translator.up_event(ev, &mut translated);
-            for ev in translated.drain(..) {
-                if self.done.is_some() {
-                    return;
-                }
-                let mut out = ServerOut::default();
-                self.server.on_backend(ev, Instant::now(), &mut out);
-                Box::pin(self.apply_server(out)).await;
+            let mut translated = Vec::new();
+            self.translate_event(ev, &mut translated);
+            if !self.deliver_translated(translated).await {
+                return;
             }
         }
+    }
+
+    /// One backend event in the client's naming, into `into`: none for an event dropped (it
+    /// is counted, and the client never told), several for one that many subscriptions match.
+    pub(super) fn translate_event(&mut self, ev: BackendEvent, into: &mut Vec<BackendEvent>) {
+        if let BackendEvent::Dropped(e) = &ev {
+            m::translation_error(&self.ctx.metrics.route, e.kind.label());
+            tracing::debug!(route = %self.ctx.metrics.route, reason = %String::from_utf8_lossy(&e.message), "backend event dropped");
+            return;
+        }
+        self.translator.up_event(ev, into);
+    }
+
+    /// Hand translated events to the server role one at a time; `false` once the session is
+    /// done (what is left is dropped).
+    pub(super) async fn deliver_translated(&mut self, events: Vec<BackendEvent>) -> bool {
+        for ev in events {
+            if self.done.is_some() {
+                return false;
+            }
+            let mut out = ServerOut::default();
+            self.server.on_backend(ev, Instant::now(), &mut out);
+            let ops = self.apply_server_writes(out).await;
+            if !ops.is_empty() {
+                Box::pin(self.route_ops(ops)).await;
+            }
+        }
+        true
     }
 }
