@@ -83,12 +83,16 @@ pub async fn passthrough(
     let too_big = || Close::new(1009, "message too big");
     let mut close_up = Close::normal();
     let mut over_rate = None;
+    // Made once, not per wait: a new one is a waiter added to and taken from the token's
+    // list around every message.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let outcome = loop {
         let down_ready = up.ready();
         let up_ready = down.ready();
         // Not `biased`: neither direction may starve the other.
         let step = tokio::select! {
-            _ = shutdown.cancelled() => Err(Outcome::Shutdown),
+            _ = &mut cancelled => Err(Outcome::Shutdown),
             e = down.event(down_ready) => match e {
                 Event::In(m) => from_client(m, &mut up, &rate, &ctx, &mut over_rate).await,
                 Event::Gone => Err(Outcome::ClientClosed),
