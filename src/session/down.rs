@@ -79,8 +79,8 @@ impl Session {
     }
 
     /// Route one operation. An operation on a session whose upstream is up (nearly every
-    /// client message) is translated and handed to the client role in place; everything
-    /// else (connects, re-authentication, joins under edge authentication, the hub, a dial
+    /// client message) is translated and handed to the client role (or the hub) in place;
+    /// everything else (connects, re-authentication, joins under edge authentication, a dial
     /// in progress) is boxed: handlers are boxed per event, and what is inline here is
     /// copied into that box for every message.
     async fn route_op(&mut self, op: ClientOp) {
@@ -88,6 +88,7 @@ impl Session {
             return Box::pin(self.route_op_slow(op)).await;
         }
         match self.translate_op(op) {
+            Ok(op) if self.hub.is_some() => Box::pin(self.hub_op(op)).await,
             Ok(op) => {
                 let mut out = ClientOut::default();
                 if let Some(up) = &mut self.up {
@@ -99,11 +100,10 @@ impl Session {
         }
     }
 
-    /// Whether `op` only needs translating and handing to an upstream that is up: not a
-    /// connect or re-authentication, not a join edge authentication checks, no hub, no dial.
+    /// Whether `op` only needs translating and handing to an upstream that is up (or the
+    /// hub): not a connect or re-authentication, not a join edge authentication checks.
     pub(super) fn routes_in_place(&self, op: &ClientOp) -> bool {
-        self.up.is_some()
-            && self.hub.is_none()
+        (self.up.is_some() || self.hub.is_some())
             && match op {
                 ClientOp::Connect { .. } | ClientOp::Reauth { .. } => false,
                 ClientOp::Join { .. } => self.ctx.auth.is_none(),

@@ -1,5 +1,5 @@
 //! The session's synchronous path, as an `impl Session` block: what a message from either
-//! peer leads to when nothing on the way has to wait (the queues it writes to have room, no
+//! peer (or a delivery from the embedded hub) leads to when nothing on the way has to wait (the queues it writes to have room, no
 //! confirmation waits for a flush, no close, dial, authorization or refusal is involved).
 //! That is nearly every message, and it then costs no future at all: the async handlers are
 //! boxed per event (an idle session's task must stay small), and a box, with the handler's
@@ -14,12 +14,14 @@
 //! Must not touch: wire bytes, timers, the `select!` loop. Everything written here goes
 //! through the links' queues, as from the async handlers.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Ev, Session};
 use crate::admission::Reason;
 use crate::dialect::{ClientOut, ServerOut};
 use crate::frame::{BackendEvent, ClientOp};
+use crate::hub::{Delivery, HubMessage};
 
 /// What is left, in order, once the synchronous path met a step that may wait.
 pub(super) enum Rest {
@@ -35,11 +37,13 @@ pub(super) enum Rest {
     Events(Vec<BackendEvent>),
     /// Backend events already translated, not yet handed to the server role.
     Translated(Vec<BackendEvent>),
+    /// A hub message's translations not yet encoded.
+    Hub(Arc<HubMessage>, Vec<BackendEvent>),
 }
 
 impl Session {
-    /// A message from either peer, handled without waiting as far as that goes; what is left
-    /// is in `rest`. Any other event is given back (`Some`).
+    /// A message from either peer or a hub delivery, handled without waiting as far as that
+    /// goes; what is left is in `rest`. Any other event is given back (`Some`).
     pub(super) fn on_event_now(&mut self, ev: Ev, rest: &mut Vec<Rest>) -> Option<Ev> {
         match ev {
             Ev::Down(Some(Ok(msg))) => {
@@ -65,6 +69,17 @@ impl Session {
                 self.apply_client_now(out, rest);
                 None
             }
+            Ev::Hub(Some(Delivery::Event(ev))) => {
+                self.deliver_events_now(vec![ev], rest);
+                None
+            }
+            Ev::Hub(Some(Delivery::Message(msg, sub))) => {
+                let mut translated = Vec::new();
+                self.translator
+                    .up_event(msg.event_for(sub), &mut translated);
+                self.deliver_hub_now(msg, translated, rest);
+                None
+            }
             Ev::Room => None,
             ev => Some(ev),
         }
@@ -82,6 +97,7 @@ impl Session {
                 Rest::Translated(events) => {
                     self.deliver_translated(events).await;
                 }
+                Rest::Hub(msg, events) => self.deliver_hub(msg, events).await,
             }
         }
     }
@@ -124,6 +140,13 @@ impl Session {
             return false;
         }
         match self.translate_op(op) {
+            Ok(op) if self.hub.is_some() => {
+                let mut events = Vec::new();
+                if let Some(conn) = &mut self.hub {
+                    conn.op(op, &mut events);
+                }
+                self.deliver_events_now(events, rest)
+            }
             Ok(op) => {
                 let mut out = ClientOut::default();
                 if let Some(up) = &mut self.up {
@@ -200,6 +223,32 @@ impl Session {
                     }
                     return false;
                 }
+            }
+        }
+        true
+    }
+
+    /// [`Session::deliver_hub`]: each translation encoded through the shared cache.
+    fn deliver_hub_now(
+        &mut self,
+        msg: Arc<HubMessage>,
+        translated: Vec<BackendEvent>,
+        rest: &mut Vec<Rest>,
+    ) -> bool {
+        let route = self.route_key();
+        let mut translated = translated.into_iter();
+        while let Some(ev) = translated.next() {
+            if self.done.is_some() {
+                return true;
+            }
+            let mut out = ServerOut::default();
+            msg.encoded(route, self.server.as_mut(), ev, Instant::now(), &mut out);
+            if !self.apply_server_now(out, rest) {
+                let left: Vec<BackendEvent> = translated.collect();
+                if !left.is_empty() {
+                    rest.push(Rest::Hub(msg, left));
+                }
+                return false;
             }
         }
         true

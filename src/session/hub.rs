@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::Session;
 use crate::dialect::ServerOut;
 use crate::frame::{BackendEvent, ClientOp, Credentials};
-use crate::hub::{Attach, Delivery};
+use crate::hub::{Attach, Delivery, HubMessage};
 
 /// A hub connection's queue holds this many times `limits.queue_depth` deliveries.
 const HUB_QUEUE_FACTOR: usize = 4;
@@ -57,16 +57,31 @@ impl Session {
                 let mut translated = Vec::new();
                 self.translator
                     .up_event(msg.event_for(sub), &mut translated);
-                let route = Arc::as_ptr(&self.ctx) as usize;
-                for ev in translated {
-                    if self.done.is_some() {
-                        return;
-                    }
-                    let mut out = ServerOut::default();
-                    msg.encoded(route, self.server.as_mut(), ev, Instant::now(), &mut out);
-                    self.apply_server(out).await;
-                }
+                self.deliver_hub(msg, translated).await;
             }
         }
+    }
+
+    /// A hub message's translations, each encoded through the shared cache and written
+    /// before the next.
+    pub(super) async fn deliver_hub(
+        &mut self,
+        msg: Arc<HubMessage>,
+        translated: Vec<BackendEvent>,
+    ) {
+        let route = self.route_key();
+        for ev in translated {
+            if self.done.is_some() {
+                return;
+            }
+            let mut out = ServerOut::default();
+            msg.encoded(route, self.server.as_mut(), ev, Instant::now(), &mut out);
+            self.apply_server(out).await;
+        }
+    }
+
+    /// This session's route, as the hub's encoding cache tells routes apart.
+    pub(super) fn route_key(&self) -> usize {
+        Arc::as_ptr(&self.ctx) as usize
     }
 }
