@@ -205,7 +205,12 @@ fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
 /// UTF-8 are errors, as serde_json has them when it reads a string.
 fn string(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        match class(*b.get(i)?) {
+        i = skip_plain(b, i);
+        let c = *b.get(i)?;
+        if c == b'"' {
+            return Some(i + 1);
+        }
+        match class(c) {
             Class::Plain => i += 1,
             Class::Quote => return Some(i + 1),
             Class::Control => return None,
@@ -223,6 +228,37 @@ fn string(b: &[u8], mut i: usize) -> Option<usize> {
             }
         }
     }
+}
+
+/// The index of the first byte at or after `i` that is not [`Class::Plain`] (or `b.len()`):
+/// eight bytes at a time, since most of a message is string content.
+fn skip_plain(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+        let special = special_mask(u64::from_le_bytes(chunk));
+        if special != 0 {
+            // The lowest flagged byte is exact (see `special_mask`).
+            return i + (special.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b.get(i).is_some_and(|&c| class(c) == Class::Plain) {
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `x` (little-endian) that may be a quote, a backslash, a
+/// control character or non-ASCII: the word-at-a-time tests for a zero byte and for a byte
+/// below a bound. They flag every such byte; a flag can be false only above a true one
+/// (a borrow runs upwards), so the lowest flag always marks the first special byte.
+fn special_mask(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |y: u64| y.wrapping_sub(ONES) & !y & HIGH;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let quote = zero_bytes(x ^ (ONES * u64::from(b'"')));
+    let backslash = zero_bytes(x ^ (ONES * u64::from(b'\\')));
+    (x & HIGH) | below_space | quote | backslash
 }
 
 /// One escape from `i` (after its backslash); the index after it.

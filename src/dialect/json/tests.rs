@@ -339,3 +339,50 @@ fn agrees_with_serde_json_on_random_and_mutated_inputs() {
         }
     }
 }
+
+/// The eight-bytes-at-a-time string loop: every special byte at every offset of long
+/// strings (across chunk boundaries, at the end of the input), judged as serde_json does.
+#[test]
+fn string_chunks_find_every_special_byte() {
+    let specials: [&[u8]; 9] = [
+        b"\"",
+        b"\\n",
+        b"\x01",
+        b"\x1f",
+        b"\x7f",
+        b"\xc3\xa9",
+        b"\xff",
+        b"\\u00e9",
+        b"\\",
+    ];
+    for len in 0..40 {
+        for at in 0..=len {
+            for sp in specials {
+                let mut b = b"[\"".to_vec();
+                b.extend(std::iter::repeat_n(b'a', at));
+                b.extend_from_slice(sp);
+                b.extend(std::iter::repeat_n(b'~', len - at));
+                b.extend_from_slice(b"\",1]");
+                agree(&b);
+                b.truncate(b.len() - 4);
+                agree(&b);
+            }
+        }
+    }
+    // The lowest flag of the word test is the first special byte, whatever comes after it.
+    let mut seed = 1u32;
+    for x in 0u8..=255 {
+        for at in 0..8 {
+            let mut bytes = [b'a'; 8];
+            for slot in &mut bytes[at + 1..] {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                *slot = (seed >> 16) as u8;
+            }
+            bytes[at] = x;
+            let first = bytes.iter().position(|&c| class(c) != Class::Plain);
+            let mask = special_mask(u64::from_le_bytes(bytes));
+            let lowest = (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize);
+            assert_eq!(lowest, first, "{bytes:?}");
+        }
+    }
+}
