@@ -5,10 +5,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Whether `b` is one well-formed JSON value (validated without building a DOM, and without
-/// allocating unless a string has escapes).
+/// Whether `b` is one well-formed JSON value: what `serde_json::from_slice` accepts (RFC 8259,
+/// UTF-8 strings, paired `\u` surrogates, numbers within `f64`, nesting up to
+/// [`MAX_DEPTH`]), checked in one pass without a DOM and without allocating.
 pub fn is_json(b: &[u8]) -> bool {
-    serde_json::from_slice::<Valid>(b).is_ok()
+    scan(b, |_| {}).is_some()
 }
 
 /// `n` in decimal, written at the end of `buf` (no allocation).
@@ -37,57 +38,310 @@ pub fn trim(b: &[u8]) -> &[u8] {
     b.get(start..end).unwrap_or_default()
 }
 
-/// The top-level elements of `b`, a JSON array already known to be well-formed ([`is_json`]),
-/// as ranges of `b` (whitespace around each trimmed), handed to `each`. `None` if `b` is not
-/// an array. Allocates nothing: a byte scan that tracks strings and nesting.
-pub fn array_elements(b: &[u8], mut each: impl FnMut(std::ops::Range<usize>)) -> Option<()> {
-    let open = b.iter().position(|&c| !is_ws(c))?;
-    if b.get(open) != Some(&b'[') {
-        return None;
-    }
-    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
-    let mut start: Option<usize> = None;
-    let mut last = 0;
-    for (i, &c) in b.iter().enumerate().skip(open + 1) {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if c == b'\\' {
-                esc = true;
-            } else if c == b'"' {
-                in_str = false;
-            }
-            last = i;
-            continue;
-        }
-        match c {
-            b',' | b']' if depth == 0 => {
-                if let Some(s) = start.take() {
-                    each(s..last + 1);
-                }
-                if c == b']' {
-                    return Some(());
-                }
-            }
-            _ if is_ws(c) => {}
-            _ => {
-                match c {
-                    b'"' => in_str = true,
-                    b'[' | b'{' => depth += 1,
-                    b']' | b'}' => depth = depth.saturating_sub(1),
-                    _ => {}
-                }
-                start.get_or_insert(i);
-                last = i;
-            }
-        }
-    }
-    Some(())
+/// Deepest nesting of arrays and objects accepted: what serde_json's recursion limit (128,
+/// counted down before each open bracket and refused at zero) allowed when validation was a
+/// serde_json pass.
+pub const MAX_DEPTH: usize = 127;
+
+/// Why [`array_elements`] yielded no elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotArray {
+    /// `b` is not well-formed JSON (as [`is_json`]).
+    BadJson,
+    /// `b` is well-formed JSON, but not an array.
+    NotAnArray,
 }
 
-/// A JSON value walked and dropped. Unlike `IgnoredAny` (whose serde_json path keeps a heap
-/// stack of the open brackets), nesting recurses through the visitor, within serde_json's
-/// recursion limit of 128.
+/// Validates `b` as [`is_json`] does and, in the same pass, hands `each` the top-level
+/// elements of the array it is (as ranges of `b`, without the whitespace around them).
+/// Allocates nothing. On [`NotArray::BadJson`], `each` may already have seen the elements
+/// before the error.
+pub fn array_elements(b: &[u8], each: impl FnMut(std::ops::Range<usize>)) -> Result<(), NotArray> {
+    match scan(b, each) {
+        Some(true) => Ok(()),
+        Some(false) => Err(NotArray::NotAnArray),
+        None => Err(NotArray::BadJson),
+    }
+}
+
+/// What a byte is inside a JSON string.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// ASCII that stands for itself.
+    Plain,
+    Quote,
+    Backslash,
+    /// A control character (below 0x20), which must be escaped.
+    Control,
+    /// Part of a multi-byte UTF-8 sequence.
+    NonAscii,
+}
+
+/// [`Class`] per byte: a table because the string loop asks once per byte.
+// Indexing in a const initializer: out of bounds would fail the build, not panic.
+#[allow(clippy::indexing_slicing)]
+const CLASS: [Class; 256] = {
+    let mut t = [Class::Plain; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match i {
+            0x00..=0x1f => Class::Control,
+            0x22 => Class::Quote,
+            0x5c => Class::Backslash,
+            0x80..=0xff => Class::NonAscii,
+            _ => Class::Plain,
+        };
+        i += 1;
+    }
+    t
+};
+
+fn class(c: u8) -> Class {
+    // A `u8` always indexes a 256-entry table (the check compiles away).
+    CLASS.get(usize::from(c)).copied().unwrap_or(Class::Control)
+}
+
+/// The index of the first non-whitespace byte at or after `i` (or `b.len()`).
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).copied().is_some_and(is_ws) {
+        i += 1;
+    }
+    i
+}
+
+/// The one pass behind [`is_json`] and [`array_elements`]: a strict validator that keeps the
+/// kind of each open container in a 128-bit set (so no stack on the heap) and reports the
+/// top-level array elements as it closes them. `Some(is_array)` when `b` is valid.
+fn scan(b: &[u8], mut each: impl FnMut(std::ops::Range<usize>)) -> Option<bool> {
+    let mut i = skip_ws(b, 0);
+    let top_array = b.get(i) == Some(&b'[');
+    // Bit `d` set: the container at depth `d + 1` is an object.
+    let mut objects = 0u128;
+    let mut depth = 0usize;
+    let mut element = 0;
+    loop {
+        // A value starts at `i` (after whitespace).
+        i = skip_ws(b, i);
+        let c = *b.get(i)?;
+        if depth == 1 {
+            element = i;
+        }
+        match c {
+            b'[' | b'{' => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                let bit = 1u128.checked_shl(u32::try_from(depth).ok()?)?;
+                if c == b'{' {
+                    objects |= bit;
+                } else {
+                    objects &= !bit;
+                }
+                depth += 1;
+                i = skip_ws(b, i + 1);
+                let close = if c == b'[' { b']' } else { b'}' };
+                if b.get(i) == Some(&close) {
+                    depth -= 1;
+                    i += 1;
+                } else if c == b'{' {
+                    i = key(b, i)?;
+                    continue;
+                } else {
+                    continue;
+                }
+            }
+            b'"' => i = string(b, i + 1)?,
+            b't' => i = literal(b, i, b"true")?,
+            b'f' => i = literal(b, i, b"false")?,
+            b'n' => i = literal(b, i, b"null")?,
+            b'-' | b'0'..=b'9' => i = number(b, i)?,
+            _ => return None,
+        }
+        // A value ended at `i`: close containers until a `,` asks for the next value.
+        loop {
+            if depth == 0 {
+                return (skip_ws(b, i) == b.len()).then_some(top_array);
+            }
+            if depth == 1 && top_array {
+                each(element..i);
+            }
+            i = skip_ws(b, i);
+            let in_object = objects & (1u128 << ((depth - 1) & 127)) != 0;
+            match (b.get(i)?, in_object) {
+                (b',', false) => {
+                    i += 1;
+                    break;
+                }
+                (b',', true) => {
+                    i = key(b, skip_ws(b, i + 1))?;
+                    break;
+                }
+                (b']', false) | (b'}', true) => {
+                    depth -= 1;
+                    i += 1;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// An object key and its `:`, from `i` (at the opening quote); the index after the `:`.
+fn key(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let i = skip_ws(b, string(b, i + 1)?);
+    (b.get(i) == Some(&b':')).then_some(i + 1)
+}
+
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    let end = i + word.len();
+    (b.get(i..end) == Some(word)).then_some(end)
+}
+
+/// The rest of a string from `i` (after its opening quote); the index after its closing
+/// quote. Unescaped control characters, bad escapes, unpaired `\u` surrogates and invalid
+/// UTF-8 are errors, as serde_json has them when it reads a string.
+fn string(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        i = skip_plain(b, i);
+        let c = *b.get(i)?;
+        if c == b'"' {
+            return Some(i + 1);
+        }
+        match class(c) {
+            Class::Plain => i += 1,
+            Class::Quote => return Some(i + 1),
+            Class::Control => return None,
+            Class::Backslash => i = escape(b, i + 1)?,
+            Class::NonAscii => {
+                // Up to the next quote, backslash or control byte (ASCII, so a character
+                // boundary in valid UTF-8): validated as one run by the standard library.
+                let rest = b.get(i..)?;
+                let run = rest
+                    .iter()
+                    .position(|&c| !matches!(class(c), Class::Plain | Class::NonAscii))
+                    .unwrap_or(rest.len());
+                std::str::from_utf8(rest.get(..run)?).ok()?;
+                i += run;
+            }
+        }
+    }
+}
+
+/// The index of the first byte at or after `i` that is not [`Class::Plain`] (or `b.len()`):
+/// eight bytes at a time, since most of a message is string content.
+fn skip_plain(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+        let special = special_mask(u64::from_le_bytes(chunk));
+        if special != 0 {
+            // The lowest flagged byte is exact (see `special_mask`).
+            return i + (special.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b.get(i).is_some_and(|&c| class(c) == Class::Plain) {
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `x` (little-endian) that may be a quote, a backslash, a
+/// control character or non-ASCII: the word-at-a-time tests for a zero byte and for a byte
+/// below a bound. They flag every such byte; a flag can be false only above a true one
+/// (a borrow runs upwards), so the lowest flag always marks the first special byte.
+fn special_mask(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |y: u64| y.wrapping_sub(ONES) & !y & HIGH;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let quote = zero_bytes(x ^ (ONES * u64::from(b'"')));
+    let backslash = zero_bytes(x ^ (ONES * u64::from(b'\\')));
+    (x & HIGH) | below_space | quote | backslash
+}
+
+/// One escape from `i` (after its backslash); the index after it.
+fn escape(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(i + 1),
+        b'u' => {
+            let n = hex4(b, i + 1)?;
+            match n {
+                // A trailing surrogate first is unpaired.
+                0xDC00..=0xDFFF => None,
+                // A leading one must be followed at once by `\u` and a trailing one.
+                0xD800..=0xDBFF => {
+                    if b.get(i + 5..i + 7) != Some(b"\\u") {
+                        return None;
+                    }
+                    let low = hex4(b, i + 7)?;
+                    (0xDC00..=0xDFFF).contains(&low).then_some(i + 11)
+                }
+                _ => Some(i + 5),
+            }
+        }
+        _ => None,
+    }
+}
+
+fn hex4(b: &[u8], i: usize) -> Option<u16> {
+    b.get(i..i + 4)?.iter().try_fold(0u16, |n, &c| {
+        let d = char::from(c).to_digit(16)?;
+        Some(n << 4 | u16::try_from(d).ok()?)
+    })
+}
+
+/// A number from `i`; the index after it. The grammar is checked here; whether its value
+/// fits an `f64` (serde_json refuses infinity) only matters with an exponent or more than
+/// 300 integer digits, and those rare numbers are parsed by serde_json itself.
+fn number(b: &[u8], start: usize) -> Option<usize> {
+    let digits = |i: usize| {
+        i + b
+            .get(i..)
+            .map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count())
+    };
+    let mut i = start;
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    let int_start = i;
+    match b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits(i + 1),
+        _ => return None,
+    }
+    let int_digits = i - int_start;
+    if b.get(i) == Some(&b'.') {
+        let end = digits(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    let mut exponent = false;
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        exponent = true;
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let end = digits(i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    if exponent || int_digits > 300 {
+        serde_json::from_slice::<Valid>(b.get(start..i)?).ok()?;
+    }
+    Some(i)
+}
+
+/// A JSON value walked and dropped by serde_json: the reference [`scan`] agrees with (the
+/// tests compare them), and what reads the rare number whose range only a float parse can
+/// tell. Unlike `IgnoredAny` (whose serde_json path skips numbers without parsing them),
+/// numbers are parsed, so an `f64` overflow is an error.
 struct Valid;
 
 impl<'de> serde::Deserialize<'de> for Valid {
@@ -217,3 +471,6 @@ pub fn pack(args: &[Bytes], payload: &crate::frame::Payload) -> Bytes {
     parts.push(&tail);
     build_array(&parts)
 }
+
+#[cfg(test)]
+mod tests;

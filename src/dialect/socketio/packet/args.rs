@@ -5,17 +5,17 @@
 //! (`decode.rs`, `encode.rs`).
 
 use super::SioError;
-use crate::dialect::json::{array_elements, is_json, json_string_len, put_json_string};
+use crate::dialect::json::{NotArray, array_elements, json_string_len, put_json_string};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The top-level elements of a JSON array, as slices of `data` (zero copy; one allocation,
-/// the vector).
+/// the vector), found by the same pass that validates `data`.
 pub fn split_args(data: &Bytes) -> Result<Vec<Bytes>, SioError> {
-    if !is_json(data) {
-        return Err(SioError::BadJson);
-    }
     let mut args = Vec::new();
-    array_elements(data, |r| args.push(data.slice(r))).ok_or(SioError::NotAnArray)?;
+    array_elements(data, |r| args.push(data.slice(r))).map_err(|e| match e {
+        NotArray::BadJson => SioError::BadJson,
+        NotArray::NotAnArray => SioError::NotAnArray,
+    })?;
     Ok(args)
 }
 

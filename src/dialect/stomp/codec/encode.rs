@@ -19,42 +19,24 @@ const REPLACEMENT: u8 = b'?';
 /// A header byte the context cannot represent is written as `?`: a NUL anywhere, LF (and CR
 /// before 1.2) where there is no escaping, and `:` in a name where there is no escaping.
 pub fn encode(frame: &Frame, version: Version, out: &mut BytesMut) {
-    out.reserve(encoded_len_exact(frame, version));
-    let escaping = frame.command.escapes(version);
-    out.put_slice(frame.command.as_str().as_bytes());
-    out.put_u8(b'\n');
-    for (name, value) in &frame.headers {
-        put_header_part(out, name, escaping, version, true);
-        out.put_u8(b':');
-        put_header_part(out, value, escaping, version, false);
-        out.put_u8(b'\n');
-    }
-    out.put_u8(b'\n');
-    out.put_slice(&frame.body);
-    out.put_u8(0);
+    let plan = plan(frame, version);
+    out.reserve(plan.len);
+    write(frame, version, plan.plain, out);
 }
 
 /// [`encode`] into a fresh buffer.
 pub fn encode_to_bytes(frame: &Frame, version: Version) -> Bytes {
-    let len = encoded_len_exact(frame, version);
-    let mut out = BytesMut::with_capacity(len);
-    encode(frame, version, &mut out);
-    debug_assert_eq!(out.len(), len, "length computed exactly");
+    let plan = plan(frame, version);
+    let mut out = BytesMut::with_capacity(plan.len);
+    write(frame, version, plan.plain, &mut out);
+    debug_assert_eq!(out.len(), plan.len, "length computed exactly");
     out.freeze()
 }
 
 /// The encoded size of `frame` under `version`, exactly: [`encode_to_bytes`] fills a buffer of
 /// this capacity with no slack (so freezing it allocates nothing more).
 pub fn encoded_len_exact(frame: &Frame, version: Version) -> usize {
-    let escaping = frame.command.escapes(version);
-    let headers: usize = frame
-        .headers
-        .iter()
-        .map(|(n, v)| {
-            header_part_len(n, escaping, version) + header_part_len(v, escaping, version) + 2
-        })
-        .sum();
-    frame.command.as_str().len() + 1 + headers + 1 + frame.body.len() + 1
+    plan(frame, version).len
 }
 
 /// An upper bound on the encoded size of `frame` (every header byte counted as escaped).
@@ -67,20 +49,102 @@ pub fn encoded_len(frame: &Frame) -> usize {
     frame.command.as_str().len() + 1 + headers + 1 + frame.body.len() + 1
 }
 
-/// What [`put_header_part`] writes for `part`, in bytes.
-fn header_part_len(part: &[u8], escaping: bool, version: Version) -> usize {
-    if !escaping {
-        return part.len();
-    }
-    part.iter()
-        .map(|&b| match b {
-            b'\\' | b'\n' | b':' => 2,
-            b'\r' if version >= Version::V1_2 => 2,
-            _ => 1,
-        })
-        .sum()
+/// Header bytes that may be written as something else (escaped or replaced, depending on
+/// the context): `\`, LF, CR, `:` and NUL. A lookup table because almost every header has
+/// none, and the test for that runs over every header byte of every frame.
+// Indexing in a const initializer: out of bounds would fail the build, not panic.
+#[allow(clippy::indexing_slicing)]
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[0] = true;
+    t[b'\\' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b':' as usize] = true;
+    t
+};
+
+fn is_special(b: u8) -> bool {
+    // A `u8` always indexes a 256-entry table (the check compiles away).
+    SPECIAL.get(usize::from(b)).copied().unwrap_or(true)
 }
 
+/// What one scan of the headers learned: the exact encoded length, and which header parts
+/// (bit `2i` the name of header `i`, bit `2i + 1` its value; the first 64 parts) hold no
+/// special byte, so [`write`] copies them without looking at their bytes again.
+struct Plan {
+    len: usize,
+    plain: u64,
+}
+
+fn plan(frame: &Frame, version: Version) -> Plan {
+    let escaping = frame.command.escapes(version);
+    let mut plain = 0u64;
+    let mut headers = 0;
+    for (i, (name, value)) in frame.headers.iter().enumerate() {
+        for (j, part) in [name, value].into_iter().enumerate() {
+            headers += match part.iter().position(|&b| is_special(b)) {
+                None => {
+                    if let Some(bit) = u32::try_from(2 * i + j).ok().filter(|&b| b < 64) {
+                        plain |= 1 << bit;
+                    }
+                    part.len()
+                }
+                Some(_) if !escaping => part.len(),
+                Some(first) => part.len() + escapes_from(part, first, version),
+            };
+        }
+        headers += 2;
+    }
+    Plan {
+        len: frame.command.as_str().len() + 1 + headers + 1 + frame.body.len() + 1,
+        plain,
+    }
+}
+
+/// How many bytes escaping adds to `part`, whose first special byte is at `first`.
+fn escapes_from(part: &[u8], first: usize, version: Version) -> usize {
+    part.get(first..)
+        .unwrap_or_default()
+        .iter()
+        .filter(|&&b| match b {
+            b'\\' | b'\n' | b':' => true,
+            b'\r' => version >= Version::V1_2,
+            _ => false,
+        })
+        .count()
+}
+
+fn write(frame: &Frame, version: Version, plain: u64, out: &mut BytesMut) {
+    let escaping = frame.command.escapes(version);
+    out.put_slice(frame.command.as_str().as_bytes());
+    out.put_u8(b'\n');
+    for (i, (name, value)) in frame.headers.iter().enumerate() {
+        let bit = |j: usize| {
+            u32::try_from(2 * i + j)
+                .ok()
+                .and_then(|b| 1u64.checked_shl(b))
+                .is_some_and(|m| plain & m != 0)
+        };
+        if bit(0) {
+            out.put_slice(name);
+        } else {
+            put_header_part(out, name, escaping, version, true);
+        }
+        out.put_u8(b':');
+        if bit(1) {
+            out.put_slice(value);
+        } else {
+            put_header_part(out, value, escaping, version, false);
+        }
+        out.put_u8(b'\n');
+    }
+    out.put_u8(b'\n');
+    out.put_slice(&frame.body);
+    out.put_u8(0);
+}
+
+/// Writes a part that may hold special bytes (a part past the first 64 may not).
 fn put_header_part(
     out: &mut BytesMut,
     part: &[u8],
@@ -88,12 +152,13 @@ fn put_header_part(
     version: Version,
     is_name: bool,
 ) {
-    let special = |b: u8| matches!(b, b'\\' | b'\n' | b'\r' | b':' | 0);
-    if !part.iter().any(|&b| special(b)) {
+    let Some(first) = part.iter().position(|&b| is_special(b)) else {
         out.put_slice(part);
         return;
-    }
-    for &b in part {
+    };
+    let (plain, rest) = part.split_at_checked(first).unwrap_or((&[], part));
+    out.put_slice(plain);
+    for &b in rest {
         match b {
             0 => out.put_u8(REPLACEMENT),
             b'\\' if escaping => out.put_slice(b"\\\\"),

@@ -1,6 +1,6 @@
 //! Unit tests of the STOMP codec.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::*;
 
@@ -687,6 +687,82 @@ fn encoded_length_is_exact() {
                 "{version:?} {command:?}"
             );
             assert!(out.len() <= encoded_len(&f));
+        }
+    }
+}
+
+/// The byte-at-a-time encoder the fast paths replaced: what every header part must become.
+fn reference_part(part: &[u8], escaping: bool, version: Version, is_name: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &b in part {
+        match b {
+            0 => out.push(b'?'),
+            b'\\' if escaping => out.extend_from_slice(b"\\\\"),
+            b'\n' if escaping => out.extend_from_slice(b"\\n"),
+            b':' if escaping => out.extend_from_slice(b"\\c"),
+            b'\r' if escaping && version >= Version::V1_2 => out.extend_from_slice(b"\\r"),
+            b'\n' | b'\r' => out.push(b'?'),
+            b':' if is_name => out.push(b'?'),
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+fn reference_encode(f: &Frame, version: Version) -> Vec<u8> {
+    let escaping = f.command.escapes(version);
+    let mut out = f.command.as_str().as_bytes().to_vec();
+    out.push(b'\n');
+    for (n, v) in &f.headers {
+        out.extend(reference_part(n, escaping, version, true));
+        out.push(b':');
+        out.extend(reference_part(v, escaping, version, false));
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out.extend_from_slice(&f.body);
+    out.push(0);
+    out
+}
+
+/// The plain-part fast path (a table scan, and parts remembered as plain between the length
+/// pass and the write pass) writes what the byte-at-a-time encoder wrote: special bytes at
+/// the start, middle and end of a part, parts past the 64 that are remembered, every context.
+#[test]
+fn encode_fast_path_matches_reference() {
+    let parts: [&[u8]; 12] = [
+        b"",
+        b"plain",
+        b":start",
+        b"end:",
+        b"mid\\dle",
+        b"\n",
+        b"a\rb",
+        b"nul\0",
+        b"\\\\::\n\r\0",
+        b"/topic/message_created",
+        "caf\u{e9}:\u{1f600}".as_bytes(),
+        b"x",
+    ];
+    let mut seed = 7u32;
+    for headers in [0usize, 1, 3, 31, 32, 33, 40] {
+        for command in [Command::Message, Command::Connected, Command::Send] {
+            let mut f = Frame::new(command).with_body(Bytes::from_static(b"body"));
+            for _ in 0..headers {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let n = parts[(seed >> 8) as usize % parts.len()];
+                let v = parts[(seed >> 20) as usize % parts.len()];
+                f = f.with_header(Bytes::copy_from_slice(n), Bytes::copy_from_slice(v));
+            }
+            for version in [Version::V1_0, Version::V1_1, Version::V1_2] {
+                let want = reference_encode(&f, version);
+                let got = encode_to_bytes(&f, version);
+                assert_eq!(got.as_ref(), &want[..], "{headers} {command:?} {version:?}");
+                assert_eq!(encoded_len_exact(&f, version), want.len());
+                let mut into = BytesMut::from(&b"prefix"[..]);
+                encode(&f, version, &mut into);
+                assert_eq!(&into[6..], &want[..]);
+            }
         }
     }
 }
