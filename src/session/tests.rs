@@ -454,3 +454,30 @@ async fn an_idle_sessions_task_holds_only_its_wait() {
     let run = std::mem::size_of_val(&session.run(stop.clone()));
     assert!(run <= 2048, "a session's whole future is {run} bytes");
 }
+
+/// The synchronous path writes only what [`Link::send`] would have queued without a wait:
+/// `takes_now` answers as queuing the messages one after another would, in depth and in
+/// bytes, with one message larger than the whole budget taken by an empty queue.
+#[tokio::test]
+async fn takes_now_agrees_with_queuing_one_at_a_time() {
+    let (a, _b) = tokio::io::duplex(1 << 16);
+    let ws = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+    let mut link = Link::websocket(ws, 3, 10, Duration::from_secs(1), LegCounters::detached());
+    let msg = |n: usize| WsMsg::Text(Bytes::from(vec![b'x'; n]));
+    assert!(link.takes_now(&[]));
+    assert!(link.takes_now(&[msg(4), msg(4)]));
+    // Over the bytes: the third would make 12 of 10.
+    assert!(!link.takes_now(&[msg(4), msg(4), msg(4)]));
+    // Over the depth: four of three.
+    assert!(!link.takes_now(&[msg(1), msg(1), msg(1), msg(1)]));
+    // An empty queue takes one message larger than the whole budget, and nothing after it.
+    assert!(link.takes_now(&[msg(50)]));
+    assert!(!link.takes_now(&[msg(50), msg(1)]));
+    link.push(msg(8));
+    assert!(link.takes_now(&[msg(2)]));
+    assert!(!link.takes_now(&[msg(3)]));
+    // A stalled link takes nothing (its writes are dropped) but an empty list.
+    link.stall_now();
+    assert!(!link.takes_now(&[msg(1)]));
+    assert!(link.takes_now(&[]));
+}
