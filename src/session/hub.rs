@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::Session;
 use crate::dialect::ServerOut;
 use crate::frame::{BackendEvent, ClientOp, Credentials};
-use crate::hub::{Attach, Delivery, HubMessage};
+use crate::hub::{Attach, HubMessage};
 
 /// A hub connection's queue holds this many times `limits.queue_depth` deliveries.
 const HUB_QUEUE_FACTOR: usize = 4;
@@ -46,20 +46,6 @@ impl Session {
             conn.op(op, &mut events);
         }
         self.deliver_events(events).await;
-    }
-
-    /// What the hub delivered: a message is translated for this session's subscriptions
-    /// and encoded through the shared cache; presence and counts go as any event.
-    pub(super) async fn on_hub(&mut self, d: Delivery) {
-        match d {
-            Delivery::Event(ev) => self.deliver_events(vec![ev]).await,
-            Delivery::Message(msg, sub) => {
-                let mut translated = Vec::new();
-                self.translator
-                    .up_event(msg.event_for(sub), &mut translated);
-                self.deliver_hub(msg, translated).await;
-            }
-        }
     }
 
     /// A hub message's translations, each encoded through the shared cache and written

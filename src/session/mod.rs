@@ -508,7 +508,8 @@ impl Session {
                     };
                     self.upstream_lost(reason).await;
                 }
-                ev @ (Ev::Down(Some(Ok(_))) | Ev::Up(Some(Ok(_))) | Ev::Room) => {
+                ev
+                @ (Ev::Down(Some(Ok(_))) | Ev::Up(Some(Ok(_))) | Ev::Hub(Some(_)) | Ev::Room) => {
                     // The same as the pump's: without waiting, then what is left.
                     let mut rest = Vec::new();
                     if self.on_event_now(ev, &mut rest).is_none() {
@@ -523,7 +524,6 @@ impl Session {
                     }
                     self.apply_client(out).await;
                 }
-                Ev::Hub(Some(d)) => self.on_hub(d).await,
                 Ev::Hub(None) => {
                     // The hub let go of this connection (it keeps every attached one, so
                     // this is the process going away): the client hears the backend is gone.
