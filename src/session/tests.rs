@@ -448,7 +448,8 @@ async fn an_idle_sessions_task_holds_only_its_wait() {
     assert!(std::mem::size_of::<super::LinkOut>() <= 64);
     assert!(
         std::mem::size_of::<Link>() <= 192,
-        "a link is held inline twice"
+        "a link is held inline twice: {} bytes",
+        std::mem::size_of::<Link>()
     );
     assert!(std::mem::size_of::<Session>() <= 1280);
     let run = std::mem::size_of_val(&session.run(stop.clone()));
@@ -480,4 +481,92 @@ async fn takes_now_agrees_with_queuing_one_at_a_time() {
     link.stall_now();
     assert!(!link.takes_now(&[msg(1)]));
     assert!(link.takes_now(&[]));
+}
+
+/// Counts the reads that reach the socket under a link.
+struct CountingIo {
+    inner: tokio::io::DuplexStream,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountingIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A link whose socket had nothing to read is not read again until the socket wakes it; a
+/// message that then arrives is read, and so is each one after it.
+#[tokio::test]
+async fn a_link_reads_its_socket_again_only_once_woken() {
+    use futures_util::FutureExt as _;
+    use std::sync::atomic::Ordering;
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let io = CountingIo {
+        inner: a,
+        reads: reads.clone(),
+    };
+    let server = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+    let mut link = Link::websocket(
+        server,
+        8,
+        1 << 20,
+        Duration::from_secs(2),
+        LegCounters::detached(),
+    );
+    assert!(link.event(true).now_or_never().is_none());
+    let after_first = reads.load(Ordering::Relaxed);
+    assert!(after_first >= 1);
+    for _ in 0..10 {
+        assert!(link.event(true).now_or_never().is_none());
+    }
+    assert_eq!(reads.load(Ordering::Relaxed), after_first, "polled while idle");
+    for text in ["one", "two"] {
+        client.send(Message::text(text)).await.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(2), link.event(true))
+            .await
+            .expect("a message that arrived after an idle read is read");
+        match ev {
+            super::link::Event::In(Some(Ok(WsMsg::Text(b)))) => assert_eq!(b, text),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    client.send(Message::text("three")).await.unwrap();
+    client.send(Message::text("four")).await.unwrap();
+    for text in ["three", "four"] {
+        match link.recv().await {
+            Some(Ok(WsMsg::Text(b))) => assert_eq!(b, text),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
