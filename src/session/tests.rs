@@ -550,7 +550,11 @@ async fn a_link_reads_its_socket_again_only_once_woken() {
     for _ in 0..10 {
         assert!(link.event(true).now_or_never().is_none());
     }
-    assert_eq!(reads.load(Ordering::Relaxed), after_first, "polled while idle");
+    assert_eq!(
+        reads.load(Ordering::Relaxed),
+        after_first,
+        "polled while idle"
+    );
     for text in ["one", "two"] {
         client.send(Message::text(text)).await.unwrap();
         let ev = tokio::time::timeout(Duration::from_secs(2), link.event(true))

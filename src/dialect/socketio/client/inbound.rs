@@ -58,7 +58,7 @@ impl SocketioClient {
             }
             PacketType::Event | PacketType::BinaryEvent => {
                 let Some(data) = p.data else { return };
-                let Ok((name, mut args)) = packet::split_event(&data) else {
+                let Ok((name, mut args)) = self.decoder.split_event(&data) else {
                     return self.fail(
                         ErrorInfo::new(ErrorKind::Protocol, "malformed event from backend"),
                         out,

@@ -23,7 +23,11 @@ pub fn split_args(data: &Bytes) -> Result<Vec<Bytes>, SioError> {
 /// `data`). A name without escapes is a slice of `data` too; only an escaped one is decoded
 /// into its own buffer.
 pub fn split_event(data: &Bytes) -> Result<(Bytes, Vec<Bytes>), SioError> {
-    let mut args = split_args(data)?;
+    event_parts(split_args(data)?)
+}
+
+/// The event name (decoded) and the remaining arguments, from the elements of EVENT data.
+pub(super) fn event_parts(mut args: Vec<Bytes>) -> Result<(Bytes, Vec<Bytes>), SioError> {
     if args.is_empty() {
         return Err(SioError::EmptyEvent);
     }

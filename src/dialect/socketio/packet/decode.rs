@@ -23,6 +23,11 @@ struct Pending {
 pub struct Decoder {
     max_attachments: usize,
     pending: Option<Pending>,
+    /// The array data of the last packet decoded and its top-level elements, found by the
+    /// pass that validated it: [`Decoder::split_args`] hands them out instead of scanning
+    /// the same bytes again. Holding `data` keeps its memory alive, so a slice with the same
+    /// address and length is the same bytes.
+    split: Option<(Bytes, Vec<Bytes>)>,
 }
 
 impl Decoder {
@@ -31,7 +36,22 @@ impl Decoder {
         Self {
             max_attachments,
             pending: None,
+            split: None,
         }
+    }
+
+    /// The top-level elements of `data` as [`super::split_args`] gives them; without a second
+    /// pass when `data` is the array data of the packet this decoder returned last.
+    pub fn split_args(&mut self, data: &Bytes) -> Result<Vec<Bytes>, SioError> {
+        match self.split.take() {
+            Some((d, args)) if d.as_ptr() == data.as_ptr() && d.len() == data.len() => Ok(args),
+            _ => super::split_args(data),
+        }
+    }
+
+    /// [`super::split_event`], taking the elements from [`Decoder::split_args`].
+    pub fn split_event(&mut self, data: &Bytes) -> Result<(Bytes, Vec<Bytes>), SioError> {
+        super::args::event_parts(self.split_args(data)?)
     }
 
     /// Decodes the text of one Engine.IO `message` packet (what follows the `4`).
@@ -41,7 +61,8 @@ impl Decoder {
         if self.pending.take().is_some() {
             return Err(SioError::AwaitingAttachments);
         }
-        let (packet, expected) = parse(&text, self.max_attachments)?;
+        let (packet, expected, split) = parse(&text, self.max_attachments)?;
+        self.split = split;
         if expected == 0 {
             return Ok(Some(packet));
         }
@@ -91,8 +112,12 @@ pub(super) fn skip_ws(s: &[u8]) -> &[u8] {
     s.get(n..).unwrap_or_default()
 }
 
-/// Parses one packet; returns it with the number of attachments still to come.
-fn parse(text: &Bytes, max_attachments: usize) -> Result<(Packet, usize), SioError> {
+/// What [`parse`] found: the packet, the number of attachments still to come, and for array
+/// data, the data with its top-level elements.
+type Parsed = (Packet, usize, Option<(Bytes, Vec<Bytes>)>);
+
+/// Parses one packet.
+fn parse(text: &Bytes, max_attachments: usize) -> Result<Parsed, SioError> {
     let (&first, mut rest) = text.split_first().ok_or(SioError::Empty)?;
     let kind = PacketType::from_digit(first).ok_or(SioError::UnknownType(first))?;
 
@@ -130,15 +155,29 @@ fn parse(text: &Bytes, max_attachments: usize) -> Result<(Packet, usize), SioErr
         Some(parse_decimal(digits).ok_or(SioError::BadAckId)?)
     };
 
+    let mut split = None;
     let data = if rest.is_empty() {
         None
     } else {
         // Validated without a DOM or a heap bracket stack, then sliced without the
-        // whitespace around it (what a borrowed `RawValue` would be).
-        if !crate::dialect::json::is_json(rest) {
-            return Err(SioError::BadJson);
+        // whitespace around it (what a borrowed `RawValue` would be). An array (events and
+        // acks) is split in the same pass, for the role that reads its arguments next.
+        let trimmed = crate::dialect::json::trim(rest);
+        if trimmed.first() == Some(&b'[') {
+            let mut args = Vec::new();
+            crate::dialect::json::array_elements(rest, |r| {
+                args.push(text.slice_ref(rest.get(r).unwrap_or_default()))
+            })
+            .map_err(|_| SioError::BadJson)?;
+            let data = text.slice_ref(trimmed);
+            split = Some((data.clone(), args));
+            Some(data)
+        } else {
+            if !crate::dialect::json::is_json(rest) {
+                return Err(SioError::BadJson);
+            }
+            Some(text.slice_ref(trimmed))
         }
-        Some(text.slice_ref(crate::dialect::json::trim(rest)))
     };
     check_payload(kind, data.as_deref())?;
 
@@ -152,6 +191,7 @@ fn parse(text: &Bytes, max_attachments: usize) -> Result<(Packet, usize), SioErr
             attachments,
         },
         expected,
+        split,
     ))
 }
 

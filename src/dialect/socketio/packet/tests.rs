@@ -745,3 +745,45 @@ fn split_args_scan_edges() {
     let (name, _) = split_event(&b(r#"["a\u0062",1]"#)).unwrap();
     assert_eq!(name, "ab");
 }
+
+/// The decoder hands out the elements it found while validating the data of the packet it
+/// returned last, as slices of the message; other data (equal bytes elsewhere, or an older
+/// packet's) is split afresh, with the same answer.
+#[test]
+fn the_decoder_splits_event_data_in_its_validating_pass() {
+    let mut dec = Decoder::new(10);
+    let p = dec
+        .decode_text(b(r#"2/chat,7 [ "say" , {"a":[1,"]"]} , "x\"y" ] "#))
+        .unwrap()
+        .unwrap();
+    let data = p.data.clone().unwrap();
+    assert_eq!(data, r#"[ "say" , {"a":[1,"]"]} , "x\"y" ]"#);
+    let (name, args) = dec.split_event(&data).unwrap();
+    assert_eq!(name, "say");
+    assert_eq!(args, vec![b(r#"{"a":[1,"]"]}"#), b(r#""x\"y""#)]);
+    // Slices of the received message, not copies.
+    let range = data.as_ptr_range();
+    assert!(args.iter().all(|a| range.contains(&a.as_ptr())));
+    assert_eq!(
+        (name.clone(), args.clone()),
+        split_event(&data).unwrap(),
+        "the same as a fresh split"
+    );
+
+    // Taken once: the second ask splits again, equally.
+    assert_eq!(dec.split_event(&data).unwrap(), (name, args));
+    // Equal bytes at another address, and an older packet's data after a newer decode.
+    let copy = Bytes::copy_from_slice(&data);
+    assert_eq!(dec.split_args(&copy).unwrap(), split_args(&copy).unwrap());
+    dec.decode_text(b(r#"2["other",1]"#)).unwrap().unwrap();
+    assert_eq!(dec.split_args(&data).unwrap(), split_args(&data).unwrap());
+    // Malformed data is refused at decode, before any split.
+    assert!(matches!(
+        dec.decode_text(b(r#"2["a",]"#)),
+        Err(SioError::BadJson)
+    ));
+    assert!(matches!(
+        dec.split_args(&b(r#"["a",]"#)),
+        Err(SioError::BadJson)
+    ));
+}

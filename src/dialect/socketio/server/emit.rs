@@ -19,7 +19,7 @@ impl SocketioServer {
         let Some(data) = p.data.as_ref() else {
             return self.close(1002, "parse error", true, out);
         };
-        let (name, args) = match packet::split_event(data) {
+        let (name, args) = match self.decoder.split_event(data) {
             Ok(x) => x,
             Err(e) => return self.parse_error(&e, out),
         };
