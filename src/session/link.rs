@@ -99,7 +99,28 @@ impl<T> Duplex for T where
 /// A WebSocket with the tap its reads go through, in one allocation.
 struct Tapped<D: ?Sized> {
     tap: Arc<ReadTap>,
+    /// The last read found nothing (and the tap had not fired).
+    idle: bool,
     ws: D,
+}
+
+impl Tapped<dyn Duplex> {
+    /// The socket's next item, or Pending at once when its last poll was and nothing woke
+    /// it since. The task's waker is registered first, so a wake that lands between the
+    /// check and the return is not lost.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, WsError>>> {
+        self.tap.task.register(cx.waker());
+        let woken = self.tap.woken.swap(false, Ordering::AcqRel);
+        if self.idle && !woken {
+            return Poll::Pending;
+        }
+        // A waker by reference: the same data and vtable every time, so the socket's own
+        // registration finds it unchanged and keeps it without a clone.
+        let waker = waker_ref(&self.tap);
+        let r = Pin::new(&mut self.ws).poll_next(&mut Context::from_waker(&waker));
+        self.idle = r.is_pending();
+        r
+    }
 }
 
 /// The connection behind a link.
@@ -139,28 +160,6 @@ impl ReadTap {
             task: AtomicWaker::new(),
         })
     }
-}
-
-/// Poll `ws` for its next item through `tap`, or answer Pending at once when its last poll
-/// was (`idle`) and nothing woke it since. The task's waker is registered first, so a wake
-/// that lands between the check and the return is not lost.
-fn poll_tapped(
-    tap: &Arc<ReadTap>,
-    idle: &mut bool,
-    ws: Pin<&mut dyn Duplex>,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<Message, WsError>>> {
-    tap.task.register(cx.waker());
-    let woken = tap.woken.swap(false, Ordering::AcqRel);
-    if *idle && !woken {
-        return Poll::Pending;
-    }
-    // A waker by reference: the same data and vtable every time, so the socket's own
-    // registration finds it unchanged and keeps it without a clone.
-    let waker = waker_ref(tap);
-    let r = ws.poll_next(&mut Context::from_waker(&waker));
-    *idle = r.is_pending();
-    r
 }
 
 struct Chan {
@@ -233,8 +232,6 @@ pub struct Link {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A WebSocket ping or pong arrived (they are not messages, but they are life).
     heard: bool,
-    /// The last read found nothing (see [`ReadTap`]).
-    read_idle: bool,
     /// This link's own message and byte counts (for the session-end log line).
     pub tally: LegTally,
 }
@@ -256,6 +253,7 @@ impl Link {
         Self::with_io(
             Io::Ws(Box::new(Tapped {
                 tap: ReadTap::new(),
+                idle: false,
                 ws,
             })),
             depth,
@@ -307,7 +305,6 @@ impl Link {
             told: false,
             stall: None,
             heard: false,
-            read_idle: false,
             tally,
         }
     }
@@ -377,12 +374,7 @@ impl Link {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WsMsg, LinkError>>> {
         match &mut self.io {
             Io::Ws(t) => loop {
-                let Some(r) = std::task::ready!(poll_tapped(
-                    &t.tap,
-                    &mut self.read_idle,
-                    Pin::new(&mut t.ws),
-                    cx
-                )) else {
+                let Some(r) = std::task::ready!(t.poll_next(cx)) else {
                     return Poll::Ready(None);
                 };
                 if matches!(r, Ok(Message::Ping(_) | Message::Pong(_))) {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{SocketioClient, State};
-use crate::dialect::socketio::packet::{self, Packet, PacketType};
+use crate::dialect::socketio::packet::{self, Decoder, Packet, PacketType};
 use crate::dialect::{ClientOut, ClientRole};
 use crate::frame::{BackendEvent, ErrorInfo, ErrorKind, Payload};
 
@@ -118,7 +118,7 @@ impl SocketioClient {
                     return;
                 };
                 let result = match p.data {
-                    Some(d) => ack_payload(p.kind, d, &p.attachments).map(Some),
+                    Some(d) => ack_payload(&mut self.decoder, p.kind, d, &p.attachments).map(Some),
                     None => Ok(None),
                 };
                 if let Err(e) = &result
@@ -177,8 +177,14 @@ fn resolve_binary(args: &[Bytes], attachments: &[Bytes]) -> Result<Option<Bytes>
 
 /// The payload of an ACK's arguments array `data`: its single argument, or the whole array
 /// when there are several (or none); binary when the single argument is the attachment.
-fn ack_payload(kind: PacketType, data: Bytes, attachments: &[Bytes]) -> Result<Payload, ErrorInfo> {
-    let Ok(mut args) = packet::split_args(&data) else {
+/// `decoder` is the one that decoded the ACK (its elements are then not scanned again).
+fn ack_payload(
+    decoder: &mut Decoder,
+    kind: PacketType,
+    data: Bytes,
+    attachments: &[Bytes],
+) -> Result<Payload, ErrorInfo> {
+    let Ok(mut args) = decoder.split_args(&data) else {
         return Ok(Payload::json(data));
     };
     let binary = if kind.is_binary() {

@@ -163,21 +163,18 @@ fn parse(text: &Bytes, max_attachments: usize) -> Result<Parsed, SioError> {
         // whitespace around it (what a borrowed `RawValue` would be). An array (events and
         // acks) is split in the same pass, for the role that reads its arguments next.
         let trimmed = crate::dialect::json::trim(rest);
+        let data = text.slice_ref(trimmed);
         if trimmed.first() == Some(&b'[') {
             let mut args = Vec::new();
             crate::dialect::json::array_elements(rest, |r| {
                 args.push(text.slice_ref(rest.get(r).unwrap_or_default()))
             })
             .map_err(|_| SioError::BadJson)?;
-            let data = text.slice_ref(trimmed);
             split = Some((data.clone(), args));
-            Some(data)
-        } else {
-            if !crate::dialect::json::is_json(rest) {
-                return Err(SioError::BadJson);
-            }
-            Some(text.slice_ref(trimmed))
+        } else if !crate::dialect::json::is_json(rest) {
+            return Err(SioError::BadJson);
         }
+        Some(data)
     };
     check_payload(kind, data.as_deref())?;
 

@@ -104,7 +104,7 @@ impl SocketioServer {
         let result = if p.kind == PacketType::BinaryAck {
             // One binary argument is the one shape a neutral payload carries; other binary
             // answers are refused (a NACK) rather than sent with dangling placeholders.
-            match (packet::split_args(&data), p.attachments.as_slice()) {
+            match (self.decoder.split_args(&data), p.attachments.as_slice()) {
                 (Ok(args), [bin])
                     if args.len() == 1
                         && args.first().and_then(|a| packet::placeholder_num(a)) == Some(0) =>
