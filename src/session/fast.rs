@@ -44,40 +44,43 @@ pub(super) enum Rest {
 impl Session {
     /// A message from either peer or a hub delivery, handled without waiting as far as that
     /// goes; what is left is in `rest`. Any other event is given back (`Some`).
+    ///
+    /// The clock is read once per event: every step it leads to happens within
+    /// microseconds, and a clock read per step was several per message.
     pub(super) fn on_event_now(&mut self, ev: Ev, rest: &mut Vec<Rest>) -> Option<Ev> {
+        let now = Instant::now();
         match ev {
             Ev::Down(Some(Ok(msg))) => {
-                self.down_last_recv = Instant::now();
+                self.down_last_recv = now;
                 self.down_pinged = false;
                 if let Err(reason) = self.rate.check(msg.len()) {
                     rest.push(Rest::OverRate(reason));
                     return None;
                 }
                 let mut out = ServerOut::default();
-                self.server.on_client(msg, self.down_last_recv, &mut out);
-                self.apply_server_now(out, rest);
+                self.server.on_client(msg, now, &mut out);
+                self.apply_server_now(out, now, rest);
                 None
             }
             Ev::Up(Some(Ok(msg))) => {
-                let now = Instant::now();
                 let mut out = ClientOut::default();
                 if let Some(up) = &mut self.up {
                     up.last_recv = now;
                     up.pinged = false;
                     up.role.on_backend(msg, now, &mut out);
                 }
-                self.apply_client_now(out, rest);
+                self.apply_client_now(out, now, rest);
                 None
             }
             Ev::Hub(Some(Delivery::Event(ev))) => {
-                self.deliver_events_now(vec![ev], rest);
+                self.deliver_events_now(vec![ev], now, rest);
                 None
             }
             Ev::Hub(Some(Delivery::Message(msg, sub))) => {
                 let mut translated = Vec::new();
                 self.translator
                     .up_event(msg.event_for(sub), &mut translated);
-                self.deliver_hub_now(msg, translated, rest);
+                self.deliver_hub_now(msg, translated, now, rest);
                 None
             }
             Ev::Room => None,
@@ -104,7 +107,7 @@ impl Session {
 
     /// [`Session::apply_server`] when its writes all fit and it does not close; `false`
     /// once something is left in `rest`.
-    fn apply_server_now(&mut self, out: ServerOut, rest: &mut Vec<Rest>) -> bool {
+    fn apply_server_now(&mut self, out: ServerOut, now: Instant, rest: &mut Vec<Rest>) -> bool {
         if out.close.is_some() || !self.down.takes_now(&out.to_client) {
             rest.push(Rest::Server(out));
             return false;
@@ -114,15 +117,15 @@ impl Session {
             for msg in out.to_client {
                 self.down.push(msg);
             }
-            self.down_last_send = Instant::now();
+            self.down_last_send = now;
         }
-        self.route_ops_now(out.ops, rest)
+        self.route_ops_now(out.ops, now, rest)
     }
 
-    fn route_ops_now(&mut self, ops: Vec<ClientOp>, rest: &mut Vec<Rest>) -> bool {
+    fn route_ops_now(&mut self, ops: Vec<ClientOp>, now: Instant, rest: &mut Vec<Rest>) -> bool {
         let mut ops = ops.into_iter();
         while let Some(op) = ops.next() {
-            if !self.route_op_now(op, rest) {
+            if !self.route_op_now(op, now, rest) {
                 let left: Vec<ClientOp> = ops.collect();
                 if !left.is_empty() {
                     rest.push(Rest::Ops(left));
@@ -134,7 +137,7 @@ impl Session {
     }
 
     /// [`Session::route_op`] for an operation routed in place.
-    fn route_op_now(&mut self, op: ClientOp, rest: &mut Vec<Rest>) -> bool {
+    fn route_op_now(&mut self, op: ClientOp, now: Instant, rest: &mut Vec<Rest>) -> bool {
         if !self.routes_in_place(&op) {
             rest.push(Rest::Ops(vec![op]));
             return false;
@@ -145,14 +148,14 @@ impl Session {
                 if let Some(conn) = &mut self.hub {
                     conn.op(op, &mut events);
                 }
-                self.deliver_events_now(events, rest)
+                self.deliver_events_now(events, now, rest)
             }
             Ok(op) => {
                 let mut out = ClientOut::default();
                 if let Some(up) = &mut self.up {
-                    up.role.on_op(op, Instant::now(), &mut out);
+                    up.role.on_op(op, now, &mut out);
                 }
-                self.apply_client_now(out, rest)
+                self.apply_client_now(out, now, rest)
             }
             Err(refused) => {
                 rest.push(Rest::Server(refused));
@@ -163,7 +166,7 @@ impl Session {
 
     /// [`Session::apply_client`] when it asks no authorization, does not close, confirms
     /// nothing it writes (a confirmation waits for the flush) and its writes all fit.
-    fn apply_client_now(&mut self, out: ClientOut, rest: &mut Vec<Rest>) -> bool {
+    fn apply_client_now(&mut self, out: ClientOut, now: Instant, rest: &mut Vec<Rest>) -> bool {
         let confirms = || {
             out.events
                 .iter()
@@ -193,13 +196,18 @@ impl Session {
             for msg in out.to_backend {
                 up.link.push(msg);
             }
-            up.last_send = Instant::now();
+            up.last_send = now;
         }
-        self.deliver_events_now(out.events, rest)
+        self.deliver_events_now(out.events, now, rest)
     }
 
     /// [`Session::deliver_events`], each event's writes queued before the next is encoded.
-    fn deliver_events_now(&mut self, events: Vec<BackendEvent>, rest: &mut Vec<Rest>) -> bool {
+    fn deliver_events_now(
+        &mut self,
+        events: Vec<BackendEvent>,
+        now: Instant,
+        rest: &mut Vec<Rest>,
+    ) -> bool {
         let mut events = events.into_iter();
         while let Some(ev) = events.next() {
             let mut translated = Vec::new();
@@ -211,8 +219,8 @@ impl Session {
                     return true;
                 }
                 let mut out = ServerOut::default();
-                self.server.on_backend(ev, Instant::now(), &mut out);
-                if !self.apply_server_now(out, rest) {
+                self.server.on_backend(ev, now, &mut out);
+                if !self.apply_server_now(out, now, rest) {
                     let left: Vec<BackendEvent> = translated.collect();
                     if !left.is_empty() {
                         rest.push(Rest::Translated(left));
@@ -233,6 +241,7 @@ impl Session {
         &mut self,
         msg: Arc<HubMessage>,
         translated: Vec<BackendEvent>,
+        now: Instant,
         rest: &mut Vec<Rest>,
     ) -> bool {
         let route = self.route_key();
@@ -242,8 +251,8 @@ impl Session {
                 return true;
             }
             let mut out = ServerOut::default();
-            msg.encoded(route, self.server.as_mut(), ev, Instant::now(), &mut out);
-            if !self.apply_server_now(out, rest) {
+            msg.encoded(route, self.server.as_mut(), ev, now, &mut out);
+            if !self.apply_server_now(out, now, rest) {
                 let left: Vec<BackendEvent> = translated.collect();
                 if !left.is_empty() {
                     rest.push(Rest::Hub(msg, left));
