@@ -252,13 +252,8 @@ fn skip_plain(b: &[u8], mut i: usize) -> usize {
 /// below a bound. They flag every such byte; a flag can be false only above a true one
 /// (a borrow runs upwards), so the lowest flag always marks the first special byte.
 fn special_mask(x: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_bytes = |y: u64| y.wrapping_sub(ONES) & !y & HIGH;
-    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-    let quote = zero_bytes(x ^ (ONES * u64::from(b'"')));
-    let backslash = zero_bytes(x ^ (ONES * u64::from(b'\\')));
-    (x & HIGH) | below_space | quote | backslash
+    use super::swar::{below, eq_bytes};
+    (x & 0x8080_8080_8080_8080) | below(x, 0x20) | eq_bytes(x, b'"') | eq_bytes(x, b'\\')
 }
 
 /// One escape from `i` (after its backslash); the index after it.

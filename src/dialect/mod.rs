@@ -18,6 +18,7 @@ pub mod pusher;
 pub mod socketcluster;
 pub mod socketio;
 pub mod stomp;
+pub(crate) mod swar;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::frame::{Frame, Version};
+use crate::dialect::swar;
 
 /// Written instead of a header byte that the target version cannot represent (LF, CR or `:`
 /// where there is no escaping, a NUL anywhere). This keeps peer-supplied values from injecting
@@ -49,24 +50,12 @@ pub fn encoded_len(frame: &Frame) -> usize {
     frame.command.as_str().len() + 1 + headers + 1 + frame.body.len() + 1
 }
 
-/// Header bytes that may be written as something else (escaped or replaced, depending on
-/// the context): `\`, LF, CR, `:` and NUL. A lookup table because almost every header has
-/// none, and the test for that runs over every header byte of every frame.
-// Indexing in a const initializer: out of bounds would fail the build, not panic.
-#[allow(clippy::indexing_slicing)]
-const SPECIAL: [bool; 256] = {
-    let mut t = [false; 256];
-    t[0] = true;
-    t[b'\\' as usize] = true;
-    t[b'\n' as usize] = true;
-    t[b'\r' as usize] = true;
-    t[b':' as usize] = true;
-    t
-};
-
-fn is_special(b: u8) -> bool {
-    // A `u8` always indexes a 256-entry table (the check compiles away).
-    SPECIAL.get(usize::from(b)).copied().unwrap_or(true)
+/// The first byte of `part` that may be written as something else (escaped or replaced,
+/// depending on the context): `\`, LF, CR, `:` or NUL. Eight bytes at a time, since nearly
+/// every header has none and every header byte of every frame is looked at.
+fn first_special(part: &[u8]) -> Option<usize> {
+    let i = swar::find_any(part, 0, [0, b'\\', b'\n', b'\r', b':']);
+    (i < part.len()).then_some(i)
 }
 
 /// What one scan of the headers learned: the exact encoded length, and which header parts
@@ -83,7 +72,7 @@ fn plan(frame: &Frame, version: Version) -> Plan {
     let mut headers = 0;
     for (i, (name, value)) in frame.headers.iter().enumerate() {
         for (j, part) in [name, value].into_iter().enumerate() {
-            headers += match part.iter().position(|&b| is_special(b)) {
+            headers += match first_special(part) {
                 None => {
                     if let Some(bit) = u32::try_from(2 * i + j).ok().filter(|&b| b < 64) {
                         plain |= 1 << bit;
@@ -152,7 +141,7 @@ fn put_header_part(
     version: Version,
     is_name: bool,
 ) {
-    let Some(first) = part.iter().position(|&b| is_special(b)) else {
+    let Some(first) = first_special(part) else {
         out.put_slice(part);
         return;
     };

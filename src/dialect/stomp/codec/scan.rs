@@ -11,6 +11,7 @@ use std::ops::Range;
 use super::decode::Limits;
 use super::error::StompError;
 use super::frame::{Command, Version};
+use crate::dialect::swar;
 
 /// The longest command name (`UNSUBSCRIBE`, `DISCONNECT`) is 11 bytes. An unterminated first
 /// line longer than this cannot be a command.
@@ -61,13 +62,62 @@ pub(super) enum Step {
 /// Finds the line starting at `start`. Returns the end of its content (any CR before the LF
 /// removed) and the start of the next line, or `None` if there is no LF yet.
 fn find_line(input: &[u8], start: usize) -> Option<(usize, usize)> {
-    let lf = start + input.get(start..)?.iter().position(|&b| b == b'\n')?;
-    let end = if lf > start && input.get(lf - 1) == Some(&b'\r') {
+    let lf = swar::find_any(input, start, [b'\n']);
+    input.get(lf)?;
+    Some((line_end(input, start, lf), lf + 1))
+}
+
+/// The end of a line's content whose LF is at `lf`: a CR before it is not content.
+fn line_end(input: &[u8], start: usize, lf: usize) -> usize {
+    if lf > start && input.get(lf - 1) == Some(&b'\r') {
         lf - 1
     } else {
         lf
+    }
+}
+
+/// A header line as one pass over its bytes found it.
+struct HeaderLine {
+    /// The end of its content (before any CR) and the start of the next line.
+    end: usize,
+    next: usize,
+    /// Its first `:`.
+    colon: Option<usize>,
+    nul: bool,
+    /// A backslash in the name (before the first `:`) or in the value.
+    escaped_name: bool,
+    escaped_value: bool,
+}
+
+/// The header line at `start`, or `None` if there is no LF yet. Why one pass: finding the LF,
+/// a NUL, the colon and a backslash in each part took five scans of every header line, each
+/// with its own set-up, on every frame.
+fn header_line(input: &[u8], start: usize) -> Option<HeaderLine> {
+    let mut line = HeaderLine {
+        end: 0,
+        next: 0,
+        colon: None,
+        nul: false,
+        escaped_name: false,
+        escaped_value: false,
     };
-    Some((end, lf + 1))
+    let mut i = start;
+    loop {
+        i = swar::find_any(input, i, [b'\n', 0, b':', b'\\']);
+        match *input.get(i)? {
+            b'\n' => break,
+            0 => line.nul = true,
+            b':' => {
+                line.colon.get_or_insert(i);
+            }
+            _ if line.colon.is_none() => line.escaped_name = true,
+            _ => line.escaped_value = true,
+        }
+        i += 1;
+    }
+    line.end = line_end(input, start, i);
+    line.next = i + 1;
+    Some(line)
 }
 
 fn unknown_command(line: &[u8]) -> StompError {
@@ -120,7 +170,7 @@ pub(super) fn scan(
     // Header lines, up to the blank line.
     let mut content_length = None;
     loop {
-        let Some((end, next)) = find_line(input, pos) else {
+        let Some(found) = header_line(input, pos) else {
             let tail = input.get(pos..).unwrap_or_default();
             if tail.len() > limits.max_header_len {
                 return Err(StompError::HeaderTooLong {
@@ -132,6 +182,7 @@ pub(super) fn scan(
             }
             return incomplete(input, Need::Line { line_start: pos }, limits);
         };
+        let (end, next) = (found.end, found.next);
         let line = input.get(pos..end).unwrap_or_default();
         if line.is_empty() {
             pos = next;
@@ -147,16 +198,20 @@ pub(super) fn scan(
                 max: limits.max_headers,
             });
         }
-        if line.contains(&0) {
+        if found.nul {
             return Err(StompError::MalformedHeader);
         }
-        let colon = pos
-            + line
-                .iter()
-                .position(|&b| b == b':')
-                .ok_or(StompError::MalformedHeader)?;
-        let name = span(input, pos..colon, escaping, version)?;
-        let value = span(input, colon + 1..end, escaping, version)?;
+        let colon = found
+            .colon
+            .filter(|&c| c < end)
+            .ok_or(StompError::MalformedHeader)?;
+        let name = span(input, pos..colon, escaping && found.escaped_name, version)?;
+        let value = span(
+            input,
+            colon + 1..end,
+            escaping && found.escaped_value,
+            version,
+        )?;
         if content_length.is_none() && span_bytes(input, &name) == b"content-length" {
             let len = parse_len(span_bytes(input, &value))?;
             if len > limits.max_frame_size {
@@ -216,17 +271,18 @@ pub(super) fn scan(
     ))
 }
 
-/// A header name or value at `r`, unescaped if `escaping` and it contains a backslash.
+/// A header name or value at `r`, unescaped if `unescape` (escaping applies and the part
+/// holds a backslash).
 fn span(
     input: &[u8],
     r: Range<usize>,
-    escaping: bool,
+    unescape: bool,
     version: Version,
 ) -> Result<Span, StompError> {
-    let raw = input.get(r.clone()).unwrap_or_default();
-    if !escaping || !raw.contains(&b'\\') {
+    if !unescape {
         return Ok(Span::Raw(r));
     }
+    let raw = input.get(r).unwrap_or_default();
     let mut out = Vec::with_capacity(raw.len());
     let mut it = raw.iter();
     while let Some(&b) = it.next() {
