@@ -134,7 +134,7 @@ fn measure(
     let _ = (server.take_copied(), client.take_copied());
     let per = |n: u64| n as f64 / MESSAGES as f64;
     println!(
-        "{name:<38} {:>5.2} allocs/msg ({:>5.2} with fresh out-buffers)  {:.2} copies/msg of {:.1} bytes  {:.2} out/msg",
+        "{name:<42} {:>5.2} allocs/msg ({:>5.2} with fresh out-buffers)  {:.2} copies/msg of {:.1} bytes  {:.2} out/msg",
         per(allocs_reused),
         per(allocs_fresh),
         per(c.copies),
@@ -366,9 +366,112 @@ fn pusher_socketio() {
     );
 }
 
+/// A SocketCluster client (protocol v2, as socketcluster-client 19 speaks) on a Socket.IO
+/// backend: `#publish` on a subscribed channel down, the channel's event up.
+fn socketcluster_socketio() {
+    use switchboard::dialect::socketcluster::codec::Version;
+    use switchboard::dialect::socketcluster::server::{self as sc_server, ScServer};
+    let now = Instant::now();
+    let hs = Handshake {
+        path: "/socketcluster/".into(),
+        ..Default::default()
+    };
+    let settings = sc_server::Settings {
+        version: Version::V2,
+        ..Default::default()
+    };
+    let mut server = ScServer::new(settings, &hs, "sock-1".into(), now);
+    let mut out = ServerOut::default();
+    server.on_client(
+        WsMsg::Text(Bytes::from_static(
+            br##"{"event":"#handshake","data":{"authToken":null},"cid":1}"##,
+        )),
+        now,
+        &mut out,
+    );
+    server.on_backend(BackendEvent::Ready { session: None }, now, &mut out);
+    let mut client = opened_socketio();
+    let mut t = translator(
+        &switchboard::dialect::socketcluster::SPEC,
+        &switchboard::dialect::socketio::SPEC,
+        &[],
+    );
+    subscribe(
+        &mut server,
+        &mut t,
+        &mut client,
+        br##"{"event":"#subscribe","data":{"channel":"message_created"},"cid":2}"##,
+    );
+    let publish = Bytes::from(format!(
+        r##"{{"event":"#publish","data":{{"channel":"message_created","data":{BODY}}}}}"##
+    ));
+    let packet = Bytes::from(format!(r#"42["message_created",{BODY}]"#));
+    measure(
+        "socketcluster #publish -> socketio emit",
+        &mut server,
+        &mut client,
+        |s, c, b| down(s, &mut t, c, &publish, b),
+    );
+    measure(
+        "socketio event -> socketcluster #publish",
+        &mut server,
+        &mut client,
+        |s, c, b| up(c, &mut t, s, &packet, b),
+    );
+}
+
+/// An Action Cable client (`@rails/actioncable`) on a Socket.IO backend: a channel action
+/// (`perform`) down, a broadcast to the subscribed channel up.
+fn actioncable_socketio() {
+    use switchboard::dialect::actioncable::server::{self as cable_server, CableServer};
+    let now = Instant::now();
+    let hs = Handshake {
+        path: "/cable".into(),
+        subprotocol: Some("actioncable-v1-json"),
+        ..Default::default()
+    };
+    let mut server = CableServer::new(cable_server::Settings::default(), &hs, 1_700_000_000, now);
+    let mut out = ServerOut::default();
+    server.on_start(now, &mut out);
+    server.on_backend(BackendEvent::Ready { session: None }, now, &mut out);
+    let mut client = opened_socketio();
+    let mut t = translator(
+        &switchboard::dialect::actioncable::SPEC,
+        &switchboard::dialect::socketio::SPEC,
+        &[],
+    );
+    let identifier = r#"{\"channel\":\"ChatChannel\",\"room\":7}"#;
+    subscribe(
+        &mut server,
+        &mut t,
+        &mut client,
+        format!(r#"{{"command":"subscribe","identifier":"{identifier}"}}"#).as_bytes(),
+    );
+    let body = BODY.replace('"', "\\\"");
+    let action = body.replacen('{', r#"{\"action\":\"speak\","#, 1);
+    let perform = Bytes::from(format!(
+        r#"{{"command":"message","identifier":"{identifier}","data":"{action}"}}"#
+    ));
+    let packet = Bytes::from(format!(r#"42["ChatChannel",{BODY}]"#));
+    measure(
+        "actioncable perform -> socketio emit",
+        &mut server,
+        &mut client,
+        |s, c, b| down(s, &mut t, c, &perform, b),
+    );
+    measure(
+        "socketio event -> actioncable broadcast",
+        &mut server,
+        &mut client,
+        |s, c, b| up(c, &mut t, s, &packet, b),
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter on nothing here.
     stomp_socketio();
     socketio_socketio();
     pusher_socketio();
+    socketcluster_socketio();
+    actioncable_socketio();
 }

@@ -13,21 +13,24 @@ use switchboard::dialect::{Handshake, ServerOut, ServerRole, WsMsg};
 fuzz_target!(|data: &[u8]| {
     let bytes = Bytes::copy_from_slice(data);
     for side in [true, false] {
-        if let Ok(Decoded::Packets(ps)) = codec::decode(&bytes, side) {
-            for p in ps {
-                if let Some(ev) = &p.event {
-                    let enc = codec::event(ev, p.data.as_deref(), p.cid);
-                    let Ok(Decoded::Packets(again)) = codec::decode(&enc, side) else {
-                        panic!("an encoding decodes")
-                    };
-                    assert_eq!(again[0].event.as_ref(), Some(ev));
-                }
-                if let Some(d) = &p.data {
-                    let _ = codec::channel_of(d);
-                }
-                if let Some(e) = &p.error {
-                    let _ = codec::error_fields(e);
-                }
+        let ps = match codec::decode(&bytes, side) {
+            Ok(Decoded::Packets(ps)) => ps,
+            Ok(Decoded::Packet(p)) => vec![p],
+            _ => Vec::new(),
+        };
+        for p in ps {
+            if let Some(ev) = &p.event {
+                let enc = codec::event(ev, p.data.as_deref(), p.cid);
+                let Ok(Decoded::Packet(again)) = codec::decode(&enc, side) else {
+                    panic!("an encoding decodes to one packet")
+                };
+                assert_eq!(again.event.as_ref(), Some(ev));
+            }
+            if let Some(d) = &p.data {
+                let _ = codec::channel_of(d);
+            }
+            if let Some(e) = &p.error {
+                let _ = codec::error_fields(e);
             }
         }
     }

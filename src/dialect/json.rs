@@ -379,6 +379,88 @@ impl<'de> serde::de::Visitor<'de> for Valid {
     }
 }
 
+/// The content of a JSON string token (`raw`, quotes included, as a validating parser gave
+/// it), unescaped, with the bytes copied: a slice of `raw` when it holds no escape, else one
+/// write into a buffer of exactly its length (a first pass measures it). Why not
+/// serde_json: its unescaping grows a scratch vector byte by byte and then copies it out,
+/// several allocations per string on paths that carry JSON inside JSON strings (Action
+/// Cable's `data` and `identifier`, Pusher's `data`). `None` for a token that is not a
+/// well-formed string.
+pub(crate) fn unescape(raw: &Bytes) -> Option<(Bytes, usize)> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let first = super::swar::find_any(inner, 0, [b'\\', b'"']);
+    if first == inner.len() {
+        return Some((raw.slice_ref(inner), 0));
+    }
+    // Each run of plain bytes and the escape after it, in order.
+    let pieces = |each: &mut dyn FnMut(&[u8], Option<char>)| -> Option<()> {
+        let mut i = 0;
+        while i < inner.len() {
+            // A quote not escaped cannot be inside a string.
+            let at = super::swar::find_any(inner, i, [b'\\', b'"']);
+            let plain = inner.get(i..at)?;
+            let escape = if at < inner.len() {
+                if inner.get(at) == Some(&b'"') {
+                    return None;
+                }
+                let (c, next) = unescape_one(inner, at)?;
+                i = next;
+                Some(c)
+            } else {
+                i = at;
+                None
+            };
+            each(plain, escape);
+        }
+        Some(())
+    };
+    let mut len = 0;
+    pieces(&mut |plain, c| len += plain.len() + c.map_or(0, char::len_utf8))?;
+    let mut out = Vec::with_capacity(len);
+    pieces(&mut |plain, c| {
+        out.extend_from_slice(plain);
+        if let Some(c) = c {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+    })?;
+    debug_assert_eq!(out.len(), len, "length computed exactly");
+    Some((Bytes::from(out), len))
+}
+
+/// The escape whose backslash is at `i`: the character it stands for and the index after it.
+fn unescape_one(b: &[u8], i: usize) -> Option<(char, usize)> {
+    let simple = |c: u8| Some((char::from(c), i + 2));
+    match *b.get(i + 1)? {
+        c @ (b'"' | b'\\' | b'/') => simple(c),
+        b'b' => simple(0x08),
+        b'f' => simple(0x0c),
+        b'n' => simple(b'\n'),
+        b'r' => simple(b'\r'),
+        b't' => simple(b'\t'),
+        b'u' => {
+            let hi = hex4(b, i + 2)?;
+            let (code, next) = match hi {
+                0xD800..=0xDBFF => {
+                    if b.get(i + 6..i + 8) != Some(b"\\u") {
+                        return None;
+                    }
+                    let lo = hex4(b, i + 8)?;
+                    if !(0xDC00..=0xDFFF).contains(&lo) {
+                        return None;
+                    }
+                    let code =
+                        0x10000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00);
+                    (code, i + 12)
+                }
+                0xDC00..=0xDFFF => return None,
+                n => (u32::from(n), i + 6),
+            };
+            Some((char::from_u32(code)?, next))
+        }
+        _ => None,
+    }
+}
+
 /// Bytes one input byte takes inside a JSON string (as serde_json escapes).
 fn escaped_width(c: u8) -> usize {
     match c {

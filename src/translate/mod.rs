@@ -37,6 +37,22 @@ struct SubEntry {
 pub struct Translator {
     mapping: Mapping,
     subs: HashMap<SubId, SubEntry>,
+    /// The last publish name the route's rules mapped. Why: a client publishes to a few
+    /// names over and over, and mapping one builds a new string (matching the templates,
+    /// filling the other side's) for every message. Boxed: a session that never publishes
+    /// carries a pointer.
+    last_publish: Option<Box<PublishName>>,
+}
+
+/// A publish name and what the rules made of it (they are the same for the same name and
+/// use, whatever the session did in between).
+#[derive(Debug)]
+struct PublishName {
+    /// The client's name (a copy: a slice would keep its whole message alive).
+    down: Bytes,
+    use_: Use,
+    up: Bytes,
+    args: Vec<Bytes>,
 }
 
 impl Translator {
@@ -45,6 +61,7 @@ impl Translator {
         Self {
             mapping,
             subs: HashMap::new(),
+            last_publish: None,
         }
     }
 
@@ -138,24 +155,39 @@ impl Translator {
                         params: None,
                     })
                 };
-                let Mapped {
-                    name: up,
-                    args: mut rule_args,
-                    ..
-                } = self
-                    .mapping
-                    .to_upstream(name, None, use_)
-                    .or_else(on_sub)
-                    .ok_or_else(|| {
-                        ErrorInfo::new(
-                            ErrorKind::Untranslatable,
-                            format!("no route for destination {name}"),
-                        )
-                    })?;
+                let cached = self
+                    .last_publish
+                    .as_deref()
+                    .filter(|c| c.down == channel && c.use_ == use_)
+                    .map(|c| (c.up.clone(), c.args.clone()));
+                let (up, mut rule_args) = match cached {
+                    Some(hit) => hit,
+                    None => match self.mapping.to_upstream(name, None, use_) {
+                        Some(m) => {
+                            let up = Bytes::from(m.name);
+                            self.last_publish = Some(Box::new(PublishName {
+                                down: Bytes::copy_from_slice(&channel),
+                                use_,
+                                up: up.clone(),
+                                args: m.args.clone(),
+                            }));
+                            (up, m.args)
+                        }
+                        None => {
+                            let m = on_sub().ok_or_else(|| {
+                                ErrorInfo::new(
+                                    ErrorKind::Untranslatable,
+                                    format!("no route for destination {name}"),
+                                )
+                            })?;
+                            (Bytes::from(m.name), m.args)
+                        }
+                    },
+                };
                 rule_args.extend(args);
                 Ok(ClientOp::Publish {
                     meta,
-                    channel: Bytes::from(up),
+                    channel: up,
                     event,
                     args: rule_args,
                     payload,

@@ -450,3 +450,47 @@ fn a_refused_subscription_leaves_the_table_and_claims_nothing() {
             .all(|e| !matches!(e, BackendEvent::Message { sub: Some(7), .. }))
     );
 }
+
+/// Publishes map from the last mapping of the same name and use, with the rule's arguments,
+/// and a name or use that changes maps afresh: the cache never answers for another name.
+#[test]
+fn repeated_publishes_map_the_same_as_the_first() {
+    let mut t = Translator::new(mapping(&[(
+        "/app/conversation/{id}/typing",
+        "typing_start",
+        &["{id}"],
+    )]));
+    let mut publish = |channel: &'static str, broadcast: bool| {
+        let op = t
+            .down_op(ClientOp::Publish {
+                meta: Vec::new(),
+                channel: Bytes::from(channel),
+                event: None,
+                args: vec![Bytes::from("\"extra\"")],
+                payload: Payload::null(),
+                reply: None,
+                broadcast,
+                sub: None,
+            })
+            .unwrap();
+        let ClientOp::Publish { channel, args, .. } = op else {
+            panic!("{op:?}")
+        };
+        (channel, args)
+    };
+    let typing = |id: &str| {
+        (
+            Bytes::from("typing_start"),
+            vec![Bytes::from(format!("\"{id}\"")), Bytes::from("\"extra\"")],
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(publish("/app/conversation/42/typing", false), typing("42"));
+    }
+    assert_eq!(publish("/app/conversation/7/typing", false), typing("7"));
+    assert_eq!(publish("/app/message_created", false).0, "message_created");
+    assert_eq!(publish("/app/conversation/42/typing", false), typing("42"));
+    // The channel form of a name is a publish to its subscribers, mapped as such.
+    assert_eq!(publish("/topic/news", false).0, "news");
+    assert_eq!(publish("/topic/news", true).0, "news");
+}

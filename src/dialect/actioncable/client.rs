@@ -249,7 +249,7 @@ impl CableClient {
             }
             Some("ping") | Some("welcome") => {}
             Some("confirm_subscription") => {
-                let Some(w) = self.wire_of(m.identifier.as_ref()) else {
+                let Some(w) = self.wire_of(m.identifier().as_ref()) else {
                     return;
                 };
                 if !w.confirmed {
@@ -262,7 +262,7 @@ impl CableClient {
             }
             Some("reject_subscription") => {
                 let Some(canonical) = m
-                    .identifier
+                    .identifier()
                     .as_ref()
                     .and_then(|i| codec::identifier(i).ok())
                     .map(|i| i.canonical)
@@ -306,7 +306,7 @@ impl CableClient {
             }
             Some(_) => {}
             None => {
-                let (Some(identifier), Some(message)) = (m.identifier, m.message) else {
+                let (Some(identifier), Some(message)) = (m.identifier(), m.message) else {
                     return;
                 };
                 let Some(w) = self.wire_of(Some(&identifier)) else {

@@ -30,11 +30,15 @@ pub enum CableError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Msg {
     /// A client command: `subscribe`, `unsubscribe`, `message`.
-    pub command: Option<String>,
+    pub command: Option<Bytes>,
     /// A server protocol message: `welcome`, `ping`, `confirm_subscription`, …
     pub kind: Option<String>,
-    /// The identifier as sent (a JSON object in a string).
-    pub identifier: Option<Bytes>,
+    /// The identifier exactly as it was on the wire: its JSON string token, quotes and
+    /// escapes included (a slice of the message; [`Msg::identifier`] gives its content).
+    /// Why the token: the JS client sends one identifier string, escaped the same way, with
+    /// every command of a subscription, so a subscription is found by it without
+    /// unescaping (an allocation per message) or parsing the JSON inside.
+    pub identifier_token: Option<Bytes>,
     /// A command's `data` (a JSON object in a string), unescaped.
     pub data: Option<Bytes>,
     /// A data message's `message` (raw JSON), or a ping's timestamp.
@@ -43,16 +47,18 @@ pub struct Msg {
     pub reason: Option<String>,
     /// A `disconnect`'s reconnect flag.
     pub reconnect: Option<bool>,
+    /// Payload bytes decoding copied (a `data` string with escapes, unescaped).
+    pub copied: usize,
 }
 
 #[derive(Deserialize)]
 struct Wire<'a> {
-    #[serde(default)]
-    command: Option<String>,
+    #[serde(borrow, default)]
+    command: Option<Cow<'a, str>>,
     #[serde(default, rename = "type")]
     kind: Option<String>,
     #[serde(borrow, default)]
-    identifier: Option<Cow<'a, str>>,
+    identifier: Option<&'a RawValue>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -70,29 +76,45 @@ fn field(src: &Bytes, s: Cow<'_, str>) -> Bytes {
     }
 }
 
+impl Msg {
+    /// The identifier's content (the JSON object in the string), unescaped: a slice of the
+    /// message unless it had escapes.
+    pub fn identifier(&self) -> Option<Bytes> {
+        crate::dialect::json::unescape(self.identifier_token.as_ref()?).map(|(b, _)| b)
+    }
+}
+
 /// Decode one text message.
 pub fn decode(src: &Bytes) -> Result<Msg, CableError> {
     let w: Wire<'_> =
         serde_json::from_slice(src).map_err(|e| CableError::Invalid(e.to_string()))?;
     // `data` is a JSON string holding JSON (a client command's); take its content.
-    let data = match w.data {
-        Some(d) => match serde_json::from_str::<Cow<'_, str>>(d.get()) {
-            Ok(s) => Some(match s {
-                Cow::Borrowed(b) => src.slice_ref(b.as_bytes()),
-                Cow::Owned(o) => Bytes::from(o),
-            }),
-            Err(_) => Some(src.slice_ref(d.get().as_bytes())),
-        },
+    let mut copied = 0;
+    let data = w.data.map(|d| {
+        let raw = src.slice_ref(d.get().as_bytes());
+        match crate::dialect::json::unescape(&raw) {
+            Some((content, n)) => {
+                copied = n;
+                content
+            }
+            // Not a string: the value itself.
+            None => raw,
+        }
+    });
+    let identifier_token = match w.identifier {
+        Some(i) if i.get().starts_with('"') => Some(src.slice_ref(i.get().as_bytes())),
+        Some(_) => return Err(CableError::Invalid("identifier is not a string".into())),
         None => None,
     };
     Ok(Msg {
-        command: w.command,
+        command: w.command.map(|c| field(src, c)),
         kind: w.kind,
-        identifier: w.identifier.map(|i| field(src, i)),
+        identifier_token,
         data,
         message: w.message.map(|m| src.slice_ref(m.get().as_bytes())),
         reason: w.reason,
         reconnect: w.reconnect,
+        copied,
     })
 }
 

@@ -52,6 +52,10 @@ enum State {
 struct Sub {
     /// The identifier as the client sent it (echoed byte for byte).
     identifier: Bytes,
+    /// Its JSON string token on the wire (see [`codec::Msg::identifier_token`]).
+    token: Bytes,
+    /// The channel class name.
+    channel: Bytes,
     canonical: String,
     confirmed: bool,
 }
@@ -64,6 +68,9 @@ pub struct CableServer {
     state: State,
     subs: HashMap<SubId, Sub>,
     by_canonical: HashMap<String, SubId>,
+    /// Subscriptions by the identifier token their `subscribe` carried: a `message` command
+    /// with the same token finds its subscription without the identifier being parsed.
+    by_token: HashMap<Bytes, SubId>,
     next_sub: SubId,
     /// Unix seconds at `started`, and `started`: pings carry the time.
     epoch: (u64, Instant),
@@ -86,6 +93,7 @@ impl CableServer {
             state: State::Connecting,
             subs: HashMap::new(),
             by_canonical: HashMap::new(),
+            by_token: HashMap::new(),
             next_sub: 1,
             epoch: (unix_now, started),
             pings: 0,
@@ -117,28 +125,46 @@ impl CableServer {
     }
 
     fn on_command(&mut self, m: codec::Msg, out: &mut ServerOut) {
-        let Some(identifier) = m.identifier else {
+        if m.copied > 0 {
+            self.copied.one(m.copied);
+        }
+        let Some(token) = &m.identifier_token else {
             // Rails logs a command without an identifier and goes on.
             return;
         };
+        if m.command.as_deref() == Some(b"message") {
+            return self.on_perform(token, &m, out);
+        }
+        let Some(identifier) = m.identifier() else {
+            return;
+        };
         match m.command.as_deref() {
-            Some("subscribe") => self.on_subscribe(identifier, out),
-            Some("unsubscribe") => {
+            Some(b"subscribe") => self.on_subscribe(identifier, token, out),
+            Some(b"unsubscribe") => {
                 let Ok(id) = codec::identifier(&identifier) else {
                     return;
                 };
-                if let Some(sub) = self.by_canonical.remove(&id.canonical) {
-                    self.subs.remove(&sub);
+                if let Some(sub) = self.by_canonical.get(&id.canonical).copied() {
+                    self.forget(sub);
                     out.ops.push(ClientOp::Unsubscribe { sub });
                 }
             }
-            Some("message") => self.on_perform(identifier, m.data, out),
             // Unknown commands are ignored, as Rails does.
             _ => {}
         }
     }
 
-    fn on_subscribe(&mut self, identifier: Bytes, out: &mut ServerOut) {
+    /// Drop a subscription from every table.
+    fn forget(&mut self, sub: SubId) -> Option<Sub> {
+        let s = self.subs.remove(&sub)?;
+        self.by_canonical.remove(&s.canonical);
+        if self.by_token.get(&s.token) == Some(&sub) {
+            self.by_token.remove(&s.token);
+        }
+        Some(s)
+    }
+
+    fn on_subscribe(&mut self, identifier: Bytes, token: &[u8], out: &mut ServerOut) {
         let id = match codec::identifier(&identifier) {
             Ok(id) => id,
             // An identifier that is not JSON with a channel names no channel: rejected.
@@ -168,17 +194,23 @@ impl CableServer {
         let sub = self.next_sub;
         self.next_sub += 1;
         self.by_canonical.insert(id.canonical.clone(), sub);
+        // Copied: a slice would keep the whole subscribe message alive with it.
+        let token = Bytes::copy_from_slice(token);
+        self.by_token.entry(token.clone()).or_insert(sub);
+        let channel = Bytes::from(id.channel);
         self.subs.insert(
             sub,
             Sub {
                 identifier,
+                token,
+                channel: channel.clone(),
                 canonical: id.canonical,
                 confirmed: false,
             },
         );
         out.ops.push(ClientOp::Subscribe {
             sub,
-            channel: Bytes::from(id.channel),
+            channel,
             params: SubParams {
                 data: id.params.map(Payload::json),
                 ..Default::default()
@@ -187,27 +219,38 @@ impl CableServer {
     }
 
     /// `perform(action, data)`: a publish named after the action, on that subscription.
-    fn on_perform(&mut self, identifier: Bytes, data: Option<Bytes>, out: &mut ServerOut) {
-        let Ok(id) = codec::identifier(&identifier) else {
+    /// The subscription is found by the identifier's token as the client sent it, and only
+    /// when that fails by the identifier's canonical form (the same subscription written
+    /// another way).
+    fn on_perform(&mut self, token: &Bytes, m: &codec::Msg, out: &mut ServerOut) {
+        let sub = match self.by_token.get(token) {
+            Some(&sub) => Some(sub),
+            None => m
+                .identifier()
+                .and_then(|i| codec::identifier(&i).ok())
+                .and_then(|id| self.by_canonical.get(&id.canonical).copied()),
+        };
+        // Rails: "Unable to find subscription": logged, nothing sent.
+        let Some((sub, s)) = sub.and_then(|sub| Some((sub, self.subs.get(&sub)?))) else {
             return;
         };
-        let Some(&sub) = self.by_canonical.get(&id.canonical) else {
-            // Rails: "Unable to find subscription": logged, nothing sent.
-            return;
-        };
-        let data = data.unwrap_or_else(|| Bytes::from_static(b"{}"));
+        let data = m.data.clone().unwrap_or_else(|| Bytes::from_static(b"{}"));
         #[derive(serde::Deserialize)]
-        struct Action {
-            #[serde(default)]
-            action: Option<String>,
+        struct Action<'a> {
+            #[serde(borrow, default)]
+            action: Option<std::borrow::Cow<'a, str>>,
         }
-        let action = serde_json::from_slice::<Action>(&data)
+        let action = match serde_json::from_slice::<Action<'_>>(&data)
             .ok()
             .and_then(|a| a.action)
-            .unwrap_or_else(|| "receive".into());
+        {
+            Some(std::borrow::Cow::Borrowed(a)) => data.slice_ref(a.as_bytes()),
+            Some(std::borrow::Cow::Owned(a)) => Bytes::from(a),
+            None => Bytes::from_static(b"receive"),
+        };
         out.ops.push(ClientOp::Publish {
-            channel: Bytes::from(id.channel),
-            event: Some(Bytes::from(action)),
+            channel: s.channel.clone(),
+            event: Some(action),
             args: Vec::new(),
             payload: Payload::json(data),
             meta: Vec::new(),
@@ -295,8 +338,7 @@ impl ServerRole for CableServer {
                 }
             }
             BackendEvent::SubscribeFailed { sub, .. } | BackendEvent::Unsubscribed { sub, .. } => {
-                if let Some(s) = self.subs.remove(&sub) {
-                    self.by_canonical.remove(&s.canonical);
+                if let Some(s) = self.forget(sub) {
                     let answer = codec::subscription_answer(&s.identifier, "reject_subscription");
                     Self::text(out, answer);
                 }

@@ -386,3 +386,50 @@ fn string_chunks_find_every_special_byte() {
         }
     }
 }
+
+/// `unescape` against serde_json on every kind of escape, at every position: the same
+/// content, a slice when nothing was escaped, refused exactly when serde_json refuses.
+#[test]
+fn unescape_agrees_with_serde_json() {
+    let pieces: [&str; 14] = [
+        "a",
+        "é",
+        "\\\"",
+        "\\\\",
+        "\\/",
+        "\\b",
+        "\\f",
+        "\\n",
+        "\\r",
+        "\\t",
+        "\\u00e9",
+        "\\u20ac",
+        "\\ud83d\\ude00",
+        "\\u0000",
+    ];
+    let bad = ["\\x", "\\u12", "\\ud83d", "\\ude00", "\\ud83d\\u0041", "\\"];
+    for a in pieces.iter().chain(&bad) {
+        for b in pieces.iter().chain(&bad) {
+            for pad in ["", "abcdefghijk"] {
+                let token = format!("\"{pad}{a}{pad}{b}{pad}\"");
+                let raw = Bytes::from(token.clone());
+                let want = serde_json::from_str::<String>(&token).ok();
+                let got = unescape(&raw);
+                assert_eq!(
+                    got.as_ref().map(|(s, _)| &s[..]),
+                    want.as_ref().map(|s| s.as_bytes()),
+                    "{token}"
+                );
+                if let Some((s, copied)) = got {
+                    let escaped = token.contains('\\');
+                    assert_eq!(copied, if escaped { s.len() } else { 0 }, "{token}");
+                    if !escaped {
+                        assert_eq!(s.as_ptr(), raw[1..].as_ptr(), "{token}: a slice");
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(unescape(&Bytes::from_static(b"abc")), None);
+    assert_eq!(unescape(&Bytes::from_static(b"\"")), None);
+}

@@ -90,12 +90,7 @@ pub fn data_json(raw: &Bytes) -> Result<(Bytes, usize), String> {
         return Ok((raw.clone(), 0));
     }
     // No escapes: the string's content is a slice (between the quotes).
-    if let Ok(b) = serde_json::from_slice::<&str>(raw) {
-        return Ok((raw.slice_ref(b.as_bytes()), 0));
-    }
-    let s: String = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
-    let n = s.len();
-    Ok((Bytes::from(s), n))
+    crate::dialect::json::unescape(raw).ok_or_else(|| "invalid JSON string".to_owned())
 }
 
 /// What a subscriber's `data` means as a payload: JSON when the string holds JSON (as

@@ -184,8 +184,10 @@ impl ScClient {
             return self.fail_channel(&channel, &e, out);
         };
         let data = data.map(|d| codec::payload_json(&d, &mut self.copied));
-        let body = codec::channel_body(&channel, data.as_deref());
-        Self::text(out, codec::event(b"#subscribe", Some(&body), Some(cid)));
+        Self::text(
+            out,
+            codec::channel_event(b"#subscribe", &channel, data.as_deref(), Some(cid)),
+        );
     }
 
     /// Whether a `#subscribe` for `channel` is still waiting for its answer.
@@ -232,8 +234,7 @@ impl ScClient {
             None => None,
         };
         let msg = if broadcast {
-            let body = codec::channel_body(&channel, Some(&data));
-            codec::event(b"#publish", Some(&body), cid)
+            codec::channel_event(b"#publish", &channel, Some(&data), cid)
         } else {
             codec::event(&channel, Some(&data), cid)
         };
@@ -549,6 +550,7 @@ impl ClientRole for ScClient {
                 Self::text(out, Bytes::from_static(v.pong()));
             }
             Ok(Decoded::Pong(_)) => {}
+            Ok(Decoded::Packet(p)) => self.on_packet(p, now, out),
             Ok(Decoded::Packets(ps)) => {
                 for p in ps {
                     self.on_packet(p, now, out);

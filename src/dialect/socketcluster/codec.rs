@@ -73,7 +73,9 @@ pub enum Decoded {
     Ping(Version),
     /// `#2` (v1) or an empty message (v2, the same frame as a ping: the side tells).
     Pong(Version),
-    /// One packet, or a batch.
+    /// One packet (no vector: nearly every message is one).
+    Packet(Packet),
+    /// A batch.
     Packets(Vec<Packet>),
 }
 
@@ -122,16 +124,58 @@ pub fn decode(src: &Bytes, server: bool) -> Result<Decoded, ScError> {
         ));
     }
     let w: Wire<'_> = serde_json::from_slice(src).map_err(|e| ScError::Invalid(e.to_string()))?;
-    Ok(Decoded::Packets(vec![packet(src, w)]))
+    Ok(Decoded::Packet(packet(src, w)))
 }
 
 /// `{"event":..,"data":..,"cid":..}` (no `data` when `None`, no `cid` when `None`).
 pub fn event(name: &[u8], data: Option<&[u8]>, cid: Option<u64>) -> Bytes {
+    write_event(name, data.map(Body::Raw), cid)
+}
+
+/// `{"event":..,"data":{"channel":..,"data":..},"cid":..}`: a channel's call (`#subscribe`,
+/// `#publish`) with its body written into the same buffer, not built apart and copied in.
+pub fn channel_event(name: &[u8], channel: &[u8], data: Option<&[u8]>, cid: Option<u64>) -> Bytes {
+    write_event(name, Some(Body::Channel(channel, data)), cid)
+}
+
+/// An event's `data`: raw JSON, or a channel body.
+enum Body<'a> {
+    Raw(&'a [u8]),
+    Channel(&'a [u8], Option<&'a [u8]>),
+}
+
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Raw(d) => d.len(),
+            Body::Channel(channel, data) => {
+                12 + json_string_len(channel) + data.map_or(0, |d| 8 + d.len())
+            }
+        }
+    }
+
+    fn put(&self, out: &mut BytesMut) {
+        match self {
+            Body::Raw(d) => out.extend_from_slice(d),
+            Body::Channel(channel, data) => {
+                out.extend_from_slice(b"{\"channel\":");
+                put_json_string(out, channel);
+                if let Some(d) = data {
+                    out.extend_from_slice(b",\"data\":");
+                    out.extend_from_slice(d);
+                }
+                out.put_u8(b'}');
+            }
+        }
+    }
+}
+
+fn write_event(name: &[u8], data: Option<Body<'_>>, cid: Option<u64>) -> Bytes {
     let mut digits = [0u8; 20];
     let cid_s = cid.map(|c| decimal(c, &mut digits));
     let len = 9
         + json_string_len(name)
-        + data.map_or(0, |d| 8 + d.len())
+        + data.as_ref().map_or(0, |d| 8 + d.len())
         + cid_s.map_or(0, |c| 7 + c.len())
         + 1;
     let mut out = BytesMut::with_capacity(len);
@@ -139,7 +183,7 @@ pub fn event(name: &[u8], data: Option<&[u8]>, cid: Option<u64>) -> Bytes {
     put_json_string(&mut out, name);
     if let Some(d) = data {
         out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(d);
+        d.put(&mut out);
     }
     if let Some(c) = cid_s {
         out.extend_from_slice(b",\"cid\":");
@@ -243,21 +287,6 @@ pub fn channel_of(raw: &Bytes) -> Option<(Bytes, Option<Bytes>)> {
     serde_json::from_slice::<Cow<'_, str>>(raw)
         .ok()
         .map(|s| (Bytes::from(s.into_owned()), None))
-}
-
-/// `{"channel":..,"data":..}` (`data` omitted when `None`).
-pub fn channel_body(channel: &[u8], data: Option<&[u8]>) -> Bytes {
-    let len = 12 + json_string_len(channel) + data.map_or(0, |d| 8 + d.len());
-    let mut out = BytesMut::with_capacity(len);
-    out.extend_from_slice(b"{\"channel\":");
-    put_json_string(&mut out, channel);
-    if let Some(d) = data {
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(d);
-    }
-    out.put_u8(b'}');
-    debug_assert_eq!(out.len(), len, "length computed exactly");
-    out.freeze()
 }
 
 /// `{"channel":..,"message":..}`, a `#kickOut` body.

@@ -422,8 +422,10 @@ impl ScServer {
         let data = codec::payload_json(&p, &mut self.copied);
         match sub.and_then(|s| self.subs.get(&s)) {
             Some(ch) => {
-                let body = codec::channel_body(ch, Some(&data));
-                Self::text(out, codec::event(b"#publish", Some(&body), None));
+                Self::text(
+                    out,
+                    codec::channel_event(b"#publish", ch, Some(&data), None),
+                );
             }
             // An emit of the backend's own: the client hears it as an event, and answers it
             // when the backend asked.
@@ -509,6 +511,7 @@ impl ServerRole for ScServer {
             Ok(Decoded::Pong(_)) => {}
             // A client does not ping; an empty message from one is a pong (v2).
             Ok(Decoded::Ping(_)) => {}
+            Ok(Decoded::Packet(p)) => self.on_packet(p, out),
             Ok(Decoded::Packets(ps)) => {
                 for p in ps {
                     self.on_packet(p, out);

@@ -7,10 +7,18 @@ fn b(s: &str) -> Bytes {
 #[test]
 fn decodes_client_commands_and_their_json_strings() {
     let m = decode(&b(r#"{"command":"message","identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":7}","data":"{\"action\":\"sendMessage\",\"body\":\"hi\"}"}"#)).unwrap();
-    assert_eq!(m.command.as_deref(), Some("message"));
+    assert_eq!(m.command.as_deref(), Some(&b"message"[..]));
     assert_eq!(
-        m.identifier.as_deref(),
+        m.identifier().as_deref(),
         Some(&br#"{"channel":"Chats::RoomChannel","id":7}"#[..])
+    );
+    assert_eq!(
+        m.identifier_token.as_deref(),
+        Some(&br#""{\"channel\":\"Chats::RoomChannel\",\"id\":7}""#[..])
+    );
+    assert!(
+        decode(&b(r#"{"command":"message","identifier":{"channel":"X"}}"#)).is_err(),
+        "an identifier that is not a string is refused"
     );
     assert_eq!(
         m.data.as_deref(),

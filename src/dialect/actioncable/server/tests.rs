@@ -140,6 +140,54 @@ fn subscriptions_confirm_with_the_clients_own_identifier() {
     assert_eq!(out.ops, vec![ClientOp::Unsubscribe { sub }]);
 }
 
+/// A `message` with the subscription's own identifier string is found by that string; one
+/// written another way (keys reordered, the id a string) by the identifier's canonical form;
+/// after the unsubscribe, neither finds anything.
+#[test]
+fn actions_find_their_subscription_however_the_identifier_is_written() {
+    let mut r = open();
+    let out = feed(&mut r, ROOM);
+    let [ClientOp::Subscribe { sub, .. }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    let sub = *sub;
+    let perform = |identifier: &str| {
+        format!(
+            r#"{{"command":"message","identifier":"{identifier}","data":"{{\"action\":\"speak\",\"x\":1}}"}}"#
+        )
+    };
+    let same = r#"{\"channel\":\"Chats::RoomChannel\",\"id\":7}"#;
+    let reordered = r#"{\"id\":\"7\",\"channel\":\"Chats::RoomChannel\"}"#;
+    for identifier in [same, reordered] {
+        let out = feed(&mut r, &perform(identifier));
+        let [
+            ClientOp::Publish {
+                channel,
+                event,
+                payload,
+                sub: Some(s),
+                ..
+            },
+        ] = out.ops.as_slice()
+        else {
+            panic!("{identifier}: {:?}", out.ops)
+        };
+        assert_eq!(channel, "Chats::RoomChannel");
+        assert_eq!(event.as_deref(), Some(&b"speak"[..]));
+        assert_eq!(payload.data, r#"{"action":"speak","x":1}"#);
+        assert_eq!(*s, sub);
+    }
+    let out = feed(
+        &mut r,
+        &format!(r#"{{"command":"unsubscribe","identifier":"{reordered}"}}"#),
+    );
+    assert_eq!(out.ops, vec![ClientOp::Unsubscribe { sub }]);
+    for identifier in [same, reordered] {
+        let out = feed(&mut r, &perform(identifier));
+        assert!(out.ops.is_empty(), "{identifier}: {:?}", out.ops);
+    }
+}
+
 #[test]
 fn rejections_and_bad_commands() {
     let mut r = open();

@@ -17,25 +17,25 @@ fn pings_by_version_and_side() {
 #[test]
 fn decodes_packets_as_slices() {
     let src = b(r##"{"event":"#handshake","data":{"authToken":null},"cid":1}"##);
-    let Decoded::Packets(p) = decode(&src, true).unwrap() else {
+    let Decoded::Packet(p) = decode(&src, true).unwrap() else {
         panic!()
     };
-    assert_eq!(p[0].event.as_deref(), Some(&b"#handshake"[..]));
-    assert_eq!(p[0].data.as_deref(), Some(&br##"{"authToken":null}"##[..]));
-    assert_eq!(p[0].cid, Some(1));
+    assert_eq!(p.event.as_deref(), Some(&b"#handshake"[..]));
+    assert_eq!(p.data.as_deref(), Some(&br##"{"authToken":null}"##[..]));
+    assert_eq!(p.cid, Some(1));
     assert!(
         src.as_ptr_range()
-            .contains(&p[0].data.as_ref().unwrap().as_ptr())
+            .contains(&p.data.as_ref().unwrap().as_ptr())
     );
     let d = decode(
         &b(r##"{"rid":7,"error":{"name":"E","message":"m"}}"##),
         false,
     )
     .unwrap();
-    let Decoded::Packets(p) = d else { panic!() };
-    assert_eq!(p[0].rid, Some(7));
+    let Decoded::Packet(p) = d else { panic!() };
+    assert_eq!(p.rid, Some(7));
     assert_eq!(
-        error_fields(p[0].error.as_ref().unwrap()),
+        error_fields(p.error.as_ref().unwrap()),
         ("E".into(), "m".into())
     );
 }
@@ -70,12 +70,12 @@ fn encodes_golden_frames() {
         r##"{"event":"#handshake","data":{"authToken":"t"},"cid":1}"##
     );
     assert_eq!(
-        event(
-            b"#publish",
-            Some(&channel_body(b"news", Some(br##"{"id":17}"##))),
-            None
-        ),
+        channel_event(b"#publish", b"news", Some(br##"{"id":17}"##), None),
         r##"{"event":"#publish","data":{"channel":"news","data":{"id":17}}}"##
+    );
+    assert_eq!(
+        channel_event(b"#subscribe", b"a\"b", None, Some(3)),
+        r##"{"event":"#subscribe","data":{"channel":"a\"b"},"cid":3}"##
     );
     assert_eq!(
         event(b"#removeAuthToken", None, None),
