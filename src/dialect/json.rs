@@ -427,6 +427,28 @@ pub(crate) fn unescape(raw: &Bytes) -> Option<(Bytes, usize)> {
     Some((Bytes::from(out), len))
 }
 
+/// An optional string field of a serde struct, kept there as its raw token
+/// (`Option<&RawValue>`), as its content: a slice of `src` unless it had escapes. Why not
+/// `Option<Cow<str>>`: serde borrows a `Cow` field only when it is not in an `Option`, and
+/// otherwise allocates a `String` for every message. `Err` for a value that is not a
+/// string (the type error serde would have raised).
+pub(crate) fn string_field(
+    src: &Bytes,
+    raw: Option<&serde_json::value::RawValue>,
+) -> Result<Option<Bytes>, NotString> {
+    raw.map(|r| {
+        unescape(&src.slice_ref(r.get().as_bytes()))
+            .map(|(b, _)| b)
+            .ok_or(NotString)
+    })
+    .transpose()
+}
+
+/// A field that had to be a JSON string was another value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expected a JSON string")]
+pub struct NotString;
+
 /// The escape whose backslash is at `i`: the character it stands for and the index after it.
 fn unescape_one(b: &[u8], i: usize) -> Option<(char, usize)> {
     let simple = |c: u8| Some((char::from(c), i + 2));

@@ -54,7 +54,7 @@ pub struct Msg {
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(borrow, default)]
-    command: Option<Cow<'a, str>>,
+    command: Option<&'a RawValue>,
     #[serde(default, rename = "type")]
     kind: Option<String>,
     #[serde(borrow, default)]
@@ -67,13 +67,6 @@ struct Wire<'a> {
     reason: Option<String>,
     #[serde(default)]
     reconnect: Option<bool>,
-}
-
-fn field(src: &Bytes, s: Cow<'_, str>) -> Bytes {
-    match s {
-        Cow::Borrowed(b) => src.slice_ref(b.as_bytes()),
-        Cow::Owned(o) => Bytes::from(o),
-    }
 }
 
 impl Msg {
@@ -107,7 +100,8 @@ pub fn decode(src: &Bytes) -> Result<Msg, CableError> {
         None => None,
     };
     Ok(Msg {
-        command: w.command.map(|c| field(src, c)),
+        command: crate::dialect::json::string_field(src, w.command)
+            .map_err(|_| CableError::Invalid("command is not a string".into()))?,
         kind: w.kind,
         identifier_token,
         data,

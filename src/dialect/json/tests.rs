@@ -433,3 +433,32 @@ fn unescape_agrees_with_serde_json() {
     assert_eq!(unescape(&Bytes::from_static(b"abc")), None);
     assert_eq!(unescape(&Bytes::from_static(b"\"")), None);
 }
+
+/// A string field kept raw comes out as a slice when it has no escapes, unescaped when it
+/// has, and refused when it is not a string.
+#[test]
+fn string_fields_borrow_unless_escaped() {
+    #[derive(serde::Deserialize)]
+    struct W<'a> {
+        #[serde(borrow, default)]
+        s: Option<&'a serde_json::value::RawValue>,
+    }
+    let field = |json: &'static str| {
+        let src = Bytes::from_static(json.as_bytes());
+        let w: W<'_> = serde_json::from_slice(&src).unwrap();
+        string_field(&src, w.s)
+            .map(|b| b.map(|b| (b.clone(), src.as_ptr_range().contains(&b.as_ptr()))))
+    };
+    assert_eq!(
+        field(r#"{"s":"abc"}"#),
+        Ok(Some((Bytes::from("abc"), true)))
+    );
+    assert_eq!(
+        field(r#"{"s":"a\"c"}"#),
+        Ok(Some((Bytes::from("a\"c"), false)))
+    );
+    assert_eq!(field(r#"{}"#), Ok(None));
+    assert_eq!(field(r#"{"s":null}"#), Ok(None));
+    assert_eq!(field(r#"{"s":5}"#), Err(NotString));
+    assert_eq!(field(r#"{"s":{"a":1}}"#), Err(NotString));
+}

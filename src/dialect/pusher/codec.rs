@@ -55,7 +55,7 @@ struct Wire<'a> {
     #[serde(borrow)]
     event: Cow<'a, str>,
     #[serde(borrow, default)]
-    channel: Option<Cow<'a, str>>,
+    channel: Option<&'a RawValue>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -76,7 +76,8 @@ pub fn decode(src: &Bytes) -> Result<Msg, PusherError> {
         serde_json::from_slice(src).map_err(|e| PusherError::Envelope(e.to_string()))?;
     Ok(Msg {
         event: field(src, w.event),
-        channel: w.channel.map(|c| field(src, c)),
+        channel: crate::dialect::json::string_field(src, w.channel)
+            .map_err(|_| PusherError::Envelope("channel is not a string".into()))?,
         data: w.data.map(|d| src.slice_ref(d.get().as_bytes())),
         user_id: w.user_id.map(|u| src.slice_ref(u.get().as_bytes())),
     })

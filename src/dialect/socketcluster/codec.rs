@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::dialect::json::{decimal, json_string_len, put_json_string};
+use crate::dialect::json::{decimal, json_string_len, put_json_string, string_field};
 
 /// The protocol version a leg speaks (not negotiated: both ends must agree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub enum Decoded {
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(borrow, default)]
-    event: Option<Cow<'a, str>>,
+    event: Option<&'a RawValue>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
     #[serde(default)]
@@ -93,17 +93,15 @@ struct Wire<'a> {
     error: Option<&'a RawValue>,
 }
 
-fn packet(src: &Bytes, w: Wire<'_>) -> Packet {
-    Packet {
-        event: w.event.map(|e| match e {
-            Cow::Borrowed(b) => src.slice_ref(b.as_bytes()),
-            Cow::Owned(o) => Bytes::from(o),
-        }),
+fn packet(src: &Bytes, w: Wire<'_>) -> Result<Packet, ScError> {
+    Ok(Packet {
+        event: string_field(src, w.event)
+            .map_err(|_| ScError::Invalid("event is not a string".into()))?,
         data: w.data.map(|d| src.slice_ref(d.get().as_bytes())),
         cid: w.cid,
         rid: w.rid,
         error: w.error.map(|e| src.slice_ref(e.get().as_bytes())),
-    }
+    })
 }
 
 /// Decode one text message. `server` says which side reads it: an empty message is a ping
@@ -120,11 +118,14 @@ pub fn decode(src: &Bytes, server: bool) -> Result<Decoded, ScError> {
         let batch: Vec<Wire<'_>> =
             serde_json::from_slice(src).map_err(|e| ScError::Invalid(e.to_string()))?;
         return Ok(Decoded::Packets(
-            batch.into_iter().map(|w| packet(src, w)).collect(),
+            batch
+                .into_iter()
+                .map(|w| packet(src, w))
+                .collect::<Result<_, _>>()?,
         ));
     }
     let w: Wire<'_> = serde_json::from_slice(src).map_err(|e| ScError::Invalid(e.to_string()))?;
-    Ok(Decoded::Packet(packet(src, w)))
+    Ok(Decoded::Packet(packet(src, w)?))
 }
 
 /// `{"event":..,"data":..,"cid":..}` (no `data` when `None`, no `cid` when `None`).

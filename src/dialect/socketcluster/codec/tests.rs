@@ -113,3 +113,21 @@ fn channel_bodies() {
         ("Error".into(), r##"{"urn":1}"##.into())
     );
 }
+
+#[test]
+fn events_are_strings_sliced_unless_escaped() {
+    let src = b(r##"{"event":"#publish","data":1}"##);
+    let Decoded::Packet(p) = decode(&src, true).unwrap() else {
+        panic!()
+    };
+    assert!(
+        src.as_ptr_range()
+            .contains(&p.event.as_ref().unwrap().as_ptr())
+    );
+    let Decoded::Packet(p) = decode(&b(r##"{"event":"a\"b"}"##), true).unwrap() else {
+        panic!()
+    };
+    assert_eq!(p.event.as_deref(), Some(&b"a\"b"[..]));
+    assert!(decode(&b(r##"{"event":5,"data":1}"##), true).is_err());
+    assert!(decode(&b(r##"[{"event":"a"},{"event":[]}]"##), true).is_err());
+}
