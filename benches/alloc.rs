@@ -143,6 +143,19 @@ fn measure(
     );
 }
 
+/// Both directions of one route: `msgs.0` from the client down, `msgs.1` from the backend
+/// up, named `names`.
+fn both_ways(
+    names: [&str; 2],
+    server: &mut dyn ServerRole,
+    client: &mut dyn ClientRole,
+    t: &mut Translator,
+    msgs: (&Bytes, &Bytes),
+) {
+    measure(names[0], server, client, |s, c, b| down(s, t, c, msgs.0, b));
+    measure(names[1], server, client, |s, c, b| up(c, t, s, msgs.1, b));
+}
+
 fn translator(server: &'static Spec, client: &'static Spec, rules: &[MapRule]) -> Translator {
     Translator::new(Mapping::new(rules, server, client).unwrap())
 }
@@ -226,17 +239,15 @@ fn stomp_socketio() {
         BODY.len()
     ));
     let packet = Bytes::from(format!(r#"42["message_created",{BODY}]"#));
-    measure(
-        "stomp SEND -> socketio emit",
+    both_ways(
+        [
+            "stomp SEND -> socketio emit",
+            "socketio event -> stomp MESSAGE",
+        ],
         &mut server,
         &mut client,
-        |s, c, b| down(s, &mut t, c, &send, b),
-    );
-    measure(
-        "socketio event -> stomp MESSAGE",
-        &mut server,
-        &mut client,
-        |s, c, b| up(c, &mut t, s, &packet, b),
+        &mut t,
+        (&send, &packet),
     );
 }
 
@@ -298,17 +309,15 @@ fn socketio_socketio() {
         &mut b,
     );
     let emit = Bytes::from(format!(r#"42["message_created",{BODY}]"#));
-    measure(
-        "socketio emit -> socketio emit",
+    both_ways(
+        [
+            "socketio emit -> socketio emit",
+            "socketio event -> socketio event",
+        ],
         &mut server,
         &mut client,
-        |s, c, b| down(s, &mut t, c, &emit, b),
-    );
-    measure(
-        "socketio event -> socketio event",
-        &mut server,
-        &mut client,
-        |s, c, b| up(c, &mut t, s, &emit, b),
+        &mut t,
+        (&emit, &emit),
     );
 }
 
@@ -352,17 +361,15 @@ fn pusher_socketio() {
         r#"{{"event":"client-message","channel":"private-chat","data":{BODY}}}"#
     ));
     let packet = Bytes::from(format!(r#"42["private-chat",{BODY}]"#));
-    measure(
-        "pusher client event -> socketio emit",
+    both_ways(
+        [
+            "pusher client event -> socketio emit",
+            "socketio event -> pusher event",
+        ],
         &mut server,
         &mut client,
-        |s, c, b| down(s, &mut t, c, &client_event, b),
-    );
-    measure(
-        "socketio event -> pusher event",
-        &mut server,
-        &mut client,
-        |s, c, b| up(c, &mut t, s, &packet, b),
+        &mut t,
+        (&client_event, &packet),
     );
 }
 
@@ -406,17 +413,15 @@ fn socketcluster_socketio() {
         r##"{{"event":"#publish","data":{{"channel":"message_created","data":{BODY}}}}}"##
     ));
     let packet = Bytes::from(format!(r#"42["message_created",{BODY}]"#));
-    measure(
-        "socketcluster #publish -> socketio emit",
+    both_ways(
+        [
+            "socketcluster #publish -> socketio emit",
+            "socketio event -> socketcluster #publish",
+        ],
         &mut server,
         &mut client,
-        |s, c, b| down(s, &mut t, c, &publish, b),
-    );
-    measure(
-        "socketio event -> socketcluster #publish",
-        &mut server,
-        &mut client,
-        |s, c, b| up(c, &mut t, s, &packet, b),
+        &mut t,
+        (&publish, &packet),
     );
 }
 
@@ -453,17 +458,15 @@ fn actioncable_socketio() {
         r#"{{"command":"message","identifier":"{identifier}","data":"{action}"}}"#
     ));
     let packet = Bytes::from(format!(r#"42["ChatChannel",{BODY}]"#));
-    measure(
-        "actioncable perform -> socketio emit",
+    both_ways(
+        [
+            "actioncable perform -> socketio emit",
+            "socketio event -> actioncable broadcast",
+        ],
         &mut server,
         &mut client,
-        |s, c, b| down(s, &mut t, c, &perform, b),
-    );
-    measure(
-        "socketio event -> actioncable broadcast",
-        &mut server,
-        &mut client,
-        |s, c, b| up(c, &mut t, s, &packet, b),
+        &mut t,
+        (&perform, &packet),
     );
 }
 
