@@ -11,7 +11,11 @@ use switchboard::dialect::{Handshake, ServerOut, ServerRole, WsMsg};
 fuzz_target!(|data: &[u8]| {
     let bytes = Bytes::copy_from_slice(data);
     if let Ok(m) = codec::decode(&bytes) {
-        if let Some(id) = m.identifier.as_ref().and_then(|i| codec::identifier(i).ok()) {
+        if let Some(id) = m
+            .identifier()
+            .as_ref()
+            .and_then(|i| codec::identifier(i).ok())
+        {
             let rebuilt = codec::build_identifier(id.channel.as_bytes(), id.params.as_deref())
                 .expect("a parsed identifier rebuilds");
             let again = codec::identifier(rebuilt.as_bytes()).expect("and parses again");

@@ -39,7 +39,8 @@ fuzz_target!(|data: &[u8]| {
             version,
             ..Default::default()
         };
-        let mut role = server::ScServer::new(settings, &Handshake::default(), "x".into(), Instant::now());
+        let mut role =
+            server::ScServer::new(settings, &Handshake::default(), "x".into(), Instant::now());
         let mut out = ServerOut::default();
         role.on_client(
             WsMsg::Text(Bytes::from_static(br##"{"event":"#handshake","cid":1}"##)),
