@@ -285,9 +285,7 @@ pub fn channel_of(raw: &Bytes) -> Option<(Bytes, Option<Bytes>)> {
             .map(|d| raw.slice_ref(d.get().as_bytes()));
         return Some((slice(c.channel), data));
     }
-    serde_json::from_slice::<Cow<'_, str>>(raw)
-        .ok()
-        .map(|s| (Bytes::from(s.into_owned()), None))
+    crate::dialect::json::unescape(raw).map(|(s, _)| (s, None))
 }
 
 /// `{"channel":..,"message":..}`, a `#kickOut` body.
