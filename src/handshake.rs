@@ -22,7 +22,6 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::dialect::{Dial, Handshake};
 use crate::metrics as m;
 use crate::session::{self, RouteCtx, Session};
+use crate::websocket::Frames;
 
 /// A transport of a dialect's own in front of its sessions (Engine.IO's long-polling and
 /// upgrade): it takes every HTTP request on the route's path.
@@ -145,10 +145,13 @@ pub struct Upgrader {
     permit: Arc<OwnedSemaphorePermit>,
 }
 
+/// A client's WebSocket once upgraded: framed by Switchboard's own [`Frames`].
+pub type ClientSocket = Frames<TokioIo<hyper::upgrade::Upgraded>>;
+
 /// What a finished upgrade hands over: the WebSocket and the request's facts.
 pub struct Upgraded {
     /// The WebSocket, server side.
-    pub ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    pub ws: ClientSocket,
     /// The upgrade request as the server role sees it.
     pub handshake: Handshake,
 }
@@ -253,12 +256,7 @@ impl Upgrader {
                 }
             };
             let config = client_ws_config(&ctx);
-            let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            )
-            .await;
+            let ws = Frames::new(TokioIo::new(upgraded), Role::Server, &config);
             let up = Upgraded { ws, handshake };
             match custom {
                 Some(start) => start(up, ctx, shutdown).await,

@@ -39,6 +39,7 @@ pub mod template;
 pub mod tls;
 pub mod translate;
 pub mod upstream;
+pub mod websocket;
 pub mod workers;
 
 /// Run the proxy with `config` until SIGTERM/SIGINT, then drain. Without a file to re-read,

@@ -12,23 +12,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use url::Url;
 
 use crate::dialect::{AuthRequest, Dial, Spec};
 use crate::metrics as m;
+use crate::websocket::Frames;
 
 /// Any byte stream a WebSocket can run over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// A WebSocket over a boxed stream (plain TCP or TLS).
-pub type Ws = WebSocketStream<Box<dyn Io>>;
+/// A WebSocket to a backend: hyper's client does the upgrade (over plain TCP or TLS), and
+/// Switchboard's own [`Frames`] take the connection from there, with whatever bytes the
+/// backend sent right behind its `101` (hyper's upgraded connection replays them first).
+pub type Ws = Frames<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Why an upstream could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -235,11 +239,12 @@ impl Dialer {
                 req.headers_mut().insert(name, v);
             }
         }
-        let (ws, _resp) =
-            tokio_tungstenite::client_async_with_config(req, io, Some(self.ws_config))
-                .await
-                .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
-        Ok(ws)
+        let upgraded = upgrade(io, req, self.spec.requests).await?;
+        Ok(Frames::new(
+            TokioIo::new(upgraded),
+            Role::Client,
+            &self.ws_config,
+        ))
     }
 }
 
@@ -347,15 +352,91 @@ fn failure_reason(e: &UpstreamError) -> &'static str {
 
 /// The WebSocket settings of one leg, client or upstream: the message limit (checked from
 /// the frame header, before buffering), the read buffer (allocated per socket when it opens)
-/// and the write buffer (what is gathered before a write; the cap on it stays tungstenite's
-/// unbounded default because the session's queue already bounds what reaches it: at most
-/// this plus one message).
+/// and the write buffer (what is gathered before a write; nothing caps it beyond that
+/// because the session's queue already bounds what reaches it: at most this plus what one
+/// flush of the queue encodes).
 pub fn ws_config(max_message: usize, read_buffer: usize, write_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
         .read_buffer_size(read_buffer)
         .write_buffer_size(write_buffer)
+}
+
+/// The WebSocket upgrade of `req` (as tungstenite builds a client request: key, version,
+/// `Host`) over `io`, by hyper's HTTP/1.1 client; the answer checked as RFC 6455 §4.1 asks.
+fn upgrade(
+    io: Box<dyn Io>,
+    req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    offered: &'static [&'static str],
+) -> futures_util::future::BoxFuture<'static, Result<hyper::upgrade::Upgraded, UpstreamError>> {
+    Box::pin(async move {
+        let fail = |e: String| UpstreamError::Handshake(e);
+        let (mut parts, ()) = req.into_parts();
+        let accept = parts
+            .headers
+            .get("Sec-WebSocket-Key")
+            .map(|k| derive_accept_key(k.as_bytes()))
+            .ok_or_else(|| fail("no Sec-WebSocket-Key".into()))?;
+        // The request line carries the path, not the absolute URL tungstenite keeps.
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| fail(e.to_string()))?;
+        let req = hyper::Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        // Driven apart until it hands its socket to the upgrade (it ends once it has read the
+        // 101, or with the connection); aborted with this future (a backend that never answers,
+        // the connect timeout).
+        let conn = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn.with_upgrades()));
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        check_answer(&resp, &accept, offered).map_err(fail)?;
+        let upgraded = hyper::upgrade::on(resp).await;
+        drop(conn);
+        upgraded.map_err(|e| fail(e.to_string()))
+    })
+}
+
+/// Whether a backend's answer to the upgrade accepts it: `101`, `Upgrade: websocket`,
+/// `Connection: upgrade`, the accept key for our key, and a subprotocol among those offered
+/// (one when any was offered).
+fn check_answer<B>(
+    resp: &hyper::Response<B>,
+    accept: &str,
+    offered: &[&str],
+) -> Result<(), String> {
+    use hyper::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+    let status = resp.status();
+    if status != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(format!("HTTP error: {status}"));
+    }
+    let h = resp.headers();
+    let text = |name| h.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if !text(UPGRADE).is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket")) {
+        return Err("no `Upgrade: websocket` in the answer".into());
+    }
+    if !text(CONNECTION).is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    }) {
+        return Err("no `Connection: upgrade` in the answer".into());
+    }
+    if text(SEC_WEBSOCKET_ACCEPT) != Some(accept) {
+        return Err("Sec-WebSocket-Accept does not match the key".into());
+    }
+    match (text(SEC_WEBSOCKET_PROTOCOL), offered.is_empty()) {
+        (None, true) => Ok(()),
+        (None, false) => Err("the backend chose no subprotocol of those offered".into()),
+        (Some(p), _) if offered.iter().any(|o| o.eq_ignore_ascii_case(p.trim())) => Ok(()),
+        (Some(p), _) => Err(format!("the backend chose subprotocol {p:?}, not offered")),
+    }
 }
 
 #[cfg(test)]
@@ -407,5 +488,115 @@ mod tests {
         let u = session_url(&base, &dial);
         assert_eq!(u.path(), "/app/k1");
         assert!(u.query().unwrap_or_default().ends_with("&token=a+b"));
+    }
+
+    /// A raw backend: reads the upgrade request, answers `101` and, in the same write, a
+    /// first text frame (as Engine.IO's `open` often arrives).
+    async fn raw_backend(protocol: Option<&'static str>, status: &'static str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = Vec::new();
+            while !req.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                req.push(b[0]);
+            }
+            let req = String::from_utf8(req).unwrap();
+            let line = req.lines().next().unwrap_or_default();
+            assert!(
+                line.starts_with("GET /ws") && line.ends_with(" HTTP/1.1"),
+                "{req}"
+            );
+            assert!(line.contains("x=1"), "{req}");
+            let key = req
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("sec-websocket-key: ")
+                        .or(l.strip_prefix("Sec-WebSocket-Key: "))
+                })
+                .unwrap();
+            let mut answer = format!(
+                "HTTP/1.1 {status}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+                derive_accept_key(key.trim().as_bytes())
+            );
+            if let Some(p) = protocol {
+                answer.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+            }
+            answer.push_str("\r\n");
+            let mut bytes = answer.into_bytes();
+            bytes.extend_from_slice(&[0x81, 5]);
+            bytes.extend_from_slice(b"hello");
+            s.write_all(&bytes).await.unwrap();
+            // Held open until the client is done.
+            let _ = s.read(&mut [0u8; 64]).await;
+        });
+        port
+    }
+
+    fn dialer(port: u16, spec: &'static Spec) -> Dialer {
+        Dialer::new(
+            "r",
+            &format!("ws://127.0.0.1:{port}/ws?x=1"),
+            spec,
+            None,
+            Duration::from_secs(5),
+            1 << 20,
+            2048,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_keeps_the_bytes_right_behind_the_101() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let port = raw_backend(Some("v12.stomp"), "101 Switching Protocols").await;
+        let mut ws = dialer(port, &stomp::SPEC)
+            .connect(&Dial::default())
+            .await
+            .unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_does_not_accept_the_upgrade_is_refused() {
+        let cases: [(Option<&'static str>, &'static str, &'static Spec, &str); 4] = [
+            (
+                None,
+                "404 Not Found",
+                &socketio::SPEC,
+                "HTTP error: 404 Not Found",
+            ),
+            // STOMP offers subprotocols: one must be chosen, and only one of those.
+            (
+                None,
+                "101 Switching Protocols",
+                &stomp::SPEC,
+                "no subprotocol",
+            ),
+            (
+                Some("mqtt"),
+                "101 Switching Protocols",
+                &stomp::SPEC,
+                "\"mqtt\", not offered",
+            ),
+            (
+                Some("v12.stomp"),
+                "101 Switching Protocols",
+                &socketio::SPEC,
+                "not offered",
+            ),
+        ];
+        for (protocol, status, spec, expected) in cases {
+            let port = raw_backend(protocol, status).await;
+            match dialer(port, spec).connect(&Dial::default()).await {
+                Err(UpstreamError::Handshake(e)) => assert!(e.contains(expected), "{e}"),
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("accepted: {protocol:?} {status}"),
+            }
+        }
     }
 }

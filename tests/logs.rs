@@ -299,15 +299,11 @@ fn assert_clean(log: &str, s: &Secrets, path: &std::path::Path) {
         "ANSI escape in a log that is not a terminal: {}",
         path.display()
     );
-    // The levels asked for are in force: Switchboard's own debug lines and a third-party
-    // debug line (tungstenite's, dialing the backend) are there, so the secrets were not
-    // kept out by logging nothing.
+    // The levels asked for are in force: Switchboard's own debug lines are there, so the
+    // secrets were not kept out by logging nothing. (No third-party crate in the proxy's
+    // path logs at debug any more: hyper does both handshakes and logs only with its
+    // unstable `tracing` feature, and the WebSocket framing is Switchboard's own.)
     assert!(log.contains("session started"), "{}", path.display());
-    assert!(
-        log.contains("Client handshake done"),
-        "no tungstenite debug line in {}",
-        path.display()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

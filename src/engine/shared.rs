@@ -12,19 +12,18 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::SplitSink;
-use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio::Packet as Eio;
+use crate::handshake::ClientSocket;
 use crate::metrics::LegCounters;
 use crate::session::{LinkError, LinkOut};
 
 /// The WebSocket write half handed from an upgrade to the session's writer.
-pub(super) type WsSink = SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, Message>;
+pub(super) type WsSink = SplitSink<ClientSocket, Message>;
 
 /// `Shared::transport` values.
 pub(super) const POLLING: u8 = 0;

@@ -14,9 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +22,7 @@ use super::Engine;
 use super::shared::{POLLING, Shared, UPGRADING, WEBSOCKET, WsSink};
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio;
-use crate::handshake::{Upgraded, Upgrader};
+use crate::handshake::{ClientSocket, Upgraded, Upgrader};
 use crate::metrics::LegCounters;
 use crate::session::{self, LinkError, LinkOut};
 
@@ -93,7 +91,7 @@ impl Engine {
                 Some(Box::new(move |upgraded: Upgraded, _route, _shutdown| {
                     Box::pin(async move {
                         let mut ws = upgraded.ws;
-                        let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
+                        let _ = tokio::time::timeout(write_timeout, SinkExt::close(&mut ws)).await;
                     })
                 })),
             );
@@ -165,7 +163,7 @@ pub(super) async fn ws_writer(
 /// the socket into the session until either ends.
 async fn probe(
     guard: UpgradeGuard,
-    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    ws: ClientSocket,
     write_timeout: Duration,
     shutdown: CancellationToken,
 ) {

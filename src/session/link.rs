@@ -30,7 +30,6 @@ use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -85,8 +84,9 @@ pub enum LinkOut {
 pub type Inbound = Pin<Box<dyn Stream<Item = Result<WsMsg, LinkError>> + Send>>;
 
 /// A WebSocket both read and written through one handle (no lock between halves: one task
-/// does both).
-trait Duplex:
+/// does both): [`crate::websocket::Frames`] on both legs (any stream and sink of
+/// tungstenite's messages would do; some tests use tokio-tungstenite's).
+pub trait Duplex:
     Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin
 {
 }
@@ -135,9 +135,10 @@ enum Io {
 /// Tells whether a WebSocket's read side was woken since it last had nothing to give.
 ///
 /// Why: the pump polls both links whenever its task wakes, and after every message it tries
-/// both again; a read that finds nothing still goes down every layer (WebSocket codec, the
-/// std-io shim and its waker proxies, the upgraded connection, the socket's readiness), about
-/// 400 instructions, several times per message. The read side is polled with a waker of its
+/// both again; a read that finds nothing still goes down every layer (the WebSocket framing,
+/// the upgraded connection, the socket's readiness; with tokio-tungstenite, which it was
+/// measured with, also a std-io shim and its waker proxies), about 400 instructions, several
+/// times per message. The read side is polled with a waker of its
 /// own that marks it woken and wakes the task; a link whose last read found nothing and that
 /// has not been woken since has nothing new to read, so it is not polled (callgrind, STOMP →
 /// Socket.IO: 40.3k → 33.6k instructions per round trip).
@@ -239,16 +240,13 @@ pub struct Link {
 impl Link {
     /// Wrap a WebSocket, counting messages and bytes. The queue holds at most `depth`
     /// messages and `budget` bytes before the session stops reading the other side.
-    pub fn websocket<S>(
-        ws: WebSocketStream<S>,
+    pub fn websocket<D: Duplex + 'static>(
+        ws: D,
         depth: usize,
         budget: usize,
         write_timeout: Duration,
         counters: LegCounters,
-    ) -> Self
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    ) -> Self {
         let tally = counters.tally.clone();
         Self::with_io(
             Io::Ws(Box::new(Tapped {

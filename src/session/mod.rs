@@ -61,7 +61,7 @@ use crate::metrics::{LegCounters, LegCounts, RouteMetrics};
 use crate::translate::{Mapping, Translator};
 use crate::upstream::{Dialer, UpstreamError, Ws};
 
-pub use link::{Event, Inbound, Link, LinkError, LinkOut};
+pub use link::{Duplex, Event, Inbound, Link, LinkError, LinkOut};
 pub(crate) use link::{feed, flush, inbound_item, write_socket};
 pub use passthrough::{is_passthrough, passthrough};
 
@@ -612,14 +612,7 @@ fn log_end(
 /// A leg's link as `[limits]` sizes it: the queue's depth and bytes, the write timeout. Every
 /// WebSocket of a route, client side and upstream, is wrapped here, so the tests that check
 /// these settings check what the sockets get.
-pub fn leg_link<S>(
-    ws: tokio_tungstenite::WebSocketStream<S>,
-    ctx: &RouteCtx,
-    counters: LegCounters,
-) -> Link
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+pub fn leg_link<D: Duplex + 'static>(ws: D, ctx: &RouteCtx, counters: LegCounters) -> Link {
     Link::websocket(
         ws,
         ctx.queue_depth,
