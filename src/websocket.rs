@@ -219,6 +219,16 @@ impl<S> Frames<S> {
         }
     }
 
+    /// Queue one data message (after `poll_ready`, as `start_send`), text or binary as told:
+    /// the caller knows text is UTF-8.
+    pub fn start_send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), Error> {
+        if self.sent_close {
+            return Err(ProtocolError::SendAfterClosing.into());
+        }
+        self.encode(if text { TEXT } else { BINARY }, payload);
+        Ok(())
+    }
+
     /// One frame into the write buffer, masked in the client role.
     fn encode(&mut self, op: u8, payload: &[u8]) {
         let len = payload.len();
@@ -373,8 +383,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Frames<S> {
             return Err(ProtocolError::SendAfterClosing.into());
         }
         match item {
-            Message::Text(t) => this.encode(TEXT, t.as_bytes()),
-            Message::Binary(b) => this.encode(BINARY, &b),
+            Message::Text(t) => return this.start_send_data(true, t.as_bytes()),
+            Message::Binary(b) => return this.start_send_data(false, &b),
             Message::Ping(b) => this.encode(PING, &b[..b.len().min(125)]),
             Message::Pong(b) => this.encode(PONG, &b[..b.len().min(125)]),
             Message::Close(f) => this.encode_close(f.as_ref()),

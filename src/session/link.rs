@@ -38,6 +38,7 @@ use tokio_util::sync::PollSender;
 
 use crate::dialect::{Close, WsMsg};
 use crate::metrics::{LegCounters, LegTally};
+use crate::websocket::Frames;
 
 /// Why a link stopped delivering messages.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -84,16 +85,41 @@ pub enum LinkOut {
 pub type Inbound = Pin<Box<dyn Stream<Item = Result<WsMsg, LinkError>> + Send>>;
 
 /// A WebSocket both read and written through one handle (no lock between halves: one task
-/// does both): [`crate::websocket::Frames`] on both legs (any stream and sink of
-/// tungstenite's messages would do; some tests use tokio-tungstenite's).
+/// does both): [`crate::websocket::Frames`] on both legs (the unit tests also use
+/// tokio-tungstenite's).
 pub trait Duplex:
     Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin
 {
+    /// Queue one data message, as `start_send` does (after `poll_ready`). Text that is not
+    /// UTF-8 goes as binary rather than being refused.
+    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError>;
 }
 
-impl<T> Duplex for T where
-    T: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin
+impl<S> Duplex for Frames<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
+    /// Encoded straight from the message's bytes: no `Utf8Bytes` (which takes its own
+    /// handle on the bytes, an allocation when they came from a vector).
+    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError> {
+        match &msg {
+            WsMsg::Text(b) => self
+                .get_mut()
+                .start_send_data(std::str::from_utf8(b).is_ok(), b),
+            WsMsg::Binary(b) => self.get_mut().start_send_data(false, b),
+        }
+    }
+}
+
+/// The unit tests' links over tokio-tungstenite's WebSocket.
+#[cfg(test)]
+impl<S> Duplex for tokio_tungstenite::WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError> {
+        self.start_send(message(msg))
+    }
 }
 
 /// A WebSocket with the tap its reads go through, in one allocation.
@@ -655,7 +681,9 @@ fn poll_ws(
             LinkOut::Msg(msg) => {
                 *queued_bytes = queued_bytes.saturating_sub(msg.len());
                 counters.count_out(1, msg.len() as u64);
-                message(msg)
+                ws.as_mut().start_send_data(msg).map_err(drop)?;
+                *unflushed = true;
+                continue;
             }
             LinkOut::Ping => Message::Ping(Bytes::new()),
             LinkOut::Close(c) => {
