@@ -365,43 +365,41 @@ pub fn ws_config(max_message: usize, read_buffer: usize, write_buffer: usize) ->
 
 /// The WebSocket upgrade of `req` (as tungstenite builds a client request: key, version,
 /// `Host`) over `io`, by hyper's HTTP/1.1 client; the answer checked as RFC 6455 §4.1 asks.
-fn upgrade(
+async fn upgrade(
     io: Box<dyn Io>,
     req: tokio_tungstenite::tungstenite::handshake::client::Request,
     offered: &'static [&'static str],
-) -> futures_util::future::BoxFuture<'static, Result<hyper::upgrade::Upgraded, UpstreamError>> {
-    Box::pin(async move {
-        let fail = |e: String| UpstreamError::Handshake(e);
-        let (mut parts, ()) = req.into_parts();
-        let accept = parts
-            .headers
-            .get("Sec-WebSocket-Key")
-            .map(|k| derive_accept_key(k.as_bytes()))
-            .ok_or_else(|| fail("no Sec-WebSocket-Key".into()))?;
-        // The request line carries the path, not the absolute URL tungstenite keeps.
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| fail(e.to_string()))?;
-        let req = hyper::Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        // Driven apart until it hands its socket to the upgrade (it ends once it has read the
-        // 101, or with the connection); aborted with this future (a backend that never answers,
-        // the connect timeout).
-        let conn = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn.with_upgrades()));
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        check_answer(&resp, &accept, offered).map_err(fail)?;
-        let upgraded = hyper::upgrade::on(resp).await;
-        drop(conn);
-        upgraded.map_err(|e| fail(e.to_string()))
-    })
+) -> Result<hyper::upgrade::Upgraded, UpstreamError> {
+    let fail = |e: String| UpstreamError::Handshake(e);
+    let (mut parts, ()) = req.into_parts();
+    let accept = parts
+        .headers
+        .get("Sec-WebSocket-Key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .ok_or_else(|| fail("no Sec-WebSocket-Key".into()))?;
+    // The request line carries the path, not the absolute URL tungstenite keeps.
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| fail(e.to_string()))?;
+    let req = hyper::Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    // Driven apart until it hands its socket to the upgrade (it ends once it has read the
+    // 101, or with the connection); aborted with this future (a backend that never answers,
+    // the connect timeout).
+    let conn = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn.with_upgrades()));
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    check_answer(&resp, &accept, offered).map_err(fail)?;
+    let upgraded = hyper::upgrade::on(resp).await;
+    drop(conn);
+    upgraded.map_err(|e| fail(e.to_string()))
 }
 
 /// Whether a backend's answer to the upgrade accepts it: `101`, `Upgrade: websocket`,
