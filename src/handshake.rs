@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::dialect::{Dial, Handshake};
 use crate::metrics as m;
 use crate::session::{self, RouteCtx, Session};
-use crate::websocket::Frames;
+use crate::websocket::{Frames, Socket};
 
 /// A transport of a dialect's own in front of its sessions (Engine.IO's long-polling and
 /// upgrade): it takes every HTTP request on the route's path.
@@ -50,17 +50,21 @@ pub trait Transport: Send + Sync {
 /// Whether a request asks for a WebSocket upgrade: `GET`, with `Upgrade: websocket` and
 /// `Connection: upgrade` among the (possibly repeated, comma-separated) header values.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
-    let has = |name: header::HeaderName, token: &str| {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let h = req.headers();
     req.method() == Method::GET
-        && has(header::UPGRADE, "websocket")
-        && has(header::CONNECTION, "upgrade")
+        && has_token(h, header::UPGRADE, "websocket")
+        && has_token(h, header::CONNECTION, "upgrade")
+}
+
+/// Whether `token` is among the (possibly repeated, comma-separated) values of header
+/// `name`, in any case: the test both ends of an upgrade make (the request here, a backend's
+/// answer in `upstream`).
+pub(crate) fn has_token(h: &header::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The first of `offers` (the server role's subprotocols, most preferred first) that the
@@ -145,13 +149,10 @@ pub struct Upgrader {
     permit: Arc<OwnedSemaphorePermit>,
 }
 
-/// A client's WebSocket once upgraded: framed by Switchboard's own [`Frames`].
-pub type ClientSocket = Frames<TokioIo<hyper::upgrade::Upgraded>>;
-
 /// What a finished upgrade hands over: the WebSocket and the request's facts.
 pub struct Upgraded {
     /// The WebSocket, server side.
-    pub ws: ClientSocket,
+    pub ws: Socket,
     /// The upgrade request as the server role sees it.
     pub handshake: Handshake,
 }

@@ -22,17 +22,13 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use url::Url;
 
 use crate::dialect::{AuthRequest, Dial, Spec};
+use crate::handshake::has_token;
 use crate::metrics as m;
-use crate::websocket::Frames;
+use crate::websocket::{Frames, Socket};
 
 /// Any byte stream a WebSocket can run over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// A WebSocket to a backend: hyper's client does the upgrade (over plain TCP or TLS), and
-/// Switchboard's own [`Frames`] take the connection from there, with whatever bytes the
-/// backend sent right behind its `101` (hyper's upgraded connection replays them first).
-pub type Ws = Frames<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Why an upstream could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +166,7 @@ impl Dialer {
     /// Dial as the client role asks (path and query additions, headers). Records latency
     /// and failures. Bounds TCP, TLS and the WebSocket upgrade by the connect timeout; the
     /// session holds the protocol handshake to what is left of it.
-    pub async fn connect(&self, dial: &Dial) -> Result<Ws, UpstreamError> {
+    pub async fn connect(&self, dial: &Dial) -> Result<Socket, UpstreamError> {
         let started = Instant::now();
         let res = tokio::time::timeout(self.timeout, self.connect_inner(dial))
             .await
@@ -183,7 +179,7 @@ impl Dialer {
         res
     }
 
-    async fn connect_inner(&self, dial: &Dial) -> Result<Ws, UpstreamError> {
+    async fn connect_inner(&self, dial: &Dial) -> Result<Socket, UpstreamError> {
         let host = self
             .url
             .host_str()
@@ -365,6 +361,8 @@ pub fn ws_config(max_message: usize, read_buffer: usize, write_buffer: usize) ->
 
 /// The WebSocket upgrade of `req` (as tungstenite builds a client request: key, version,
 /// `Host`) over `io`, by hyper's HTTP/1.1 client; the answer checked as RFC 6455 §4.1 asks.
+/// hyper's upgraded connection replays whatever the backend sent right behind its `101`
+/// (Engine.IO's `open` often is), so the framing reads it first.
 async fn upgrade(
     io: Box<dyn Io>,
     req: tokio_tungstenite::tungstenite::handshake::client::Request,
@@ -417,13 +415,10 @@ fn check_answer<B>(
     }
     let h = resp.headers();
     let text = |name| h.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-    if !text(UPGRADE).is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket")) {
+    if !has_token(h, UPGRADE, "websocket") {
         return Err("no `Upgrade: websocket` in the answer".into());
     }
-    if !text(CONNECTION).is_some_and(|v| {
-        v.split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-    }) {
+    if !has_token(h, CONNECTION, "upgrade") {
         return Err("no `Connection: upgrade` in the answer".into());
     }
     if text(SEC_WEBSOCKET_ACCEPT) != Some(accept) {

@@ -1,14 +1,14 @@
 //! WebSocket framing (RFC 6455 §5) on a connection whose handshake is done.
 //!
-//! Owns: [`Frames`], the WebSocket the session reads and writes on a client's upgraded
-//! connection: frames read into one buffer (never zero-filled), unmasked in place and handed
+//! Owns: [`Frames`], the WebSocket the session reads and writes on both legs once hyper has
+//! upgraded the connection ([`Socket`]): frames read into one buffer (never zero-filled), unmasked in place and handed
 //! out as slices of it; messages encoded into one write buffer, written with one flush; the
 //! control frames (a ping answered with a pong, the close handshake), fragmented messages,
 //! the size limits (from the frame header, before anything is buffered), the UTF-8 check of
 //! text.
 //!
-//! Must not touch: handshakes (hyper's on the client side, tungstenite's upstream), sessions,
-//! dialects. It speaks tungstenite's `Message` and `Error`, so that where a session holds a
+//! Must not touch: handshakes (hyper does both: `handshake` for clients, `upstream` for
+//! backends), sessions, dialects. It speaks tungstenite's `Message` and `Error`, so that where a session holds a
 //! WebSocket it can hold either this or tokio-tungstenite's.
 //!
 //! Why not tokio-tungstenite on this side: its stream reaches the socket through a std-io
@@ -22,6 +22,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, BytesMut};
 use futures_util::{Sink, Stream};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data};
@@ -35,6 +36,10 @@ const BINARY: u8 = 0x2;
 const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
+
+/// A WebSocket on a connection hyper upgraded: a client's (server role) or a backend's
+/// (client role).
+pub type Socket = Frames<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// A WebSocket over `S`, as one stream of messages in and one sink of messages out.
 pub struct Frames<S> {
@@ -233,13 +238,9 @@ impl<S> Frames<S> {
     fn encode(&mut self, op: u8, payload: &[u8]) {
         let len = payload.len();
         let mask = matches!(self.role, Role::Client);
-        let head =
-            2 + match len {
-                0..=125 => 0,
-                126..=0xFFFF => 2,
-                _ => 8,
-            } + if mask { 4 } else { 0 };
-        self.wr.reserve(head + len);
+        // The longest header (64-bit length and a key): a few bytes more than some frames
+        // need, and the length is branched on once.
+        self.wr.reserve(14 + len);
         self.wr.put_u8(FIN | op);
         let m = if mask { 0x80 } else { 0 };
         match u16::try_from(len) {
@@ -383,8 +384,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Frames<S> {
             return Err(ProtocolError::SendAfterClosing.into());
         }
         match item {
-            Message::Text(t) => return this.start_send_data(true, t.as_bytes()),
-            Message::Binary(b) => return this.start_send_data(false, &b),
+            Message::Text(t) => this.encode(TEXT, t.as_bytes()),
+            Message::Binary(b) => this.encode(BINARY, &b),
             Message::Ping(b) => this.encode(PING, &b[..b.len().min(125)]),
             Message::Pong(b) => this.encode(PONG, &b[..b.len().min(125)]),
             Message::Close(f) => this.encode_close(f.as_ref()),

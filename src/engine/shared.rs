@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio::Packet as Eio;
-use crate::handshake::ClientSocket;
 use crate::metrics::LegCounters;
 use crate::session::{LinkError, LinkOut};
+use crate::websocket::Socket;
 
 /// The WebSocket write half handed from an upgrade to the session's writer.
-pub(super) type WsSink = SplitSink<ClientSocket, Message>;
+pub(super) type WsSink = SplitSink<Socket, Message>;
 
 /// `Shared::transport` values.
 pub(super) const POLLING: u8 = 0;

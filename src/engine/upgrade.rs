@@ -22,9 +22,10 @@ use super::Engine;
 use super::shared::{POLLING, Shared, UPGRADING, WEBSOCKET, WsSink};
 use crate::dialect::WsMsg;
 use crate::dialect::socketio::engineio;
-use crate::handshake::{ClientSocket, Upgraded, Upgrader};
+use crate::handshake::{Upgraded, Upgrader};
 use crate::metrics::LegCounters;
 use crate::session::{self, LinkError, LinkOut};
+use crate::websocket::Socket;
 
 /// The client must finish an upgrade (`2probe` … `5`) within this (reference `upgradeTimeout`).
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,7 +164,7 @@ pub(super) async fn ws_writer(
 /// the socket into the session until either ends.
 async fn probe(
     guard: UpgradeGuard,
-    ws: ClientSocket,
+    ws: Socket,
     write_timeout: Duration,
     shutdown: CancellationToken,
 ) {

@@ -59,7 +59,8 @@ use crate::dialect::{ClientOut, ClientRole, Close, Handshake, ServerOut, ServerR
 use crate::frame::{Credentials, ErrorInfo, ErrorKind};
 use crate::metrics::{LegCounters, LegCounts, RouteMetrics};
 use crate::translate::{Mapping, Translator};
-use crate::upstream::{Dialer, UpstreamError, Ws};
+use crate::upstream::{Dialer, UpstreamError};
+use crate::websocket::Socket;
 
 pub use link::{Duplex, Event, Inbound, Link, LinkError, LinkOut};
 pub(crate) use link::{feed, flush, inbound_item, write_socket};
@@ -124,7 +125,7 @@ pub fn pending_budget(max_message_size: usize) -> usize {
     MAX_PENDING_BYTES.max(max_message_size)
 }
 
-type Dialing = Pin<Box<dyn Future<Output = Result<Ws, UpstreamError>> + Send>>;
+type Dialing = Pin<Box<dyn Future<Output = Result<Socket, UpstreamError>> + Send>>;
 /// An authorization POST in flight for the client role, and its answer.
 type Authorizing = Pin<Box<dyn Future<Output = (u64, Result<Bytes, ErrorInfo>)> + Send>>;
 
@@ -149,7 +150,7 @@ enum Ev {
     UpGone,
     /// A queue that was full has room again: the pump re-reads its gates.
     Room,
-    Dialed(Box<Result<Ws, UpstreamError>>),
+    Dialed(Box<Result<Socket, UpstreamError>>),
     Authorized(u64, Result<Bytes, ErrorInfo>),
     Hub(Option<crate::hub::Delivery>),
     Tick,
@@ -543,7 +544,7 @@ impl Session {
     }
 }
 
-async fn dialing(d: &mut Option<Dialing>) -> Result<Ws, UpstreamError> {
+async fn dialing(d: &mut Option<Dialing>) -> Result<Socket, UpstreamError> {
     match d {
         Some(f) => f.await,
         None => std::future::pending().await,

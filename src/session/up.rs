@@ -15,10 +15,11 @@ use super::{MAX_AUTHORIZING, Outcome, Session, Up};
 use crate::dialect::{ClientOut, ServerOut};
 use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind};
 use crate::metrics as m;
-use crate::upstream::{UpstreamError, Ws};
+use crate::upstream::UpstreamError;
+use crate::websocket::Socket;
 
 impl Session {
-    pub(super) async fn on_dialed(&mut self, r: Result<Ws, UpstreamError>) {
+    pub(super) async fn on_dialed(&mut self, r: Result<Socket, UpstreamError>) {
         self.dialing = None;
         match (r, self.role.take()) {
             (Ok(ws), Some(role)) => {
