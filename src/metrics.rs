@@ -130,17 +130,11 @@ pub fn accepted() {
     counter!(CONNECTIONS_ACCEPTED).increment(1);
 }
 
-/// Per-direction counters of one leg, resolved once per session.
+/// Per-direction counters of one leg, resolved once per route.
 #[derive(Clone)]
 pub struct LegCounters {
-    /// Messages received from the peer.
-    pub frames_in: Counter,
-    /// Bytes received from the peer.
-    pub bytes_in: Counter,
-    /// Messages sent to the peer.
-    pub frames_out: Counter,
-    /// Bytes sent to the peer.
-    pub bytes_out: Counter,
+    /// The route's series: behind one pointer, as every link holds a copy.
+    series: Arc<LegSeries>,
     /// This leg's own counts, for the session-end log line: counted only by the handles
     /// [`LegCounters::for_session`] makes (the route's own handles leave it at 0).
     pub tally: LegTally,
@@ -148,15 +142,25 @@ pub struct LegCounters {
     own: bool,
 }
 
+/// A route's message and byte series for one side, each way.
+struct LegSeries {
+    frames_in: Counter,
+    bytes_in: Counter,
+    frames_out: Counter,
+    bytes_out: Counter,
+}
+
 impl LegCounters {
     /// Counters for `side` (`downstream`/`upstream`) of a route.
     pub fn new(route: &str, dialect: &'static str, side: &'static str) -> Self {
         let c = |name: &'static str, dir: &'static str| counter!(name, "route" => route.to_owned(), "dialect" => dialect, "side" => side, "direction" => dir);
         Self {
-            frames_in: c(FRAMES, "in"),
-            bytes_in: c(BYTES, "in"),
-            frames_out: c(FRAMES, "out"),
-            bytes_out: c(BYTES, "out"),
+            series: Arc::new(LegSeries {
+                frames_in: c(FRAMES, "in"),
+                bytes_in: c(BYTES, "in"),
+                frames_out: c(FRAMES, "out"),
+                bytes_out: c(BYTES, "out"),
+            }),
             tally: LegTally::default(),
             own: false,
         }
@@ -165,10 +169,12 @@ impl LegCounters {
     /// Counters that count nothing: a transport that counts itself (Engine.IO).
     pub fn detached() -> Self {
         Self {
-            frames_in: Counter::noop(),
-            bytes_in: Counter::noop(),
-            frames_out: Counter::noop(),
-            bytes_out: Counter::noop(),
+            series: Arc::new(LegSeries {
+                frames_in: Counter::noop(),
+                bytes_in: Counter::noop(),
+                frames_out: Counter::noop(),
+                bytes_out: Counter::noop(),
+            }),
             tally: LegTally::default(),
             own: false,
         }
@@ -425,8 +431,8 @@ impl LegCounters {
 
     /// `frames` messages of `bytes` in all came from the peer.
     pub fn count_in(&self, frames: u64, bytes: u64) {
-        self.frames_in.increment(frames);
-        self.bytes_in.increment(bytes);
+        self.series.frames_in.increment(frames);
+        self.series.bytes_in.increment(bytes);
         if self.own {
             self.tally.add(FRAMES_IN, frames);
             self.tally.add(BYTES_IN, bytes);
@@ -435,11 +441,41 @@ impl LegCounters {
 
     /// `frames` messages of `bytes` in all went to the peer.
     pub fn count_out(&self, frames: u64, bytes: u64) {
-        self.frames_out.increment(frames);
-        self.bytes_out.increment(bytes);
+        self.series.frames_out.increment(frames);
+        self.series.bytes_out.increment(bytes);
         if self.own {
             self.tally.add(FRAMES_OUT, frames);
             self.tally.add(BYTES_OUT, bytes);
+        }
+    }
+}
+
+impl LegCounts {
+    /// One message of `bytes` came from the peer.
+    pub fn count_in(&mut self, bytes: u64) {
+        self.frames_in += 1;
+        self.bytes_in += bytes;
+    }
+
+    /// One message of `bytes` went to the peer.
+    pub fn count_out(&mut self, bytes: u64) {
+        self.frames_out += 1;
+        self.bytes_out += bytes;
+    }
+}
+
+impl LegCounters {
+    /// Add what a link counted on its own since it last did (`pending`, left at zero): a
+    /// session's link counts with plain additions and hands the sums on at its ticks and
+    /// when it ends, because two route counters and the tally, each way, were a dozen atomic
+    /// read-modify-writes per round trip. `/metrics` lags a live session by at most a tick.
+    pub fn add(&self, pending: &mut LegCounts) {
+        let p = std::mem::take(pending);
+        if p.frames_in > 0 {
+            self.count_in(p.frames_in, p.bytes_in);
+        }
+        if p.frames_out > 0 {
+            self.count_out(p.frames_out, p.bytes_out);
         }
     }
 }

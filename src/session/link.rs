@@ -37,7 +37,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::PollSender;
 
 use crate::dialect::{Close, WsMsg};
-use crate::metrics::{LegCounters, LegTally};
+use crate::metrics::{LegCounters, LegCounts, LegTally};
 use crate::websocket::Frames;
 
 /// Why a link stopped delivering messages.
@@ -246,6 +246,8 @@ pub struct Link {
     budget: usize,
     write_timeout: Duration,
     counters: LegCounters,
+    /// Counted and not yet added to `counters` (see [`LegCounters::add`]).
+    pending: LegCounts,
     /// Something was handed to the socket and not flushed yet.
     unflushed: bool,
     /// A close frame went into the socket: nothing more is written.
@@ -260,7 +262,7 @@ pub struct Link {
     /// A WebSocket ping or pong arrived (they are not messages, but they are life).
     heard: bool,
     /// This link's own message and byte counts (for the session-end log line).
-    pub tally: LegTally,
+    tally: LegTally,
 }
 
 impl Link {
@@ -322,6 +324,7 @@ impl Link {
             budget,
             write_timeout,
             counters,
+            pending: LegCounts::default(),
             unflushed: false,
             closed: false,
             gone: false,
@@ -331,6 +334,22 @@ impl Link {
             heard: false,
             tally,
         }
+    }
+
+    /// Hand what this link counted to its counters (the route's series and the tally).
+    pub(super) fn flush_counts(&mut self) {
+        self.counters.add(&mut self.pending);
+    }
+
+    /// Whether this link counted something it has not handed on yet.
+    pub(super) fn counted(&self) -> bool {
+        self.pending != LegCounts::default()
+    }
+
+    /// This link's counts so far (for the session-end log line).
+    pub(super) fn counts(&mut self) -> LegCounts {
+        self.flush_counts();
+        self.tally.get()
     }
 
     /// The same link, reporting `tally` as its counts (a transport that counts itself).
@@ -404,7 +423,10 @@ impl Link {
                 if matches!(r, Ok(Message::Ping(_) | Message::Pong(_))) {
                     self.heard = true;
                 }
-                if let Some(item) = inbound_item(r, &self.counters) {
+                if let Some(item) = inbound(r) {
+                    if let Ok(m) = &item {
+                        self.pending.count_in(m.len() as u64);
+                    }
                     return Poll::Ready(Some(item));
                 }
             },
@@ -623,7 +645,7 @@ impl Link {
                 &mut self.queued_bytes,
                 &mut self.unflushed,
                 &mut self.closed,
-                &self.counters,
+                &mut self.pending,
             ),
             Io::Chan(c) => poll_chan(&mut c.tx, cx, &mut self.queue, &mut self.queued_bytes),
         };
@@ -658,6 +680,13 @@ impl Link {
     }
 }
 
+impl Drop for Link {
+    /// What was counted reaches the route's series however the session ended.
+    fn drop(&mut self) {
+        self.flush_counts();
+    }
+}
+
 /// Feed a WebSocket what is queued (the socket gathers it in its write buffer), then flush
 /// once. `Err(())`: the peer is gone.
 fn poll_ws(
@@ -667,7 +696,7 @@ fn poll_ws(
     queued_bytes: &mut usize,
     unflushed: &mut bool,
     closed: &mut bool,
-    counters: &LegCounters,
+    counts: &mut LegCounts,
 ) -> Poll<Result<(), ()>> {
     while !queue.is_empty() {
         if *closed {
@@ -680,7 +709,7 @@ fn poll_ws(
         let m = match item {
             LinkOut::Msg(msg) => {
                 *queued_bytes = queued_bytes.saturating_sub(msg.len());
-                counters.count_out(1, msg.len() as u64);
+                counts.count_out(msg.len() as u64);
                 ws.as_mut().start_send_data(msg).map_err(drop)?;
                 *unflushed = true;
                 continue;
@@ -747,6 +776,15 @@ pub(crate) fn inbound_item(
     r: Result<Message, WsError>,
     counters: &LegCounters,
 ) -> Option<Result<WsMsg, LinkError>> {
+    let item = inbound(r)?;
+    if let Ok(msg) = &item {
+        counters.count_in(1, msg.len() as u64);
+    }
+    Some(item)
+}
+
+/// [`inbound_item`] without the counting.
+fn inbound(r: Result<Message, WsError>) -> Option<Result<WsMsg, LinkError>> {
     let msg = match r {
         Ok(Message::Text(t)) => WsMsg::Text(Bytes::from(t)),
         Ok(Message::Binary(b)) => WsMsg::Binary(b),
@@ -760,7 +798,6 @@ pub(crate) fn inbound_item(
         }
         Err(e) => return Some(Err(LinkError::Transport(e.to_string()))),
     };
-    counters.count_in(1, msg.len() as u64);
     Some(Ok(msg))
 }
 

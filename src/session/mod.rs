@@ -341,7 +341,7 @@ impl Session {
             self.peer,
             started,
             outcome,
-            self.down.tally.get(),
+            self.down.counts(),
             self.up_counters.tally.get(),
         );
     }

@@ -16,12 +16,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::down::{await_close, refuse_link};
 use super::link::{Event, Link, LinkError, Sent};
-use super::{Outcome, READ_BATCH, RouteCtx, log_end};
+use super::{EXPIRE_TICK, Outcome, READ_BATCH, RouteCtx, log_end};
 use crate::admission::{ClientRate, Reason};
 use crate::config::{Mode, Route};
 use crate::dialect::{Close, Dial, Refusal, WsMsg};
 use crate::frame::{ErrorInfo, ErrorKind};
 use crate::metrics as m;
+
+/// How long a passthrough leg's counts may wait before they reach `/metrics`: as long as a
+/// translating session's (its tick).
+const COUNTS_EVERY: Duration = EXPIRE_TICK;
 
 /// A passthrough session: the upstream is dialed at once and WebSocket messages are
 /// forwarded unchanged both ways. Each leg still has its own queue, limits and metrics.
@@ -65,7 +69,7 @@ pub async fn passthrough(
                 None,
                 started,
                 Outcome::UpstreamUnavailable,
-                down.tally.get(),
+                down.counts(),
                 up_counters.tally.get(),
             );
             return;
@@ -86,13 +90,29 @@ pub async fn passthrough(
     // Made once, not per wait: a new one is a waiter added to and taken from the token's
     // list around every message.
     let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    // Armed while a leg holds counts not yet in `/metrics` (the links count on their own;
+    // see `LegCounters::add`), so an idle session's last messages show within a tick.
+    let counts_due = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(cancelled, counts_due);
+    let mut due_armed = false;
     let outcome = loop {
+        if !due_armed && (down.counted() || up.counted()) {
+            counts_due
+                .as_mut()
+                .reset(tokio::time::Instant::now() + COUNTS_EVERY);
+            due_armed = true;
+        }
         let down_ready = up.ready();
         let up_ready = down.ready();
         // Not `biased`: neither direction may starve the other.
         let step = tokio::select! {
             _ = &mut cancelled => Err(Outcome::Shutdown),
+            _ = &mut counts_due, if due_armed => {
+                due_armed = false;
+                down.flush_counts();
+                up.flush_counts();
+                Ok(false)
+            }
             e = down.event(down_ready) => match e {
                 Event::In(m) => from_client(m, &mut up, &rate, &ctx, &mut over_rate).await,
                 Event::Gone => Err(Outcome::ClientClosed),
@@ -152,14 +172,7 @@ pub async fn passthrough(
     }
     metrics.active.decrement(1.0);
     metrics.session_ended(outcome.label());
-    log_end(
-        &ctx,
-        None,
-        started,
-        outcome,
-        down.tally.get(),
-        up.tally.get(),
-    );
+    log_end(&ctx, None, started, outcome, down.counts(), up.counts());
 }
 
 /// One read from the client, forwarded: `Ok(true)` when a message went on.

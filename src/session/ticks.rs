@@ -118,6 +118,10 @@ impl Session {
         let expire = now >= self.last_expire + EXPIRE_TICK;
         if expire {
             self.last_expire = now;
+            self.down.flush_counts();
+            if let Some(up) = &mut self.up {
+                up.link.flush_counts();
+            }
             let mut out = ServerOut::default();
             self.server.expire(now, &mut out);
             self.apply_server(out).await;
