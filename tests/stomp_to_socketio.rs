@@ -632,6 +632,13 @@ async fn metrics_count_frames_bytes_sessions_and_connects() {
     ] {
         assert!(body.contains(name), "missing {name} in\n{body}");
     }
+    // The open session's CONNECT and SUBSCRIBE are counted within a tick.
+    let series = "switchboard_frames_total{route=\"chat\",dialect=\"stomp\",side=\"downstream\",direction=\"in\"}";
+    let v = s
+        .proxy
+        .metric_reaches(series, 2.0, Duration::from_secs(3))
+        .await;
+    assert!(v >= 2.0, "{series} is {v}");
     d.send(json!({"op":"disconnect","c":"a"})).await;
     d.expect_ev(T, "a", "close").await;
     tokio::time::sleep(Duration::from_millis(300)).await;

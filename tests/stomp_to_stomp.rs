@@ -115,6 +115,28 @@ dialect = "stomp"
             .unwrap_or_default()
             .is_empty()
     );
+    // Counts of sessions still open reach `/metrics` within a tick: the passthrough client
+    // sent CONNECT, SUBSCRIBE, SEND and ACK, the broker answered CONNECTED, three RECEIPTs
+    // and the MESSAGE (heart-beats come on top).
+    for (series, at_least) in [
+        (
+            "switchboard_frames_total{route=\"passthrough\",dialect=\"stomp\",side=\"downstream\",direction=\"in\"}",
+            4.0,
+        ),
+        (
+            "switchboard_frames_total{route=\"passthrough\",dialect=\"stomp\",side=\"upstream\",direction=\"in\"}",
+            5.0,
+        ),
+        (
+            "switchboard_bytes_total{route=\"passthrough\",dialect=\"stomp\",side=\"downstream\",direction=\"out\"}",
+            100.0,
+        ),
+    ] {
+        let v = proxy
+            .metric_reaches(series, at_least, Duration::from_secs(3))
+            .await;
+        assert!(v >= at_least, "{series} is {v}");
+    }
     let body = proxy.metrics().await;
     assert!(
         body.contains("route=\"passthrough\",dialect=\"stomp\",side=\"upstream\""),

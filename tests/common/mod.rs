@@ -1188,6 +1188,19 @@ impl Proxy {
         samples.reduce(|a, b| a + b)
     }
 
+    /// Waits up to `within` for a metric (as [`Proxy::metric`] reads it) to reach `at_least`;
+    /// its last value. Message counts reach `/metrics` at a session's tick, not per message.
+    pub async fn metric_reaches(&self, series: &str, at_least: f64, within: Duration) -> f64 {
+        let until = Instant::now() + within;
+        loop {
+            let v = self.metric(series).await.unwrap_or(0.0);
+            if v >= at_least || Instant::now() >= until {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGTERM to the proxy (graceful shutdown).
     pub fn terminate(&mut self) {
         self.child.signal("TERM");
