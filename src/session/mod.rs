@@ -360,8 +360,7 @@ impl Session {
             if let Some(o) = self.done {
                 return o;
             }
-            let now = Instant::now();
-            let deadline = self.deadline(now);
+            let deadline = self.deadline();
             if armed != Some(deadline) {
                 tick.as_mut()
                     .reset(tokio::time::Instant::from_std(deadline));

@@ -6,7 +6,7 @@
 //! Must not touch: the `select!` loop (`mod.rs`), wire bytes. What a tick decides is carried
 //! out by `apply_server` and `apply_client`, as any other effect.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{EXPIRE_TICK, Outcome, Session};
 use crate::dialect::{ClientOut, Close, ServerOut};
@@ -20,8 +20,10 @@ impl Session {
         Some(since + if pinged { idle * 2 } else { idle })
     }
 
-    pub(super) fn deadline(&self, now: Instant) -> Instant {
-        let mut d = now + Duration::from_secs(3600);
+    /// The next tick: expiry comes every [`EXPIRE_TICK`] at the latest, so no clock read is
+    /// needed to bound it.
+    pub(super) fn deadline(&self) -> Instant {
+        let mut d = self.last_expire + EXPIRE_TICK;
         let k = self.server.keepalive();
         if let Some(e) = k.send_every {
             d = d.min(
@@ -57,7 +59,7 @@ impl Session {
                 d = d.min(r);
             }
         }
-        d.min(self.last_expire + EXPIRE_TICK)
+        d
     }
 
     pub(super) async fn on_tick(&mut self) {
