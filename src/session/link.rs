@@ -20,13 +20,10 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -36,6 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::PollSender;
 
+use super::gate::Gate;
 use crate::dialect::{Close, WsMsg};
 use crate::metrics::{LegCounters, LegCounts, LegTally};
 use crate::websocket::Frames;
@@ -122,27 +120,24 @@ where
     }
 }
 
-/// A WebSocket with the tap its reads go through, in one allocation.
+/// A WebSocket with the gate its reads go through, in one allocation.
 struct Tapped<D: ?Sized> {
-    tap: Arc<ReadTap>,
-    /// The last read found nothing (and the tap had not fired).
+    gate: Gate,
+    /// The last read found nothing (and the gate had not been woken).
     idle: bool,
     ws: D,
 }
 
 impl Tapped<dyn Duplex> {
     /// The socket's next item, or Pending at once when its last poll was and nothing woke
-    /// it since. The task's waker is registered first, so a wake that lands between the
-    /// check and the return is not lost.
+    /// it since (see [`Gate`]: an idle check was about 400 instructions, several times per
+    /// message; callgrind, STOMP → Socket.IO: 40.3k → 33.6k instructions per round trip).
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, WsError>>> {
-        self.tap.task.register(cx.waker());
-        let woken = self.tap.woken.swap(false, Ordering::AcqRel);
+        let woken = self.gate.enter(cx);
         if self.idle && !woken {
             return Poll::Pending;
         }
-        // A waker by reference: the same data and vtable every time, so the socket's own
-        // registration finds it unchanged and keeps it without a clone.
-        let waker = waker_ref(&self.tap);
+        let waker = self.gate.waker();
         let r = Pin::new(&mut self.ws).poll_next(&mut Context::from_waker(&waker));
         self.idle = r.is_pending();
         r
@@ -151,42 +146,11 @@ impl Tapped<dyn Duplex> {
 
 /// The connection behind a link.
 enum Io {
-    /// A WebSocket the session reads and writes itself, read through a [`ReadTap`].
+    /// A WebSocket the session reads and writes itself, read through a [`Gate`].
     Ws(Box<Tapped<dyn Duplex>>),
     /// A transport with a writer task of its own (Engine.IO): the queue drains into its
     /// channel. Boxed: the common link, a WebSocket, should not carry its size.
     Chan(Box<Chan>),
-}
-
-/// Tells whether a WebSocket's read side was woken since it last had nothing to give.
-///
-/// Why: the pump polls both links whenever its task wakes, and after every message it tries
-/// both again; a read that finds nothing still goes down every layer (the WebSocket framing,
-/// the upgraded connection, the socket's readiness; with tokio-tungstenite, which it was
-/// measured with, also a std-io shim and its waker proxies), about 400 instructions, several
-/// times per message. The read side is polled with a waker of its
-/// own that marks it woken and wakes the task; a link whose last read found nothing and that
-/// has not been woken since has nothing new to read, so it is not polled (callgrind, STOMP →
-/// Socket.IO: 40.3k → 33.6k instructions per round trip).
-struct ReadTap {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl ArcWake for ReadTap {
-    fn wake_by_ref(arc_self: &Arc<Self>) {
-        arc_self.woken.store(true, Ordering::Release);
-        arc_self.task.wake();
-    }
-}
-
-impl ReadTap {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            woken: AtomicBool::new(false),
-            task: AtomicWaker::new(),
-        })
-    }
 }
 
 struct Chan {
@@ -278,7 +242,7 @@ impl Link {
         let tally = counters.tally.clone();
         Self::with_io(
             Io::Ws(Box::new(Tapped {
-                tap: ReadTap::new(),
+                gate: Gate::new(),
                 idle: false,
                 ws,
             })),
@@ -412,6 +376,18 @@ impl Link {
     /// first frame or its close).
     pub(super) async fn recv(&mut self) -> Option<Result<WsMsg, LinkError>> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// A message already read, if there is one, without waiting. Polled with the task's own
+    /// waker (not a no-op one): the read side's registration stays as the pump's wait left it.
+    pub(super) fn try_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<Option<Result<WsMsg, LinkError>>> {
+        match self.poll_recv(cx) {
+            Poll::Ready(m) => Some(m),
+            Poll::Pending => None,
+        }
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WsMsg, LinkError>>> {

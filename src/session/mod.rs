@@ -34,6 +34,7 @@
 
 mod down;
 mod fast;
+mod gate;
 mod hub;
 mod link;
 mod passthrough;
@@ -46,11 +47,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+use self::gate::Gated;
 
 use crate::admission::{Admission, ClientRate};
 use crate::config::Route;
@@ -352,9 +356,12 @@ impl Session {
         // new `cancelled()` a waiter added to and taken from the token's list. A deadline
         // that moves later (every message moves a keepalive deadline) is a store in the
         // registered timer; the wheel sees it only when the old deadline comes.
+        // Gated: polled only when they were woken or the deadline moved (see `gate.rs`).
         let cancelled = shutdown.cancelled();
         let tick = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(cancelled, tick);
+        let mut cancelled = Gated::new(cancelled);
+        let mut tick = Gated::new(tick);
         let mut armed: Option<Instant> = None;
         loop {
             if let Some(o) = self.done {
@@ -362,7 +369,8 @@ impl Session {
             }
             let deadline = self.deadline();
             if armed != Some(deadline) {
-                tick.as_mut()
+                tick.get_mut()
+                    .as_mut()
                     .reset(tokio::time::Instant::from_std(deadline));
                 armed = Some(deadline);
             }
@@ -400,7 +408,8 @@ impl Session {
             // again, and writes: what they produce goes out with one flush per peer.
             if read {
                 for _ in 0..READ_BATCH {
-                    let Some(ev) = self.next_read() else { break };
+                    let next = std::future::poll_fn(|cx| Poll::Ready(self.next_read(cx)));
+                    let Some(ev) = next.await else { break };
                     if let Some(o) = self.handle(ev).await {
                         return o;
                     }
@@ -427,19 +436,18 @@ impl Session {
     }
 
     /// A message either leg already has, without waiting (and without writing).
-    fn next_read(&mut self) -> Option<Ev> {
-        use futures_util::FutureExt as _;
+    fn next_read(&mut self, cx: &mut std::task::Context<'_>) -> Option<Ev> {
         if self.done.is_some() {
             return None;
         }
         if self.up.as_ref().is_none_or(|u| u.link.ready())
-            && let Some(m) = self.down.recv().now_or_never()
+            && let Some(m) = self.down.try_recv(cx)
         {
             return Some(Ev::Down(m));
         }
         let up_ready = self.down.ready();
         match &mut self.up {
-            Some(u) if up_ready => u.link.recv().now_or_never().map(Ev::Up),
+            Some(u) if up_ready => u.link.try_recv(cx).map(Ev::Up),
             _ => None,
         }
     }

@@ -9,12 +9,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::down::{await_close, refuse_link};
+use super::gate::Gated;
 use super::link::{Event, Link, LinkError, Sent};
 use super::{EXPIRE_TICK, Outcome, READ_BATCH, RouteCtx, log_end};
 use crate::admission::{ClientRate, Reason};
@@ -94,10 +95,14 @@ pub async fn passthrough(
     // see `LegCounters::add`), so an idle session's last messages show within a tick.
     let counts_due = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(cancelled, counts_due);
+    // Gated: polled only when they were woken or the timer was set (see `gate.rs`).
+    let mut cancelled = Gated::new(cancelled);
+    let mut counts_due = Gated::new(counts_due);
     let mut due_armed = false;
     let outcome = loop {
         if !due_armed && (down.counted() || up.counted()) {
             counts_due
+                .get_mut()
                 .as_mut()
                 .reset(tokio::time::Instant::now() + COUNTS_EVERY);
             due_armed = true;
@@ -235,12 +240,12 @@ async fn drain_reads(
     for _ in 0..READ_BATCH {
         let mut moved = false;
         if up.ready()
-            && let Some(m) = down.recv().now_or_never()
+            && let Some(m) = std::future::poll_fn(|cx| Poll::Ready(down.try_recv(cx))).await
         {
             moved |= from_client(m, up, rate, ctx, over_rate).await?;
         }
         if down.ready()
-            && let Some(m) = up.recv().now_or_never()
+            && let Some(m) = std::future::poll_fn(|cx| Poll::Ready(up.try_recv(cx))).await
         {
             moved |= from_backend(m, down, ctx, close_up).await?;
         }

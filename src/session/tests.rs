@@ -439,8 +439,9 @@ async fn an_idle_sessions_task_holds_only_its_wait() {
     let pump = std::mem::size_of_val(&session.pump(&stop));
     let on_event = std::mem::size_of_val(&session.on_event(super::Ev::Tick));
     // 488 bytes since the session writes its own sockets (one wait per leg); 712 since its
-    // timer and shutdown wait live as long as the pump, and messages are handled in place.
-    assert!(pump <= 768, "the idle wait is {pump} bytes inline");
+    // timer and shutdown wait live as long as the pump, and messages are handled in place;
+    // 776 since those two are gated (`gate.rs`: polled only when woken).
+    assert!(pump <= 800, "the idle wait is {pump} bytes inline");
     assert!(
         on_event > 2 * pump,
         "handlers ({on_event} bytes) are larger than the wait ({pump}): why they are boxed"
