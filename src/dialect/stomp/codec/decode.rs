@@ -284,7 +284,11 @@ impl Decoder {
     fn build(&mut self, src: &Bytes, base: usize, mut parsed: Parsed) -> Frame {
         let mut headers = Vec::with_capacity(parsed.headers.len());
         for (name, value) in parsed.headers.drain(..) {
-            let name = self.materialize(src, base, name);
+            let name = match &name {
+                Span::Raw(r) => sub_slice(src, base, r).and_then(standard_name),
+                Span::Owned(_) => None,
+            }
+            .map_or_else(|| self.materialize(src, base, name), Bytes::from_static);
             let value = self.materialize(src, base, value);
             headers.push((name, value));
         }
@@ -309,6 +313,39 @@ impl Decoder {
             }
         }
     }
+}
+
+/// The header names of the STOMP 1.2 specification, as static bytes: a frame's names are
+/// nearly always among them, and a static name is not one more handle on the received
+/// message (an atomic increment, and a decrement when the frame is dropped).
+fn standard_name(name: &[u8]) -> Option<&'static [u8]> {
+    Some(match name {
+        b"destination" => b"destination",
+        b"content-type" => b"content-type",
+        b"content-length" => b"content-length",
+        b"receipt" => b"receipt",
+        b"receipt-id" => b"receipt-id",
+        b"id" => b"id",
+        b"subscription" => b"subscription",
+        b"message-id" => b"message-id",
+        b"ack" => b"ack",
+        b"transaction" => b"transaction",
+        b"message" => b"message",
+        b"accept-version" => b"accept-version",
+        b"version" => b"version",
+        b"host" => b"host",
+        b"login" => b"login",
+        b"passcode" => b"passcode",
+        b"heart-beat" => b"heart-beat",
+        b"session" => b"session",
+        b"server" => b"server",
+        _ => return None,
+    })
+}
+
+/// `src[base + r.start .. base + r.end]`, borrowed (`None` if out of range).
+fn sub_slice<'a>(src: &'a Bytes, base: usize, r: &Range<usize>) -> Option<&'a [u8]> {
+    src.get(base.checked_add(r.start)?..base.checked_add(r.end)?)
 }
 
 /// `src[base + r.start .. base + r.end]` as a zero-copy slice (empty if out of range, which
