@@ -417,7 +417,10 @@ fn zero_copy_when_frame_within_one_message() {
     for f in &fs {
         assert!(within(&f.body, &msg));
         for (n, v) in &f.headers {
-            assert!(within(n, &msg) && within(v, &msg));
+            // The specification's names are static bytes, others slices of the message.
+            let standard = [&b"destination"[..], b"content-length"].contains(&n.as_ref());
+            assert!(standard != within(n, &msg), "{n:?}");
+            assert!(within(v, &msg));
         }
     }
     assert_eq!(fs[0].body.as_ref(), b"hello");
