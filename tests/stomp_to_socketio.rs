@@ -717,13 +717,25 @@ async fn each_payload_write_is_one_counted_copy() {
     // A JSON body is spliced into the emit, and the echo's payload into the MESSAGE: one
     // write each, so one copy of the body's 7 bytes each way per round trip. The payload is
     // never copied on its way through the roles (slices of the received messages).
-    let copies = || async { s.proxy.metric("switchboard_payload_copies_total").await };
-    assert_eq!(copies().await, Some(10.0));
+    // Counted at the session's next tick: waited for, then taken exactly.
+    let proxy = &s.proxy;
+    let copies = |n: f64| {
+        proxy.metric_reaches(
+            "switchboard_payload_copies_total",
+            n,
+            Duration::from_secs(3),
+        )
+    };
+    assert_eq!(copies(10.0).await, 10.0);
     assert_eq!(
         s.proxy
-            .metric("switchboard_payload_copied_bytes_total")
+            .metric_reaches(
+                "switchboard_payload_copied_bytes_total",
+                70.0,
+                Duration::from_secs(3)
+            )
             .await,
-        Some(70.0)
+        70.0
     );
     // A text body becomes a JSON string argument as it is written: still one copy, and
     // one for the MESSAGE that brings the echo back.
@@ -736,7 +748,7 @@ async fn each_payload_write_is_one_counted_copy() {
         .await;
     let m = d.expect(T, |v| v["ev"] == "message").await;
     assert_eq!(m["body"], "\"plain text\"");
-    assert_eq!(copies().await, Some(12.0));
+    assert_eq!(copies(12.0).await, 12.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,7 +53,7 @@ impl Session {
     /// delivering backend events, which rarely leads to operations, does not carry routing
     /// inline (routing leads to deliveries: one of the two must be boxed).
     pub(super) async fn apply_server_writes(&mut self, out: ServerOut) -> Vec<ClientOp> {
-        self.ctx.metrics.copied(self.server.take_copied());
+        self.copied.add(self.server.take_copied());
         for msg in out.to_client {
             if !self.send_down(msg).await {
                 return Vec::new();

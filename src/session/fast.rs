@@ -112,7 +112,7 @@ impl Session {
             rest.push(Rest::Server(out));
             return false;
         }
-        self.ctx.metrics.copied(self.server.take_copied());
+        self.copied.add(self.server.take_copied());
         if !out.to_client.is_empty() {
             for msg in out.to_client {
                 self.down.push(msg);
@@ -191,7 +191,7 @@ impl Session {
         {
             self.ready_by = None;
         }
-        self.ctx.metrics.copied(up.role.take_copied());
+        self.copied.add(up.role.take_copied());
         if !out.to_backend.is_empty() {
             for msg in out.to_backend {
                 up.link.push(msg);

@@ -249,6 +249,9 @@ pub struct Session {
     up_counters: LegCounters,
     /// The client's address: the route's per-address limits, the session-end line.
     peer: Option<SocketAddr>,
+    /// Payload copies the roles reported, not yet added to the route's counters (at each
+    /// tick and at the end, as the links' message counts).
+    copied: crate::dialect::Copied,
 }
 
 impl Session {
@@ -289,6 +292,7 @@ impl Session {
             rate: ClientRate::default(),
             up_counters: ctx_up_counters,
             peer: handshake.peer,
+            copied: crate::dialect::Copied::default(),
         }
     }
 
@@ -338,6 +342,7 @@ impl Session {
         // The server role already queued its close when it decided to end.
         self.down.finish(None, limit).await;
         let metrics = &self.ctx.metrics;
+        metrics.copied(std::mem::take(&mut self.copied));
         metrics.active.decrement(1.0);
         metrics.session_ended(outcome.label());
         log_end(

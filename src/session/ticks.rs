@@ -124,6 +124,7 @@ impl Session {
             if let Some(up) = &mut self.up {
                 up.link.flush_counts();
             }
+            self.ctx.metrics.copied(std::mem::take(&mut self.copied));
             let mut out = ServerOut::default();
             self.server.expire(now, &mut out);
             self.apply_server(out).await;

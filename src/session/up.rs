@@ -162,7 +162,7 @@ impl Session {
         let Some(up) = &mut self.up else {
             return self.deliver_events(out.events).await;
         };
-        self.ctx.metrics.copied(up.role.take_copied());
+        self.copied.add(up.role.take_copied());
         let wrote = !out.to_backend.is_empty();
         let mut alive = true;
         for msg in out.to_backend {
