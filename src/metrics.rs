@@ -448,6 +448,20 @@ impl LegCounters {
             self.tally.add(BYTES_OUT, bytes);
         }
     }
+
+    /// Add what a link counted on its own since it last did (`pending`, left at zero): a
+    /// session's link counts with plain additions and hands the sums on at its ticks and
+    /// when it ends, because two route counters and the tally, each way, were a dozen atomic
+    /// read-modify-writes per round trip. `/metrics` lags a live session by at most a tick.
+    pub fn add(&self, pending: &mut LegCounts) {
+        let p = std::mem::take(pending);
+        if p.frames_in > 0 {
+            self.count_in(p.frames_in, p.bytes_in);
+        }
+        if p.frames_out > 0 {
+            self.count_out(p.frames_out, p.bytes_out);
+        }
+    }
 }
 
 impl LegCounts {
@@ -461,22 +475,6 @@ impl LegCounts {
     pub fn count_out(&mut self, bytes: u64) {
         self.frames_out += 1;
         self.bytes_out += bytes;
-    }
-}
-
-impl LegCounters {
-    /// Add what a link counted on its own since it last did (`pending`, left at zero): a
-    /// session's link counts with plain additions and hands the sums on at its ticks and
-    /// when it ends, because two route counters and the tally, each way, were a dozen atomic
-    /// read-modify-writes per round trip. `/metrics` lags a live session by at most a tick.
-    pub fn add(&self, pending: &mut LegCounts) {
-        let p = std::mem::take(pending);
-        if p.frames_in > 0 {
-            self.count_in(p.frames_in, p.bytes_in);
-        }
-        if p.frames_out > 0 {
-            self.count_out(p.frames_out, p.bytes_out);
-        }
     }
 }
 

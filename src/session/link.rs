@@ -5,7 +5,8 @@
 //! ([`LinkOut`]), why a link stopped ([`LinkError`], an oversize message told apart from other
 //! failures), write batching (everything queued is fed, then flushed once), the stall deadline
 //! (a write that makes no progress for the write timeout), best-effort last words, and the
-//! per-leg message and byte counters. The writer task of a transport with its own writer
+//! per-leg message and byte counts (plain sums, handed to the route's counters when the
+//! session says: at its ticks and at the end). The writer task of a transport with its own writer
 //! (Engine.IO long-polling and its upgrade) is here too ([`write_socket`]).
 //!
 //! Must not touch: roles, translation, session state, the session's timers. It moves whole
