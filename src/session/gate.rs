@@ -83,11 +83,13 @@ impl Gate {
     }
 }
 
-/// A future polled only when its own waker fired, or when it is new or was changed
-/// ([`Gated::get_mut`]: a timer that was reset).
+/// A future polled again after a `Pending` only when its own waker fired or it was changed
+/// ([`Gated::get_mut`]: a timer that was reset). After `Ready` it is polled as any future
+/// (what completed may have consumed its registration).
 pub(super) struct Gated<F> {
     gate: Gate,
-    due: bool,
+    /// The last poll of `fut` was `Pending` (and it was not changed since).
+    idle: bool,
     fut: F,
 }
 
@@ -95,14 +97,14 @@ impl<F> Gated<F> {
     pub(super) fn new(fut: F) -> Self {
         Self {
             gate: Gate::new(),
-            due: true,
+            idle: false,
             fut,
         }
     }
 
     /// The future, to change it: it is polled at the next turn whatever woke the task.
     pub(super) fn get_mut(&mut self) -> &mut F {
-        self.due = true;
+        self.idle = false;
         &mut self.fut
     }
 }
@@ -113,12 +115,13 @@ impl<F: Future + Unpin> Future for Gated<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
         let woken = this.gate.enter(cx);
-        if !woken && !this.due {
+        if this.idle && !woken {
             return Poll::Pending;
         }
-        this.due = false;
         let waker = this.gate.waker();
-        Pin::new(&mut this.fut).poll(&mut Context::from_waker(&waker))
+        let r = Pin::new(&mut this.fut).poll(&mut Context::from_waker(&waker));
+        this.idle = r.is_pending();
+        r
     }
 }
 
@@ -152,5 +155,60 @@ mod tests {
         tokio::task::yield_now().await;
         let _ = tx.send(7);
         assert_eq!(got.await.ok().and_then(Result::ok), Some(7));
+    }
+
+    /// A count bumped from another thread; the future is ready while the count is ahead of
+    /// what it saw, and registers the waker it is given otherwise.
+    struct Ahead {
+        src: Arc<(std::sync::atomic::AtomicU64, AtomicWaker)>,
+        seen: u64,
+    }
+
+    impl Future for Ahead {
+        type Output = u64;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
+            self.src.1.register(cx.waker());
+            let n = self.src.0.load(Ordering::Acquire);
+            if n > self.seen {
+                self.seen = n;
+                Poll::Ready(n)
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    /// No wake is lost between a gate and a waker on another thread: a thread bumps a count
+    /// and wakes, 20,000 times, while the task waits for each new value through the gate
+    /// (a lost wake would leave it waiting for good: the timeout fails the test).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_wake_is_lost_to_another_thread() {
+        const N: u64 = 20_000;
+        let src = Arc::new((std::sync::atomic::AtomicU64::new(0), AtomicWaker::new()));
+        let bump = src.clone();
+        let producer = std::thread::spawn(move || {
+            for i in 0..N {
+                bump.0.fetch_add(1, Ordering::Release);
+                bump.1.wake();
+                if i % 64 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut g = Gated::new(Ahead { src, seen: 0 });
+        // The deadline is looked at first: a wake that only the deadline's own wake-up
+        // stood in for must not count as delivered.
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(20));
+        tokio::pin!(deadline);
+        let mut last = 0;
+        while last < N {
+            tokio::select! {
+                biased;
+                _ = &mut deadline => break,
+                n = &mut g => last = n,
+            }
+        }
+        let _ = producer.join();
+        assert_eq!(last, N, "a wake was lost");
     }
 }
