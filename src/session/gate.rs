@@ -60,7 +60,8 @@ impl Gate {
     /// every poll were most of a pending branch's cost. The mark is cleared before the waker
     /// is registered again, so a wake in between leaves it set for the next call; a wake
     /// after it finds the waker in place.
-    pub(super) fn enter(&mut self, cx: &Context<'_>) -> bool {
+    #[inline]
+    fn enter(&mut self, cx: &Context<'_>) -> bool {
         let woken =
             self.tap.woken.load(Ordering::Acquire) && self.tap.woken.swap(false, Ordering::AcqRel);
         let same = self
@@ -78,8 +79,28 @@ impl Gate {
 
     /// The waker to poll the gated future or socket with: the same data and vtable every
     /// time, so their own registrations find it unchanged and keep it without a clone.
-    pub(super) fn waker(&self) -> WakerRef<'_> {
+    fn waker(&self) -> WakerRef<'_> {
         waker_ref(&self.tap)
+    }
+
+    /// Poll through the gate: `poll` is called with the gate's waker unless its last call was
+    /// `Pending` (`idle`) and nothing woke the gate since. After `Ready` the next call polls
+    /// again (what completed may have used up its registration).
+    #[inline]
+    pub(super) fn poll<T>(
+        &mut self,
+        idle: &mut bool,
+        cx: &Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let woken = self.enter(cx);
+        if *idle && !woken {
+            return Poll::Pending;
+        }
+        let waker = self.waker();
+        let r = poll(&mut Context::from_waker(&waker));
+        *idle = r.is_pending();
+        r
     }
 }
 
@@ -114,14 +135,9 @@ impl<F: Future + Unpin> Future for Gated<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let woken = this.gate.enter(cx);
-        if this.idle && !woken {
-            return Poll::Pending;
-        }
-        let waker = this.gate.waker();
-        let r = Pin::new(&mut this.fut).poll(&mut Context::from_waker(&waker));
-        this.idle = r.is_pending();
-        r
+        let fut = &mut this.fut;
+        this.gate
+            .poll(&mut this.idle, cx, |cx| Pin::new(fut).poll(cx))
     }
 }
 

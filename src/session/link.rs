@@ -134,14 +134,9 @@ impl Tapped<dyn Duplex> {
     /// it since (see [`Gate`]: an idle check was about 400 instructions, several times per
     /// message; callgrind, STOMP → Socket.IO: 40.3k → 33.6k instructions per round trip).
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, WsError>>> {
-        let woken = self.gate.enter(cx);
-        if self.idle && !woken {
-            return Poll::Pending;
-        }
-        let waker = self.gate.waker();
-        let r = Pin::new(&mut self.ws).poll_next(&mut Context::from_waker(&waker));
-        self.idle = r.is_pending();
-        r
+        let ws = &mut self.ws;
+        self.gate
+            .poll(&mut self.idle, cx, |cx| Pin::new(ws).poll_next(cx))
     }
 }
 
