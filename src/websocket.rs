@@ -412,8 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Frames<S> {
         if !this.sent_close {
             this.encode_close(None);
         }
-        ready!(this.poll_write_out(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx).map_err(Error::Io)
+        Pin::new(this).poll_flush(cx)
     }
 }
 

@@ -343,18 +343,18 @@ fn standard_name(name: &[u8]) -> Option<&'static [u8]> {
     })
 }
 
-/// `src[base + r.start .. base + r.end]`, borrowed (`None` if out of range).
-fn sub_slice<'a>(src: &'a Bytes, base: usize, r: &Range<usize>) -> Option<&'a [u8]> {
-    src.get(base.checked_add(r.start)?..base.checked_add(r.end)?)
+/// `base + r` as a range of `src` (`None` if out of range, which `scan` never produces).
+fn shifted(src: &Bytes, base: usize, r: &Range<usize>) -> Option<Range<usize>> {
+    let (start, end) = (base.checked_add(r.start)?, base.checked_add(r.end)?);
+    (start <= end && end <= src.len()).then_some(start..end)
 }
 
-/// `src[base + r.start .. base + r.end]` as a zero-copy slice (empty if out of range, which
-/// `scan` never produces).
+/// `src[base + r.start .. base + r.end]`, borrowed.
+fn sub_slice<'a>(src: &'a Bytes, base: usize, r: &Range<usize>) -> Option<&'a [u8]> {
+    src.get(shifted(src, base, r)?)
+}
+
+/// `src[base + r.start .. base + r.end]` as a zero-copy slice (empty if out of range).
 fn sub(src: &Bytes, base: usize, r: Range<usize>) -> Bytes {
-    let (start, end) = (base.saturating_add(r.start), base.saturating_add(r.end));
-    if start <= end && end <= src.len() {
-        src.slice(start..end)
-    } else {
-        Bytes::new()
-    }
+    shifted(src, base, &r).map_or_else(Bytes::new, |r| src.slice(r))
 }
