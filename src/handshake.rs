@@ -20,7 +20,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -30,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::dialect::{Dial, Handshake};
 use crate::metrics as m;
 use crate::session::{self, RouteCtx, Session};
-use crate::websocket::{Frames, Socket};
+use crate::websocket::Socket;
 
 /// A transport of a dialect's own in front of its sessions (Engine.IO's long-polling and
 /// upgrade): it takes every HTTP request on the route's path.
@@ -257,7 +256,7 @@ impl Upgrader {
                 }
             };
             let config = client_ws_config(&ctx);
-            let ws = Frames::new(TokioIo::new(upgraded), Role::Server, &config);
+            let ws = Socket::upgraded(upgraded, Role::Server, &config);
             let up = Upgraded { ws, handshake };
             match custom {
                 Some(start) => start(up, ctx, shutdown).await,

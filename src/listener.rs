@@ -198,7 +198,7 @@ struct Conn {
 impl Conn {
     async fn run(self, tcp: TcpStream, tls: Option<TlsAcceptor>, handshake_timeout: Duration) {
         let _ = tcp.set_nodelay(true);
-        let io: Box<dyn crate::upstream::Io> = match tls {
+        let io: Box<dyn crate::websocket::Io> = match tls {
             Some(acc) => match tokio::time::timeout(handshake_timeout, acc.accept(tcp)).await {
                 Ok(Ok(s)) => Box::new(s),
                 Ok(Err(e)) => {

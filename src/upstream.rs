@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -24,11 +23,7 @@ use url::Url;
 use crate::dialect::{AuthRequest, Dial, Spec};
 use crate::handshake::has_token;
 use crate::metrics as m;
-use crate::websocket::{Frames, Socket};
-
-/// Any byte stream a WebSocket can run over.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+use crate::websocket::{Io, Socket};
 
 /// Why an upstream could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -236,11 +231,7 @@ impl Dialer {
             }
         }
         let upgraded = upgrade(io, req, self.spec.requests).await?;
-        Ok(Frames::new(
-            TokioIo::new(upgraded),
-            Role::Client,
-            &self.ws_config,
-        ))
+        Ok(Socket::upgraded(upgraded, Role::Client, &self.ws_config))
     }
 }
 

@@ -70,3 +70,65 @@ dialect = "socketio"
     assert_eq!(hal["cookie"], "session=s3cr3t; theme=dark", "{hal}");
     assert_eq!(hal["origin"], "https://app.example", "{hal}");
 }
+
+/// A client that sends its first frame in the same write as its upgrade request (hyper reads
+/// both at once) has that frame read: the WebSocket starts from what hyper had read past the
+/// request, then reads the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_sent_with_the_upgrade_request_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ensure_npm();
+    let (_backend, backend) = start_sio_backend(&[]);
+    let proxy = free_port();
+    let _p = Proxy::start(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[route]]
+name = "chat"
+listen = "127.0.0.1:{proxy}"
+client = "stomp"
+
+[route.upstream]
+url = "ws://127.0.0.1:{backend}/socket.io/"
+dialect = "socketio"
+"#,
+        admin = free_port()
+    ))
+    .await;
+    let connect = b"CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0";
+    let key = [0x12u8, 0x34, 0x56, 0x78];
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{proxy}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: v12.stomp\r\nAuthorization: Bearer {}\r\n\r\n",
+        jwt("hal", SECRET)
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&[0x81, 0x80 | u8::try_from(connect.len()).unwrap()]);
+    bytes.extend_from_slice(&key);
+    bytes.extend(connect.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy))
+        .await
+        .unwrap();
+    tcp.write_all(&bytes).await.unwrap();
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while !got.windows(10).any(|w| w == b"CONNECTED\n") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .unwrap_or_else(|_| panic!("no CONNECTED: {}", String::from_utf8_lossy(&got)));
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
