@@ -90,8 +90,9 @@ pub trait Duplex:
     Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin
 {
     /// Queue one data message, as `start_send` does (after `poll_ready`). Text that is not
-    /// UTF-8 goes as binary rather than being refused.
-    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError>;
+    /// UTF-8 goes as binary rather than being refused; `checked`: its text was checked
+    /// already (it was read from a WebSocket and is forwarded as it came).
+    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg, checked: bool) -> Result<(), WsError>;
 }
 
 impl<S> Duplex for Frames<S>
@@ -100,11 +101,11 @@ where
 {
     /// Encoded straight from the message's bytes: no `Utf8Bytes` (which takes its own
     /// handle on the bytes, an allocation when they came from a vector).
-    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError> {
+    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg, checked: bool) -> Result<(), WsError> {
         match &msg {
             WsMsg::Text(b) => self
                 .get_mut()
-                .start_send_data(std::str::from_utf8(b).is_ok(), b),
+                .start_send_data(checked || std::str::from_utf8(b).is_ok(), b),
             WsMsg::Binary(b) => self.get_mut().start_send_data(false, b),
         }
     }
@@ -116,7 +117,7 @@ impl<S> Duplex for tokio_tungstenite::WebSocketStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError> {
+    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg, _checked: bool) -> Result<(), WsError> {
         self.start_send(message(msg))
     }
 }
@@ -126,6 +127,8 @@ struct Tapped<D: ?Sized> {
     gate: Gate,
     /// The last read found nothing (and the gate had not been woken).
     idle: bool,
+    /// Everything written here was read from a WebSocket as it is (see [`Link::relay`]).
+    relayed: bool,
     ws: D,
 }
 
@@ -240,6 +243,7 @@ impl Link {
             Io::Ws(Box::new(Tapped {
                 gate: Gate::new(),
                 idle: false,
+                relayed: false,
                 ws,
             })),
             depth,
@@ -411,6 +415,15 @@ impl Link {
     pub fn push(&mut self, msg: WsMsg) {
         self.queued_bytes = self.queued_bytes.saturating_add(msg.len());
         self.queue.push_back(LinkOut::Msg(msg));
+    }
+
+    /// Mark this link as a relay: what it is given to write was read from a WebSocket and is
+    /// forwarded unchanged (passthrough), so its text is UTF-8 already and is not checked
+    /// again on the way out (a check of every message, twice per round trip).
+    pub(super) fn relay(&mut self) {
+        if let Io::Ws(t) = &mut self.io {
+            t.relayed = true;
+        }
     }
 
     /// Queue a WebSocket ping (small and rare: past the bounds).
@@ -611,7 +624,7 @@ impl Link {
         let before = (self.queue.len(), self.unflushed);
         let r = match &mut self.io {
             Io::Ws(t) => poll_ws(
-                Pin::new(&mut t.ws),
+                t,
                 cx,
                 &mut self.queue,
                 &mut self.queued_bytes,
@@ -662,7 +675,7 @@ impl Drop for Link {
 /// Feed a WebSocket what is queued (the socket gathers it in its write buffer), then flush
 /// once. `Err(())`: the peer is gone.
 fn poll_ws(
-    mut ws: Pin<&mut dyn Duplex>,
+    t: &mut Tapped<dyn Duplex>,
     cx: &mut Context<'_>,
     queue: &mut VecDeque<LinkOut>,
     queued_bytes: &mut usize,
@@ -670,6 +683,8 @@ fn poll_ws(
     closed: &mut bool,
     counts: &mut LegCounts,
 ) -> Poll<Result<(), ()>> {
+    let checked = t.relayed;
+    let mut ws = Pin::new(&mut t.ws);
     while !queue.is_empty() {
         if *closed {
             queue.clear();
@@ -682,7 +697,7 @@ fn poll_ws(
             LinkOut::Msg(msg) => {
                 *queued_bytes = queued_bytes.saturating_sub(msg.len());
                 counts.count_out(msg.len() as u64);
-                ws.as_mut().start_send_data(msg).map_err(drop)?;
+                ws.as_mut().start_send_data(msg, checked).map_err(drop)?;
                 *unflushed = true;
                 continue;
             }

@@ -83,6 +83,8 @@ pub async fn passthrough(
         ctx.write_timeout,
         up_counters,
     );
+    up.relay();
+    down.relay();
     // A message over the limit cannot be forwarded; its sender hears 1009, the other side
     // the close it would get had the sender left.
     let too_big = || Close::new(1009, "message too big");
