@@ -99,7 +99,7 @@ fn down(
         let op: ClientOp = t.down_op(op).unwrap();
         client.on_op(op, now, &mut cout);
     }
-    cout.to_backend
+    cout.to_backend.into_vec()
 }
 
 /// One backend message through the route: client role, translator, server role; what goes
@@ -121,7 +121,7 @@ fn up(
     for ev in evs {
         server.on_backend(ev, now, &mut out);
     }
-    out.to_client
+    out.to_client.into_vec()
 }
 
 fn stomp_to_socketio(c: &mut Criterion) {

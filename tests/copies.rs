@@ -68,7 +68,7 @@ fn send(
     for op in out.ops {
         client.on_op(t.down_op(op).unwrap(), now, &mut cout);
     }
-    cout.to_backend
+    cout.to_backend.into_vec()
 }
 
 #[test]

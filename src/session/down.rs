@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::link::{Link, Sent};
 use super::{Outcome, Session};
 use crate::admission::Reason;
-use crate::dialect::{ClientOut, Close, Refusal, ServerOut, WsMsg};
+use crate::dialect::{ClientOut, Close, Msgs, Refusal, ServerOut, WsMsg};
 use crate::frame::{BackendEvent, ClientOp, ErrorInfo, ErrorKind, Reply};
 use crate::metrics as m;
 
@@ -412,7 +412,7 @@ impl Session {
 pub(super) async fn refuse_link(
     down: &mut Link,
     waits_for_client: bool,
-    msgs: Vec<WsMsg>,
+    msgs: Msgs,
     close: Close,
     limit: Duration,
 ) {

@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::PollSender;
 
 use super::gate::Gate;
-use crate::dialect::{Close, WsMsg};
+use crate::dialect::{Close, Msgs, WsMsg};
 use crate::metrics::{LegCounters, LegCounts, LegTally};
 use crate::websocket::Frames;
 
@@ -77,7 +77,7 @@ pub enum LinkOut {
     /// The session's last words to a peer that stopped reading, for a transport with a
     /// writer of its own: written best-effort, then the close. Boxed: every queue slot is as
     /// large as the largest variant.
-    Final(Box<(Vec<WsMsg>, Close)>),
+    Final(Box<(Msgs, Close)>),
 }
 
 /// Messages from a peer, in order.
@@ -549,7 +549,7 @@ impl Link {
 
     /// Last words to a peer, even one that stopped reading: `msgs` then the close, written
     /// best-effort within `limit` (at most a second after a stall).
-    pub(super) async fn last_words(&mut self, msgs: Vec<WsMsg>, close: Close, limit: Duration) {
+    pub(super) async fn last_words(&mut self, msgs: Msgs, close: Close, limit: Duration) {
         if self.gone || self.closed {
             return;
         }

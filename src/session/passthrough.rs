@@ -45,7 +45,14 @@ pub async fn passthrough(
             m::limit_refused(&metrics.route, reason.label());
             let close = Refusal::Busy.close(&ErrorInfo::new(ErrorKind::Limit, reason.message()));
             let waits = !ctx.client_spec.caps.speaks_first;
-            refuse_link(&mut down, waits, Vec::new(), close, Duration::from_secs(1)).await;
+            refuse_link(
+                &mut down,
+                waits,
+                Default::default(),
+                close,
+                Duration::from_secs(1),
+            )
+            .await;
             metrics.session_ended(Outcome::Refused.label());
             return;
         }

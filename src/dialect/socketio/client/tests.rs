@@ -724,8 +724,8 @@ fn scoped_emits_and_acks_keep_their_shape() {
         &mut out,
     );
     assert_eq!(
-        out.to_backend,
-        vec![
+        out.to_backend[..],
+        [
             txt(r#"451-/custom,0["m",1,{"_placeholder":true,"num":0}]"#),
             WsMsg::Binary(Bytes::from_static(b"\x07")),
         ]
@@ -773,7 +773,7 @@ fn scoped_emits_and_acks_keep_their_shape() {
         Instant::now(),
         &mut out,
     );
-    assert_eq!(out.to_backend, vec![txt(r#"43/custom,17["a",2]"#)]);
+    assert_eq!(out.to_backend[..], [txt(r#"43/custom,17["a",2]"#)]);
     // The array written once into the ack's buffer (the emit before it once too).
     let copied = c.take_copied();
     assert_eq!(copied.copies, 2);

@@ -1266,8 +1266,8 @@ fn shaped_events_and_acks_go_as_they_came() {
         },
     );
     assert_eq!(
-        out.to_client,
-        vec![
+        out.to_client[..],
+        [
             txt(r#"461-12[1,{"_placeholder":true,"num":0}]"#),
             WsMsg::Binary(Bytes::from_static(b"\x01")),
         ]
