@@ -104,7 +104,8 @@ impl SocketioClient {
                     sub: None,
                     channel: name,
                     event: None,
-                    args,
+                    // Empty (no allocation) unless the event had arguments before its last.
+                    args: args.into_vec(),
                     payload,
                     // The backend asked for an ack: the downstream answers it (a Socket.IO
                     // client's own ack, a STOMP client's ACK/NACK, or its server role once

@@ -8,10 +8,14 @@ use super::SioError;
 use crate::dialect::json::{NotArray, array_elements, json_string_len, put_json_string};
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// The top-level elements of a JSON array, as slices of `data` (zero copy; one allocation,
-/// the vector), found by the same pass that validates `data`.
-pub fn split_args(data: &Bytes) -> Result<Vec<Bytes>, SioError> {
-    let mut args = Vec::new();
+/// The elements of an event's or ack's argument array: an event's name and its one argument
+/// are held inline (no allocation); more spill to the heap.
+pub type Args = smallvec::SmallVec<[Bytes; 2]>;
+
+/// The top-level elements of a JSON array, as slices of `data` (zero copy; no allocation up
+/// to two elements), found by the same pass that validates `data`.
+pub fn split_args(data: &Bytes) -> Result<Args, SioError> {
+    let mut args = Args::new();
     array_elements(data, |r| args.push(data.slice(r))).map_err(|e| match e {
         NotArray::BadJson => SioError::BadJson,
         NotArray::NotAnArray => SioError::NotAnArray,
@@ -22,16 +26,16 @@ pub fn split_args(data: &Bytes) -> Result<Vec<Bytes>, SioError> {
 /// For EVENT data: the event name (decoded, UTF-8) and the remaining arguments (slices of
 /// `data`). A name without escapes is a slice of `data` too; only an escaped one is decoded
 /// into its own buffer.
-pub fn split_event(data: &Bytes) -> Result<(Bytes, Vec<Bytes>), SioError> {
+pub fn split_event(data: &Bytes) -> Result<(Bytes, Args), SioError> {
     event_parts(split_args(data)?)
 }
 
 /// The event name (decoded) and the remaining arguments, from the elements of EVENT data.
-pub(super) fn event_parts(mut args: Vec<Bytes>) -> Result<(Bytes, Vec<Bytes>), SioError> {
+pub(super) fn event_parts(mut args: Args) -> Result<(Bytes, Args), SioError> {
     if args.is_empty() {
         return Err(SioError::EmptyEvent);
     }
-    // Shifting the rest down keeps the one vector.
+    // Shifting the rest down keeps the one array.
     let name = args.remove(0);
     if name.first() != Some(&b'"') {
         return Err(SioError::EventNameNotString);

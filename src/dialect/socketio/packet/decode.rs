@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::{Packet, PacketType, ROOT_NSP, SioError};
+use super::{Args, Packet, PacketType, ROOT_NSP, SioError};
 
 /// A `BINARY_*` packet waiting for its attachments.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ pub struct Decoder {
     /// pass that validated it: [`Decoder::split_args`] hands them out instead of scanning
     /// the same bytes again. Holding `data` keeps its memory alive, so a slice with the same
     /// address and length is the same bytes.
-    split: Option<(Bytes, Vec<Bytes>)>,
+    split: Option<(Bytes, Args)>,
 }
 
 impl Decoder {
@@ -42,7 +42,7 @@ impl Decoder {
 
     /// The top-level elements of `data` as [`super::split_args`] gives them; without a second
     /// pass when `data` is the array data of the packet this decoder returned last.
-    pub fn split_args(&mut self, data: &Bytes) -> Result<Vec<Bytes>, SioError> {
+    pub fn split_args(&mut self, data: &Bytes) -> Result<Args, SioError> {
         match self.split.take() {
             Some((d, args)) if d.as_ptr() == data.as_ptr() && d.len() == data.len() => Ok(args),
             _ => super::split_args(data),
@@ -50,7 +50,7 @@ impl Decoder {
     }
 
     /// [`super::split_event`], taking the elements from [`Decoder::split_args`].
-    pub fn split_event(&mut self, data: &Bytes) -> Result<(Bytes, Vec<Bytes>), SioError> {
+    pub fn split_event(&mut self, data: &Bytes) -> Result<(Bytes, Args), SioError> {
         super::args::event_parts(self.split_args(data)?)
     }
 
@@ -114,7 +114,7 @@ pub(super) fn skip_ws(s: &[u8]) -> &[u8] {
 
 /// What [`parse`] found: the packet, the number of attachments still to come, and for array
 /// data, the data with its top-level elements.
-type Parsed = (Packet, usize, Option<(Bytes, Vec<Bytes>)>);
+type Parsed = (Packet, usize, Option<(Bytes, Args)>);
 
 /// Parses one packet.
 fn parse(text: &Bytes, max_attachments: usize) -> Result<Parsed, SioError> {
@@ -165,7 +165,7 @@ fn parse(text: &Bytes, max_attachments: usize) -> Result<Parsed, SioError> {
         let trimmed = crate::dialect::json::trim(rest);
         let data = text.slice_ref(trimmed);
         if trimmed.first() == Some(&b'[') {
-            let mut args = Vec::new();
+            let mut args = Args::new();
             crate::dialect::json::array_elements(rest, |r| {
                 args.push(text.slice_ref(rest.get(r).unwrap_or_default()))
             })

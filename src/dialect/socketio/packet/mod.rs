@@ -32,7 +32,7 @@ mod placeholders;
 #[cfg(test)]
 mod tests;
 
-pub use args::{build_event, error_args, split_args, split_event};
+pub use args::{Args, build_event, error_args, split_args, split_event};
 pub use decode::Decoder;
 pub use encode::{Arg, Data, Head, encode, encode_parts, encode_prefixed, encoded_len};
 pub use placeholders::{

@@ -38,7 +38,7 @@ impl SocketioServer {
         }
     }
 
-    fn on_publish(&mut self, name: Bytes, args: Vec<Bytes>, p: Packet, out: &mut ServerOut) {
+    fn on_publish(&mut self, name: Bytes, args: packet::Args, p: Packet, out: &mut ServerOut) {
         let refuse = |this: &Self, e: ErrorInfo, out: &mut ServerOut| {
             if let Some(id) = p.id {
                 out.to_client.push(this.error_ack(&p.nsp, id, &e));
