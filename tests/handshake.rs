@@ -12,13 +12,13 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 const SECRET: &str = "test-secret";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cookie_and_origin_of_the_upgrade_reach_the_backend() {
+/// The socket.io backend (and its port), and a STOMP → Socket.IO route in front of it (and
+/// its port); no `path`: STOMP's default, `/ws`.
+async fn stomp_to_socketio() -> (Child, u16, Proxy, u16) {
     ensure_npm();
-    let (_backend, backend) = start_sio_backend(&[]);
+    let (backend_child, backend) = start_sio_backend(&[]);
     let proxy = free_port();
-    // No `path`: STOMP's default, `/ws`.
-    let _p = Proxy::start(&format!(
+    let p = Proxy::start(&format!(
         r#"
 [admin]
 listen = "127.0.0.1:{admin}"
@@ -35,6 +35,12 @@ dialect = "socketio"
         admin = free_port()
     ))
     .await;
+    (backend_child, backend, p, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_and_origin_of_the_upgrade_reach_the_backend() {
+    let (_backend, backend, _p, proxy) = stomp_to_socketio().await;
     let mut req = format!("ws://127.0.0.1:{proxy}/ws")
         .into_client_request()
         .unwrap();
@@ -77,26 +83,7 @@ dialect = "socketio"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_sent_with_the_upgrade_request_is_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    ensure_npm();
-    let (_backend, backend) = start_sio_backend(&[]);
-    let proxy = free_port();
-    let _p = Proxy::start(&format!(
-        r#"
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[[route]]
-name = "chat"
-listen = "127.0.0.1:{proxy}"
-client = "stomp"
-
-[route.upstream]
-url = "ws://127.0.0.1:{backend}/socket.io/"
-dialect = "socketio"
-"#,
-        admin = free_port()
-    ))
-    .await;
+    let (_backend, _, _p, proxy) = stomp_to_socketio().await;
     let connect = b"CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\n\n\0";
     let key = [0x12u8, 0x34, 0x56, 0x78];
     let mut bytes = format!(
