@@ -38,7 +38,7 @@ const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 
 /// A connection a WebSocket runs over: TCP, or TLS over TCP, boxed (one stream type for
-/// both legs and both).
+/// both legs, plain or TLS).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
