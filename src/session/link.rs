@@ -380,14 +380,14 @@ impl Link {
 
     /// A message already read, if there is one, without waiting. Polled with the task's own
     /// waker (not a no-op one): the read side's registration stays as the pump's wait left it.
-    pub(super) fn try_recv(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Option<Option<Result<WsMsg, LinkError>>> {
-        match self.poll_recv(cx) {
-            Poll::Ready(m) => Some(m),
-            Poll::Pending => None,
-        }
+    pub(super) async fn try_recv(&mut self) -> Option<Option<Result<WsMsg, LinkError>>> {
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match self.poll_recv(cx) {
+                Poll::Ready(m) => Some(m),
+                Poll::Pending => None,
+            })
+        })
+        .await
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WsMsg, LinkError>>> {

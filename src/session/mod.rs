@@ -47,7 +47,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -413,8 +412,9 @@ impl Session {
             // again, and writes: what they produce goes out with one flush per peer.
             if read {
                 for _ in 0..READ_BATCH {
-                    let next = std::future::poll_fn(|cx| Poll::Ready(self.next_read(cx)));
-                    let Some(ev) = next.await else { break };
+                    let Some(ev) = self.next_read().await else {
+                        break;
+                    };
                     if let Some(o) = self.handle(ev).await {
                         return o;
                     }
@@ -441,18 +441,18 @@ impl Session {
     }
 
     /// A message either leg already has, without waiting (and without writing).
-    fn next_read(&mut self, cx: &mut std::task::Context<'_>) -> Option<Ev> {
+    async fn next_read(&mut self) -> Option<Ev> {
         if self.done.is_some() {
             return None;
         }
         if self.up.as_ref().is_none_or(|u| u.link.ready())
-            && let Some(m) = self.down.try_recv(cx)
+            && let Some(m) = self.down.try_recv().await
         {
             return Some(Ev::Down(m));
         }
         let up_ready = self.down.ready();
         match &mut self.up {
-            Some(u) if up_ready => u.link.try_recv(cx).map(Ev::Up),
+            Some(u) if up_ready => u.link.try_recv().await.map(Ev::Up),
             _ => None,
         }
     }

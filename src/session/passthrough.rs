@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -20,7 +19,7 @@ use super::link::{Event, Link, LinkError, Sent};
 use super::{EXPIRE_TICK, Outcome, READ_BATCH, RouteCtx, log_end};
 use crate::admission::{ClientRate, Reason};
 use crate::config::{Mode, Route};
-use crate::dialect::{Close, Dial, Refusal, WsMsg};
+use crate::dialect::{Close, Dial, Msgs, Refusal, WsMsg};
 use crate::frame::{ErrorInfo, ErrorKind};
 use crate::metrics as m;
 
@@ -45,14 +44,7 @@ pub async fn passthrough(
             m::limit_refused(&metrics.route, reason.label());
             let close = Refusal::Busy.close(&ErrorInfo::new(ErrorKind::Limit, reason.message()));
             let waits = !ctx.client_spec.caps.speaks_first;
-            refuse_link(
-                &mut down,
-                waits,
-                Default::default(),
-                close,
-                Duration::from_secs(1),
-            )
-            .await;
+            refuse_link(&mut down, waits, Msgs::new(), close, Duration::from_secs(1)).await;
             metrics.session_ended(Outcome::Refused.label());
             return;
         }
@@ -249,12 +241,12 @@ async fn drain_reads(
     for _ in 0..READ_BATCH {
         let mut moved = false;
         if up.ready()
-            && let Some(m) = std::future::poll_fn(|cx| Poll::Ready(down.try_recv(cx))).await
+            && let Some(m) = down.try_recv().await
         {
             moved |= from_client(m, up, rate, ctx, over_rate).await?;
         }
         if down.ready()
-            && let Some(m) = std::future::poll_fn(|cx| Poll::Ready(up.try_recv(cx))).await
+            && let Some(m) = up.try_recv().await
         {
             moved |= from_backend(m, down, ctx, close_up).await?;
         }

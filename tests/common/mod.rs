@@ -2005,24 +2005,18 @@ impl Proxy {
     /// SIGHUP to the proxy, then waits (up to 10 s) until `switchboard_config_reloads_total`
     /// counts one more reload of either outcome.
     pub async fn sighup_and_wait(&mut self) {
-        let count = |body: &str| -> f64 {
-            body.lines()
-                .filter(|l| l.starts_with("switchboard_config_reloads_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
-        };
-        let before = count(&self.metrics().await);
+        const RELOADS: &str = "switchboard_config_reloads_total";
+        let before = self.metric(RELOADS).await.unwrap_or(0.0);
         assert!(self.child.signal("HUP"), "cannot signal the proxy");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while count(&self.metrics().await) <= before {
-            assert!(
-                Instant::now() < deadline,
-                "no reload counted within 10 s of SIGHUP; log {}:\n{}",
-                self.log_path().display(),
-                self.child.log_tail(30)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let after = self
+            .metric_reaches(RELOADS, before + 1.0, Duration::from_secs(10))
+            .await;
+        assert!(
+            after > before,
+            "no reload counted within 10 s of SIGHUP; log {}:\n{}",
+            self.log_path().display(),
+            self.child.log_tail(30)
+        );
     }
 }
 
