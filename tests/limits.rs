@@ -18,6 +18,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const T: Duration = Duration::from_secs(10);
 const SECRET: &str = "test-secret";
@@ -182,6 +184,12 @@ async fn fake_broker(big: usize) -> (u16, mpsc::UnboundedReceiver<Seen>) {
                                 ws.send(Message::text(c)).await.unwrap();
                             } else if t.contains("send-me-big") {
                                 ws.send(Message::text("x".repeat(big))).await.unwrap();
+                            } else if t.contains("close-with-4002") {
+                                let f = CloseFrame {
+                                    code: CloseCode::from(4002),
+                                    reason: "asked to".into(),
+                                };
+                                let _ = ws.close(Some(f)).await;
                             }
                             let _ = tx.send(Seen::Text(t));
                         }
@@ -278,6 +286,39 @@ async fn oversize_backend_messages_and_passthrough() {
         .unwrap();
     assert_eq!(close_code(&mut ws).await, 1009);
     assert_eq!(broker_close(&mut seen).await, Some(1000));
+}
+
+/// A passthrough passes a close on as a plain proxy does: the code the client closed with
+/// reaches the backend, the code the backend closed with reaches the client (it had been
+/// 1000 and 1011 whatever was sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_passes_close_codes_on() {
+    let (backend_port, mut seen) = fake_broker(0).await;
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}",
+        stomp_route("passthrough", port, backend_port, "passthrough", ""),
+        admin = free_port(),
+    );
+    let _proxy = Proxy::start(&cfg).await;
+    let pt = format!("ws://127.0.0.1:{port}/ws");
+
+    // The client closes with 4001: the broker hears 4001.
+    let mut ws = raw_stomp_ws(&pt, None).await;
+    stomp_connect(&mut ws).await;
+    let f = CloseFrame {
+        code: CloseCode::from(4001),
+        reason: "done here".into(),
+    };
+    ws.close(Some(f)).await.unwrap();
+    assert_eq!(broker_close(&mut seen).await, Some(4001));
+
+    // The broker closes with 4002: the client hears 4002.
+    let mut ws = raw_stomp_ws(&pt, None).await;
+    stomp_connect(&mut ws).await;
+    let ask = "SEND\ndestination:/queue/a\ncontent-type:text/plain\n\nclose-with-4002\0";
+    ws.send(Message::text(ask)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 4002);
 }
 
 /// While the upstream is dialed, what the client sends is held within a byte budget (4 MiB

@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
 use tokio_util::sync::CancellationToken;
 
 use super::down::{await_close, refuse_link};
@@ -87,7 +89,9 @@ pub async fn passthrough(
     // A message over the limit cannot be forwarded; its sender hears 1009, the other side
     // the close it would get had the sender left.
     let too_big = || Close::new(1009, "message too big");
+    // What each side hears when the other closed: the close it sent, passed on.
     let mut close_up = Close::normal();
+    let mut close_down_as_sent = None;
     let mut over_rate = None;
     // Made once, not per wait: a new one is a waiter added to and taken from the token's
     // list around every message.
@@ -120,13 +124,17 @@ pub async fn passthrough(
                 Ok(false)
             }
             e = down.event(down_ready) => match e {
-                Event::In(m) => from_client(m, &mut up, &rate, &ctx, &mut over_rate).await,
+                Event::In(m) => {
+                    from_client(m, &mut up, &rate, &ctx, &mut over_rate, &mut close_up).await
+                }
                 Event::Gone => Err(Outcome::ClientClosed),
                 Event::Stalled => Err(Outcome::SlowConsumer),
                 Event::Room => Ok(false),
             },
             e = up.event(up_ready) => match e {
-                Event::In(m) => from_backend(m, &mut down, &ctx, &mut close_up).await,
+                Event::In(m) => {
+                    from_backend(m, &mut down, &ctx, &mut close_up, &mut close_down_as_sent).await
+                }
                 Event::Gone | Event::Stalled => Err(Outcome::UpstreamLost),
                 Event::Room => Ok(false),
             },
@@ -143,6 +151,7 @@ pub async fn passthrough(
                     &ctx,
                     &mut over_rate,
                     &mut close_up,
+                    &mut close_down_as_sent,
                 )
                 .await
                 {
@@ -154,7 +163,10 @@ pub async fn passthrough(
     };
     let close_down = match outcome {
         Outcome::Shutdown => Close::new(1001, "server shutting down"),
-        Outcome::UpstreamLost => Close::new(1011, "upstream closed"),
+        // A backend that closed with a close frame: its code; one that vanished: 1011.
+        Outcome::UpstreamLost => close_down_as_sent
+            .take()
+            .unwrap_or_else(|| Close::new(1011, "upstream closed")),
         // The only protocol error a passthrough session sees: the client's message size.
         Outcome::ProtocolError => too_big(),
         Outcome::SlowConsumer => Close::new(1008, "slow consumer"),
@@ -181,6 +193,16 @@ pub async fn passthrough(
     log_end(&ctx, None, started, outcome, down.counts(), up.counts());
 }
 
+/// The close a peer sent, as its other side hears it: the same code (a plain proxy's close
+/// frame goes through as it came), or a normal close when it had none or one that may not
+/// be sent (1005, 1006, 1015).
+fn passed_on(code: Option<u16>) -> Close {
+    match code {
+        Some(c) if CloseCode::from(c).is_allowed() => Close::new(c, ""),
+        _ => Close::normal(),
+    }
+}
+
 /// One read from the client, forwarded: `Ok(true)` when a message went on.
 async fn from_client(
     m: Option<Result<WsMsg, LinkError>>,
@@ -188,6 +210,7 @@ async fn from_client(
     rate: &ClientRate,
     ctx: &RouteCtx,
     over_rate: &mut Option<Reason>,
+    close_up: &mut Close,
 ) -> Result<bool, Outcome> {
     match m {
         Some(Ok(msg)) => {
@@ -202,6 +225,10 @@ async fn from_client(
             }
         }
         Some(Err(LinkError::TooBig { .. })) => Err(Outcome::ProtocolError),
+        Some(Err(LinkError::Closed(code))) => {
+            *close_up = passed_on(code);
+            Err(Outcome::ClientClosed)
+        }
         _ => Err(Outcome::ClientClosed),
     }
 }
@@ -212,6 +239,7 @@ async fn from_backend(
     down: &mut Link,
     ctx: &RouteCtx,
     close_up: &mut Close,
+    close_down: &mut Option<Close>,
 ) -> Result<bool, Outcome> {
     match m {
         Some(Ok(msg)) => match down.send(msg, ctx.write_timeout).await {
@@ -223,6 +251,10 @@ async fn from_backend(
             // A message over the limit cannot be forwarded; the backend hears 1009, the
             // client the close it would get had the backend left.
             *close_up = Close::new(1009, "message too big");
+            Err(Outcome::UpstreamLost)
+        }
+        Some(Err(LinkError::Closed(code))) => {
+            *close_down = Some(passed_on(code));
             Err(Outcome::UpstreamLost)
         }
         _ => Err(Outcome::UpstreamLost),
@@ -237,18 +269,19 @@ async fn drain_reads(
     ctx: &RouteCtx,
     over_rate: &mut Option<Reason>,
     close_up: &mut Close,
+    close_down: &mut Option<Close>,
 ) -> Result<(), Outcome> {
     for _ in 0..READ_BATCH {
         let mut moved = false;
         if up.ready()
             && let Some(m) = down.try_recv().await
         {
-            moved |= from_client(m, up, rate, ctx, over_rate).await?;
+            moved |= from_client(m, up, rate, ctx, over_rate, close_up).await?;
         }
         if down.ready()
             && let Some(m) = up.try_recv().await
         {
-            moved |= from_backend(m, down, ctx, close_up).await?;
+            moved |= from_backend(m, down, ctx, close_up, close_down).await?;
         }
         if !moved {
             break;
