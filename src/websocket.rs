@@ -5,7 +5,7 @@
 //! out as slices of it; messages encoded into one write buffer, written with one flush; the
 //! control frames (a ping answered with a pong, the close handshake), fragmented messages,
 //! the size limits (from the frame header, before anything is buffered), the UTF-8 check of
-//! text.
+//! text (not on a relay: see [`Frames::relay`]).
 //!
 //! Must not touch: handshakes (hyper does both: `handshake` for clients, `upstream` for
 //! backends), sessions, dialects. It speaks tungstenite's `Message` and `Error`, so that where a session holds a
@@ -25,7 +25,8 @@ use futures_util::{Sink, Stream};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
@@ -90,6 +91,8 @@ pub struct Frames<S> {
     /// A close frame arrived, the connection ended or a frame was refused: nothing more is
     /// read.
     done: bool,
+    /// Text is handed on unchecked (see [`Frames::relay`]).
+    relay: bool,
 }
 
 impl<S> Frames<S> {
@@ -109,7 +112,17 @@ impl<S> Frames<S> {
             write_size: config.write_buffer_size,
             sent_close: false,
             done: false,
+            relay: false,
         }
+    }
+
+    /// Hand text messages on without checking that they are UTF-8, as raw text frames
+    /// (`Message::Frame` with the text opcode, unmasked, whole): for a passthrough, which
+    /// forwards them as they came and leaves the check to the endpoints, as a plain proxy
+    /// does (it was a check of every message read, on both legs). Close reasons are still
+    /// checked: the session reads them.
+    pub fn relay(&mut self) {
+        self.relay = true;
     }
 
     /// The next whole message or control frame in `rd`; `None` when more bytes are needed
@@ -201,7 +214,7 @@ impl<S> Frames<S> {
                         self.partial = Some((op == TEXT, payload));
                         continue;
                     }
-                    return data_message(op == TEXT, payload).map(Some);
+                    return self.data_message(op == TEXT, payload).map(Some);
                 }
                 CONTINUATION => {
                     let Some((text, mut gathered)) = self.partial.take() else {
@@ -212,7 +225,7 @@ impl<S> Frames<S> {
                         self.partial = Some((text, gathered));
                         continue;
                     }
-                    return data_message(text, gathered).map(Some);
+                    return self.data_message(text, gathered).map(Some);
                 }
                 CLOSE => {
                     self.done = true;
@@ -246,6 +259,23 @@ impl<S> Frames<S> {
                 }
                 other => return Err(ProtocolError::UnknownDataFrameType(other).into()),
             }
+        }
+    }
+
+    fn data_message(&self, text: bool, payload: BytesMut) -> Result<Message, Error> {
+        let payload = payload.freeze();
+        if !text {
+            Ok(Message::Binary(payload))
+        } else if self.relay {
+            Ok(Message::Frame(Frame::message(
+                payload,
+                OpCode::Data(Data::Text),
+                true,
+            )))
+        } else {
+            Utf8Bytes::try_from(payload)
+                .map(Message::Text)
+                .map_err(|e| Error::Utf8(e.to_string()))
         }
     }
 
@@ -443,17 +473,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Frames<S> {
 
 fn too_long(size: usize, max_size: usize) -> Error {
     Error::Capacity(CapacityError::MessageTooLong { size, max_size })
-}
-
-fn data_message(text: bool, payload: BytesMut) -> Result<Message, Error> {
-    let payload = payload.freeze();
-    if text {
-        Utf8Bytes::try_from(payload)
-            .map(Message::Text)
-            .map_err(|e| Error::Utf8(e.to_string()))
-    } else {
-        Ok(Message::Binary(payload))
-    }
 }
 
 /// A close frame's code and reason (RFC 6455 §5.5.1); none when it had no body.

@@ -19,6 +19,8 @@ use common::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 const T: Duration = Duration::from_secs(10);
 const SECRET: &str = "sio-server-secret";
@@ -583,6 +585,18 @@ async fn passthrough_mode() {
         serde_json::from_str::<Value>(&text).unwrap(),
         json!({"code":0,"message":"Transport unknown"})
     );
+    // Text that is not UTF-8 is relayed as it came, as a plain proxy does: the backend's
+    // WebSocket (`ws` under Engine.IO) refuses it with 1007, and that close reaches the
+    // client (the proxy had closed with 1000 itself).
+    let mut ws = ws_with_origin(s.port, None, "").await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("0{"));
+    let bad = Frame::message(
+        &b"42[\"x\",\"\xff\xfe\"]"[..],
+        OpCode::Data(Data::Text),
+        true,
+    );
+    ws.send(Message::Frame(bad)).await.unwrap();
+    assert_eq!(common::close_code(&mut ws).await, 1007);
 }
 
 /// A WebSocket handshake to the route, with `origin` and `query` (after `EIO=4&transport=websocket`).

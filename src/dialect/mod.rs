@@ -217,7 +217,8 @@ impl Dial {
 /// One WebSocket data message (or one Engine.IO long-polling packet, which is the same thing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsMsg {
-    /// A text message; the bytes are valid UTF-8.
+    /// A text message; the bytes are valid UTF-8 (unchecked only between a passthrough's
+    /// two relays, which no role sees: `Link::relay`).
     Text(Bytes),
     /// A binary message.
     Binary(Bytes),

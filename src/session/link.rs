@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_util::sync::PollSender;
 
 use super::gate::Gate;
@@ -93,6 +93,10 @@ pub trait Duplex:
     /// UTF-8 goes as binary rather than being refused; `checked`: its text was checked
     /// already (it was read from a WebSocket and is forwarded as it came).
     fn start_send_data(self: Pin<&mut Self>, msg: WsMsg, checked: bool) -> Result<(), WsError>;
+
+    /// Read text without checking it is UTF-8 (see [`Link::relay`]); a WebSocket that always
+    /// checks ignores this.
+    fn relay(self: Pin<&mut Self>) {}
 }
 
 impl<S> Duplex for Frames<S>
@@ -108,6 +112,10 @@ where
                 .start_send_data(checked || std::str::from_utf8(b).is_ok(), b),
             WsMsg::Binary(b) => self.get_mut().start_send_data(false, b),
         }
+    }
+
+    fn relay(self: Pin<&mut Self>) {
+        self.get_mut().relay();
     }
 }
 
@@ -417,12 +425,15 @@ impl Link {
         self.queue.push_back(LinkOut::Msg(msg));
     }
 
-    /// Mark this link as a relay: what it is given to write was read from a WebSocket and is
-    /// forwarded unchanged (passthrough), so its text is UTF-8 already and is not checked
-    /// again on the way out (a check of every message, twice per round trip).
+    /// Mark this link as a relay (passthrough): what it reads is forwarded unchanged and what
+    /// it writes was read so, and it checks text for UTF-8 neither way (a check of every
+    /// message as it was read, and again as it was written). The endpoints check it, as they
+    /// do behind a plain proxy: a backend that refuses a client's text closes with 1007, and
+    /// the passthrough passes that close on (see `passthrough.rs`).
     pub(super) fn relay(&mut self) {
         if let Io::Ws(t) = &mut self.io {
             t.relayed = true;
+            Pin::new(&mut t.ws).relay();
         }
     }
 
@@ -776,6 +787,10 @@ fn inbound(r: Result<Message, WsError>) -> Option<Result<WsMsg, LinkError>> {
         Ok(Message::Text(t)) => WsMsg::Text(Bytes::from(t)),
         Ok(Message::Binary(b)) => WsMsg::Binary(b),
         Ok(Message::Close(f)) => return Some(Err(LinkError::Closed(f.map(|f| u16::from(f.code))))),
+        // A relay's text, unchecked (see `Link::relay`).
+        Ok(Message::Frame(f)) if f.header().opcode == OpCode::Data(Data::Text) => {
+            WsMsg::Text(f.into_payload())
+        }
         Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => return None,
         Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
             return Some(Err(LinkError::TooBig {

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
@@ -270,6 +270,51 @@ async fn protocol_violations_end_the_stream_with_an_error() {
         client.next().await,
         Some(Err(Error::Protocol(ProtocolError::MaskedFrameFromServer)))
     ));
+}
+
+/// A relay hands text on unchecked, whole and unmasked, fragmented or not; binary, control
+/// frames, close reasons and every other rule stay as they were.
+#[tokio::test]
+async fn a_relay_hands_text_on_without_the_utf8_check() {
+    let key = [9, 8, 7, 6];
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let mut relay = Frames::new(a, Role::Server, &config(1 << 16));
+    relay.relay();
+    let wire = [
+        masked(0x81, &[b'a', 0xFF, 0xFE], key),
+        masked(0x01, &[0xC3], key),
+        masked(0x80, &[0xA9, 0xFF], key),
+        masked(0x82, &[0xFF], key),
+        masked(0xC1, b"a", key),
+    ]
+    .concat();
+    b.write_all(&wire).await.unwrap();
+    let text = |m: Option<Result<Message, Error>>| match m {
+        Some(Ok(Message::Frame(f))) => {
+            assert_eq!(f.header().opcode, OpCode::Data(Data::Text));
+            assert!(f.header().is_final && f.header().mask.is_none());
+            f.into_payload()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(text(next(&mut relay).await), &[b'a', 0xFF, 0xFE][..]);
+    assert_eq!(text(next(&mut relay).await), &[0xC3, 0xA9, 0xFF][..]);
+    assert!(matches!(
+        next(&mut relay).await,
+        Some(Ok(Message::Binary(b))) if b == Bytes::from_static(&[0xFF])
+    ));
+    assert!(matches!(
+        next(&mut relay).await,
+        Some(Err(Error::Protocol(ProtocolError::NonZeroReservedBits)))
+    ));
+    // A close reason is still checked: the session reads it.
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let mut relay = Frames::new(a, Role::Server, &config(1 << 16));
+    relay.relay();
+    b.write_all(&masked(0x88, &[0x03, 0xE8, 0xFF], key))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut relay).await, Some(Err(Error::Utf8(_)))));
 }
 
 #[tokio::test]
