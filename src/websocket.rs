@@ -3,7 +3,8 @@
 //! Owns: [`Frames`], the WebSocket the session reads and writes on both legs once hyper has
 //! upgraded the connection ([`Socket`]): frames read into one buffer (never zero-filled), unmasked in place and handed
 //! out as slices of it; messages encoded into one write buffer, written with one flush; the
-//! control frames (a ping answered with a pong, the close handshake), fragmented messages,
+//! control frames (a ping answered with a pong, the close handshake, a protocol error
+//! answered with 1002 or 1007), fragmented messages,
 //! the size limits (from the frame header, before anything is buffered), the UTF-8 check of
 //! text (not on a relay: see [`Frames::relay`]).
 //!
@@ -386,6 +387,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Frames<S> {
                 Ok(None) => {}
                 Err(e) => {
                     this.done = true;
+                    // The connection is failed (RFC 6455 §7.1.7), and a peer that broke the
+                    // protocol hears why before the session lets the socket go.
+                    if let Some(code) = fail_code(&e)
+                        && !this.sent_close
+                    {
+                        let reason = Utf8Bytes::from(e.to_string());
+                        this.encode_close(Some(&CloseFrame { code, reason }));
+                        let _ = this.poll_write_out(cx);
+                    }
                     return Poll::Ready(Some(Err(e)));
                 }
             }
@@ -468,6 +478,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Frames<S> {
             this.encode_close(None);
         }
         Pin::new(this).poll_flush(cx)
+    }
+}
+
+/// The close code a read error fails the connection with: 1007 for text that is not UTF-8,
+/// 1002 for the rest of the protocol. None when the peer is gone (nothing to tell) or sent
+/// a message over the limit (the session answers that, in the peer's dialect, with 1009).
+fn fail_code(e: &Error) -> Option<CloseCode> {
+    match e {
+        Error::Utf8(_) => Some(CloseCode::Invalid),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Error::Protocol(_) => Some(CloseCode::Protocol),
+        _ => None,
     }
 }
 

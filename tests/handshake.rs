@@ -119,3 +119,25 @@ async fn a_frame_sent_with_the_upgrade_request_is_read() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// A client that breaks the WebSocket protocol (a reserved bit set, no extension agreed)
+/// hears why: the connection is failed with 1002, not just dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_protocol_violation_is_answered_with_1002() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    let (_backend, _, _p, proxy) = stomp_to_socketio().await;
+    let token = jwt("ivy", SECRET);
+    let mut ws = raw_stomp_ws(&format!("ws://127.0.0.1:{proxy}/ws"), Some(&token)).await;
+    stomp_connect(&mut ws).await;
+    let header = FrameHeader {
+        rsv1: true,
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let frame = Frame::from_payload(header, bytes::Bytes::from_static(b"SEND\n\n\0"));
+    ws.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 1002);
+}

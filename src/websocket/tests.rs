@@ -256,11 +256,20 @@ async fn protocol_violations_end_the_stream_with_an_error() {
         let (a, mut b) = tokio::io::duplex(1 << 16);
         let mut server = Frames::new(a, Role::Server, &config(1 << 16));
         b.write_all(&wire).await.unwrap();
-        match next(&mut server).await {
-            Some(Err(e)) => assert!(expected(&e), "{wire:?}: {e:?}"),
+        let utf8 = match next(&mut server).await {
+            Some(Err(e)) => {
+                assert!(expected(&e), "{wire:?}: {e:?}");
+                matches!(e, Error::Utf8(_))
+            }
             other => panic!("{wire:?}: {other:?}"),
-        }
+        };
         assert!(next(&mut server).await.is_none());
+        // The peer was told why: a close frame, 1007 for the text, 1002 for the rest.
+        let mut head = [0u8; 4];
+        b.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[0], 0x88, "{wire:?}");
+        let code = u16::from_be_bytes([head[2], head[3]]);
+        assert_eq!(code, if utf8 { 1007 } else { 1002 }, "{wire:?}");
     }
     // A masked frame from a server.
     let (a, mut b) = tokio::io::duplex(1 << 16);
