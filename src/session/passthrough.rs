@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
 use tokio_util::sync::CancellationToken;
 
 use super::down::{await_close, refuse_link};
