@@ -126,6 +126,12 @@ impl<S> Frames<S> {
         self.relay = true;
     }
 
+    /// Whether this WebSocket relays (see [`Frames::relay`]): what is written to it was read
+    /// by one, so its text is written unchecked too.
+    pub fn relays(&self) -> bool {
+        self.relay
+    }
+
     /// The next whole message or control frame in `rd`; `None` when more bytes are needed
     /// (`missing` says how many at least).
     fn parse(&mut self) -> Result<Option<Message>, Error> {

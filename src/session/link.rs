@@ -90,12 +90,12 @@ pub trait Duplex:
     Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin
 {
     /// Queue one data message, as `start_send` does (after `poll_ready`). Text that is not
-    /// UTF-8 goes as binary rather than being refused; `checked`: its text was checked
-    /// already (it was read from a WebSocket and is forwarded as it came).
-    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg, checked: bool) -> Result<(), WsError>;
+    /// UTF-8 goes as binary rather than being refused; a relay's text goes as it was read
+    /// (see [`Link::relay`]).
+    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError>;
 
-    /// Read text without checking it is UTF-8 (see [`Link::relay`]); a WebSocket that always
-    /// checks ignores this.
+    /// Check text for UTF-8 neither as it is read nor as it is written (see
+    /// [`Link::relay`]); a WebSocket that always checks ignores this.
     fn relay(self: Pin<&mut Self>) {}
 }
 
@@ -105,12 +105,14 @@ where
 {
     /// Encoded straight from the message's bytes: no `Utf8Bytes` (which takes its own
     /// handle on the bytes, an allocation when they came from a vector).
-    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg, checked: bool) -> Result<(), WsError> {
+    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError> {
+        let this = self.get_mut();
         match &msg {
-            WsMsg::Text(b) => self
-                .get_mut()
-                .start_send_data(checked || std::str::from_utf8(b).is_ok(), b),
-            WsMsg::Binary(b) => self.get_mut().start_send_data(false, b),
+            WsMsg::Text(b) => {
+                let text = this.relays() || std::str::from_utf8(b).is_ok();
+                this.start_send_data(text, b)
+            }
+            WsMsg::Binary(b) => this.start_send_data(false, b),
         }
     }
 
@@ -125,7 +127,7 @@ impl<S> Duplex for tokio_tungstenite::WebSocketStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg, _checked: bool) -> Result<(), WsError> {
+    fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError> {
         self.start_send(message(msg))
     }
 }
@@ -135,8 +137,6 @@ struct Tapped<D: ?Sized> {
     gate: Gate,
     /// The last read found nothing (and the gate had not been woken).
     idle: bool,
-    /// Everything written here was read from a WebSocket as it is (see [`Link::relay`]).
-    relayed: bool,
     ws: D,
 }
 
@@ -251,7 +251,6 @@ impl Link {
             Io::Ws(Box::new(Tapped {
                 gate: Gate::new(),
                 idle: false,
-                relayed: false,
                 ws,
             })),
             depth,
@@ -432,7 +431,6 @@ impl Link {
     /// the passthrough passes that close on (see `passthrough.rs`).
     pub(super) fn relay(&mut self) {
         if let Io::Ws(t) = &mut self.io {
-            t.relayed = true;
             Pin::new(&mut t.ws).relay();
         }
     }
@@ -694,7 +692,6 @@ fn poll_ws(
     closed: &mut bool,
     counts: &mut LegCounts,
 ) -> Poll<Result<(), ()>> {
-    let checked = t.relayed;
     let mut ws = Pin::new(&mut t.ws);
     while !queue.is_empty() {
         if *closed {
@@ -708,7 +705,7 @@ fn poll_ws(
             LinkOut::Msg(msg) => {
                 *queued_bytes = queued_bytes.saturating_sub(msg.len());
                 counts.count_out(msg.len() as u64);
-                ws.as_mut().start_send_data(msg, checked).map_err(drop)?;
+                ws.as_mut().start_send_data(msg).map_err(drop)?;
                 *unflushed = true;
                 continue;
             }
