@@ -295,17 +295,17 @@ fn run_default(
     ctx: Arc<RouteCtx>,
     shutdown: CancellationToken,
 ) -> BoxFuture<'static, ()> {
-    let link = session::leg_link(up.ws, &ctx, ctx.metrics.down.for_session());
     if session::is_passthrough(&ctx.config) {
         let dial = passthrough_dial(&up.handshake);
         return Box::pin(session::passthrough(
             ctx,
-            link,
+            up.ws,
             dial,
             up.handshake.peer,
             shutdown,
         ));
     }
+    let link = session::leg_link(up.ws, &ctx, ctx.metrics.down.for_session());
     let server = (ctx.new_server)(&up.handshake, Instant::now());
     Box::pin(Session::new(ctx, link, server, &up.handshake).run(shutdown))
 }

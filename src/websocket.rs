@@ -6,7 +6,9 @@
 //! control frames (a ping answered with a pong, the close handshake, a protocol error
 //! answered with 1002 or 1007), fragmented messages,
 //! the size limits (from the frame header, before anything is buffered), the UTF-8 check of
-//! text (not on a relay: see [`Frames::relay`]).
+//! text (not on a relay: see [`Frames::relay`]), and the relay a passthrough moves frames
+//! with: headers checked in place and the frames written on as they were read
+//! ([`Frames::relay_scan`], [`Frames::poll_relay_write`]).
 //!
 //! Must not touch: handshakes (hyper does both: `handshake` for clients, `upstream` for
 //! backends), sessions, dialects. It speaks tungstenite's `Message` and `Error`, so that where a session holds a
@@ -94,6 +96,37 @@ pub struct Frames<S> {
     done: bool,
     /// Text is handed on unchecked (see [`Frames::relay`]).
     relay: bool,
+    /// Relaying (see [`Frames::relay_scan`]): the front of `rd` that holds whole, checked
+    /// frames not yet written to the other side.
+    checked: usize,
+    /// Relaying: a fragmented message is passing, this many payload bytes of it so far.
+    gathering: Option<usize>,
+    /// Relaying: this peer's close frame was among the checked frames.
+    relayed_close: bool,
+}
+
+/// A frame header as [`Frames::header`] read it.
+struct Header {
+    fin: bool,
+    op: u8,
+    /// Header bytes, the masking key's included.
+    head: usize,
+    /// Payload bytes.
+    len: usize,
+    key: Option<[u8; 4]>,
+}
+
+/// What [`Frames::relay_scan`] found in the bytes read since it last ran.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Whole messages that passed (counted at their last frame).
+    pub messages: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// The peer's close frame passed: nothing after it is read.
+    pub closed: bool,
+    /// The check refused a message: the scan stopped before its first frame.
+    pub refused: bool,
 }
 
 impl<S> Frames<S> {
@@ -114,14 +147,19 @@ impl<S> Frames<S> {
             sent_close: false,
             done: false,
             relay: false,
+            checked: 0,
+            gathering: None,
+            relayed_close: false,
         }
     }
 
     /// Hand text messages on without checking that they are UTF-8, as raw text frames
-    /// (`Message::Frame` with the text opcode, unmasked, whole): for a passthrough, which
-    /// forwards them as they came and leaves the check to the endpoints, as a plain proxy
-    /// does (it was a check of every message read, on both legs). Close reasons are still
-    /// checked: the session reads them.
+    /// (`Message::Frame` with the text opcode, unmasked, whole), and write text unchecked:
+    /// a passthrough's sockets, which leave the check to the endpoints as a plain proxy
+    /// does. It relays frames without reading them as messages (see
+    /// [`Frames::relay_scan`]); this is for what it reads after the relay ended (a refused
+    /// client's last frames, dropped while its close is awaited). Close reasons are still
+    /// checked here.
     pub fn relay(&mut self) {
         self.relay = true;
     }
@@ -132,80 +170,104 @@ impl<S> Frames<S> {
         self.relay
     }
 
+    /// The header of the frame at `at` in `rd`, checked (reserved bits, masking, control
+    /// frames, the limits with `gathered` bytes of a fragmented message before it): `None`
+    /// when the whole frame is not there yet (`missing` says how many bytes it lacks).
+    fn header(&mut self, at: usize, gathered: usize) -> Result<Option<Header>, Error> {
+        let buf = self.rd.get(at..).unwrap_or_default();
+        if buf.len() < 2 {
+            self.missing = 2 - buf.len();
+            return Ok(None);
+        }
+        let (b0, b1) = (buf[0], buf[1]);
+        if b0 & 0x70 != 0 {
+            return Err(ProtocolError::NonZeroReservedBits.into());
+        }
+        let fin = b0 & FIN != 0;
+        let op = b0 & 0x0F;
+        let masked = b1 & 0x80 != 0;
+        let (len, mut head) = match b1 & 0x7F {
+            126 => match buf.get(2..4) {
+                Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+                None => {
+                    self.missing = 4 - buf.len();
+                    return Ok(None);
+                }
+            },
+            127 => match buf.get(2..10) {
+                Some(b) => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(b);
+                    (u64::from_be_bytes(n), 10)
+                }
+                None => {
+                    self.missing = 10 - buf.len();
+                    return Ok(None);
+                }
+            },
+            n => (u64::from(n), 2),
+        };
+        match (self.role, masked) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrameFromClient.into()),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrameFromServer.into()),
+            _ => {}
+        }
+        if op >= CLOSE {
+            if !fin {
+                return Err(ProtocolError::FragmentedControlFrame.into());
+            }
+            if len > 125 {
+                return Err(ProtocolError::ControlFrameTooBig.into());
+            }
+        }
+        // The limits, from the header: nothing of an oversize frame is buffered.
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if len > self.max_frame {
+            return Err(too_long(len, self.max_frame));
+        }
+        if op < CLOSE && gathered.saturating_add(len) > self.max_message {
+            return Err(too_long(gathered.saturating_add(len), self.max_message));
+        }
+        let key = if masked {
+            let Some(k) = buf.get(head..head + 4) else {
+                self.missing = head + 4 - buf.len();
+                return Ok(None);
+            };
+            head += 4;
+            Some([k[0], k[1], k[2], k[3]])
+        } else {
+            None
+        };
+        let total = head.saturating_add(len);
+        if buf.len() < total {
+            self.missing = total - buf.len();
+            return Ok(None);
+        }
+        Ok(Some(Header {
+            fin,
+            op,
+            head,
+            len,
+            key,
+        }))
+    }
+
     /// The next whole message or control frame in `rd`; `None` when more bytes are needed
     /// (`missing` says how many at least).
     fn parse(&mut self) -> Result<Option<Message>, Error> {
         loop {
-            let buf = &self.rd[..];
-            if buf.len() < 2 {
-                self.missing = 2 - buf.len();
-                return Ok(None);
-            }
-            let (b0, b1) = (buf[0], buf[1]);
-            if b0 & 0x70 != 0 {
-                return Err(ProtocolError::NonZeroReservedBits.into());
-            }
-            let fin = b0 & FIN != 0;
-            let op = b0 & 0x0F;
-            let masked = b1 & 0x80 != 0;
-            let (len, mut head) = match b1 & 0x7F {
-                126 => match buf.get(2..4) {
-                    Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
-                    None => {
-                        self.missing = 4 - buf.len();
-                        return Ok(None);
-                    }
-                },
-                127 => match buf.get(2..10) {
-                    Some(b) => {
-                        let mut n = [0u8; 8];
-                        n.copy_from_slice(b);
-                        (u64::from_be_bytes(n), 10)
-                    }
-                    None => {
-                        self.missing = 10 - buf.len();
-                        return Ok(None);
-                    }
-                },
-                n => (u64::from(n), 2),
-            };
-            match (self.role, masked) {
-                (Role::Server, false) => return Err(ProtocolError::UnmaskedFrameFromClient.into()),
-                (Role::Client, true) => return Err(ProtocolError::MaskedFrameFromServer.into()),
-                _ => {}
-            }
-            if op >= CLOSE {
-                if !fin {
-                    return Err(ProtocolError::FragmentedControlFrame.into());
-                }
-                if len > 125 {
-                    return Err(ProtocolError::ControlFrameTooBig.into());
-                }
-            }
-            // The limits, from the header: nothing of an oversize frame is buffered.
-            let len = usize::try_from(len).unwrap_or(usize::MAX);
-            if len > self.max_frame {
-                return Err(too_long(len, self.max_frame));
-            }
             let gathered = self.partial.as_ref().map_or(0, |(_, b)| b.len());
-            if op < CLOSE && gathered.saturating_add(len) > self.max_message {
-                return Err(too_long(gathered.saturating_add(len), self.max_message));
-            }
-            let key = if masked {
-                let Some(k) = buf.get(head..head + 4) else {
-                    self.missing = head + 4 - buf.len();
-                    return Ok(None);
-                };
-                head += 4;
-                Some([k[0], k[1], k[2], k[3]])
-            } else {
-                None
-            };
-            let total = head.saturating_add(len);
-            if buf.len() < total {
-                self.missing = total - buf.len();
+            let Some(Header {
+                fin,
+                op,
+                head,
+                len,
+                key,
+            }) = self.header(0, gathered)?
+            else {
                 return Ok(None);
-            }
+            };
+            let total = head + len;
             let mut payload = self.rd.split_to(total);
             payload.advance(head);
             if let Some(k) = key {
@@ -266,6 +328,127 @@ impl<S> Frames<S> {
                 }
                 other => return Err(ProtocolError::UnknownDataFrameType(other).into()),
             }
+        }
+    }
+
+    /// Relay: check the frames read since the last scan without taking them out of `rd`
+    /// (nothing is unmasked or copied); the whole ones join the front that
+    /// [`Frames::poll_relay_write`] writes to the other side as they are. Headers are
+    /// checked as [`Frames::poll_next`] checks them, and the message sequence (continuations,
+    /// opcodes); `admit` is asked about each message at its first frame, with that frame's
+    /// payload size. The payloads themselves (text as UTF-8, close reasons) are for the
+    /// endpoints to check, as behind a plain proxy. An error or the peer's close ends the
+    /// reading; a refusal stops this scan.
+    pub fn relay_scan(&mut self, mut admit: impl FnMut(usize) -> bool) -> Result<Scanned, Error> {
+        let mut found = Scanned::default();
+        while !self.done {
+            let gathered = self.gathering.unwrap_or(0);
+            let h = match self.header(self.checked, gathered) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    self.done = true;
+                    return Err(e);
+                }
+            };
+            if let Err(e) = self.relay_frame(&h, gathered, &mut admit, &mut found) {
+                self.done = true;
+                return Err(e);
+            }
+            if found.refused {
+                // Stopped at a frame's start: the refused message can still be read (and
+                // dropped) while the peer is told why and its close awaited.
+                break;
+            }
+            self.checked += h.head + h.len;
+        }
+        Ok(found)
+    }
+
+    /// One whole frame's place in the message sequence (see [`Frames::relay_scan`]).
+    fn relay_frame(
+        &mut self,
+        h: &Header,
+        gathered: usize,
+        admit: &mut impl FnMut(usize) -> bool,
+        found: &mut Scanned,
+    ) -> Result<(), Error> {
+        match (h.op, self.gathering) {
+            (TEXT, Some(_)) => return Err(ProtocolError::ExpectedFragment(Data::Text).into()),
+            (BINARY, Some(_)) => return Err(ProtocolError::ExpectedFragment(Data::Binary).into()),
+            (CONTINUATION, None) => return Err(ProtocolError::UnexpectedContinueFrame.into()),
+            (TEXT | BINARY, None) if !admit(h.len) => {
+                found.refused = true;
+                return Ok(());
+            }
+            (TEXT | BINARY | CONTINUATION, _) => {
+                let size = gathered + h.len;
+                if h.fin {
+                    self.gathering = None;
+                    found.messages += 1;
+                    found.bytes += size as u64;
+                } else {
+                    self.gathering = Some(size);
+                }
+            }
+            (CLOSE, _) => {
+                // Its code and reason are the receiver's to check, as the text is.
+                if h.len == 1 {
+                    return Err(ProtocolError::InvalidCloseSequence.into());
+                }
+                self.done = true;
+                self.relayed_close = true;
+                found.closed = true;
+            }
+            (PING | PONG, _) => {}
+            (other, _) if other >= CLOSE => {
+                return Err(ProtocolError::UnknownControlFrameType(other).into());
+            }
+            (other, _) => return Err(ProtocolError::UnknownDataFrameType(other).into()),
+        }
+        Ok(())
+    }
+
+    /// Relay: checked bytes not yet written to the other side.
+    pub fn relay_pending(&self) -> usize {
+        self.checked
+    }
+
+    /// Relay: whether to read more from this peer. Not once its reading ended, nor while a
+    /// read's worth of checked frames waits for the other side (the backpressure that
+    /// bounds a relay's buffer: one read's worth, and the frame being gathered).
+    pub fn relay_reads(&self) -> bool {
+        !self.done && self.checked < self.read_size
+    }
+
+    /// Relay: stop. What was checked and not written goes into `to`'s write buffer (whole
+    /// frames, ahead of whatever is written there next), and a close frame relayed into
+    /// `to` counts as the one `to` was sent. A message cut off halfway ends this peer's
+    /// reading: what follows could not be read as a new one.
+    pub fn end_relay<T>(&mut self, to: &mut Frames<T>) {
+        to.wr.extend_from_slice(&self.rd[..self.checked]);
+        self.rd.advance(self.checked);
+        self.checked = 0;
+        to.sent_close |= self.relayed_close;
+        if self.gathering.take().is_some() {
+            self.done = true;
+        }
+    }
+
+    /// Whether a close frame went to this peer (queued here, or relayed into it).
+    pub fn sent_close(&self) -> bool {
+        self.sent_close
+    }
+
+    /// Answer a read error as [`Frames::poll_next`] does, for a relay that found it: a peer
+    /// that broke the protocol hears 1002 (1007), queued behind what is still to be written.
+    pub fn refuse(&mut self, e: &Error) {
+        self.done = true;
+        if let Some(code) = fail_code(e)
+            && !self.sent_close
+        {
+            let reason = Utf8Bytes::from(e.to_string());
+            self.encode_close(Some(&CloseFrame { code, reason }));
         }
     }
 
@@ -405,33 +588,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Frames<S> {
                     return Poll::Ready(Some(Err(e)));
                 }
             }
-            let want = this.missing.max(this.read_size);
-            if this.rd.capacity() - this.rd.len() < want {
-                this.rd.reserve(want);
-                if this.rd.is_empty() && this.rd.capacity() > 4 * want {
-                    // The reserve took back what a large message grew: an idle socket holds
-                    // one read's worth.
-                    this.rd = BytesMut::with_capacity(want);
-                }
-            }
-            match ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.io),
-                cx,
-                &mut this.rd
-            )) {
-                Ok(0) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(
-                        ProtocolError::ResetWithoutClosingHandshake.into()
-                    )));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(Error::Io(e))));
-                }
+            if let Err(e) = ready!(this.poll_fill(cx)) {
+                this.done = true;
+                return Poll::Ready(Some(Err(e)));
             }
         }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
+    /// Read into `rd`: at least what the frame at its front lacks, at least a read's worth.
+    /// The end of the connection is an error (the close handshake did not happen).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let want = self.missing.max(self.read_size);
+        if self.rd.capacity() - self.rd.len() < want {
+            self.rd.reserve(want);
+            if self.rd.is_empty() && self.rd.capacity() > 4 * want {
+                // The reserve took back what a large message grew: an idle socket holds
+                // one read's worth.
+                self.rd = BytesMut::with_capacity(want);
+            }
+        }
+        match ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.rd
+        )) {
+            Ok(0) => Poll::Ready(Err(ProtocolError::ResetWithoutClosingHandshake.into())),
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(Error::Io(e))),
+        }
+    }
+
+    /// Relay: read more from this peer (see [`Frames::relay_scan`]). An error ends its
+    /// reading.
+    pub fn poll_relay_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let r = ready!(self.poll_fill(cx));
+        if r.is_err() {
+            self.done = true;
+        }
+        Poll::Ready(r)
+    }
+
+    /// Relay: write the checked frames to `to` as they were read (a client's masked with
+    /// its own key, which a client-role frame may be) and flush. Ready(Ok) once all went.
+    pub fn poll_relay_write<T: AsyncWrite + Unpin>(
+        &mut self,
+        to: &mut Frames<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !to.wr.is_empty() {
+            // Queued before the relay began (none today): first.
+            ready!(to.poll_write_out(cx)).map_err(io::Error::other)?;
+        }
+        while self.checked > 0 {
+            let n = ready!(Pin::new(&mut to.io).poll_write(cx, &self.rd[..self.checked]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.rd.advance(n);
+            self.checked -= n;
+        }
+        Pin::new(&mut to.io).poll_flush(cx)
     }
 }
 

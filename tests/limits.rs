@@ -158,6 +158,8 @@ enum Seen {
     Text(String),
     /// The proxy's close frame, with its code.
     Close(Option<u16>),
+    /// A ping's payload (tungstenite answers it).
+    Ping(Vec<u8>),
 }
 
 /// A fake STOMP broker on 127.0.0.1:0, any number of connections: answers CONNECT with
@@ -184,6 +186,15 @@ async fn fake_broker(big: usize) -> (u16, mpsc::UnboundedReceiver<Seen>) {
                                 ws.send(Message::text(c)).await.unwrap();
                             } else if t.contains("send-me-big") {
                                 ws.send(Message::text("x".repeat(big))).await.unwrap();
+                            } else if t.contains("flood-me") {
+                                // Until the proxy lets go of this socket.
+                                let x = "x".repeat(64 * 1024);
+                                for _ in 0..512 {
+                                    if ws.send(Message::text(x.clone())).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                let _ = tx.send(Seen::Text("flood ended".into()));
                             } else if t.contains("close-with-4002") {
                                 let f = CloseFrame {
                                     code: CloseCode::from(4002),
@@ -196,6 +207,9 @@ async fn fake_broker(big: usize) -> (u16, mpsc::UnboundedReceiver<Seen>) {
                         Ok(Message::Close(f)) => {
                             let _ = tx.send(Seen::Close(f.map(|f| u16::from(f.code))));
                             return;
+                        }
+                        Ok(Message::Ping(p)) => {
+                            let _ = tx.send(Seen::Ping(p.to_vec()));
                         }
                         Ok(_) => {}
                         Err(_) => return,
@@ -212,7 +226,7 @@ async fn broker_close(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Option<u16> {
     loop {
         match tokio::time::timeout(T, rx.recv()).await.unwrap() {
             Some(Seen::Close(code)) => return code,
-            Some(Seen::Text(_)) => {}
+            Some(Seen::Text(_) | Seen::Ping(_)) => {}
             None => panic!("the broker's channel ended"),
         }
     }
@@ -290,7 +304,8 @@ async fn oversize_backend_messages_and_passthrough() {
 
 /// A passthrough passes a close on as a plain proxy does: the code the client closed with
 /// reaches the backend, the code the backend closed with reaches the client (it had been
-/// 1000 and 1011 whatever was sent).
+/// 1000 and 1011 whatever was sent). A ping goes through too, and the backend's pong comes
+/// back (the proxy had answered it itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_passes_close_codes_on() {
     let (backend_port, mut seen) = fake_broker(0).await;
@@ -306,6 +321,21 @@ async fn passthrough_passes_close_codes_on() {
     // The client closes with 4001: the broker hears 4001.
     let mut ws = raw_stomp_ws(&pt, None).await;
     stomp_connect(&mut ws).await;
+    ws.send(Message::Ping("are you there".into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(T, ws.next()).await.unwrap();
+    assert!(
+        matches!(&pong, Some(Ok(Message::Pong(p))) if p[..] == b"are you there"[..]),
+        "{pong:?}"
+    );
+    loop {
+        match tokio::time::timeout(T, seen.recv()).await.unwrap() {
+            Some(Seen::Ping(p)) => break assert_eq!(p, b"are you there"),
+            Some(Seen::Text(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
     let f = CloseFrame {
         code: CloseCode::from(4001),
         reason: "done here".into(),
@@ -369,4 +399,41 @@ async fn frames_held_while_dialing_are_bounded_in_bytes() {
     );
     assert!(close_code(&mut ws).await >= 1000);
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A passthrough client that stops reading what the backend sends is a slow consumer: after
+/// the write timeout the backend is let go (its flood ends) and the client, reading again,
+/// gets what the kernel held and then close 1008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_client_that_stops_reading_is_closed_with_1008() {
+    let (backend_port, mut seen) = fake_broker(0).await;
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[limits]\nwrite_timeout_ms = 1000\n{}",
+        stomp_route("passthrough", port, backend_port, "passthrough", ""),
+        admin = free_port(),
+    );
+    let proxy = Proxy::start(&cfg).await;
+    let mut ws = raw_stomp_ws(&format!("ws://127.0.0.1:{port}/ws"), None).await;
+    stomp_connect(&mut ws).await;
+    let ask = "SEND\ndestination:/queue/a\ncontent-type:text/plain\n\nflood-me\0";
+    ws.send(Message::text(ask)).await.unwrap();
+    loop {
+        match tokio::time::timeout(T, seen.recv()).await.unwrap() {
+            Some(Seen::Text(t)) if t == "flood ended" => break,
+            Some(_) => {}
+            None => panic!("the broker's channel ended"),
+        }
+    }
+    let code = loop {
+        match tokio::time::timeout(T, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(code, Some(1008));
+    let series = "switchboard_sessions_total{route=\"passthrough\",outcome=\"slow_consumer\"}";
+    let n = proxy.metric_reaches(series, 1.0, T).await;
+    assert_eq!(n, 1.0);
 }

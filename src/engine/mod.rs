@@ -279,19 +279,18 @@ impl Engine {
                 // session's life.
                 move |upgraded: Upgraded, ctx: Arc<RouteCtx>, shutdown| {
                     let Upgraded { ws, handshake } = upgraded;
-                    let link = session::leg_link(ws, &ctx, ctx.metrics.down.for_session());
                     if session::is_passthrough(&ctx.config) {
                         // The backend's own `open` and pings go through unchanged.
                         let dial = passthrough_dial(&handshake);
                         return Box::pin(session::passthrough(
                             ctx,
-                            link,
+                            ws,
                             dial,
                             handshake.peer,
                             shutdown,
                         ));
                     }
-                    let mut link = link;
+                    let mut link = session::leg_link(ws, &ctx, ctx.metrics.down.for_session());
                     // The queue is new: the open packet goes first, at once.
                     link.push(WsMsg::Text(open));
                     let role = (ctx.new_server)(&handshake, Instant::now());

@@ -91,12 +91,8 @@ pub trait Duplex:
 {
     /// Queue one data message, as `start_send` does (after `poll_ready`). Text that is not
     /// UTF-8 goes as binary rather than being refused; a relay's text goes as it was read
-    /// (see [`Link::relay`]).
+    /// (see [`Frames::relay`]).
     fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError>;
-
-    /// Check text for UTF-8 neither as it is read nor as it is written (see
-    /// [`Link::relay`]); a WebSocket that always checks ignores this.
-    fn relay(self: Pin<&mut Self>) {}
 }
 
 impl<S> Duplex for Frames<S>
@@ -114,10 +110,6 @@ where
             }
             WsMsg::Binary(b) => this.start_send_data(false, b),
         }
-    }
-
-    fn relay(self: Pin<&mut Self>) {
-        self.get_mut().relay();
     }
 }
 
@@ -312,11 +304,6 @@ impl Link {
         self.counters.add(&mut self.pending);
     }
 
-    /// Whether this link counted something it has not handed on yet.
-    pub(super) fn counted(&self) -> bool {
-        self.pending != LegCounts::default()
-    }
-
     /// This link's counts so far (for the session-end log line).
     pub(super) fn counts(&mut self) -> LegCounts {
         self.flush_counts();
@@ -422,17 +409,6 @@ impl Link {
     pub fn push(&mut self, msg: WsMsg) {
         self.queued_bytes = self.queued_bytes.saturating_add(msg.len());
         self.queue.push_back(LinkOut::Msg(msg));
-    }
-
-    /// Mark this link as a relay (passthrough): what it reads is forwarded unchanged and what
-    /// it writes was read so, and it checks text for UTF-8 neither way (a check of every
-    /// message as it was read, and again as it was written). The endpoints check it, as they
-    /// do behind a plain proxy: a backend that refuses a client's text closes with 1007, and
-    /// the passthrough passes that close on (see `passthrough.rs`).
-    pub(super) fn relay(&mut self) {
-        if let Io::Ws(t) = &mut self.io {
-            Pin::new(&mut t.ws).relay();
-        }
     }
 
     /// Queue a WebSocket ping (small and rare: past the bounds).
@@ -784,7 +760,7 @@ fn inbound(r: Result<Message, WsError>) -> Option<Result<WsMsg, LinkError>> {
         Ok(Message::Text(t)) => WsMsg::Text(Bytes::from(t)),
         Ok(Message::Binary(b)) => WsMsg::Binary(b),
         Ok(Message::Close(f)) => return Some(Err(LinkError::Closed(f.map(|f| u16::from(f.code))))),
-        // A relay's text, unchecked (see `Link::relay`).
+        // A relay's text, unchecked (see `Frames::relay`).
         Ok(Message::Frame(f)) if f.header().opcode == OpCode::Data(Data::Text) => {
             WsMsg::Text(f.into_payload())
         }

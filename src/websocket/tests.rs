@@ -438,3 +438,153 @@ async fn a_full_write_buffer_waits_for_the_socket() {
     // 4 KiB went to the socket; the buffer holds at most its size plus one message.
     assert!(server.wr.len() < 8192 + 1010, "{}", server.wr.len());
 }
+
+/// Read what `f` relays until `want` bytes came, for the relay tests.
+async fn read_exact_from(peer: &mut DuplexStream, want: usize) -> Vec<u8> {
+    let mut got = vec![0u8; want];
+    tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
+        .await
+        .expect("bytes within 5 s")
+        .unwrap();
+    got
+}
+
+/// A client's and a backend's side of a relay, each with its peer's end of the socket.
+fn relay_pair() -> (
+    Frames<DuplexStream>,
+    DuplexStream,
+    Frames<DuplexStream>,
+    DuplexStream,
+) {
+    let (a, client) = tokio::io::duplex(1 << 16);
+    let (b, backend) = tokio::io::duplex(1 << 16);
+    let mut from_client = Frames::new(a, Role::Server, &config(1 << 10));
+    let mut to_backend = Frames::new(b, Role::Client, &config(1 << 10));
+    from_client.relay();
+    to_backend.relay();
+    (from_client, client, to_backend, backend)
+}
+
+/// A relay writes whole frames on byte for byte as they were read, the client's masks
+/// included (nothing unmasked, checked as UTF-8 or re-masked); a frame not yet whole waits;
+/// messages are counted at their last frame; the close ends the reading.
+#[tokio::test]
+async fn a_relay_writes_frames_on_as_they_were_read() {
+    let (key, other) = ([9, 8, 7, 6], [1, 2, 3, 4]);
+    let (mut from, mut client, mut to, mut backend) = relay_pair();
+    let wire = [
+        masked(0x81, &[b'a', 0xFF, 0xFE], key),
+        masked(0x02, b"frag", other),
+        masked(0x89, b"ping", key),
+        masked(0x80, b"ment", other),
+        masked(0x88, &[0x0F, 0xA1, b'b', b'y', b'e'], key),
+    ]
+    .concat();
+    let (head, tail) = wire.split_at(wire.len() - 3);
+    client.write_all(head).await.unwrap();
+    std::future::poll_fn(|cx| from.poll_relay_read(cx))
+        .await
+        .unwrap();
+    let found = from.relay_scan(|_| true).unwrap();
+    assert_eq!((found.messages, found.bytes, found.closed), (2, 11, false));
+    assert_eq!(
+        from.relay_pending(),
+        head.len() - 8,
+        "the cut close frame waits"
+    );
+    client.write_all(tail).await.unwrap();
+    std::future::poll_fn(|cx| from.poll_relay_read(cx))
+        .await
+        .unwrap();
+    let found = from.relay_scan(|_| true).unwrap();
+    assert_eq!((found.messages, found.closed), (0, true));
+    assert!(!from.relay_reads(), "nothing is read after the close");
+    std::future::poll_fn(|cx| from.poll_relay_write(&mut to, cx))
+        .await
+        .unwrap();
+    assert_eq!(from.relay_pending(), 0);
+    assert_eq!(read_exact_from(&mut backend, wire.len()).await, wire);
+    // The close went through: the receiver is not sent another.
+    from.end_relay(&mut to);
+    assert!(to.sent_close());
+}
+
+/// A relay checks each header as the reader does (masking, reserved bits, opcodes, the
+/// message sequence, the limits) and stops at the first bad one; a refused message stops
+/// the scan at its first frame, which can still be read after the relay ends; checked
+/// frames not yet written go to the receiver's write buffer, ahead of the close.
+#[tokio::test]
+async fn a_relay_checks_headers_and_stops_where_told() {
+    let key = [5, 6, 7, 8];
+    type Expect = fn(&Error) -> bool;
+    let cases: [(Vec<u8>, Expect); 6] = [
+        (vec![0x81, 0x01, b'x'], |e| {
+            matches!(e, Error::Protocol(ProtocolError::UnmaskedFrameFromClient))
+        }),
+        (masked(0xC1, b"x", key), |e| {
+            matches!(e, Error::Protocol(ProtocolError::NonZeroReservedBits))
+        }),
+        (masked(0x80, b"x", key), |e| {
+            matches!(e, Error::Protocol(ProtocolError::UnexpectedContinueFrame))
+        }),
+        (
+            [masked(0x01, b"x", key), masked(0x81, b"y", key)].concat(),
+            |e| {
+                matches!(
+                    e,
+                    Error::Protocol(ProtocolError::ExpectedFragment(Data::Text))
+                )
+            },
+        ),
+        (masked(0x83, b"x", key), |e| {
+            matches!(e, Error::Protocol(ProtocolError::UnknownDataFrameType(3)))
+        }),
+        (masked(0x82, &[0u8; 2000], key), |e| {
+            matches!(
+                e,
+                Error::Capacity(CapacityError::MessageTooLong { size: 2000, .. })
+            )
+        }),
+    ];
+    for (wire, expected) in cases {
+        let (mut from, mut client, _to, _backend) = relay_pair();
+        client.write_all(&wire).await.unwrap();
+        std::future::poll_fn(|cx| from.poll_relay_read(cx))
+            .await
+            .unwrap();
+        let e = from.relay_scan(|_| true).unwrap_err();
+        assert!(expected(&e), "{e:?}");
+        assert!(!from.relay_reads());
+    }
+
+    let (mut from, mut client, mut to, mut backend) = relay_pair();
+    let first = masked(0x81, b"one", key);
+    let refused = masked(0x81, b"two!", key);
+    client
+        .write_all(&[first.clone(), refused].concat())
+        .await
+        .unwrap();
+    std::future::poll_fn(|cx| from.poll_relay_read(cx))
+        .await
+        .unwrap();
+    let mut asked = Vec::new();
+    let found = from
+        .relay_scan(|len| {
+            asked.push(len);
+            len < 4
+        })
+        .unwrap();
+    assert!(found.refused);
+    assert_eq!((asked, found.messages), (vec![3, 4], 1));
+    assert_eq!(from.relay_pending(), first.len());
+    from.end_relay(&mut to);
+    assert!(!to.sent_close());
+    to.send(Message::Close(None)).await.unwrap();
+    let out = read_exact_from(&mut backend, first.len() + 6).await;
+    assert_eq!(&out[..first.len()], &first[..]);
+    assert_eq!(&out[first.len()..first.len() + 2], &[0x88, 0x80]);
+    assert!(matches!(
+        next(&mut from).await,
+        Some(Ok(Message::Frame(f))) if f.payload() == b"two!"
+    ));
+}
