@@ -217,8 +217,9 @@ impl Dial {
 /// One WebSocket data message (or one Engine.IO long-polling packet, which is the same thing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsMsg {
-    /// A text message; the bytes are valid UTF-8 (unchecked only between a passthrough's
-    /// two relays, which no role sees: `Link::relay`).
+    /// A text message; the bytes are valid UTF-8 (unchecked only in what a passthrough's
+    /// client sends after a refusal, which is read and dropped and no role sees:
+    /// `Frames::relay`).
     Text(Bytes),
     /// A binary message.
     Binary(Bytes),
