@@ -1,18 +1,18 @@
 //! WebSocket framing (RFC 6455 §5) on a connection whose handshake is done.
 //!
 //! Owns: [`Frames`], the WebSocket the session reads and writes on both legs once hyper has
-//! upgraded the connection ([`Socket`]): frames read into one buffer (never zero-filled), unmasked in place and handed
-//! out as slices of it; messages encoded into one write buffer, written with one flush; the
-//! control frames (a ping answered with a pong, the close handshake, a protocol error
-//! answered with 1002 or 1007), fragmented messages,
-//! the size limits (from the frame header, before anything is buffered), the UTF-8 check of
-//! text (not on a relay: see [`Frames::relay`]), and the relay a passthrough moves frames
-//! with: headers checked in place and the frames written on as they were read
+//! upgraded the connection ([`Socket`]): frames read into one buffer (never zero-filled),
+//! unmasked in place and handed out as slices of it; messages encoded into one write
+//! buffer, written with one flush; the control frames (a ping answered with a pong, the
+//! close handshake, a protocol error answered with 1002 or 1007), fragmented messages, the
+//! size limits (from the frame header, before anything is buffered), the UTF-8 check of text
+//! (not on a relay: see [`Frames::relay`]), and the relay a passthrough moves frames with:
+//! headers checked in place and the frames written on as they were read
 //! ([`Frames::relay_scan`], [`Frames::poll_relay_write`]).
 //!
 //! Must not touch: handshakes (hyper does both: `handshake` for clients, `upstream` for
-//! backends), sessions, dialects. It speaks tungstenite's `Message` and `Error`, so that where a session holds a
-//! WebSocket it can hold either this or tokio-tungstenite's.
+//! backends), sessions, dialects. It speaks tungstenite's `Message` and `Error`, so that
+//! where a session holds a WebSocket it can hold either this or tokio-tungstenite's.
 //!
 //! Why not tokio-tungstenite on this side: its stream reaches the socket through a std-io
 //! shim with waker proxies, zero-fills its read buffer before every read, and a message

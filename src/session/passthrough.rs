@@ -3,8 +3,9 @@
 //!
 //! Owns: its `select!` loop, which relays each way (frames checked from their headers and
 //! written on from the read buffer: nothing unmasked, re-masked or copied; see
-//! [`crate::websocket::Frames::relay_scan`]), the client's rate, the stall deadline of each way, the close
-//! handshake passed end to end, and the close each side gets when the proxy ends it.
+//! [`crate::websocket::Frames::relay_scan`]), the client's rate, the stall deadline of
+//! each way, the close handshake passed end to end, and the close each side gets when the
+//! proxy ends it.
 //!
 //! Must not touch: message contents, roles, the translator. It shares the links (for the
 //! closing words) and the session outcomes with the translating session, nothing else.
