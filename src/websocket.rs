@@ -173,6 +173,10 @@ impl<S> Frames<S> {
     /// The header of the frame at `at` in `rd`, checked (reserved bits, masking, control
     /// frames, the limits with `gathered` bytes of a fragmented message before it): `None`
     /// when the whole frame is not there yet (`missing` says how many bytes it lacks).
+    // Inlined into both callers (with `poll_fill`): a call per frame on the reader's path
+    // showed in callgrind (Socket.IO → Socket.IO 18,013 → 17,991 instructions per round
+    // trip, STOMP → Socket.IO 23,448 → 23,331).
+    #[inline(always)]
     fn header(&mut self, at: usize, gathered: usize) -> Result<Option<Header>, Error> {
         let buf = self.rd.get(at..).unwrap_or_default();
         if buf.len() < 2 {
@@ -599,6 +603,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Frames<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     /// Read into `rd`: at least what the frame at its front lacks, at least a read's worth.
     /// The end of the connection is an error (the close handshake did not happen).
+    #[inline(always)]
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let want = self.missing.max(self.read_size);
         if self.rd.capacity() - self.rd.len() < want {
