@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_util::sync::CancellationToken;
 
 use super::down::{await_close, refuse_link};
-use super::gate::Gated;
+use super::gate::{Gate, Gated};
 use super::{EXPIRE_TICK, Outcome, RouteCtx, leg_link, log_end};
 use crate::admission::{ClientRate, Reason};
 use crate::config::{Mode, Route};
@@ -201,6 +201,11 @@ struct Way {
     /// Armed while a write waits on the receiver; boxed, and only then.
     stall: Option<Pin<Box<Sleep>>>,
     write_timeout: Duration,
+    /// The sender's reads go through a gate (see `gate.rs`): a wake-up for the other way,
+    /// or for a write, does not try a read on a socket that has nothing new.
+    read_gate: Gate,
+    /// The last read found nothing (and the gate had not been woken).
+    read_idle: bool,
 }
 
 impl Way {
@@ -210,6 +215,8 @@ impl Way {
             stopped: false,
             stall: None,
             write_timeout,
+            read_gate: Gate::new(),
+            read_idle: false,
         }
     }
 }
@@ -448,7 +455,10 @@ impl Way {
                     Poll::Pending
                 };
             }
-            match from.poll_relay_read(cx) {
+            let read = self
+                .read_gate
+                .poll(&mut self.read_idle, cx, |cx| from.poll_relay_read(cx));
+            match read {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Stop::Read(e)),
                 Poll::Ready(Ok(())) => {}
