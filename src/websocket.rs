@@ -154,20 +154,14 @@ impl<S> Frames<S> {
     }
 
     /// Hand text messages on without checking that they are UTF-8, as raw text frames
-    /// (`Message::Frame` with the text opcode, unmasked, whole), and write text unchecked:
-    /// a passthrough's sockets, which leave the check to the endpoints as a plain proxy
-    /// does. It relays frames without reading them as messages (see
-    /// [`Frames::relay_scan`]); this is for what it reads after the relay ended (a refused
+    /// (`Message::Frame` with the text opcode, unmasked, whole): a passthrough's sockets,
+    /// which leave the check to the endpoints as a plain proxy does. It relays frames
+    /// without reading them as messages (see [`Frames::relay_scan`]), and writes only its
+    /// closes through a link; this is for what it reads after the relay ended (a refused
     /// client's last frames, dropped while its close is awaited). Close reasons are still
     /// checked here.
     pub fn relay(&mut self) {
         self.relay = true;
-    }
-
-    /// Whether this WebSocket relays (see [`Frames::relay`]): what is written to it was read
-    /// by one, so its text is written unchecked too.
-    pub fn relays(&self) -> bool {
-        self.relay
     }
 
     /// The header of the frame at `at` in `rd`, checked (reserved bits, masking, control

@@ -90,8 +90,7 @@ pub trait Duplex:
     Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin
 {
     /// Queue one data message, as `start_send` does (after `poll_ready`). Text that is not
-    /// UTF-8 goes as binary rather than being refused; a relay's text goes as it was read
-    /// (see [`Frames::relay`]).
+    /// UTF-8 goes as binary rather than being refused.
     fn start_send_data(self: Pin<&mut Self>, msg: WsMsg) -> Result<(), WsError>;
 }
 
@@ -105,7 +104,7 @@ where
         let this = self.get_mut();
         match &msg {
             WsMsg::Text(b) => {
-                let text = this.relays() || std::str::from_utf8(b).is_ok();
+                let text = std::str::from_utf8(b).is_ok();
                 this.start_send_data(text, b)
             }
             WsMsg::Binary(b) => this.start_send_data(false, b),
