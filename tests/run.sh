@@ -63,6 +63,8 @@ fi
 # unit's exposure check and says so.
 
 # --- tests -------------------------------------------------------------------------------------
+# A CI run builds once: incremental state would only take disk (1.5 GB of the test build).
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 log "node $(node --version), $(cargo --version)"
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
