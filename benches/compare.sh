@@ -27,11 +27,14 @@
 #   SKIP="idle rabbit ..." (any of: sio low open rabbit hub idle) IDLE_PER_ADDR=20000
 #   LIMITS='read_buffer_bytes = 4096' (lines added to the proxy's [limits]) SB_WORKERS=1 (the
 #   proxy's limits.workers; 1 like nginx's one worker)
-# IDLE_N is capped by the descriptor limit: the proxy holds two sockets per client, and the
-# script raises `ulimit -n` only as far as `ulimit -Hn` allows (raise the hard limit as the
-# systemd unit does, LimitNOFILE, for 50k). Above 20k clients the load connects from several
-# source addresses (127.0.0.1, .2, ...) and the proxy dials several backends (one per 20k
-# clients), as one address pair has only ~28k ephemeral ports.
+# The proxy holds two sockets per client, and the script raises `ulimit -n` only as far as
+# `ulimit -Hn` allows (the systemd unit raises it with LimitNOFILE). When IDLE_N needs more
+# descriptors than that, the idle run splits the clients over as many proxy processes as it
+# takes (each on its own port with the same routes, each with its own load process) and
+# reports the sum while every client of every process is connected, as well as each
+# process's own lines. Above 20k clients the load connects from several source addresses
+# (127.0.0.1, .2, ...) and the proxy dials several backends (one per 20k clients, fewer
+# where the descriptor limit is lower), as one address pair has only ~28k ephemeral ports.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -83,12 +86,18 @@ HARD=$(ulimit -Hn)
 if [ "$HARD" = unlimited ]; then HARD=1048576; fi
 ulimit -n "$HARD"
 MAX_IDLE=$(( (HARD - 512) / 2 ))
-if [ "$IDLE_N" -gt "$MAX_IDLE" ]; then
-  echo "note: IDLE_N=$IDLE_N needs $(( 2 * IDLE_N + 512 )) descriptors in the proxy; ulimit -Hn is $HARD: measuring $MAX_IDLE clients"
-  IDLE_N=$MAX_IDLE
+SHARDS=$(( (IDLE_N + MAX_IDLE - 1) / MAX_IDLE ))
+SHARD_N=$(( (IDLE_N + SHARDS - 1) / SHARDS ))
+# A backend (Node) holds one socket per client, under the same descriptor limit.
+PER_BACKEND=$(( IDLE_PER_ADDR < HARD - 1024 ? IDLE_PER_ADDR : HARD - 1024 ))
+if [ "$SHARDS" -gt 1 ]; then
+  echo "note: IDLE_N=$IDLE_N needs $(( 2 * IDLE_N + 512 )) descriptors in one proxy; ulimit -Hn is $HARD: the idle run splits them over $SHARDS proxy processes of $SHARD_N clients"
+  SHARDS_PER_BACKEND=$(( PER_BACKEND / SHARD_N > 0 ? PER_BACKEND / SHARD_N : 1 ))
+  SPLIT=$(( (SHARDS + SHARDS_PER_BACKEND - 1) / SHARDS_PER_BACKEND ))
+else
+  # One backend (and one source address) per IDLE_PER_ADDR (20k) idle clients.
+  SPLIT=$(( (IDLE_N + PER_BACKEND - 1) / PER_BACKEND ))
 fi
-# One backend (and one source address) per IDLE_PER_ADDR (20k) idle clients.
-SPLIT=$(( (IDLE_N + IDLE_PER_ADDR - 1) / IDLE_PER_ADDR ))
 SRC=$(seq -s, -f '127.0.0.%g' 1 "$SPLIT")
 
 TMP=$(mktemp -d)
@@ -186,7 +195,7 @@ route() { # name path client mode upstream-dialect [url]
   printf '[[route]]\nname = "%s"\nlisten = "127.0.0.1:%s"\npath = "%s"\nclient = "%s"\nmode = "%s"\n[route.upstream]\ndialect = "%s"\n' "$1" "$P" "$2" "$3" "$4" "$5"
   [ -z "${6:-}" ] || printf 'url = "%s"\n' "$6"
 }
-{
+write_config() { # uses $P and $ADMIN
   printf '[admin]\nlisten = "127.0.0.1:%s"\n[log]\nlevel = "warn"\n' "$ADMIN"
   # One session worker, as nginx runs one worker process: the same CPU to work with (and
   # on a 2-core machine the load tool and the backends need the other core). LIMITS: more
@@ -201,11 +210,14 @@ route() { # name path client mode upstream-dialect [url]
   route sc-hub /socketcluster/ socketcluster translate hub
   # Idle clients beyond 20k go to further backends (one per 20k), as one address pair has
   # only ~28k ephemeral ports for the proxy's upstream leg.
-  for k in $(seq 2 "$SPLIT"); do
-    route "sio-tr-$k" "/sio-tr-$k/" socketio translate socketio "ws://127.0.0.1:${SIO_PORTS[$((k-1))]}/socket.io/"
-    route "stomp-sio-$k" "/xs-$k" stomp translate socketio "ws://127.0.0.1:${SIO_PORTS[$((k-1))]}/socket.io/"
+  local j
+  for j in $(seq 2 "$SPLIT"); do
+    route "sio-tr-$j" "/sio-tr-$j/" socketio translate socketio "ws://127.0.0.1:${SIO_PORTS[$((j-1))]}/socket.io/"
+    route "stomp-sio-$j" "/xs-$j" stomp translate socketio "ws://127.0.0.1:${SIO_PORTS[$((j-1))]}/socket.io/"
+    route "sio-pt-$j" "/sio-pt-$j/" socketio passthrough socketio "ws://127.0.0.1:${SIO_PORTS[$((j-1))]}/socket.io/"
   done
-} > "$TMP/config.toml"
+}
+write_config > "$TMP/config.toml"
 start_proxy() {
   target/release/switchboard --config "$TMP/config.toml" >> "$TMP/proxy.log" 2>&1 &
   PROXY=$!
@@ -277,23 +289,89 @@ if ! skip hub; then
     --target "stomp->hub=stomp:ws://127.0.0.1:$P/hub" --cpu "stomp->hub=$PROXY" \
     --target "sc->hub=socketcluster:ws://127.0.0.1:$P/socketcluster/" --cpu "sc->hub=$PROXY"
 fi
+# Idle target on route $1 of the proxy on port $2, toward backend $3 (1-based).
+idle_target() {
+  local sfx=""
+  [ "$3" -eq 1 ] || sfx="-$3"
+  case "$1" in
+    stomp-sio) echo "$1$sfx=stomp:ws://127.0.0.1:$2/xs$sfx" ;;
+    sio-tr) echo "$1$sfx=socketio:ws://127.0.0.1:$2/sio-tr$sfx/" ;;
+    sio-pt) echo "$1$sfx=socketio:ws://127.0.0.1:$2/sio-pt$sfx/" ;;
+    stomp-hub) echo "$1=stomp:ws://127.0.0.1:$2/hub" ;;
+  esac
+}
+metric() { # admin port, metric name: the sum of its samples
+  curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { print s + 0 }'
+}
+rss_of() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# More clients than one process has descriptors for: $SHARDS proxy processes, each with its
+# own load process; every load holds its clients until all have reported, then the sum. The
+# loads do not bind source addresses: a port taken with bind() is closed to every connect()
+# that picks its own, and the proxies' upstream legs need those (each destination, a proxy
+# process or a backend, takes fewer than one address pair's ~28k ports).
+idle_sharded() {
+  local r=$1 k n b got total=0 base=0 with=0 sessions=0 after=0 up rss0 rss1
+  local ports=() admins=() procs=() loads=()
+  for k in $(seq 1 "$SHARDS"); do
+    local sp sa
+    sp=$(free_port); sa=$(free_port)
+    P=$sp ADMIN=$sa write_config > "$TMP/shard-$k.toml"
+    target/release/switchboard --config "$TMP/shard-$k.toml" >> "$TMP/shard-$k.log" 2>&1 &
+    procs+=($!); PIDS+=($!); ports+=("$sp"); admins+=("$sa")
+  done
+  for k in $(seq 1 "$SHARDS"); do wait_port "${ports[$((k-1))]}"; done
+  sleep 1
+  rm -f "$TMP"/ready-* "$TMP/release"
+  for k in $(seq 1 "$SHARDS"); do
+    n=$(( k < SHARDS ? SHARD_N : IDLE_N - (SHARDS - 1) * SHARD_N ))
+    b=$(( (k - 1) % SPLIT + 1 ))
+    $LOAD --idle --clients "$n" --rss-pid "${procs[$((k-1))]}" --after "$IDLE_AFTER" --token "$TOKEN" \
+      --timeout 900 --ready-file "$TMP/ready-$k" --release-file "$TMP/release" \
+      "${EXTRA[@]}" --target "$(idle_target "$r" "${ports[$((k-1))]}" "$b")" > "$TMP/idle-$k.out" 2>&1 &
+    loads+=($!)
+  done
+  for _ in $(seq 1 9000); do
+    got=0
+    for k in $(seq 1 "$SHARDS"); do [ -e "$TMP/ready-$k" ] && got=$((got + 1)); done
+    [ "$got" -lt "$SHARDS" ] || break
+    for p in "${loads[@]}"; do kill -0 "$p" 2>/dev/null || break 2; done
+    sleep 0.1
+  done
+  for k in $(seq 1 "$SHARDS"); do
+    read -r up rss0 rss1 < "$TMP/ready-$k" || { echo "!! shard $k did not report"; up=0; rss0=0; rss1=0; }
+    total=$((total + up)); base=$((base + rss0)); with=$((with + rss1))
+    sessions=$((sessions + $(metric "${admins[$((k-1))]}" switchboard_sessions_active || echo 0)))
+  done
+  echo "idle $r over $SHARDS proxy processes: $total clients connected and subscribed at once ($sessions sessions active by the proxies' /metrics)"
+  awk -v b="$base" -v w="$with" -v n="$total" 'BEGIN { printf "  proxies'"'"' RSS summed: baseline %.1f MiB, with clients %.1f MiB = %.1f KiB per client (both legs)\n", b/1024, w/1024, (w-b)/(n>0?n:1) }'
+  touch "$TMP/release"
+  for p in "${loads[@]}"; do wait "$p" || true; done
+  for k in $(seq 1 "$SHARDS"); do after=$((after + $(rss_of "${procs[$((k-1))]}"))); done
+  awk -v b="$base" -v a="$after" -v s="$IDLE_AFTER" -v p="$SHARDS" 'BEGIN { printf "  %s s after they left, summed %.1f MiB (target <= 2x baseline + 10 MiB per process = %.1f MiB)\n", s, a/1024, 2*b/1024 + 10*p }'
+  for k in $(seq 1 "$SHARDS"); do echo "  process $k:"; sed 's/^/    /' "$TMP/idle-$k.out"; done
+  for p in "${procs[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${procs[@]}"; do wait "$p" 2>/dev/null || true; done
+}
 if ! skip idle; then
   for r in $IDLE_ROUTES; do
-    echo; echo "== 6. idle: $IDLE_N clients on $r (fresh proxy)"
-    stop_proxy; start_proxy
     case "$r" in
-      stomp-sio) T=(--target "$r=stomp:ws://127.0.0.1:$P/xs") ; EXTRA=(--subscribe /topic/echo) ;;
-      sio-tr) T=(--target "$r=socketio:ws://127.0.0.1:$P/sio-tr/") ; EXTRA=() ;;
-      sio-pt) T=(--target "$r=socketio:ws://127.0.0.1:$P/sio-pt/") ; EXTRA=() ;;
-      stomp-hub) T=(--target "$r=stomp:ws://127.0.0.1:$P/hub") ; EXTRA=() ;;
+      stomp-sio) EXTRA=(--subscribe /topic/echo) ;;
+      sio-tr|sio-pt|stomp-hub) EXTRA=() ;;
       *) echo "unknown idle route $r (stomp-sio sio-tr sio-pt stomp-hub)"; continue ;;
     esac
-    for k in $(seq 2 "$SPLIT"); do
-      case "$r" in
-        stomp-sio) T+=(--target "$r-$k=stomp:ws://127.0.0.1:$P/xs-$k") ;;
-        sio-tr) T+=(--target "$r-$k=socketio:ws://127.0.0.1:$P/sio-tr-$k/") ;;
-        *) ;;
-      esac
+    if [ "$SHARDS" -gt 1 ]; then
+      echo; echo "== 6. idle: $IDLE_N clients on $r ($SHARDS fresh proxy processes)"
+      stop_proxy
+      check_alive "before idle $r"
+      idle_sharded "$r"
+      continue
+    fi
+    echo; echo "== 6. idle: $IDLE_N clients on $r (fresh proxy)"
+    stop_proxy; start_proxy
+    T=()
+    for k in $(seq 1 "$SPLIT"); do
+      [ "$k" -eq 1 ] || [ "$r" != stomp-hub ] || break
+      T+=(--target "$(idle_target "$r" "$P" "$k")")
     done
     check_alive "before idle $r"
     $LOAD --idle --clients "$IDLE_N" --rss-pid "$PROXY" --after "$IDLE_AFTER" --token "$TOKEN" \

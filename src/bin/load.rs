@@ -94,6 +94,15 @@ struct Args {
     /// Idle mode: seconds after the clients left before RSS is read again.
     #[arg(long, default_value_t = 60)]
     after: u64,
+    /// Idle mode: once every client is connected and `--hold` has passed, write
+    /// `<connected> <rss KiB before> <rss KiB now>` here (for a script that runs one load
+    /// per proxy process and reads them all while every client is still connected).
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
+    /// Idle mode: after `--ready-file`, keep the clients until this file exists (at most
+    /// `--timeout` seconds), so that several loads hold theirs at the same time.
+    #[arg(long)]
+    release_file: Option<std::path::PathBuf>,
     /// Local addresses to connect from, round robin (`127.0.0.1,127.0.0.2`): one source
     /// address has about 28k ephemeral ports toward one listener.
     #[arg(long, value_delimiter = ',')]
@@ -437,6 +446,18 @@ async fn idle(args: &Args, targets: &[(String, String, String)], pid: u32) -> Re
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     let rss1 = rss_kib(pid).ok_or("cannot read VmRSS")?;
     let up = args.clients - failed.load(Ordering::SeqCst);
+    if let Some(f) = &args.ready_file {
+        // Written whole, then renamed: a script polling for the file never reads half of it.
+        let part = f.with_extension("part");
+        std::fs::write(&part, format!("{up} {rss0} {rss1}\n"))?;
+        std::fs::rename(&part, f)?;
+    }
+    if let Some(f) = &args.release_file {
+        let until = Instant::now() + Duration::from_secs(args.timeout);
+        while !f.exists() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let _ = release_tx.send(true);
     for t in tasks {
         let _ = t.await;
