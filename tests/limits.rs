@@ -2,7 +2,9 @@
 //! `limits.max_message_size` gets `ERROR` and close 1009 (others on the proxy go on), a
 //! backend message over it ends the upstream with the client's dialect error, passthrough
 //! answers both with 1009 toward the sender, and what a client sends before its backend is
-//! ready is held within a byte budget, not only a frame count.
+//! ready is held within a byte budget, not only a frame count. A passthrough relays what
+//! either side sent right behind its upgrade at once, and lets go of a client that stops
+//! reading.
 //!
 //! The Socket.IO backend is the Node.js one from `tests/peers`; the STOMP brokers are fakes
 //! written here with tokio-tungstenite.
@@ -436,4 +438,135 @@ async fn a_passthrough_client_that_stops_reading_is_closed_with_1008() {
     let series = "switchboard_sessions_total{route=\"passthrough\",outcome=\"slow_consumer\"}";
     let n = proxy.metric_reaches(series, 1.0, T).await;
     assert_eq!(n, 1.0);
+}
+
+/// A passthrough relays at once what either side sent in the same segment as its upgrade:
+/// the backend's first message right behind its 101, the client's right behind its request.
+/// (Both were left in the read buffer until the sender's next message: a Socket.IO
+/// backend's open packet waited for its first ping, 25 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_relays_what_came_with_either_upgrade_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+    /// Reads up to the end of an HTTP head; the head, and what came after it.
+    async fn head(tcp: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = got.split_off(end + 4);
+                return (String::from_utf8(got).unwrap(), rest);
+            }
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed in the head: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    /// The payload of the text frame `b` starts with, once it is whole (masked or not,
+    /// payload < 126).
+    fn text_frame(b: &[u8]) -> Option<Vec<u8>> {
+        let (&[op, len], rest) = b.split_first_chunk::<2>()?;
+        assert_eq!(op, 0x81, "not a whole text frame first: {b:?}");
+        let n = usize::from(len & 0x7f);
+        let (key, body) = if len & 0x80 != 0 {
+            let (k, body) = rest.split_first_chunk::<4>()?;
+            (*k, body)
+        } else {
+            ([0; 4], rest)
+        };
+        let body = body.get(..n)?;
+        Some(
+            body.iter()
+                .zip(key.iter().cycle())
+                .map(|(b, k)| b ^ k)
+                .collect(),
+        )
+    }
+
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    let (tx, mut relayed) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut tcp, _) = backend.accept().await.unwrap();
+        let (req, mut got) = head(&mut tcp).await;
+        let key = req
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap();
+        let mut out = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        )
+        .into_bytes();
+        out.extend_from_slice(&[0x81, 8]);
+        out.extend_from_slice(b"GREETING");
+        tcp.write_all(&out).await.unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(p) = text_frame(&got) {
+                let _ = tx.send(p);
+                break;
+            }
+            let n = tcp.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        // Open until the test ends: nothing more is sent that could carry the first frame on.
+        let _ = tcp.read(&mut buf).await;
+    });
+
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}",
+        stomp_route("passthrough", port, backend_port, "passthrough", ""),
+        admin = free_port(),
+    );
+    let _proxy = Proxy::start(&cfg).await;
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n"
+    )
+    .into_bytes();
+    let key = [0x12u8, 0x34, 0x56, 0x78];
+    bytes.extend_from_slice(&[0x81, 0x80 | 5]);
+    bytes.extend_from_slice(&key);
+    bytes.extend(b"HELLO".iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(&bytes).await.unwrap();
+
+    let (resp, mut got) = tokio::time::timeout(T, head(&mut tcp)).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 101"), "{resp}");
+    let greeting = tokio::time::timeout(T, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(p) = text_frame(&got) {
+                return p;
+            }
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the backend's first message, sent with its 101, did not come through");
+    assert_eq!(greeting, b"GREETING");
+    let hello = tokio::time::timeout(T, relayed.recv())
+        .await
+        .expect("the client's first message, sent with its request, did not come through");
+    assert_eq!(hello.as_deref(), Some(&b"HELLO"[..]));
 }
