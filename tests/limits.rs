@@ -254,6 +254,18 @@ heartbeat_ms = [0, 0]
     )
 }
 
+/// A proxy with one STOMP passthrough route to `backend_port` (`extra`: more configuration
+/// ahead of it); the proxy and the route's port.
+async fn passthrough_proxy(backend_port: u16, extra: &str) -> (Proxy, u16) {
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra}\n{}",
+        stomp_route("passthrough", port, backend_port, "passthrough", ""),
+        admin = free_port(),
+    );
+    (Proxy::start(&cfg).await, port)
+}
+
 /// A backend message over the limit ends the upstream (the broker hears 1009) and the client
 /// gets its dialect's error, of kind limit; in passthrough the sender of the oversize message
 /// hears 1009 and the other side the close it would get had the sender left.
@@ -311,13 +323,7 @@ async fn oversize_backend_messages_and_passthrough() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_passes_close_codes_on() {
     let (backend_port, mut seen) = fake_broker(0).await;
-    let port = free_port();
-    let cfg = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}",
-        stomp_route("passthrough", port, backend_port, "passthrough", ""),
-        admin = free_port(),
-    );
-    let _proxy = Proxy::start(&cfg).await;
+    let (_proxy, port) = passthrough_proxy(backend_port, "").await;
     let pt = format!("ws://127.0.0.1:{port}/ws");
 
     // The client closes with 4001: the broker hears 4001.
@@ -409,13 +415,7 @@ async fn frames_held_while_dialing_are_bounded_in_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passthrough_client_that_stops_reading_is_closed_with_1008() {
     let (backend_port, mut seen) = fake_broker(0).await;
-    let port = free_port();
-    let cfg = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[limits]\nwrite_timeout_ms = 1000\n{}",
-        stomp_route("passthrough", port, backend_port, "passthrough", ""),
-        admin = free_port(),
-    );
-    let proxy = Proxy::start(&cfg).await;
+    let (proxy, port) = passthrough_proxy(backend_port, "[limits]\nwrite_timeout_ms = 1000").await;
     let mut ws = raw_stomp_ws(&format!("ws://127.0.0.1:{port}/ws"), None).await;
     stomp_connect(&mut ws).await;
     let ask = "SEND\ndestination:/queue/a\ncontent-type:text/plain\n\nflood-me\0";
@@ -527,13 +527,7 @@ async fn a_passthrough_relays_what_came_with_either_upgrade_at_once() {
         let _ = tcp.read(&mut buf).await;
     });
 
-    let port = free_port();
-    let cfg = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}",
-        stomp_route("passthrough", port, backend_port, "passthrough", ""),
-        admin = free_port(),
-    );
-    let _proxy = Proxy::start(&cfg).await;
+    let (_proxy, port) = passthrough_proxy(backend_port, "").await;
     let mut bytes = format!(
         "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
