@@ -340,7 +340,7 @@ idle_sharded() {
   for k in $(seq 1 "$SHARDS"); do
     read -r up rss0 rss1 < "$TMP/ready-$k" || { echo "!! shard $k did not report"; up=0; rss0=0; rss1=0; }
     total=$((total + up)); base=$((base + rss0)); with=$((with + rss1))
-    sessions=$((sessions + $(metric "${admins[$((k-1))]}" switchboard_sessions_active || echo 0)))
+    sessions=$((sessions + $(metric "${admins[$((k-1))]}" switchboard_sessions_active)))
   done
   echo "idle $r over $SHARDS proxy processes: $total clients connected and subscribed at once ($sessions sessions active by the proxies' /metrics)"
   awk -v b="$base" -v w="$with" -v n="$total" 'BEGIN { printf "  proxies'"'"' RSS summed: baseline %.1f MiB, with clients %.1f MiB = %.1f KiB per client (both legs)\n", b/1024, w/1024, (w-b)/(n>0?n:1) }'
@@ -369,10 +369,9 @@ if ! skip idle; then
     echo; echo "== 6. idle: $IDLE_N clients on $r (fresh proxy)"
     stop_proxy; start_proxy
     T=()
-    for k in $(seq 1 "$SPLIT"); do
-      [ "$k" -eq 1 ] || [ "$r" != stomp-hub ] || break
-      T+=(--target "$(idle_target "$r" "$P" "$k")")
-    done
+    # The hub has no backend to spread over.
+    [ "$r" = stomp-hub ] && N_T=1 || N_T=$SPLIT
+    for k in $(seq 1 "$N_T"); do T+=(--target "$(idle_target "$r" "$P" "$k")"); done
     check_alive "before idle $r"
     $LOAD --idle --clients "$IDLE_N" --rss-pid "$PROXY" --after "$IDLE_AFTER" --token "$TOKEN" \
       --source-addrs "$SRC" --timeout 600 "${EXTRA[@]}" "${T[@]}"

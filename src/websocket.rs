@@ -62,6 +62,7 @@ impl Socket {
             Ok(parts) => {
                 let mut ws = Frames::new(parts.io.into_inner(), role, config);
                 ws.rd.extend_from_slice(&parts.read_buf);
+                ws.pre_read = !ws.rd.is_empty();
                 ws
             }
             // Another stream type (none today): through hyper's adaptors, as it was.
@@ -103,6 +104,10 @@ pub struct Frames<S> {
     gathering: Option<usize>,
     /// Relaying: this peer's close frame was among the checked frames.
     relayed_close: bool,
+    /// `rd` holds what the handshake read past the upgrade (see [`Socket::upgraded`]) and
+    /// no relay read has handed it on yet: the first [`Frames::poll_relay_read`] does, or a
+    /// first message sent in the same segment as the upgrade would wait for the next one.
+    pre_read: bool,
 }
 
 /// A frame header as [`Frames::header`] read it.
@@ -150,6 +155,7 @@ impl<S> Frames<S> {
             checked: 0,
             gathering: None,
             relayed_close: false,
+            pre_read: false,
         }
     }
 
@@ -619,9 +625,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
         }
     }
 
-    /// Relay: read more from this peer (see [`Frames::relay_scan`]). An error ends its
+    /// Relay: read more from this peer (see [`Frames::relay_scan`]); the first call is
+    /// Ready at once when the handshake had read past the upgrade. An error ends its
     /// reading.
     pub fn poll_relay_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if std::mem::take(&mut self.pre_read) {
+            return Poll::Ready(Ok(()));
+        }
         let r = ready!(self.poll_fill(cx));
         if r.is_err() {
             self.done = true;

@@ -206,10 +206,6 @@ struct Way {
     read_gate: Gate,
     /// The last read found nothing (and the gate had not been woken).
     read_idle: bool,
-    /// What the handshake read past the upgrade is still to be scanned: it is scanned before
-    /// the first read, or a first message that came in the same segment as a backend's 101
-    /// (or behind a client's request) would wait for the sender's next one.
-    unscanned: bool,
 }
 
 impl Way {
@@ -221,7 +217,6 @@ impl Way {
             write_timeout,
             read_gate: Gate::new(),
             read_idle: false,
-            unscanned: true,
         }
     }
 }
@@ -460,15 +455,13 @@ impl Way {
                     Poll::Pending
                 };
             }
-            if !std::mem::take(&mut self.unscanned) {
-                let read = self
-                    .read_gate
-                    .poll(&mut self.read_idle, cx, |cx| from.poll_relay_read(cx));
-                match read {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Stop::Read(e)),
-                    Poll::Ready(Ok(())) => {}
-                }
+            let read = self
+                .read_gate
+                .poll(&mut self.read_idle, cx, |cx| from.poll_relay_read(cx));
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Stop::Read(e)),
+                Poll::Ready(Ok(())) => {}
             }
             match from.relay_scan(&mut *admit) {
                 Ok(found) => {
