@@ -755,29 +755,72 @@ impl Config {
                 }
             }
         }
-        if self.limits.max_connections == 0 {
-            return Err(bad(
-                "limits.max_connections".into(),
-                "must be at least 1".into(),
+        // A zero here is accepted by the types and then breaks every connection (a timeout
+        // that fires at once, a message limit nothing fits); a huge one panics where the
+        // value sizes a semaphore or a channel.
+        let limits = &self.limits;
+        let mut bounded: Vec<(String, u64, u64, u64)> = vec![
+            bound(
+                "limits.max_connections",
+                limits.max_connections,
+                1,
+                MAX_COUNT,
+            ),
+            bound("limits.queue_depth", limits.queue_depth, 1, MAX_COUNT),
+            bound(
+                "limits.handshake_timeout_ms",
+                limits.handshake_timeout_ms,
+                1,
+                MAX_MS,
+            ),
+            bound(
+                "limits.write_timeout_ms",
+                limits.write_timeout_ms,
+                1,
+                MAX_MS,
+            ),
+            bound(
+                "limits.max_message_size",
+                limits.max_message_size,
+                1,
+                MAX_BYTES,
+            ),
+            bound("limits.queue_bytes", limits.queue_bytes, 1, MAX_BYTES),
+            bound(
+                "limits.read_buffer_bytes",
+                limits.read_buffer_bytes,
+                512,
+                MAX_BYTES,
+            ),
+            bound(
+                "limits.write_buffer_bytes",
+                limits.write_buffer_bytes,
+                1,
+                MAX_BYTES,
+            ),
+            bound("limits.idle_ping_ms", limits.idle_ping_ms, 0, MAX_MS),
+            bound(
+                "shutdown.grace_period_ms",
+                self.shutdown.grace_period_ms,
+                0,
+                MAX_MS,
+            ),
+        ];
+        for (i, r) in self.routes.iter().enumerate() {
+            let up = &r.upstream;
+            let k = |field: &str| format!("route.{i}.upstream.{field}");
+            bounded.push(bound(
+                &k("connect_timeout_ms"),
+                up.connect_timeout_ms,
+                1,
+                MAX_MS,
             ));
+            bounded.push(bound(&k("ack_timeout_ms"), up.ack_timeout_ms, 1, MAX_MS));
         }
-        if self.limits.read_buffer_bytes < 512 {
-            return Err(bad(
-                "limits.read_buffer_bytes".into(),
-                "must be at least 512".into(),
-            ));
-        }
-        if self.limits.queue_bytes == 0 {
-            return Err(bad(
-                "limits.queue_bytes".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        if self.limits.queue_depth == 0 {
-            return Err(bad(
-                "limits.queue_depth".into(),
-                "must be at least 1".into(),
-            ));
+        for (key, value, min, max) in bounded {
+            if !(min..=max).contains(&value) {
+                return Err(bad(key, format!("must be between {min} and {max}")));
+            }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(bad("log.format".into(), "must be `text` or `json`".into()));
@@ -793,6 +836,24 @@ impl Config {
         self.hub.validate(&self.routes, text)?;
         Ok(self)
     }
+}
+
+/// Counts that size a semaphore or a channel: far above any machine's descriptors, far
+/// below tokio's limit (`usize::MAX >> 3`).
+const MAX_COUNT: u64 = 1 << 24;
+/// A day: longer than any timeout or interval means something else was meant.
+const MAX_MS: u64 = 86_400_000;
+/// 1 GiB: no message or buffer of a proxied session is meant to be larger.
+const MAX_BYTES: u64 = 1 << 30;
+
+/// A numeric setting with its allowed range, for [`Config::validate`].
+fn bound(key: &str, value: impl TryInto<u64>, min: u64, max: u64) -> (String, u64, u64, u64) {
+    (
+        key.to_owned(),
+        value.try_into().unwrap_or(u64::MAX),
+        min,
+        max,
+    )
 }
 
 impl RouteAuth {
@@ -1187,6 +1248,62 @@ dialect = "socketio"
         };
         assert_eq!(key, "route.1.name");
         assert_eq!(line, Some(16));
+    }
+
+    /// Zero timeouts and sizes, and counts tokio cannot hold, are refused with their key
+    /// and line rather than breaking every connection or panicking at start.
+    #[test]
+    fn out_of_range_limits_are_refused_with_their_line() {
+        let cases = [
+            (
+                "[limits]\nhandshake_timeout_ms = 0",
+                "limits.handshake_timeout_ms",
+            ),
+            ("[limits]\nwrite_timeout_ms = 0", "limits.write_timeout_ms"),
+            ("[limits]\nmax_message_size = 0", "limits.max_message_size"),
+            ("[limits]\nqueue_depth = 0", "limits.queue_depth"),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            (
+                "[limits]\nmax_connections = 9000000000000000000",
+                "limits.max_connections",
+            ),
+            (
+                "[limits]\nqueue_depth = 4611686018427387904",
+                "limits.queue_depth",
+            ),
+            (
+                "[limits]\nread_buffer_bytes = 100",
+                "limits.read_buffer_bytes",
+            ),
+        ];
+        for (table, key) in cases {
+            let text = format!("{table}\n{MINIMAL}");
+            let ConfigError::Invalid {
+                key: k,
+                line,
+                reason,
+            } = Config::from_toml(&text).unwrap_err()
+            else {
+                panic!("{table}")
+            };
+            assert_eq!((k.as_str(), line), (key, Some(2)), "{table}");
+            assert!(reason.contains("must be between"), "{reason}");
+        }
+        for (field, key) in [
+            ("connect_timeout_ms", "route.0.upstream.connect_timeout_ms"),
+            ("ack_timeout_ms", "route.0.upstream.ack_timeout_ms"),
+        ] {
+            let text = MINIMAL.replace(
+                "dialect = \"socketio\"",
+                &format!("dialect = \"socketio\"\n{field} = 0"),
+            );
+            let ConfigError::Invalid { key: k, line, .. } = Config::from_toml(&text).unwrap_err()
+            else {
+                panic!("{field}")
+            };
+            assert_eq!((k.as_str(), line), (key, Some(14)));
+        }
+        assert!(Config::from_toml(&format!("[limits]\nidle_ping_ms = 0\n{MINIMAL}")).is_ok());
     }
 
     #[test]

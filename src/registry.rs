@@ -74,7 +74,7 @@ pub static ENTRIES: &[Entry] = &[
         transport: None,
         client: Some(stomp_client),
         client_message_limit: global_limit,
-        check_server: no_checks,
+        check_server: stomp_server_checks,
         check_client: stomp_client_checks,
         allowed_origins: any_origin,
     },
@@ -321,7 +321,26 @@ fn no_checks(_: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// Settings that must not be 0: a timeout that fires at once, a limit nothing fits.
+fn positive(settings: &[(&str, u64)]) -> Result<(), (String, String)> {
+    match settings.iter().find(|(_, v)| *v == 0) {
+        Some((key, _)) => Err(((*key).to_owned(), "must be at least 1".into())),
+        None => Ok(()),
+    }
+}
+
 // --- STOMP -------------------------------------------------------------------------------
+
+fn stomp_server_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
+    let c = &r.stomp;
+    positive(&[
+        ("stomp.connect_timeout_ms", c.connect_timeout_ms),
+        ("stomp.max_frame_size", c.max_frame_size as u64),
+        ("stomp.max_headers", c.max_headers as u64),
+        ("stomp.max_header_len", c.max_header_len as u64),
+        ("stomp.max_subscriptions", c.max_subscriptions as u64),
+    ])
+}
 
 fn stomp_server(r: &Route, _: Shared<'_>) -> ServerFactory {
     let s = &r.stomp;
@@ -441,6 +460,13 @@ fn socketio_limit(r: &Route, _: Shared<'_>) -> usize {
 }
 
 fn socketio_checks(r: &Route, s: Shared<'_>) -> Result<(), (String, String)> {
+    let c = &r.socketio;
+    // 0 would ping every turn of the session loop, or time every client out at once.
+    positive(&[
+        ("socketio.ping_interval_ms", c.ping_interval_ms),
+        ("socketio.ping_timeout_ms", c.ping_timeout_ms),
+        ("socketio.connect_timeout_ms", c.connect_timeout_ms),
+    ])?;
     let max = s.config.limits.max_message_size;
     if !(MIN_MAX_PAYLOAD..=max).contains(&r.socketio.max_payload) {
         return Err((
@@ -690,6 +716,12 @@ mod tests {
                 "max_packets_per_post = 0",
                 "route.0.socketio.max_packets_per_post",
             ),
+            ("ping_interval_ms = 0", "route.0.socketio.ping_interval_ms"),
+            ("ping_timeout_ms = 0", "route.0.socketio.ping_timeout_ms"),
+            (
+                "connect_timeout_ms = 0",
+                "route.0.socketio.connect_timeout_ms",
+            ),
         ] {
             let text = format!("{sio}\n[route.socketio]\n{table}\n");
             let ConfigError::Invalid { key: k, line, .. } = from_toml(&text).unwrap_err() else {
@@ -709,6 +741,29 @@ mod tests {
         // A STOMP route's unused Socket.IO defaults do not fail a small global limit.
         let text = format!("[limits]\nmax_message_size = 65536\n{MINIMAL}");
         assert!(from_toml(&text).is_ok());
+    }
+
+    #[test]
+    fn stomp_timeouts_and_limits_are_not_zero() {
+        for table in [
+            "connect_timeout_ms = 0",
+            "max_frame_size = 0",
+            "max_subscriptions = 0",
+        ] {
+            let text = format!("{MINIMAL}\n[route.stomp]\n{table}\n");
+            let ConfigError::Invalid { key, line, reason } = from_toml(&text).unwrap_err() else {
+                panic!()
+            };
+            let field = table.split(' ').next().unwrap();
+            assert_eq!(key, format!("route.0.stomp.{field}"));
+            assert_eq!((line, reason.as_str()), (Some(16), "must be at least 1"));
+        }
+        assert!(
+            from_toml(&format!(
+                "{MINIMAL}\n[route.stomp]\nheartbeat_ms = [0, 0]\n"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
