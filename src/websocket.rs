@@ -321,7 +321,10 @@ impl<S> Frames<S> {
                     return Ok(Some(Message::Close(close)));
                 }
                 PING => {
-                    if !self.sent_close {
+                    // A peer that pings and does not read would grow the write buffer a
+                    // pong at a time: while a buffer's worth waits, the pong is left out
+                    // (RFC 6455 §5.5.3 lets a pong answer only the latest of several pings).
+                    if !self.sent_close && self.wr.len() < self.write_size {
                         self.encode(PONG, &payload);
                     }
                     return Ok(Some(Message::Ping(payload.freeze())));

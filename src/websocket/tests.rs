@@ -588,3 +588,32 @@ async fn a_relay_checks_headers_and_stops_where_told() {
         Some(Ok(Message::Frame(f))) if f.payload() == b"two!"
     ));
 }
+
+/// A peer that floods pings and never reads: the pongs that wait for it stop at a write
+/// buffer's worth, however many pings came.
+#[tokio::test]
+async fn unread_pongs_stay_within_the_write_buffer() {
+    let (a, mut b) = tokio::io::duplex(4096);
+    let config = config(1 << 16).write_buffer_size(8192);
+    let mut server = Frames::new(a, Role::Server, &config);
+    let ping = masked(0x89, &[b'p'; 100], [1, 2, 3, 4]);
+    let writer = tokio::spawn(async move {
+        for _ in 0..5000 {
+            b.write_all(&ping).await.unwrap();
+        }
+        b
+    });
+    for _ in 0..5000 {
+        match next(&mut server).await.unwrap().unwrap() {
+            Message::Ping(p) => assert_eq!(&p[..], &[b'p'; 100][..]),
+            other => panic!("{other:?}"),
+        }
+        assert!(server.wr.len() < 8192 + 128, "{}", server.wr.len());
+    }
+    let mut b = writer.await.unwrap();
+    // What did wait is well-formed pongs, and it goes out once the peer reads.
+    let mut head = [0u8; 102];
+    b.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head[..2], &[0x8A, 100]);
+    assert_eq!(&head[2..], &[b'p'; 100][..]);
+}
