@@ -240,10 +240,18 @@ impl CableServer {
             #[serde(borrow, default)]
             action: Option<std::borrow::Cow<'a, str>>,
         }
-        let action = match serde_json::from_slice::<Action<'_>>(&data)
-            .ok()
-            .and_then(|a| a.action)
-        {
+        // Rails decodes `data` as a JSON object and, when it is not one, logs the error and
+        // performs nothing; passed on, it would be pasted into other dialects' frames as
+        // JSON that is not.
+        let parsed = match data.trim_ascii_start().first() {
+            Some(b'{') => serde_json::from_slice::<Action<'_>>(&data).ok(),
+            _ => None,
+        };
+        let Some(parsed) = parsed else {
+            tracing::debug!("action cable: a message whose data is not a JSON object, dropped");
+            return;
+        };
+        let action = match parsed.action {
             Some(std::borrow::Cow::Borrowed(a)) => data.slice_ref(a.as_bytes()),
             Some(std::borrow::Cow::Owned(a)) => Bytes::from(a),
             None => Bytes::from_static(b"receive"),

@@ -265,3 +265,44 @@ fn refusals_are_disconnects_busy_reconnects_rate_does_not() {
     );
     assert_eq!(out.close.unwrap().code, 1008);
 }
+
+/// A `message` whose `data` is not a JSON object is dropped, as Rails drops it (it logs the
+/// decode error and performs nothing): passed on, it would reach other dialects as JSON.
+#[test]
+fn a_message_whose_data_is_not_a_json_object_is_dropped() {
+    let mut r = open();
+    let out = feed(&mut r, ROOM);
+    assert!(matches!(out.ops.as_slice(), [ClientOp::Subscribe { .. }]));
+    let id = r#"{\"channel\":\"Chats::RoomChannel\",\"id\":7}"#;
+    for data in [
+        r#"]"#,
+        r#"hello"#,
+        r#"{\"action\":"#,
+        r#"[\"speak\"]"#,
+        r#"\"x\""#,
+        r#"{} x"#,
+    ] {
+        let out = feed(
+            &mut r,
+            &format!(r#"{{"command":"message","identifier":"{id}","data":"{data}"}}"#),
+        );
+        assert!(
+            out.ops.is_empty() && out.to_client.is_empty(),
+            "{data}: {:?}",
+            out.ops
+        );
+        assert!(out.close.is_none(), "{data}");
+    }
+    // The connection carries on: a well-formed one still goes through.
+    let out = feed(
+        &mut r,
+        &format!(
+            r#"{{"command":"message","identifier":"{id}","data":" {{\"action\":\"speak\"}}"}}"#
+        ),
+    );
+    assert!(
+        matches!(out.ops.as_slice(), [ClientOp::Publish { .. }]),
+        "{:?}",
+        out.ops
+    );
+}
