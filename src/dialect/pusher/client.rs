@@ -432,7 +432,9 @@ impl PusherClient {
         self.keepalive = Keepalive {
             send_every: Some(activity),
             expect_within: Some(activity + self.settings.pong_timeout),
-            periodic: false,
+            // Whatever this leg sends: a leg that only publishes to a quiet server hears
+            // nothing but the pongs to these pings.
+            periodic: true,
         };
         self.state = State::Open;
         out.events.push(BackendEvent::Ready {

@@ -716,7 +716,11 @@ impl ServerRole for PusherServer {
         Keepalive {
             send_every: Some(self.settings.activity_timeout),
             expect_within: Some(self.settings.activity_timeout + self.settings.pong_timeout),
-            periodic: false,
+            // Every activity timeout whatever else is sent: pusher-js pings only after that
+            // long without a message either way, so a client that only listens to a busy
+            // channel would send nothing and be closed for silence; the ping it answers
+            // keeps it.
+            periodic: true,
         }
     }
 

@@ -67,6 +67,8 @@ fn ready_on_connection_established_with_the_servers_activity_timeout() {
     let k = c.keepalive();
     assert_eq!(k.send_every, Some(Duration::from_secs(30)));
     assert_eq!(k.expect_within, Some(Duration::from_secs(60)));
+    // Pings whatever this leg publishes: a quiet server's pongs are what it hears.
+    assert!(k.periodic);
 }
 
 #[test]

@@ -119,6 +119,9 @@ fn pings_are_answered_and_a_silent_client_is_closed_with_4201() {
     let k = r.keepalive();
     assert_eq!(k.send_every, Some(Duration::from_secs(30)));
     assert_eq!(k.expect_within, Some(Duration::from_secs(60)));
+    // Pinged however busy its channels are: pusher-js pings only after a quiet activity
+    // timeout, so a client that only listens answers these or says nothing at all.
+    assert!(k.periodic);
     assert_eq!(
         r.heartbeat().unwrap(),
         WsMsg::Text(Bytes::from_static(br#"{"event":"pusher:ping","data":{}}"#))
