@@ -7,10 +7,11 @@
 use std::time::{Duration, Instant};
 
 use super::{ReceiptFor, State, StompClient};
+use crate::dialect::json::is_json;
 use crate::dialect::stomp::codec::{Command, Frame, Version};
 use crate::dialect::stomp::{meta_of, payload_kind};
 use crate::dialect::{ClientOut, ClientRole, Keepalive, stat};
-use crate::frame::{BackendEvent, ErrorInfo, ErrorKind, Payload, SubId};
+use crate::frame::{BackendEvent, ErrorInfo, ErrorKind, Payload, PayloadKind, SubId};
 
 impl StompClient {
     pub(super) fn on_frame(&mut self, f: Frame, now: Instant, out: &mut ClientOut) {
@@ -85,7 +86,17 @@ impl StompClient {
                 } else {
                     None
                 };
-                let kind = payload_kind(f.header_str("content-type"), &f.body);
+                let mut kind = payload_kind(f.header_str("content-type"), &f.body);
+                if kind == PayloadKind::Json && !is_json(&f.body) {
+                    // The publisher's content-type, not the body: passed on as JSON it would
+                    // be pasted into other dialects' frames (a Socket.IO `42["ev",]` that
+                    // drops the client). It stays in the meta for STOMP clients.
+                    kind = if std::str::from_utf8(&f.body).is_ok() {
+                        PayloadKind::Text
+                    } else {
+                        PayloadKind::Binary
+                    };
+                }
                 if self.settings.ack_on_delivery
                     && let Some(t) = &ack_token
                 {

@@ -458,3 +458,47 @@ fn a_senders_content_type_in_meta_replaces_the_derived_one() {
         "SEND\ndestination:/queue/a\ncontent-length:3\ncontent-type:text/csv\n\na,b\0"
     );
 }
+
+/// A broker MESSAGE that says `application/json` over a body that is not JSON (empty, a
+/// Python dict's repr) is passed on as text, its content-type kept in the meta: as JSON it
+/// would be pasted raw into other dialects' frames.
+#[test]
+fn a_json_content_type_over_a_body_that_is_not_json_is_text() {
+    let (mut c, _) = connected(Settings::default(), Credentials::default());
+    let now = Instant::now();
+    let mut out = ClientOut::default();
+    c.on_op(
+        ClientOp::Subscribe {
+            sub: 3,
+            channel: Bytes::from("/topic/a"),
+            params: Default::default(),
+        },
+        now,
+        &mut out,
+    );
+    for (body, kind) in [
+        ("", PayloadKind::Text),
+        ("{'a': 1}", PayloadKind::Text),
+        ("{\"a\":1}", PayloadKind::Json),
+    ] {
+        let mut out = ClientOut::default();
+        let frame = format!(
+            "MESSAGE\nsubscription:sub-3\nmessage-id:m1\ndestination:/topic/a\ncontent-type:application/json\ncontent-length:{}\n\n{body}\0",
+            body.len()
+        );
+        c.on_backend(txt(&frame), now, &mut out);
+        let Some(BackendEvent::Message { payload, meta, .. }) = out.events.last() else {
+            panic!("{body}: {:?}", out.events)
+        };
+        assert_eq!(
+            (payload.data.as_ref(), payload.kind),
+            (body.as_bytes(), kind)
+        );
+        let ct = meta
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.clone());
+        let want = (kind == PayloadKind::Text).then(|| Bytes::from("application/json"));
+        assert_eq!(ct, want, "{body}");
+    }
+}
