@@ -40,6 +40,10 @@ pub struct Settings {
     /// The upstream has presence of its own; without it presence channels are refused
     /// (PROTOCOLS §6.5: never a fabricated member list).
     pub upstream_presence: bool,
+    /// The upstream speaks Pusher: a close code it gave means to pusher-js what it meant to
+    /// the proxy and goes through. Another dialect's 4000–4399 (SocketCluster's 4000 ping
+    /// timeout) would read as Pusher's "TLS only" or "do not reconnect".
+    pub upstream_codes: bool,
     /// The upstream delivers a client's publish back to it: its own client events are then
     /// held back, since Pusher never echoes a client event to its sender.
     pub upstream_echoes: bool,
@@ -64,6 +68,7 @@ impl Default for Settings {
             max_subscriptions: 256,
             max_event_size: 10 * 1024,
             upstream_presence: false,
+            upstream_codes: false,
             upstream_echoes: false,
             await_signin: false,
             signin_timeout: Duration::from_secs(30),
@@ -482,9 +487,12 @@ impl PusherServer {
         Self::send(out, &event, Some(&s.channel), Data::Str(&json));
     }
 
-    fn close_for(e: &ErrorInfo) -> u16 {
+    fn close_for(&self, e: &ErrorInfo) -> u16 {
         // A Pusher upstream's own code goes through (4000–4399).
-        if let Some(c) = e.code.filter(|c| (4000..4400).contains(c)) {
+        if let Some(c) = e
+            .code
+            .filter(|c| self.settings.upstream_codes && (4000..4400).contains(c))
+        {
             return c;
         }
         match e.kind {
@@ -661,7 +669,7 @@ impl ServerRole for PusherServer {
             }
             BackendEvent::Error(e) => {
                 let msg = String::from_utf8_lossy(&e.message).into_owned();
-                self.fatal(&msg, Self::close_for(&e), out);
+                self.fatal(&msg, self.close_for(&e), out);
             }
             BackendEvent::Closing { reason, retry } => {
                 let msg = String::from_utf8_lossy(&reason.message).into_owned();
@@ -681,7 +689,7 @@ impl ServerRole for PusherServer {
             "upstream unavailable: {}",
             String::from_utf8_lossy(&reason.message)
         );
-        self.fatal(&msg, Self::close_for(&reason), out);
+        self.fatal(&msg, self.close_for(&reason), out);
     }
 
     fn on_shutdown(&mut self, out: &mut ServerOut) {

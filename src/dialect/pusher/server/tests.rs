@@ -439,9 +439,24 @@ fn upstream_failures_pick_pushers_close_codes() {
             4200,
         ),
     ] {
-        let (mut r, _) = started(settings());
+        let pusher_upstream = Settings {
+            upstream_codes: true,
+            ..settings()
+        };
+        let (mut r, _) = started(pusher_upstream);
         let out = backend(&mut r, ev);
         assert_eq!(out.close.unwrap().code, code);
+    }
+    // Another dialect's code in Pusher's range (SocketCluster's 4000 ping timeout, its 4001)
+    // is not passed on: pusher-js would read "TLS only" or "do not reconnect".
+    for (code, kind, want) in [
+        (4000, ErrorKind::Timeout, 4100),
+        (4001, ErrorKind::Unavailable, 4100),
+        (4008, ErrorKind::Unauthorized, 4009),
+    ] {
+        let (mut r, _) = started(settings());
+        let ev = BackendEvent::Error(ErrorInfo::new(kind, "sc").with_code(code));
+        assert_eq!(backend(&mut r, ev).close.unwrap().code, want, "{code}");
     }
     let (mut r, _) = started(settings());
     let mut out = ServerOut::default();
