@@ -268,10 +268,11 @@ impl CableServer {
         });
     }
 
-    fn deliver(&mut self, sub: Option<SubId>, p: &Payload, out: &mut ServerOut) {
+    /// Write a backend message to its subscription; whether it went.
+    fn deliver(&mut self, sub: Option<SubId>, p: &Payload, out: &mut ServerOut) -> bool {
         let Some(s) = sub.and_then(|s| self.subs.get(&s)) else {
             // Action Cable clients hear only their subscriptions.
-            return;
+            return false;
         };
         let message = match p.kind {
             PayloadKind::Json => p.data.clone(),
@@ -285,6 +286,7 @@ impl CableServer {
         self.copied.one(p.data.len());
         let msg = codec::data_message(&s.identifier, &message);
         Self::text(out, msg);
+        true
     }
 }
 
@@ -351,7 +353,20 @@ impl ServerRole for CableServer {
                     Self::text(out, answer);
                 }
             }
-            BackendEvent::Message { sub, payload, .. } => self.deliver(sub, &payload, out),
+            BackendEvent::Message {
+                sub, payload, ack, ..
+            } => {
+                let delivered = self.deliver(sub, &payload, out);
+                if let Some(token) = ack {
+                    // Action Cable clients cannot acknowledge: a backend that asked hears
+                    // from the proxy once the message is written (or that it was not).
+                    out.ops.push(ClientOp::Ack {
+                        token,
+                        positive: delivered,
+                        result: None,
+                    });
+                }
+            }
             // Action Cable has no answers, presence, token pushes or error frames.
             BackendEvent::Reply { .. }
             | BackendEvent::Presence { .. }

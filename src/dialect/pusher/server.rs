@@ -453,6 +453,8 @@ impl PusherServer {
     }
 
     /// A delivery on a subscribed channel; `data` JSON-encoded into a string.
+    /// Write a backend message to its channel; whether it went (or was this connection's
+    /// own client event, held back).
     fn deliver(
         &mut self,
         sub: Option<SubId>,
@@ -460,23 +462,23 @@ impl PusherServer {
         p: &Payload,
         now: Instant,
         out: &mut ServerOut,
-    ) {
+    ) -> bool {
         let Some(channel) = sub
             .and_then(|s| self.subs.get(&s))
             .map(|s| s.channel.clone())
         else {
             // Pusher clients hear only the channels they subscribed to.
-            return;
+            return false;
         };
         if !self.sent.is_empty() && self.is_echo(&channel, p, now) {
-            return;
+            return true;
         }
         let Some(s) = sub.and_then(|s| self.subs.get(&s)) else {
-            return;
+            return false;
         };
         let Some(json) = codec::payload_json(p) else {
             // No binary on Pusher; the session counts what a role drops.
-            return;
+            return false;
         };
         if let std::borrow::Cow::Owned(o) = &json {
             self.copied.one(o.len());
@@ -485,6 +487,7 @@ impl PusherServer {
         self.copied.one(json.len());
         let event = event.unwrap_or_else(|| s.channel.clone());
         Self::send(out, &event, Some(&s.channel), Data::Str(&json));
+        true
     }
 
     fn close_for(&self, e: &ErrorInfo) -> u16 {
@@ -632,8 +635,20 @@ impl ServerRole for PusherServer {
                 sub,
                 event,
                 payload,
+                ack,
                 ..
-            } => self.deliver(sub, event, &payload, now, out),
+            } => {
+                let delivered = self.deliver(sub, event, &payload, now, out);
+                if let Some(token) = ack {
+                    // Pusher clients cannot acknowledge: a backend that asked hears from the
+                    // proxy once the message is written (or that it was not).
+                    out.ops.push(ClientOp::Ack {
+                        token,
+                        positive: delivered,
+                        result: None,
+                    });
+                }
+            }
             BackendEvent::Presence {
                 channel,
                 member,

@@ -306,3 +306,40 @@ fn a_message_whose_data_is_not_a_json_object_is_dropped() {
         out.ops
     );
 }
+
+/// A backend that asked for an ack (a Socket.IO emit with a callback, a SocketCluster event
+/// with a cid) hears from the proxy, since Action Cable clients cannot answer: positive once
+/// written, negative when the message had no subscription to go to.
+#[test]
+fn deliveries_that_want_an_ack_are_acked_by_the_proxy() {
+    let mut r = open();
+    let out = feed(&mut r, ROOM);
+    let [ClientOp::Subscribe { sub, .. }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    let sub = *sub;
+    backend(&mut r, BackendEvent::Subscribed { sub, data: None });
+    for (to, positive, written) in [(Some(sub), true, 1), (Some(sub + 100), false, 0)] {
+        let out = backend(
+            &mut r,
+            BackendEvent::Message {
+                sub: to,
+                channel: Bytes::from("Chats::RoomChannel"),
+                event: Some(Bytes::from("news")),
+                args: vec![],
+                payload: Payload::json(Bytes::from(r#"{"a":1}"#)),
+                meta: vec![],
+                ack: Some(Bytes::from("t-1")),
+            },
+        );
+        assert_eq!(out.to_client.len(), written);
+        assert_eq!(
+            out.ops,
+            vec![ClientOp::Ack {
+                token: Bytes::from("t-1"),
+                positive,
+                result: None
+            }]
+        );
+    }
+}

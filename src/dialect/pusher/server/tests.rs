@@ -622,3 +622,35 @@ fn refusals_are_4100_and_close_or_a_4301_that_keeps_the_connection() {
         [r#"{"event":"pusher:pong","data":{}}"#]
     );
 }
+
+/// A backend that asked for an ack hears from the proxy, since pusher-js cannot answer:
+/// positive once written, negative when the message had no channel to go to.
+#[test]
+fn deliveries_that_want_an_ack_are_acked_by_the_proxy() {
+    let (mut r, _) = started(settings());
+    let sub = subscribed(&mut r, r#"{"channel":"news","auth":""}"#);
+    backend(&mut r, BackendEvent::Subscribed { sub, data: None });
+    for (to, positive, written) in [(Some(sub), true, 1), (Some(sub + 100), false, 0)] {
+        let out = backend(
+            &mut r,
+            BackendEvent::Message {
+                sub: to,
+                channel: Bytes::from("news"),
+                event: Some(Bytes::from("flash")),
+                args: vec![],
+                payload: Payload::json(Bytes::from(r#"{"a":1}"#)),
+                meta: vec![],
+                ack: Some(Bytes::from("t-1")),
+            },
+        );
+        assert_eq!(out.to_client.len(), written);
+        assert_eq!(
+            out.ops,
+            vec![ClientOp::Ack {
+                token: Bytes::from("t-1"),
+                positive,
+                result: None
+            }]
+        );
+    }
+}
