@@ -35,6 +35,7 @@ pub mod registry;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod tcp;
 pub mod template;
 pub mod tls;
 pub mod translate;

@@ -197,7 +197,7 @@ struct Conn {
 
 impl Conn {
     async fn run(self, tcp: TcpStream, tls: Option<TlsAcceptor>, handshake_timeout: Duration) {
-        let _ = tcp.set_nodelay(true);
+        crate::tcp::configure(&tcp);
         let io: Box<dyn crate::websocket::Io> = match tls {
             Some(acc) => match tokio::time::timeout(handshake_timeout, acc.accept(tcp)).await {
                 Ok(Ok(s)) => Box::new(s),

@@ -191,7 +191,7 @@ impl Dialer {
                 addr: addr.clone(),
                 source,
             })?;
-        let _ = tcp.set_nodelay(true);
+        crate::tcp::configure(&tcp);
         let io: Box<dyn Io> = match (&self.tls, self.is_tls()) {
             (Some(cfg), true) => {
                 let name = rustls::pki_types::ServerName::try_from(
