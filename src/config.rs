@@ -107,7 +107,8 @@ impl Default for Admin {
 pub struct Limits {
     /// Connections accepted at once, over all listeners; more wait in the kernel backlog.
     pub max_connections: usize,
-    /// TLS + HTTP upgrade must finish within this many milliseconds.
+    /// The TLS handshake must finish within this many milliseconds, then each HTTP request's
+    /// head (the upgrade, a long-polling request) within as long again.
     pub handshake_timeout_ms: u64,
     /// Largest WebSocket message accepted from either peer, in bytes.
     pub max_message_size: usize,
