@@ -8,7 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{AckMode, MAX_UNACKED, StompServer, TxItem, Wait};
+use super::{AckMode, MAX_UNACKED, State, StompServer, TxItem, Wait};
 use crate::dialect::json::decimal;
 use crate::dialect::stomp::codec::{self, Command, Frame, Version};
 use crate::dialect::stomp::push_content_type;
@@ -65,7 +65,14 @@ impl StompServer {
         let positive = f.command == Command::Ack;
         match f.header("transaction") {
             // Acked only on COMMIT: after an ABORT the message can still be acknowledged.
-            Some(tx) => self.buffer(tx, TxItem::Ack { id, positive }, 0, out),
+            Some(tx) => {
+                let item = TxItem::Ack { id, positive };
+                self.buffer(tx, item, 0, receipt.clone(), out);
+                if self.state == State::Closed {
+                    // Refused: its ERROR carried the receipt-id.
+                    return;
+                }
+            }
             None => self.apply_ack(&id, positive, out),
         }
         if let Some(r) = receipt {

@@ -76,9 +76,10 @@ impl StompServer {
                 tx,
                 TxItem::Publish {
                     op: Box::new(op),
-                    receipt,
+                    receipt: receipt.clone(),
                 },
                 size,
+                receipt,
                 out,
             ),
         }

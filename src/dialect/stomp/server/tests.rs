@@ -637,3 +637,26 @@ fn refusals_are_error_then_close_even_before_connect() {
     r.on_refused(Refusal::Rate, why("again"), &mut out);
     assert!(out.to_client.is_empty() && out.close.is_none());
 }
+
+/// A SEND or ACK naming a transaction that is not open is an ERROR that answers the frame's
+/// receipt (receipt-id), and nothing after it: no RECEIPT saying the frame was processed.
+#[test]
+fn a_frame_in_an_unknown_transaction_errs_with_its_receipt_id_and_nothing_else() {
+    for frame in [
+        "SEND\ndestination:/a\ntransaction:nope\nreceipt:r2\n\nx\0",
+        "ACK\nid:x\ntransaction:nope\nreceipt:r2\n\n\0",
+        "NACK\nid:x\ntransaction:nope\nreceipt:r2\n\n\0",
+    ] {
+        let mut r = role();
+        connected(&mut r);
+        let out = feed(&mut r, frame);
+        let texts: Vec<String> = out.to_client.iter().map(text).collect();
+        assert_eq!(texts.len(), 1, "{frame}: {texts:?}");
+        assert!(
+            texts[0].starts_with("ERROR\nmessage:unknown transaction\nreceipt-id:r2\n"),
+            "{frame}: {texts:?}"
+        );
+        assert!(out.ops.is_empty(), "{frame}: {:?}", out.ops);
+        assert_eq!(out.close.map(|c| c.code), Some(1002));
+    }
+}

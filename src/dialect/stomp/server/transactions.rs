@@ -11,10 +11,25 @@ use crate::dialect::ServerOut;
 use crate::dialect::stomp::codec::{Command, Frame};
 
 impl StompServer {
-    /// Holds `item` in transaction `tx` until COMMIT or ABORT.
-    pub(super) fn buffer(&mut self, tx: &Bytes, item: TxItem, size: usize, out: &mut ServerOut) {
+    /// Holds `item` in transaction `tx` until COMMIT or ABORT; a refusal is an ERROR that
+    /// answers the frame's `receipt` (STOMP: an ERROR for a frame that asked for one
+    /// carries its receipt-id), after which the session is closed.
+    pub(super) fn buffer(
+        &mut self,
+        tx: &Bytes,
+        item: TxItem,
+        size: usize,
+        receipt: Option<Bytes>,
+        out: &mut ServerOut,
+    ) {
         let Some(t) = self.transactions.get_mut(tx) else {
-            return self.fatal("unknown transaction", tx.clone().as_ref(), None, 1002, out);
+            return self.fatal(
+                "unknown transaction",
+                tx.clone().as_ref(),
+                receipt,
+                1002,
+                out,
+            );
         };
         if t.items.len() >= self.settings.max_transaction_frames
             || self.tx_bytes.saturating_add(size) > self.settings.max_transaction_bytes
@@ -22,7 +37,7 @@ impl StompServer {
             return self.fatal(
                 "transaction too large",
                 tx.clone().as_ref(),
-                None,
+                receipt,
                 1008,
                 out,
             );
