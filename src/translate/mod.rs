@@ -312,6 +312,12 @@ impl Translator {
                 self.subs.remove(&sub);
                 out.push(BackendEvent::SubscribeFailed { sub, reason });
             }
+            BackendEvent::Unsubscribed { sub, reason } => {
+                // Ended by the backend (a kick-out): as above, or a subscription made again
+                // on the same channel would be delivered each message twice.
+                self.subs.remove(&sub);
+                out.push(BackendEvent::Unsubscribed { sub, reason });
+            }
             BackendEvent::Presence {
                 channel,
                 member,

@@ -451,6 +451,54 @@ fn a_refused_subscription_leaves_the_table_and_claims_nothing() {
     );
 }
 
+/// A subscription the backend ended (a SocketCluster `#kickOut`) leaves the table: made again
+/// on the same channel, each message is delivered once, on the new one.
+#[test]
+fn a_kicked_subscription_leaves_the_table() {
+    let mut t = Translator::new(Mapping::new(&[], &socketio::SPEC, &stomp::SPEC).unwrap());
+    let subscribe = |sub| ClientOp::Subscribe {
+        sub,
+        channel: Bytes::from("news"),
+        params: Default::default(),
+    };
+    t.down_op(subscribe(7)).unwrap();
+    let mut out = Vec::new();
+    t.up_event(
+        BackendEvent::Unsubscribed {
+            sub: 7,
+            reason: ErrorInfo::new(ErrorKind::Unauthorized, "kicked"),
+        },
+        &mut out,
+    );
+    assert!(matches!(
+        &out[..],
+        [BackendEvent::Unsubscribed { sub: 7, .. }]
+    ));
+    assert!(!t.has_sub(7));
+    t.down_op(subscribe(8)).unwrap();
+    out.clear();
+    t.up_event(
+        BackendEvent::Message {
+            meta: Vec::new(),
+            sub: None,
+            channel: Bytes::from("/topic/news"),
+            event: None,
+            args: vec![],
+            payload: Payload::null(),
+            ack: None,
+        },
+        &mut out,
+    );
+    let subs: Vec<_> = out
+        .iter()
+        .map(|e| match e {
+            BackendEvent::Message { sub, .. } => *sub,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(subs, [Some(8)]);
+}
+
 /// Publishes map from the last mapping of the same name and use, with the rule's arguments,
 /// and a name or use that changes maps afresh: the cache never answers for another name.
 #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::codec::{self, Decoded, Packet, Version};
+use crate::dialect::pending::{Pending, deadline};
 use crate::dialect::{Close, Handshake, Keepalive, Refusal, ServerOut, ServerRole, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply,
@@ -36,8 +37,11 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Most subscriptions per connection.
     pub max_subscriptions: usize,
-    /// Most calls (`cid`s) waiting for their answer at once.
+    /// Most calls (`cid`s) waiting for their answer at once, each way.
     pub max_pending: usize,
+    /// The backend's emits that want an answer wait this long for the client's (then the
+    /// backend hears a failure): socketcluster-client's own `ackTimeout`.
+    pub call_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -49,6 +53,7 @@ impl Default for Settings {
             handshake_timeout: Duration::from_secs(10),
             max_subscriptions: 1000,
             max_pending: 1024,
+            call_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -79,8 +84,9 @@ pub struct ScServer {
     /// Subscriptions → the client's cid, until confirmed.
     sub_cids: HashMap<SubId, u64>,
     next_reply: ReplyId,
-    /// Our cids on the backend's emits → the backend's ack token.
-    backend_calls: HashMap<u64, Bytes>,
+    /// Our cids on the backend's emits → the backend's ack token, until the client answers
+    /// or the call times out.
+    backend_calls: Pending<u64, Bytes>,
     next_cid: u64,
     /// The cid of an `#authenticate` in flight.
     reauth_cid: Option<u64>,
@@ -92,6 +98,7 @@ impl ScServer {
     /// The role of a connection whose upgrade was `hs`; `id` is the socket id the route
     /// issued; `started` starts the handshake deadline.
     pub fn new(settings: Settings, hs: &Handshake, id: String, started: Instant) -> Self {
+        let max_pending = settings.max_pending;
         Self {
             settings,
             id,
@@ -105,7 +112,7 @@ impl ScServer {
             replies: HashMap::new(),
             sub_cids: HashMap::new(),
             next_reply: 1,
-            backend_calls: HashMap::new(),
+            backend_calls: Pending::new(max_pending),
             next_cid: 1,
             reauth_cid: None,
             started,
@@ -417,15 +424,30 @@ impl ScServer {
         channel: Bytes,
         p: Payload,
         ack: Option<Bytes>,
+        now: Instant,
         out: &mut ServerOut,
     ) {
-        let data = codec::payload_json(&p, &mut self.copied);
-        match sub.and_then(|s| self.subs.get(&s)) {
-            Some(ch) => {
+        let nack = |out: &mut ServerOut, token| {
+            out.ops.push(ClientOp::Ack {
+                token,
+                positive: false,
+                result: None,
+            });
+        };
+        match sub.map(|s| self.subs.get(&s)) {
+            Some(Some(ch)) => {
+                let data = codec::payload_json(&p, &mut self.copied);
                 Self::text(
                     out,
                     codec::channel_event(b"#publish", ch, Some(&data), None),
                 );
+            }
+            // For a subscription this connection no longer has (kicked out, unsubscribed
+            // while it was on its way): nobody to hear it, and never a plain event.
+            Some(None) => {
+                if let Some(token) = ack {
+                    nack(out, token);
+                }
             }
             // An emit of the backend's own: the client hears it as an event, and answers it
             // when the backend asked.
@@ -433,14 +455,28 @@ impl ScServer {
                 if codec::RESERVED.iter().any(|r| r.as_bytes() == &channel[..])
                     || (self.settings.version == Version::V1 && channel.starts_with(b"#"))
                 {
+                    if let Some(token) = ack {
+                        nack(out, token);
+                    }
                     return;
                 }
-                let cid = ack.map(|token| {
-                    let cid = self.next_cid;
-                    self.next_cid += 1;
-                    self.backend_calls.insert(cid, token);
-                    cid
-                });
+                let data = codec::payload_json(&p, &mut self.copied);
+                let mut cid = None;
+                if let Some(token) = ack {
+                    let deadline = deadline(now, self.settings.call_timeout);
+                    match self
+                        .backend_calls
+                        .insert(self.next_cid, token.clone(), deadline)
+                    {
+                        Ok(()) => {
+                            cid = Some(self.next_cid);
+                            self.next_cid += 1;
+                        }
+                        // As many calls wait as the client may have: this one is heard
+                        // without a cid, and the backend is told it will get no answer.
+                        Err(_) => nack(out, token),
+                    }
+                }
                 Self::text(out, codec::event(&channel, Some(&data), cid));
             }
         }
@@ -525,7 +561,7 @@ impl ServerRole for ScServer {
         }
     }
 
-    fn on_backend(&mut self, ev: BackendEvent, _now: Instant, out: &mut ServerOut) {
+    fn on_backend(&mut self, ev: BackendEvent, now: Instant, out: &mut ServerOut) {
         if self.state == State::Closed {
             return;
         }
@@ -565,7 +601,7 @@ impl ServerRole for ScServer {
                 payload,
                 ack,
                 ..
-            } => self.deliver(sub, channel, payload, ack, out),
+            } => self.deliver(sub, channel, payload, ack, now, out),
             BackendEvent::Reply { id, result } => self.on_reply(id, result, out),
             BackendEvent::AuthChanged { token } => {
                 self.authenticated = token.is_some();
@@ -682,6 +718,15 @@ impl ServerRole for ScServer {
     }
 
     fn expire(&mut self, now: Instant, out: &mut ServerOut) {
+        for (_, token) in self.backend_calls.expire(now) {
+            // Unanswered: the backend's callback hears a failure, as from a client that
+            // timed out.
+            out.ops.push(ClientOp::Ack {
+                token,
+                positive: false,
+                result: None,
+            });
+        }
         // The handshake deadline counts from the connection, not from the last message.
         if self.state == State::AwaitHandshake
             && now.saturating_duration_since(self.started) >= self.settings.handshake_timeout

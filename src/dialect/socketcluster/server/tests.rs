@@ -351,3 +351,109 @@ fn refusals_are_close_codes_with_disconnect_first_on_v1() {
     );
     assert_eq!(out.close.unwrap().code, 1008);
 }
+
+/// A message for a subscription the connection no longer has (kicked out, unsubscribed on
+/// its way) is dropped, never heard as a plain event; a backend that wanted its ack hears
+/// it was not delivered.
+#[test]
+fn a_message_for_a_subscription_that_is_gone_is_dropped() {
+    let mut r = open(Version::V1);
+    let out = feed(
+        &mut r,
+        r##"{"event":"#subscribe","data":{"channel":"news"},"cid":5}"##,
+    );
+    let [ClientOp::Subscribe { sub, .. }] = out.ops.as_slice() else {
+        panic!()
+    };
+    let sub = *sub;
+    backend(&mut r, BackendEvent::Subscribed { sub, data: None });
+    backend(
+        &mut r,
+        BackendEvent::Unsubscribed {
+            sub,
+            reason: ErrorInfo::new(ErrorKind::Unauthorized, "bye"),
+        },
+    );
+    let out = backend(
+        &mut r,
+        BackendEvent::Message {
+            sub: Some(sub),
+            channel: Bytes::from("news"),
+            event: None,
+            args: vec![],
+            payload: Payload::json(Bytes::from("{}")),
+            meta: vec![],
+            ack: Some(Bytes::from("tok")),
+        },
+    );
+    assert!(out.to_client.is_empty(), "{:?}", texts(&out));
+    assert_eq!(
+        out.ops,
+        vec![ClientOp::Ack {
+            token: Bytes::from("tok"),
+            positive: false,
+            result: None
+        }]
+    );
+}
+
+/// The backend's calls wait for the client's answer at most `call_timeout` (then the backend
+/// hears a failure) and at most `max_pending` at once (then a call goes without a cid and
+/// the backend is told at once): a client that never answers holds nothing for good.
+#[test]
+fn the_backends_calls_are_bounded_in_time_and_number() {
+    let settings = Settings {
+        version: Version::V2,
+        max_pending: 2,
+        call_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let mut r = ScServer::new(settings, &hs(), "sock-1".into(), t0);
+    feed(&mut r, r##"{"event":"#handshake","data":{},"cid":1}"##);
+    backend(&mut r, BackendEvent::Ready { session: None });
+    let call = |token: &'static str| BackendEvent::Message {
+        sub: None,
+        channel: Bytes::from("confirm"),
+        event: None,
+        args: vec![],
+        payload: Payload::json(Bytes::from("{}")),
+        meta: vec![],
+        ack: Some(Bytes::from(token)),
+    };
+    let nack = |token: &'static str| ClientOp::Ack {
+        token: Bytes::from(token),
+        positive: false,
+        result: None,
+    };
+    for (i, token) in ["a", "b"].into_iter().enumerate() {
+        let mut out = ServerOut::default();
+        r.on_backend(call(token), t0, &mut out);
+        assert_eq!(
+            texts(&out),
+            [format!(
+                r#"{{"event":"confirm","data":{{}},"cid":{}}}"#,
+                i + 1
+            )]
+        );
+        assert!(out.ops.is_empty());
+    }
+    let mut out = ServerOut::default();
+    r.on_backend(call("c"), t0, &mut out);
+    assert_eq!(texts(&out), [r#"{"event":"confirm","data":{}}"#]);
+    assert_eq!(out.ops, vec![nack("c")]);
+    // "a" is answered; "b" times out.
+    let out = feed(&mut r, r#"{"rid":1,"data":null}"#);
+    assert!(matches!(
+        out.ops.as_slice(),
+        [ClientOp::Ack { positive: true, .. }]
+    ));
+    let mut out = ServerOut::default();
+    r.expire(t0 + Duration::from_secs(9), &mut out);
+    assert!(out.ops.is_empty());
+    r.expire(t0 + Duration::from_secs(10), &mut out);
+    assert_eq!(out.ops, vec![nack("b")]);
+    // A late answer finds nothing.
+    let out = feed(&mut r, r#"{"rid":2,"data":null}"#);
+    assert!(out.ops.is_empty());
+}
