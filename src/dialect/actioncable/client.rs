@@ -5,7 +5,7 @@
 //! cookie or `Authorization`) and its `Origin`, waiting for `welcome` (operations held
 //! until then), the server's 3 s pings (a silent server is gone), identifiers built from a
 //! subscription's channel and parameters (one wire subscription per identifier),
-//! `confirm_subscription`/`reject_subscription`, `perform` (a `message` command with the
+//! `confirm_subscription`/`reject_subscription` (or none within a deadline), `perform` (a `message` command with the
 //! action in `data`), broadcasts named by their `event` field, and `disconnect` with its
 //! reconnect flag.
 //!
@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use super::codec;
 use crate::dialect::hold::{Gate, HoldQueue};
+use crate::dialect::pending::deadline;
 use crate::dialect::{ClientOut, ClientRole, Close, Dial, Keepalive, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, PayloadKind, Reply, SubId,
@@ -52,6 +53,9 @@ pub struct Settings {
     pub max_queued_ops: usize,
     /// Most bytes of those.
     pub max_queued_bytes: usize,
+    /// A subscription neither confirmed nor rejected this long after it was sent fails
+    /// (Rails says nothing at all about a channel class it does not know).
+    pub confirm_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -63,6 +67,7 @@ impl Default for Settings {
             stale_after: Duration::from_secs(6),
             max_queued_ops: 1024,
             max_queued_bytes: 4 << 20,
+            confirm_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -80,6 +85,8 @@ struct Wire {
     identifier: String,
     subs: Vec<SubId>,
     confirmed: bool,
+    /// Until confirmed: when it fails unanswered.
+    deadline: Instant,
 }
 
 /// The Action Cable client role of one session.
@@ -142,7 +149,14 @@ impl CableClient {
         self.held.refuse_all(e, out);
     }
 
-    fn subscribe(&mut self, sub: SubId, channel: Bytes, params: SubParams, out: &mut ClientOut) {
+    fn subscribe(
+        &mut self,
+        sub: SubId,
+        channel: Bytes,
+        params: SubParams,
+        now: Instant,
+        out: &mut ClientOut,
+    ) {
         let params = params.data.filter(|d| d.kind == PayloadKind::Json);
         let built = codec::build_identifier(&channel, params.as_ref().map(|p| &p.data[..]))
             .and_then(|raw| Ok((codec::identifier(raw.as_bytes())?, raw)));
@@ -173,6 +187,7 @@ impl CableClient {
                 identifier: raw,
                 subs: vec![sub],
                 confirmed: false,
+                deadline: deadline(now, self.settings.confirm_timeout),
             },
         );
     }
@@ -393,7 +408,7 @@ impl ClientRole for CableClient {
         // The server speaks first (`welcome`).
     }
 
-    fn on_op(&mut self, op: ClientOp, _now: Instant, out: &mut ClientOut) {
+    fn on_op(&mut self, op: ClientOp, now: Instant, out: &mut ClientOut) {
         let gate = match self.state {
             State::Closed => Gate::Closed("Action Cable connection closed"),
             State::AwaitWelcome => Gate::Handshaking,
@@ -420,7 +435,7 @@ impl ClientRole for CableClient {
                 sub,
                 channel,
                 params,
-            } => self.subscribe(sub, channel, params, out),
+            } => self.subscribe(sub, channel, params, now, out),
             ClientOp::Unsubscribe { sub } => self.unsubscribe(sub, out),
             ClientOp::Publish {
                 sub,
@@ -475,7 +490,36 @@ impl ClientRole for CableClient {
         );
     }
 
-    fn expire(&mut self, _now: Instant, _out: &mut ClientOut) {}
+    fn expire(&mut self, now: Instant, out: &mut ClientOut) {
+        let late: Vec<String> = self
+            .wires
+            .iter()
+            .filter(|(_, w)| !w.confirmed && w.deadline <= now)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for canonical in late {
+            let Some(w) = self.wires.remove(&canonical) else {
+                continue;
+            };
+            self.by_sent.remove(w.identifier.as_bytes());
+            // Should the server confirm it after all, it is not left subscribed.
+            Self::text(
+                out,
+                codec::command("unsubscribe", w.identifier.as_bytes(), None),
+            );
+            let reason = ErrorInfo::new(
+                ErrorKind::Timeout,
+                "the Action Cable server neither confirmed nor rejected the subscription",
+            );
+            for sub in w.subs {
+                self.by_sub.remove(&sub);
+                out.events.push(BackendEvent::SubscribeFailed {
+                    sub,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
 
     fn on_closed(&mut self, reason: ErrorInfo, out: &mut ClientOut) {
         self.state = State::Closed;

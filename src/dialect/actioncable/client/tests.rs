@@ -199,3 +199,49 @@ fn a_silent_server_is_gone_after_the_stale_threshold() {
         matches!(&out.events[..], [BackendEvent::Error(e)] if e.kind == ErrorKind::Unavailable)
     );
 }
+
+/// A subscription Rails neither confirms nor rejects (it ignores a channel class it does not
+/// know) fails after `confirm_timeout` with a timeout, and is unsubscribed should the server
+/// confirm it after all; a confirmed one never expires.
+#[test]
+fn an_unanswered_subscription_fails_after_the_confirm_timeout() {
+    let mut c = client(TokenAs::None);
+    from_backend(&mut c, r#"{"type":"welcome"}"#);
+    let t0 = Instant::now();
+    let mut out = ClientOut::default();
+    c.on_op(room(1, "7"), t0, &mut out);
+    c.on_op(room(2, "8"), t0, &mut out);
+    assert_eq!(out.to_backend.len(), 2);
+    from_backend(
+        &mut c,
+        r#"{"identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":\"8\"}","type":"confirm_subscription"}"#,
+    );
+    let mut out = ClientOut::default();
+    c.expire(t0 + Duration::from_secs(9), &mut out);
+    assert!(out.events.is_empty() && out.to_backend.is_empty());
+    c.expire(t0 + Duration::from_secs(10), &mut out);
+    assert_eq!(
+        sent(&out),
+        [
+            r#"{"command":"unsubscribe","identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":\"7\"}"}"#
+        ]
+    );
+    let [BackendEvent::SubscribeFailed { sub: 1, reason }] = out.events.as_slice() else {
+        panic!("{:?}", out.events)
+    };
+    assert_eq!(reason.kind, ErrorKind::Timeout);
+    // A late confirmation finds nothing; the confirmed one still delivers.
+    let late = from_backend(
+        &mut c,
+        r#"{"identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":\"7\"}","type":"confirm_subscription"}"#,
+    );
+    assert!(late.events.is_empty());
+    let out = from_backend(
+        &mut c,
+        r#"{"identifier":"{\"channel\":\"Chats::RoomChannel\",\"id\":\"8\"}","message":{"a":1}}"#,
+    );
+    assert!(matches!(
+        out.events.as_slice(),
+        [BackendEvent::Message { sub: Some(2), .. }]
+    ));
+}
