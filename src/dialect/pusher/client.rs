@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::auth;
 use super::codec::{self, Data, Kind};
 use crate::dialect::hold::{Gate, HoldQueue};
+use crate::dialect::pending::deadline;
 use crate::dialect::{ClientOut, ClientRole, Close, Dial, Keepalive, WsMsg};
 use crate::frame::{
     BackendEvent, ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, Reply, SubId, SubParams,
@@ -44,6 +45,9 @@ pub struct Settings {
     pub max_queued_ops: usize,
     /// Most bytes of those operations.
     pub max_queued_bytes: usize,
+    /// A subscription neither confirmed nor refused this long after it was asked for fails
+    /// (the authorization request included): nothing else would end its wait.
+    pub confirm_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -57,6 +61,7 @@ impl Default for Settings {
             max_event_size: 10 * 1024,
             max_queued_ops: 1024,
             max_queued_bytes: 4 << 20,
+            confirm_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -75,6 +80,8 @@ struct Channel {
     confirmed: bool,
     /// `subscription_succeeded`'s data, for subscriptions that join later.
     data: Option<Payload>,
+    /// Until confirmed: when it fails unanswered.
+    deadline: Option<Instant>,
 }
 
 /// The Pusher client role of one session.
@@ -143,7 +150,14 @@ impl PusherClient {
         self.held.refuse_all(e, out);
     }
 
-    fn subscribe(&mut self, sub: SubId, channel: Bytes, params: SubParams, out: &mut ClientOut) {
+    fn subscribe(
+        &mut self,
+        sub: SubId,
+        channel: Bytes,
+        params: SubParams,
+        now: Instant,
+        out: &mut ClientOut,
+    ) {
         let refuse = |kind, msg: &str, out: &mut ClientOut| {
             out.events.push(BackendEvent::SubscribeFailed {
                 sub,
@@ -250,9 +264,39 @@ impl PusherClient {
             channel,
             Channel {
                 subs: vec![sub],
+                deadline: Some(deadline(now, self.settings.confirm_timeout)),
                 ..Default::default()
             },
         );
+    }
+
+    /// The wire subscription on `channel` failed: every subscription sharing it hears why.
+    fn fail_channel(&mut self, channel: &[u8], reason: &ErrorInfo, out: &mut ClientOut) {
+        let Some(ch) = self.channels.remove(channel) else {
+            return;
+        };
+        for sub in ch.subs {
+            self.by_sub.remove(&sub);
+            out.events.push(BackendEvent::SubscribeFailed {
+                sub,
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// The unconfirmed channel a code-null `pusher:error` is about: Pusher answers a bad
+    /// signature that way, naming the signed string (`<socket id>:<channel>...`), and no
+    /// channel field. The longest pending name it contains (one may contain another).
+    fn refused_channel(&self, message: &[u8]) -> Option<Bytes> {
+        self.channels
+            .iter()
+            .filter(|(name, ch)| {
+                !ch.confirmed
+                    && !name.is_empty()
+                    && message.windows(name.len()).any(|w| w == &name[..])
+            })
+            .max_by_key(|(name, _)| name.len())
+            .map(|(name, _)| name.clone())
     }
 
     fn send_subscribe(
@@ -274,6 +318,13 @@ impl PusherClient {
         }
         body.push(b'}');
         Self::send(out, b"pusher:subscribe", None, Data::Raw(&body));
+    }
+
+    fn send_unsubscribe(channel: &[u8], out: &mut ClientOut) {
+        let mut body = b"{\"channel\":".to_vec();
+        body.extend_from_slice(&crate::dialect::json::json_string(channel));
+        body.push(b'}');
+        Self::send(out, b"pusher:unsubscribe", None, Data::Raw(&body));
     }
 
     /// The endpoint's answer for one channel: subscribe with it, or refuse every
@@ -307,17 +358,7 @@ impl PusherClient {
                 a.channel_data.as_deref().map(str::as_bytes),
                 out,
             ),
-            Err(reason) => {
-                if let Some(ch) = self.channels.remove(&channel) {
-                    for sub in ch.subs {
-                        self.by_sub.remove(&sub);
-                        out.events.push(BackendEvent::SubscribeFailed {
-                            sub,
-                            reason: reason.clone(),
-                        });
-                    }
-                }
-            }
+            Err(reason) => self.fail_channel(&channel, &reason, out),
         }
     }
 
@@ -331,10 +372,7 @@ impl PusherClient {
         });
         if empty {
             self.channels.remove(&channel);
-            let mut body = b"{\"channel\":".to_vec();
-            body.extend_from_slice(&crate::dialect::json::json_string(&channel));
-            body.push(b'}');
-            Self::send(out, b"pusher:unsubscribe", None, Data::Raw(&body));
+            Self::send_unsubscribe(&channel, out);
         }
     }
 
@@ -470,6 +508,14 @@ impl PusherClient {
                 if e.code.is_some_and(|c| (4000..4300).contains(&c)) {
                     // A close with the same code follows.
                     self.fail(info, out);
+                } else if let Some(channel) = e
+                    .code
+                    .is_none()
+                    .then(|| self.refused_channel(&info.message))
+                    .flatten()
+                {
+                    info.kind = ErrorKind::Unauthorized;
+                    self.fail_channel(&channel, &info, out);
                 } else {
                     out.events.push(BackendEvent::Refused(info));
                 }
@@ -496,22 +542,13 @@ impl PusherClient {
             (b"pusher:subscription_error", State::Open) => {
                 let Some(channel) = m.channel else { return };
                 let e = codec::error_data(m.data.as_ref());
-                let Some(ch) = self.channels.remove(&channel) else {
-                    return;
-                };
                 let kind = match (e.kind.as_deref(), e.code) {
                     (Some("AuthError"), _) | (_, Some(401 | 403)) => ErrorKind::Unauthorized,
                     _ => ErrorKind::Protocol,
                 };
                 let mut reason = ErrorInfo::new(kind, e.message);
                 reason.code = e.code;
-                for sub in ch.subs {
-                    self.by_sub.remove(&sub);
-                    out.events.push(BackendEvent::SubscribeFailed {
-                        sub,
-                        reason: reason.clone(),
-                    });
-                }
+                self.fail_channel(&channel, &reason, out);
             }
             (b"pusher_internal:member_added" | b"pusher_internal:member_removed", State::Open) => {
                 let (Some(channel), Some(data)) = (m.channel, m.data) else {
@@ -586,7 +623,7 @@ impl ClientRole for PusherClient {
         // The server speaks first (`connection_established`).
     }
 
-    fn on_op(&mut self, op: ClientOp, _now: Instant, out: &mut ClientOut) {
+    fn on_op(&mut self, op: ClientOp, now: Instant, out: &mut ClientOut) {
         let gate = match self.state {
             State::Closed => Gate::Closed("Pusher connection closed"),
             State::AwaitEstablished => Gate::Handshaking,
@@ -613,7 +650,7 @@ impl ClientRole for PusherClient {
                 sub,
                 channel,
                 params,
-            } => self.subscribe(sub, channel, params, out),
+            } => self.subscribe(sub, channel, params, now, out),
             ClientOp::Unsubscribe { sub } => self.unsubscribe(sub, out),
             ClientOp::Publish {
                 channel,
@@ -660,7 +697,23 @@ impl ClientRole for PusherClient {
         );
     }
 
-    fn expire(&mut self, _now: Instant, _out: &mut ClientOut) {}
+    fn expire(&mut self, now: Instant, out: &mut ClientOut) {
+        let late: Vec<Bytes> = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| !ch.confirmed && ch.deadline.is_some_and(|d| d <= now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let reason = ErrorInfo::new(
+            ErrorKind::Timeout,
+            "the Pusher server neither confirmed nor refused the subscription",
+        );
+        for channel in late {
+            // Should the server confirm it after all, it is not left subscribed.
+            Self::send_unsubscribe(&channel, out);
+            self.fail_channel(&channel, &reason, out);
+        }
+    }
 
     fn on_closed(&mut self, reason: ErrorInfo, out: &mut ClientOut) {
         let open = self.state != State::Closed;

@@ -409,3 +409,63 @@ fn a_pusher_close_code_is_kept_for_the_client() {
     c.on_closed(ErrorInfo::new(ErrorKind::Unavailable, "gone"), &mut out);
     assert!(out.events.is_empty());
 }
+
+/// Pusher refuses a bad channel signature with a code-null `pusher:error` that has no
+/// channel field and names the signed string: the pending subscription it names fails
+/// (the longest name it contains), other errors stay plain refusals.
+#[test]
+fn a_code_null_error_naming_a_pending_channel_fails_its_subscription() {
+    let (mut c, _) = open(settings());
+    op(&mut c, subscribe(1, "private-x", SubParams::default()));
+    op(&mut c, subscribe(2, "private-xy", SubParams::default()));
+    let out = from_backend(
+        &mut c,
+        r#"{"event":"pusher:error","data":{"message":"Invalid signature: Expected HMAC SHA256 hex digest of 1234.1234:private-xy, but got abc","code":null}}"#,
+    );
+    let [BackendEvent::SubscribeFailed { sub: 2, reason }] = out.events.as_slice() else {
+        panic!("{:?}", out.events)
+    };
+    assert_eq!(reason.kind, ErrorKind::Unauthorized);
+    let out = from_backend(
+        &mut c,
+        r#"{"event":"pusher:error","data":{"message":"Client event rejected","code":null}}"#,
+    );
+    assert!(matches!(out.events.as_slice(), [BackendEvent::Refused(_)]));
+    // The other one is still waiting, and is confirmed as usual.
+    let out = from_backend(
+        &mut c,
+        r#"{"event":"pusher_internal:subscription_succeeded","channel":"private-x","data":"{}"}"#,
+    );
+    assert!(matches!(
+        out.events.as_slice(),
+        [BackendEvent::Subscribed { sub: 1, .. }]
+    ));
+}
+
+/// A subscription the server neither confirms nor refuses fails after `confirm_timeout`
+/// with a timeout, and is unsubscribed should the server confirm it after all.
+#[test]
+fn an_unanswered_subscription_fails_after_the_confirm_timeout() {
+    let (mut c, _) = open(settings());
+    let t0 = Instant::now();
+    let mut out = ClientOut::default();
+    c.on_op(subscribe(1, "news", SubParams::default()), t0, &mut out);
+    let mut out = ClientOut::default();
+    c.expire(t0 + Duration::from_secs(14), &mut out);
+    assert!(out.events.is_empty() && out.to_backend.is_empty());
+    c.expire(t0 + Duration::from_secs(15), &mut out);
+    assert_eq!(
+        sent(&out),
+        [r#"{"event":"pusher:unsubscribe","data":{"channel":"news"}}"#]
+    );
+    let [BackendEvent::SubscribeFailed { sub: 1, reason }] = out.events.as_slice() else {
+        panic!("{:?}", out.events)
+    };
+    assert_eq!(reason.kind, ErrorKind::Timeout);
+    // A subscription made again is a new wire subscription.
+    let out = op(&mut c, subscribe(2, "news", SubParams::default()));
+    assert_eq!(
+        sent(&out),
+        [r#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#]
+    );
+}
