@@ -116,7 +116,16 @@ impl SocketioServer {
             .collect();
         gone.sort_unstable();
         for sub in gone {
-            self.subs.remove(&sub);
+            if let Some(waiting) = self.subs.remove(&sub).and_then(|s| s.ack) {
+                // Its subscribe's ack would otherwise never come: the backend's answer
+                // finds no subscription.
+                out.to_client.push(named_error_ack(
+                    nsp,
+                    waiting,
+                    "SubscribeError",
+                    b"unsubscribed before the subscription was confirmed",
+                ));
+            }
             out.ops.push(ClientOp::Unsubscribe { sub });
         }
         if let Some(id) = id {

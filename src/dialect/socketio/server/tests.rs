@@ -1356,3 +1356,27 @@ fn shaped_backend_ack_requests_are_answered_by_the_client() {
     );
     assert!(out.close.is_none());
 }
+
+/// An unsubscribe that comes before the backend confirmed the subscribe answers both acks:
+/// the subscribe's with an error (the confirmation will find nothing), the unsubscribe's
+/// with `[null]`.
+#[test]
+fn an_unsubscribe_before_the_confirmation_answers_the_subscribes_ack() {
+    let mut r = ready();
+    let out = feed(&mut r, r#"421["subscribe","a"]"#);
+    let [ClientOp::Subscribe { sub, .. }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    let sub = *sub;
+    let out = feed(&mut r, r#"422["unsubscribe","a"]"#);
+    assert_eq!(out.ops, vec![ClientOp::Unsubscribe { sub }]);
+    assert_eq!(
+        texts(&out),
+        [
+            r#"431[{"error":{"name":"SubscribeError","message":"unsubscribed before the subscription was confirmed"}}]"#,
+            "432[null]"
+        ]
+    );
+    let out = backend(&mut r, BackendEvent::Subscribed { sub, data: None });
+    assert!(out.to_client.is_empty(), "{:?}", texts(&out));
+}
