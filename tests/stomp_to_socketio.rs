@@ -182,11 +182,14 @@ async fn token_from_connect_headers_and_wrong_token_gets_error() {
         d.send(json!({"op":"send","c":c,"destination":"/app/ping","body":"{}","headers":{"content-type":"application/json","receipt":format!("{c}-1")}})).await;
         d.expect(T, |v| v["c"] == c && v["ev"] == "receipt").await;
     }
-    let subs: Vec<String> = sio_control_received(s.backend_port)
+    let mut subs: Vec<String> = sio_control_received(s.backend_port)
         .await
         .iter()
         .map(|r| r["sub"].as_str().unwrap().to_owned())
         .collect();
+    // A receipt says the SEND was written upstream, not that the backend read it: two
+    // connections' messages reach it in either order.
+    subs.sort();
     assert_eq!(subs, vec!["hal", "pia"]);
 
     // A token signed with another secret: the backend's CONNECT_ERROR message as STOMP ERROR.
