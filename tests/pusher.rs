@@ -270,6 +270,11 @@ async fn presence(e: &Env) {
     assert_eq!(added["id"], "u-nurse");
     assert_eq!(added["info"], json!({"name": "Nia"}));
     assert_eq!(added["count"], 2);
+    // A member's client event says who sent it (pusher-js reads `user_id` off the message).
+    d.send(json!({"op":"trigger","c":"nurse","channel":"presence-consultation-7","event":"client-typing","data":{"on":true}}))
+        .await;
+    let typing = event(&mut d, "patient", "client-typing").await;
+    assert_eq!(typing["userId"], "u-nurse", "{typing}");
     d.send(json!({"op":"disconnect","c":"nurse"})).await;
     let removed = d.expect_ev(T, "patient", "member_removed").await;
     assert_eq!(removed["id"], "u-nurse", "{removed}");

@@ -589,13 +589,20 @@ impl PusherClient {
                     None => (Payload::null(), 0),
                 };
                 self.copied.one(copied);
+                // A presence member's client event: who sent it travels on.
+                let meta = m
+                    .user_id
+                    .as_ref()
+                    .and_then(codec::user_id_string)
+                    .map(|u| vec![(Bytes::from_static(codec::USER_ID), u)])
+                    .unwrap_or_default();
                 out.events.push(BackendEvent::Message {
                     sub: None,
                     channel,
                     event: Some(m.event),
                     args: Vec::new(),
                     payload,
-                    meta: Vec::new(),
+                    meta,
                     ack: None,
                 });
             }

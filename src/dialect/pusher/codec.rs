@@ -70,6 +70,40 @@ fn field(src: &Bytes, s: Cow<'_, str>) -> Bytes {
     }
 }
 
+/// The meta key a presence client event's sender travels under, as the plain string.
+pub const USER_ID: &[u8] = b"user_id";
+
+/// A `user_id` (raw JSON: Pusher's are strings; a number is taken as its digits) as the
+/// plain string it names.
+pub fn user_id_string(raw: &Bytes) -> Option<Bytes> {
+    match raw.first()? {
+        b'"' => crate::dialect::json::unescape(raw).map(|(b, _)| b),
+        b'0'..=b'9' | b'-' if is_json(raw) => Some(raw.clone()),
+        _ => None,
+    }
+}
+
+/// A channel event with the sender's `user_id` (presence channels' client events):
+/// `{"event":..,"channel":..,"data":"..","user_id":".."}`.
+pub fn encode_from_user(event: &[u8], channel: &[u8], data: &[u8], user_id: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(
+        40 + json_string_len(event)
+            + json_string_len(channel)
+            + json_string_len(data)
+            + json_string_len(user_id),
+    );
+    out.extend_from_slice(b"{\"event\":");
+    put_json_string(&mut out, event);
+    out.extend_from_slice(b",\"channel\":");
+    put_json_string(&mut out, channel);
+    out.extend_from_slice(b",\"data\":");
+    put_json_string(&mut out, data);
+    out.extend_from_slice(b",\"user_id\":");
+    put_json_string(&mut out, user_id);
+    out.put_u8(b'}');
+    out.freeze()
+}
+
 /// Decode one text message.
 pub fn decode(src: &Bytes) -> Result<Msg, PusherError> {
     let w: Wire<'_> =

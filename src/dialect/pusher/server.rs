@@ -89,6 +89,9 @@ struct Sub {
     channel: Bytes,
     kind: Kind,
     confirmed: bool,
+    /// Presence: the `user_id` of the member data the app signed, which this connection's
+    /// client events carry to the channel's other members (as Pusher adds it).
+    user_id: Option<Bytes>,
 }
 
 /// The Pusher server role of one connection.
@@ -246,6 +249,7 @@ impl PusherServer {
         }
         let kind = codec::kind(&channel);
         let mut params = SubParams::default();
+        let mut user_id = None;
         if kind != Kind::Public {
             let data = if kind == Kind::Presence {
                 match &s.channel_data {
@@ -292,6 +296,7 @@ impl PusherServer {
             }
             // The app signed this member data for our socket id: it is the authenticated
             // identity, and the upstream leg signs it again for its own socket id.
+            user_id = s.channel_data.as_ref().and_then(member_user_id);
             params.channel_data = s.channel_data;
             params.signed = true;
         }
@@ -304,6 +309,7 @@ impl PusherServer {
                 channel: channel.clone(),
                 kind,
                 confirmed: false,
+                user_id,
             },
         );
         out.ops.push(ClientOp::Subscribe {
@@ -384,8 +390,13 @@ impl PusherServer {
             return Self::error(out, "Client event needs a channel", None);
         };
         let sub = self.by_channel.get(&channel).and_then(|s| self.subs.get(s));
+        let mut meta = Vec::new();
         match sub {
-            Some(s) if s.confirmed && matches!(s.kind, Kind::Private | Kind::Presence) => {}
+            Some(s) if s.confirmed && matches!(s.kind, Kind::Private | Kind::Presence) => {
+                if let Some(u) = &s.user_id {
+                    meta.push((Bytes::from_static(codec::USER_ID), u.clone()));
+                }
+            }
             Some(s) if s.kind == Kind::Encrypted => {
                 return Self::error(
                     out,
@@ -430,7 +441,7 @@ impl PusherServer {
             event: Some(m.event),
             args: Vec::new(),
             payload,
-            meta: Vec::new(),
+            meta,
             reply: None,
             // A client event goes to the channel's other subscribers: a channel publish.
             broadcast: true,
@@ -460,6 +471,7 @@ impl PusherServer {
         sub: Option<SubId>,
         event: Option<Bytes>,
         p: &Payload,
+        meta: &[(Bytes, Bytes)],
         now: Instant,
         out: &mut ServerOut,
     ) -> bool {
@@ -486,7 +498,16 @@ impl PusherServer {
         // The string's escaping copies the payload once into the frame.
         self.copied.one(json.len());
         let event = event.unwrap_or_else(|| s.channel.clone());
-        Self::send(out, &event, Some(&s.channel), Data::Str(&json));
+        // A presence member's client event says who sent it.
+        let user_id = (s.kind == Kind::Presence)
+            .then(|| meta.iter().find(|(k, _)| k == codec::USER_ID))
+            .flatten();
+        match user_id {
+            Some((_, u)) => out.to_client.push(WsMsg::Text(codec::encode_from_user(
+                &event, &s.channel, &json, u,
+            ))),
+            None => Self::send(out, &event, Some(&s.channel), Data::Str(&json)),
+        }
         true
     }
 
@@ -636,9 +657,10 @@ impl ServerRole for PusherServer {
                 event,
                 payload,
                 ack,
+                meta,
                 ..
             } => {
-                let delivered = self.deliver(sub, event, &payload, now, out);
+                let delivered = self.deliver(sub, event, &payload, &meta, now, out);
                 if let Some(token) = ack {
                     // Pusher clients cannot acknowledge: a backend that asked hears from the
                     // proxy once the message is written (or that it was not).
@@ -775,6 +797,17 @@ fn truncate(s: &str) -> String {
         end -= 1;
     }
     s.get(..end).unwrap_or_default().to_owned()
+}
+
+/// The `user_id` of presence member data (`{"user_id":..,"user_info":..}`), as a string.
+fn member_user_id(channel_data: &Bytes) -> Option<Bytes> {
+    #[derive(serde::Deserialize)]
+    struct Member<'a> {
+        #[serde(borrow)]
+        user_id: &'a serde_json::value::RawValue,
+    }
+    let m: Member<'_> = serde_json::from_slice(channel_data).ok()?;
+    codec::user_id_string(&channel_data.slice_ref(m.user_id.get().as_bytes()))
 }
 
 #[cfg(test)]

@@ -469,3 +469,30 @@ fn an_unanswered_subscription_fails_after_the_confirm_timeout() {
         [r#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#]
     );
 }
+
+/// A Pusher server's client event from a presence member carries `user_id`: it travels on
+/// in the message's meta, as a plain string (a number as its digits).
+#[test]
+fn a_presence_client_events_user_id_travels_in_the_meta() {
+    let (mut c, _) = open(settings());
+    for (wire, want) in [
+        (r#""u-1""#, Some("u-1")),
+        ("42", Some("42")),
+        ("null", None),
+    ] {
+        let out = from_backend(
+            &mut c,
+            &format!(
+                r#"{{"event":"client-typing","channel":"presence-room","data":"{{}}","user_id":{wire}}}"#
+            ),
+        );
+        let [BackendEvent::Message { meta, .. }] = out.events.as_slice() else {
+            panic!("{:?}", out.events)
+        };
+        let got = meta
+            .iter()
+            .find(|(k, _)| k == "user_id")
+            .map(|(_, v)| v.clone());
+        assert_eq!(got, want.map(Bytes::from), "{wire}");
+    }
+}

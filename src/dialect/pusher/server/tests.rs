@@ -654,3 +654,70 @@ fn deliveries_that_want_an_ack_are_acked_by_the_proxy() {
         );
     }
 }
+
+/// A client event on a presence channel carries its sender's `user_id` (from the member
+/// data the app signed) to the channel's other members, as Pusher adds it; on a private
+/// channel there is none.
+#[test]
+fn presence_client_events_say_who_sent_them() {
+    let (mut r, _) = started(settings());
+    let data = r#"{"user_id":"10","user_info":{"name":"Mr. Channels"}}"#;
+    let good = sign("presence-room", Some(data));
+    let escaped = data.replace('"', "\\\"");
+    let sub = subscribed(
+        &mut r,
+        &format!(r#"{{"channel":"presence-room","auth":"{good}","channel_data":"{escaped}"}}"#),
+    );
+    backend(&mut r, BackendEvent::Subscribed { sub, data: None });
+    let out = feed(
+        &mut r,
+        r#"{"event":"client-typing","channel":"presence-room","data":{"on":true}}"#,
+    );
+    let [ClientOp::Publish { meta, .. }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    assert_eq!(meta, &vec![(Bytes::from("user_id"), Bytes::from("10"))]);
+    // Another member's event, as the backend hands it back.
+    let out = backend(
+        &mut r,
+        BackendEvent::Message {
+            sub: Some(sub),
+            channel: Bytes::from("presence-room"),
+            event: Some(Bytes::from("client-typing")),
+            args: vec![],
+            payload: Payload::json(Bytes::from(r#"{"on":true}"#)),
+            meta: vec![(Bytes::from("user_id"), Bytes::from("11"))],
+            ack: None,
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [
+            r#"{"event":"client-typing","channel":"presence-room","data":"{\"on\":true}","user_id":"11"}"#
+        ]
+    );
+    // A private channel's event names nobody.
+    let private = subscribed(
+        &mut r,
+        &format!(
+            r#"{{"channel":"private-x","auth":"{}"}}"#,
+            sign("private-x", None)
+        ),
+    );
+    let out = backend(
+        &mut r,
+        BackendEvent::Message {
+            sub: Some(private),
+            channel: Bytes::from("private-x"),
+            event: Some(Bytes::from("client-typing")),
+            args: vec![],
+            payload: Payload::json(Bytes::from("{}")),
+            meta: vec![(Bytes::from("user_id"), Bytes::from("11"))],
+            ack: None,
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [r#"{"event":"client-typing","channel":"private-x","data":"{}"}"#]
+    );
+}
