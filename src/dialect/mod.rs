@@ -571,6 +571,43 @@ impl std::fmt::Debug for AuthRequest {
     }
 }
 
+/// Checks shared by the dialects' own tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::{ServerOut, ServerRole};
+    use crate::frame::{BackendEvent, ClientOp, Payload, SubId};
+
+    /// A role whose clients cannot acknowledge acks for them a delivery whose backend asked
+    /// (a Socket.IO emit with a callback, an SC event with a cid): positive once written to
+    /// subscription `sub` on `channel`, negative for a subscription it does not have.
+    pub(crate) fn assert_the_proxy_acks(role: &mut dyn ServerRole, sub: SubId, channel: &str) {
+        for (to, positive, written) in [(Some(sub), true, 1), (Some(sub + 100), false, 0)] {
+            let mut out = ServerOut::default();
+            let ev = BackendEvent::Message {
+                sub: to,
+                channel: Bytes::from(channel.to_owned()),
+                event: Some(Bytes::from("news")),
+                args: vec![],
+                payload: Payload::json(Bytes::from(r#"{"a":1}"#)),
+                meta: vec![],
+                ack: Some(Bytes::from("t-1")),
+            };
+            role.on_backend(ev, Instant::now(), &mut out);
+            assert_eq!(out.to_client.len(), written, "{to:?}");
+            let ack = ClientOp::Ack {
+                token: Bytes::from("t-1"),
+                positive,
+                result: None,
+            };
+            assert_eq!(out.ops, vec![ack], "{to:?}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod redaction_tests {
     use super::*;

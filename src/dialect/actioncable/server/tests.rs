@@ -319,27 +319,5 @@ fn deliveries_that_want_an_ack_are_acked_by_the_proxy() {
     };
     let sub = *sub;
     backend(&mut r, BackendEvent::Subscribed { sub, data: None });
-    for (to, positive, written) in [(Some(sub), true, 1), (Some(sub + 100), false, 0)] {
-        let out = backend(
-            &mut r,
-            BackendEvent::Message {
-                sub: to,
-                channel: Bytes::from("Chats::RoomChannel"),
-                event: Some(Bytes::from("news")),
-                args: vec![],
-                payload: Payload::json(Bytes::from(r#"{"a":1}"#)),
-                meta: vec![],
-                ack: Some(Bytes::from("t-1")),
-            },
-        );
-        assert_eq!(out.to_client.len(), written);
-        assert_eq!(
-            out.ops,
-            vec![ClientOp::Ack {
-                token: Bytes::from("t-1"),
-                positive,
-                result: None
-            }]
-        );
-    }
+    crate::dialect::test_support::assert_the_proxy_acks(&mut r, sub, "Chats::RoomChannel");
 }

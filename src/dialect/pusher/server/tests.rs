@@ -630,29 +630,7 @@ fn deliveries_that_want_an_ack_are_acked_by_the_proxy() {
     let (mut r, _) = started(settings());
     let sub = subscribed(&mut r, r#"{"channel":"news","auth":""}"#);
     backend(&mut r, BackendEvent::Subscribed { sub, data: None });
-    for (to, positive, written) in [(Some(sub), true, 1), (Some(sub + 100), false, 0)] {
-        let out = backend(
-            &mut r,
-            BackendEvent::Message {
-                sub: to,
-                channel: Bytes::from("news"),
-                event: Some(Bytes::from("flash")),
-                args: vec![],
-                payload: Payload::json(Bytes::from(r#"{"a":1}"#)),
-                meta: vec![],
-                ack: Some(Bytes::from("t-1")),
-            },
-        );
-        assert_eq!(out.to_client.len(), written);
-        assert_eq!(
-            out.ops,
-            vec![ClientOp::Ack {
-                token: Bytes::from("t-1"),
-                positive,
-                result: None
-            }]
-        );
-    }
+    crate::dialect::test_support::assert_the_proxy_acks(&mut r, sub, "news");
 }
 
 /// A client event on a presence channel carries its sender's `user_id` (from the member
