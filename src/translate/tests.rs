@@ -408,6 +408,19 @@ fn subscription_parameters_travel_with_the_subscription() {
     assert!(matches!(op, ClientOp::Subscribe { params: p, .. } if p == params));
 }
 
+/// A backend event on `news` that no subscription names (STOMP's `/topic/news`).
+fn news_from_the_backend() -> BackendEvent {
+    BackendEvent::Message {
+        meta: Vec::new(),
+        sub: None,
+        channel: Bytes::from("/topic/news"),
+        event: None,
+        args: vec![],
+        payload: Payload::null(),
+        ack: None,
+    }
+}
+
 #[test]
 fn a_refused_subscription_leaves_the_table_and_claims_nothing() {
     let mut t = Translator::new(Mapping::new(&[], &socketio::SPEC, &stomp::SPEC).unwrap());
@@ -433,18 +446,7 @@ fn a_refused_subscription_leaves_the_table_and_claims_nothing() {
     assert!(!t.has_sub(7));
     // An event on that channel is no longer delivered on the refused subscription.
     out.clear();
-    t.up_event(
-        BackendEvent::Message {
-            meta: Vec::new(),
-            sub: None,
-            channel: Bytes::from("/topic/news"),
-            event: None,
-            args: vec![],
-            payload: Payload::null(),
-            ack: None,
-        },
-        &mut out,
-    );
+    t.up_event(news_from_the_backend(), &mut out);
     assert!(
         out.iter()
             .all(|e| !matches!(e, BackendEvent::Message { sub: Some(7), .. }))
@@ -477,18 +479,7 @@ fn a_kicked_subscription_leaves_the_table() {
     assert!(!t.has_sub(7));
     t.down_op(subscribe(8)).unwrap();
     out.clear();
-    t.up_event(
-        BackendEvent::Message {
-            meta: Vec::new(),
-            sub: None,
-            channel: Bytes::from("/topic/news"),
-            event: None,
-            args: vec![],
-            payload: Payload::null(),
-            ack: None,
-        },
-        &mut out,
-    );
+    t.up_event(news_from_the_backend(), &mut out);
     let subs: Vec<_> = out
         .iter()
         .map(|e| match e {

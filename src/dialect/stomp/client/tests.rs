@@ -81,20 +81,23 @@ fn heartbeat_negotiated_from_connected() {
     );
 }
 
+/// `ClientOp::Subscribe` of sub 3 to `/topic/a`: what the role wrote.
+fn subscribe_3_to_a(c: &mut StompClient, now: Instant) -> ClientOut {
+    let mut out = ClientOut::default();
+    let op = ClientOp::Subscribe {
+        sub: 3,
+        channel: Bytes::from("/topic/a"),
+        params: Default::default(),
+    };
+    c.on_op(op, now, &mut out);
+    out
+}
+
 #[test]
 fn subscribe_confirmed_by_receipt_and_message_delivered() {
     let (mut c, _) = connected(Settings::default(), Credentials::default());
     let now = Instant::now();
-    let mut out = ClientOut::default();
-    c.on_op(
-        ClientOp::Subscribe {
-            sub: 3,
-            channel: Bytes::from("/topic/a"),
-            params: Default::default(),
-        },
-        now,
-        &mut out,
-    );
+    let out = subscribe_3_to_a(&mut c, now);
     assert_eq!(
         s(&out.to_backend[0]),
         "SUBSCRIBE\nid:sub-3\ndestination:/topic/a\nack:auto\nreceipt:sb-1\n\n\0"
@@ -466,16 +469,7 @@ fn a_senders_content_type_in_meta_replaces_the_derived_one() {
 fn a_json_content_type_over_a_body_that_is_not_json_is_text() {
     let (mut c, _) = connected(Settings::default(), Credentials::default());
     let now = Instant::now();
-    let mut out = ClientOut::default();
-    c.on_op(
-        ClientOp::Subscribe {
-            sub: 3,
-            channel: Bytes::from("/topic/a"),
-            params: Default::default(),
-        },
-        now,
-        &mut out,
-    );
+    subscribe_3_to_a(&mut c, now);
     for (body, kind) in [
         ("", PayloadKind::Text),
         ("{'a': 1}", PayloadKind::Text),
