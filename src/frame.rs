@@ -18,6 +18,18 @@ pub type SubId = u64;
 /// that have none.
 pub type Meta = Vec<(Bytes, Bytes)>;
 
+/// The meta key of a client event's sender on a presence channel (its member's user id, as
+/// a plain string): set only from a verified identity (member data the app signed, a
+/// Pusher server's own `user_id`, the hub's member record), never from a client's headers.
+/// It starts with a NUL byte, which no header read off any wire can hold, so a client
+/// cannot claim it; and it is never written on a wire as a header (see [`is_internal`]).
+pub const SENDER: &[u8] = b"\0sender";
+
+/// Whether a meta key is the proxy's own ([`SENDER`]) rather than a header to pass on.
+pub fn is_internal(key: &[u8]) -> bool {
+    key.first() == Some(&0)
+}
+
 /// A correlation id for a publish that wants an answer, allocated by the downstream leg.
 /// Each leg keeps its own wire ids (STOMP receipt, Socket.IO ack id) in its own table.
 pub type ReplyId = u64;

@@ -204,10 +204,40 @@ impl Conn {
                 event,
                 args,
                 payload,
-                meta,
+                mut meta,
                 reply,
                 ..
             } => {
+                // Who sent it is the hub's to say, from its member record.
+                meta.retain(|(k, _)| !crate::frame::is_internal(k));
+                if channel_kind(&channel) != ChannelKind::Public {
+                    // As for reading: a private or presence channel takes messages from a
+                    // connection subscribed to it (authorized then) or whose identity
+                    // allows it, as Pusher takes client events only from members.
+                    let held = self.subs.values().find(|s| s.channel == channel);
+                    let allowed =
+                        held.is_some() || self.who.as_deref().is_some_and(|i| i.allows(&channel));
+                    if !allowed {
+                        let e = ErrorInfo::new(
+                            ErrorKind::Unauthorized,
+                            format!(
+                                "publishing to {} needs a subscription to it",
+                                String::from_utf8_lossy(&channel)
+                            ),
+                        );
+                        out.push(match reply {
+                            Some(r) => BackendEvent::Reply {
+                                id: r.id,
+                                result: Err(e),
+                            },
+                            None => BackendEvent::Refused(e),
+                        });
+                        return;
+                    }
+                    if let Some(user) = held.and_then(|s| s.user.clone()) {
+                        meta.push((Bytes::from_static(crate::frame::SENDER), user));
+                    }
+                }
                 let mut msg = HubMessage::new(channel, event, payload, meta);
                 msg.args = args;
                 self.hub.publish(Some(self.id), msg);

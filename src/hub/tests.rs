@@ -457,3 +457,64 @@ fn a_full_queue_marks_a_slow_consumer() {
     assert_eq!(messages(&mut fine).len(), 3);
     assert_eq!(messages(&mut slow).len(), 2);
 }
+
+/// A private or presence channel takes messages only from a connection subscribed to it or
+/// whose identity allows it; the sender's presence user id is the hub's member record,
+/// whatever the message claimed, and a public channel's messages claim no sender.
+#[test]
+fn private_channels_take_messages_from_members_only_and_the_hub_names_the_sender() {
+    let hub = Arc::new(Hub::default());
+    let who = |u: &str| Some(ident(Some(u), None, &["presence-*"]));
+    let mut ann = attach(&hub, false, false, who("ann"));
+    sub(&mut ann, 1, "presence-room", SubParams::default());
+    sub(&mut ann, 2, "private-x", SubParams::default());
+    sub(&mut ann, 3, "news", SubParams::default());
+    let mut bob = attach(&hub, false, false, who("bob"));
+    sub(&mut bob, 1, "presence-room", SubParams::default());
+    let mut eve = attach(&hub, false, false, None);
+    drain(&mut ann);
+    let spoofed = |channel: &str| ClientOp::Publish {
+        channel: b(channel),
+        event: Some(b("client-typing")),
+        args: Vec::new(),
+        payload: Payload::json(b("{}")),
+        meta: vec![(Bytes::from_static(crate::frame::SENDER), b("alice"))],
+        reply: Some(crate::frame::Reply::data(9)),
+        broadcast: true,
+        sub: None,
+    };
+    // Not subscribed, no identity: refused, nothing delivered.
+    for channel in ["private-x", "presence-room"] {
+        let mut out = Vec::new();
+        eve.op(spoofed(channel), &mut out);
+        let [BackendEvent::Reply { result: Err(e), .. }] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(e.kind, ErrorKind::Unauthorized);
+    }
+    assert!(drain(&mut ann).is_empty());
+    // A member: delivered, named as who it is.
+    let mut out = Vec::new();
+    bob.op(spoofed("presence-room"), &mut out);
+    assert!(matches!(
+        out.as_slice(),
+        [BackendEvent::Reply { result: Ok(_), .. }]
+    ));
+    let sender = |d: &Delivery| match d {
+        Delivery::Message(m, _) => m
+            .meta
+            .iter()
+            .find(|(k, _)| crate::frame::is_internal(k))
+            .map(|(_, v)| v.clone()),
+        Delivery::Event(e) => panic!("{e:?}"),
+    };
+    let got = drain(&mut ann);
+    assert_eq!(got.len(), 1);
+    assert_eq!(sender(&got[0]), Some(b("bob")));
+    // A public channel: anyone, and no sender.
+    let mut out = Vec::new();
+    eve.op(spoofed("news"), &mut out);
+    let got = drain(&mut ann);
+    assert_eq!(got.len(), 1);
+    assert_eq!(sender(&got[0]), None);
+}

@@ -594,7 +594,7 @@ impl PusherClient {
                     .user_id
                     .as_ref()
                     .and_then(codec::user_id_string)
-                    .map(|u| vec![(Bytes::from_static(codec::USER_ID), u)])
+                    .map(|u| vec![(Bytes::from_static(crate::frame::SENDER), u)])
                     .unwrap_or_default();
                 out.events.push(BackendEvent::Message {
                     sub: None,

@@ -70,9 +70,6 @@ fn field(src: &Bytes, s: Cow<'_, str>) -> Bytes {
     }
 }
 
-/// The meta key a presence client event's sender travels under, as the plain string.
-pub const USER_ID: &[u8] = b"user_id";
-
 /// A `user_id` (raw JSON: Pusher's are strings; a number is taken as its digits) as the
 /// plain string it names.
 pub fn user_id_string(raw: &Bytes) -> Option<Bytes> {

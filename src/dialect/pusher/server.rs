@@ -394,7 +394,7 @@ impl PusherServer {
         match sub {
             Some(s) if s.confirmed && matches!(s.kind, Kind::Private | Kind::Presence) => {
                 if let Some(u) = &s.user_id {
-                    meta.push((Bytes::from_static(codec::USER_ID), u.clone()));
+                    meta.push((Bytes::from_static(crate::frame::SENDER), u.clone()));
                 }
             }
             Some(s) if s.kind == Kind::Encrypted => {
@@ -500,7 +500,7 @@ impl PusherServer {
         let event = event.unwrap_or_else(|| s.channel.clone());
         // A presence member's client event says who sent it.
         let user_id = (s.kind == Kind::Presence)
-            .then(|| meta.iter().find(|(k, _)| k == codec::USER_ID))
+            .then(|| meta.iter().find(|(k, _)| k == crate::frame::SENDER))
             .flatten();
         match user_id {
             Some((_, u)) => out.to_client.push(WsMsg::Text(codec::encode_from_user(

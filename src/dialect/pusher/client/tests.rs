@@ -491,7 +491,7 @@ fn a_presence_client_events_user_id_travels_in_the_meta() {
         };
         let got = meta
             .iter()
-            .find(|(k, _)| k == "user_id")
+            .find(|(k, _)| k == crate::frame::SENDER)
             .map(|(_, v)| v.clone());
         assert_eq!(got, want.map(Bytes::from), "{wire}");
     }

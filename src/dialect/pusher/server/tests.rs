@@ -654,7 +654,10 @@ fn presence_client_events_say_who_sent_them() {
     let [ClientOp::Publish { meta, .. }] = out.ops.as_slice() else {
         panic!("{:?}", out.ops)
     };
-    assert_eq!(meta, &vec![(Bytes::from("user_id"), Bytes::from("10"))]);
+    assert_eq!(
+        meta,
+        &vec![(Bytes::from_static(crate::frame::SENDER), Bytes::from("10"))]
+    );
     // Another member's event, as the backend hands it back.
     let out = backend(
         &mut r,
@@ -664,7 +667,7 @@ fn presence_client_events_say_who_sent_them() {
             event: Some(Bytes::from("client-typing")),
             args: vec![],
             payload: Payload::json(Bytes::from(r#"{"on":true}"#)),
-            meta: vec![(Bytes::from("user_id"), Bytes::from("11"))],
+            meta: vec![(Bytes::from_static(crate::frame::SENDER), Bytes::from("11"))],
             ack: None,
         },
     );
@@ -673,6 +676,23 @@ fn presence_client_events_say_who_sent_them() {
         [
             r#"{"event":"client-typing","channel":"presence-room","data":"{\"on\":true}","user_id":"11"}"#
         ]
+    );
+    // A header of that name from another dialect's client is only a header.
+    let out = backend(
+        &mut r,
+        BackendEvent::Message {
+            sub: Some(sub),
+            channel: Bytes::from("presence-room"),
+            event: Some(Bytes::from("client-typing")),
+            args: vec![],
+            payload: Payload::json(Bytes::from("{}")),
+            meta: vec![(Bytes::from("user_id"), Bytes::from("alice"))],
+            ack: None,
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [r#"{"event":"client-typing","channel":"presence-room","data":"{}"}"#]
     );
     // A private channel's event names nobody.
     let private = subscribed(
@@ -690,7 +710,7 @@ fn presence_client_events_say_who_sent_them() {
             event: Some(Bytes::from("client-typing")),
             args: vec![],
             payload: Payload::json(Bytes::from("{}")),
-            meta: vec![(Bytes::from("user_id"), Bytes::from("11"))],
+            meta: vec![(Bytes::from_static(crate::frame::SENDER), Bytes::from("11"))],
             ack: None,
         },
     );

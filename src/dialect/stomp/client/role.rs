@@ -129,7 +129,11 @@ impl ClientRole for StompClient {
                         Err(e) => return out.events.push(ReceiptFor::Reply(id).failed(e)),
                     }
                 }
-                f.headers.extend(meta);
+                // The proxy's own keys are not headers.
+                f.headers.extend(
+                    meta.into_iter()
+                        .filter(|(k, _)| !crate::frame::is_internal(k)),
+                );
                 let f = f.with_body(body);
                 self.send(&f, out);
             }

@@ -147,7 +147,11 @@ impl StompServer {
         if let Some(e) = event {
             f.push_header("event", e);
         }
-        f.headers.extend(meta);
+        // The proxy's own keys are not headers.
+        f.headers.extend(
+            meta.into_iter()
+                .filter(|(k, _)| !crate::frame::is_internal(k)),
+        );
         let f = f.with_body(body);
         if kind == PayloadKind::Binary {
             out.to_client

@@ -183,7 +183,11 @@ fn user_headers_travel_as_meta_both_ways() {
     let mut o = ServerOut::default();
     r.on_backend(
         BackendEvent::Message {
-            meta: vec![(Bytes::from("x-trace"), Bytes::from("t1"))],
+            // The proxy's own key (a presence sender) is not a header.
+            meta: vec![
+                (Bytes::from_static(crate::frame::SENDER), Bytes::from("ann")),
+                (Bytes::from("x-trace"), Bytes::from("t1")),
+            ],
             sub: Some(1),
             channel: Bytes::from("/topic/a"),
             event: None,
