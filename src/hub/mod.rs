@@ -463,8 +463,8 @@ impl Hub {
                 member: json.clone(),
                 added: true,
             };
-            for ((id, _), t) in &ch.subs {
-                if *id != conn {
+            for (id, t) in each_conn(ch) {
+                if id != conn {
                     t.send(Delivery::Event(ev.clone()));
                 }
             }
@@ -519,7 +519,7 @@ impl Hub {
                         member,
                         added: false,
                     };
-                    for t in ch.subs.values() {
+                    for (_, t) in each_conn(ch) {
                         t.send(Delivery::Event(ev.clone()));
                     }
                 }
@@ -550,7 +550,7 @@ impl Hub {
             member,
             added,
         };
-        for t in ch.subs.values() {
+        for (_, t) in each_conn(ch) {
             t.send(Delivery::Event(ev.clone()));
         }
     }
@@ -645,11 +645,21 @@ fn broadcast_count(channel: &Bytes, ch: &Channel, but: Option<ConnId>) {
         channel: channel.clone(),
         count: n as u64,
     };
-    for ((id, _), t) in &ch.subs {
-        if Some(*id) != but {
+    for (id, t) in each_conn(ch) {
+        if Some(id) != but {
             t.send(Delivery::Event(ev.clone()));
         }
     }
+}
+
+/// One target per connection subscribed to `ch`: an event about the channel (presence, a
+/// count) reaches a connection once however many of its subscriptions are on it, and its
+/// translator hands it to each of them.
+fn each_conn(ch: &Channel) -> impl Iterator<Item = (ConnId, &Target)> {
+    let mut seen = std::collections::HashSet::new();
+    ch.subs
+        .iter()
+        .filter_map(move |((id, _), t)| seen.insert(*id).then_some((*id, t)))
 }
 
 /// The client role a hub route's factory hands out: never used (hub sessions attach in

@@ -518,3 +518,21 @@ fn private_channels_take_messages_from_members_only_and_the_hub_names_the_sender
     assert_eq!(got.len(), 1);
     assert_eq!(sender(&got[0]), None);
 }
+
+/// A connection with two subscriptions to one presence channel (STOMP allows that) hears of
+/// a member joining or leaving once: its translator hands the event to each subscription.
+#[test]
+fn presence_events_reach_a_connection_once_however_many_subscriptions() {
+    let hub = Arc::new(Hub::default());
+    let who = |u: &str| Some(ident(Some(u), None, &["presence-*"]));
+    let mut ann = attach(&hub, true, false, who("ann"));
+    sub(&mut ann, 1, "presence-room", SubParams::default());
+    sub(&mut ann, 2, "presence-room", SubParams::default());
+    drain(&mut ann);
+    let mut bob = attach(&hub, true, false, who("bob"));
+    sub(&mut bob, 1, "presence-room", SubParams::default());
+    assert_eq!(presence_events(&mut ann).len(), 1);
+    let mut out = Vec::new();
+    bob.op(ClientOp::Unsubscribe { sub: 1 }, &mut out);
+    assert_eq!(presence_events(&mut ann).len(), 1);
+}
