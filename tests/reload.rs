@@ -514,7 +514,9 @@ async fn long_polling_sessions_survive_a_route_change() {
     ensure_npm();
     let (_backend, backend_port) = start_sio_backend(&[]);
     let (admin, port) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&sio_sio_config(admin, port, backend_port, "")).await;
+    let pings =
+        |ms: u32| format!("[route.socketio]\nping_interval_ms = {ms}\nping_timeout_ms = {ms}");
+    let mut proxy = Proxy::start(&sio_sio_config(admin, port, backend_port, &pings(1500))).await;
     let mut d = Driver::sio().await;
     let url = format!("http://127.0.0.1:{port}");
     d.send(
@@ -526,11 +528,13 @@ async fn long_polling_sessions_survive_a_route_change() {
     assert_eq!(ev["transport"], "polling");
     sio_emit_round_trip(&mut d, "p", 1).await;
 
+    // Shorter pings from now on: the session opened before keeps its own (its role pings
+    // every 1.5 s), and its polls are not judged late by the new 0.3 + 0.3 s.
     proxy.rewrite_config(&sio_sio_config(
         admin,
         port,
         backend_port,
-        "connect_timeout_ms = 4000",
+        &format!("connect_timeout_ms = 4000\n{}", pings(300)),
     ));
     proxy.sighup_and_wait().await;
     assert_eq!(
@@ -552,8 +556,9 @@ async fn long_polling_sessions_survive_a_route_change() {
     d.expect_ev(T, "q", "connect").await;
     sio_emit_round_trip(&mut d, "q", 3).await;
     sio_emit_round_trip(&mut d, "p", 4).await;
-    let quiet = d.collect(Duration::from_millis(300)).await;
+    let quiet = d.collect(Duration::from_millis(3500)).await;
     assert!(!quiet.iter().any(|v| v["ev"] == "disconnect"), "{quiet:?}");
+    sio_emit_round_trip(&mut d, "p", 5).await;
 }
 
 #[test]

@@ -18,7 +18,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::shared::{Shared, WEBSOCKET, WsSink};
+use super::shared::{Pings, Shared, WEBSOCKET, WsSink};
 use super::upgrade::ws_writer;
 use super::{Code, Engine, error, respond};
 use crate::dialect::WsMsg;
@@ -69,7 +69,12 @@ impl Engine {
     ) -> Response<Full<Bytes>> {
         let ctx = self.ctx.clone();
         let sid = session_id();
-        let (shared, ends) = Shared::new(ctx.queue_depth, ctx.metrics.down.for_session());
+        let c = &ctx.config.socketio;
+        let pings = Pings {
+            interval: Duration::from_millis(c.ping_interval_ms),
+            timeout: Duration::from_millis(c.ping_timeout_ms),
+        };
+        let (shared, ends) = Shared::new(ctx.queue_depth, ctx.metrics.down.for_session(), pings);
         let shared = Arc::new(shared);
         let Some(permit) = up.session_permit() else {
             return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
@@ -136,8 +141,7 @@ impl Engine {
         if st.upgraded {
             return error(Code::BadRequest);
         }
-        let c = &self.ctx.config.socketio;
-        let deadline = Duration::from_millis(c.ping_interval_ms.saturating_add(c.ping_timeout_ms));
+        let deadline = shared.pings.interval.saturating_add(shared.pings.timeout);
         if shared.silent_for(deadline, arrived) {
             // Past the ping deadline when it arrived: the session's own timer ends it any
             // moment now.
@@ -156,7 +160,7 @@ impl Engine {
         let wait = if probing_now {
             PROBE_NOOP_AFTER
         } else {
-            Duration::from_millis(self.ctx.config.socketio.ping_interval_ms)
+            shared.pings.interval
         };
         let mut until = tokio::time::Instant::now() + wait;
         let first = match st.held.take() {

@@ -73,11 +73,22 @@ pub(super) struct Shared {
     /// Where an upgrade hands its WebSocket to the writer task.
     pub(super) hand_over: Mutex<Option<oneshot::Sender<WsSink>>>,
     pub(super) counters: LegCounters,
+    /// The ping interval and timeout the session was opened with (its role pings on them):
+    /// a GET waits as long as the interval and is late past both, whatever a reload has
+    /// made the route's settings since.
+    pub(super) pings: Pings,
+}
+
+/// A session's Engine.IO ping settings.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pings {
+    pub(super) interval: Duration,
+    pub(super) timeout: Duration,
 }
 
 impl Shared {
     /// A fresh long-polling session's shared state, and the channel ends it does not keep.
-    pub(super) fn new(depth: usize, counters: LegCounters) -> (Self, Ends) {
+    pub(super) fn new(depth: usize, counters: LegCounters, pings: Pings) -> (Self, Ends) {
         let (in_tx, in_rx) = mpsc::channel(depth);
         let (out_tx, out_rx) = mpsc::channel(depth);
         let (poll_tx, poll_rx) = mpsc::channel(depth);
@@ -102,6 +113,7 @@ impl Shared {
             heard_ms: AtomicU64::new(0),
             hand_over: Mutex::new(Some(hand_tx)),
             counters,
+            pings,
         };
         let ends = Ends {
             inbound: in_rx,

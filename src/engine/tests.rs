@@ -1,6 +1,7 @@
 //! Unit tests of the Engine.IO transport.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -9,7 +10,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::cors::{Cors, cors, same_origin};
 use super::polling::packet_len;
-use super::shared::{POLLING, Shared, UPGRADING, WEBSOCKET};
+use super::shared::{POLLING, Pings, Shared, UPGRADING, WEBSOCKET};
 use super::upgrade::{UpgradeGuard, from_ws};
 use super::{Code, Query, error, respond};
 use crate::dialect::WsMsg;
@@ -152,8 +153,13 @@ fn cors_decisions() {
     assert!(r.headers().is_empty());
 }
 
+const PINGS: Pings = Pings {
+    interval: Duration::from_secs(25),
+    timeout: Duration::from_secs(20),
+};
+
 fn shared() -> Arc<Shared> {
-    let (s, _) = Shared::new(4, LegCounters::new("test", "socketio", "downstream"));
+    let (s, _) = Shared::new(4, LegCounters::new("test", "socketio", "downstream"), PINGS);
     Arc::new(s)
 }
 
@@ -211,7 +217,7 @@ fn oversize_websocket_message_is_left_to_the_session() {
 #[test]
 fn a_gone_sid_refuses_only_what_arrived_after() {
     use std::time::{Duration, Instant};
-    let (shared, _ends) = Shared::new(4, LegCounters::new("test", "socketio", "downstream"));
+    let (shared, _ends) = Shared::new(4, LegCounters::new("test", "socketio", "downstream"), PINGS);
     let before = Instant::now();
     assert!(!shared.gone_before(before));
     std::thread::sleep(Duration::from_millis(2));
@@ -229,7 +235,7 @@ fn a_gone_sid_refuses_only_what_arrived_after() {
 #[test]
 fn the_ping_deadline_runs_from_the_last_post() {
     use std::time::Duration;
-    let (shared, _ends) = Shared::new(4, LegCounters::new("test", "socketio", "downstream"));
+    let (shared, _ends) = Shared::new(4, LegCounters::new("test", "socketio", "downstream"), PINGS);
     let limit = Duration::from_millis(500);
     let born = shared.born;
     assert!(!shared.silent_for(limit, born + Duration::from_millis(499)));
