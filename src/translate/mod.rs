@@ -128,7 +128,8 @@ impl Translator {
             } => {
                 // The subscription the publish is made on: the one named, else the first
                 // one on that name.
-                let sub = sub.filter(|s| self.subs.contains_key(s)).or_else(|| {
+                let named = sub.filter(|s| self.subs.contains_key(s));
+                let sub = named.or_else(|| {
                     self.subs
                         .iter()
                         .filter(|(_, e)| e.down_channel == channel)
@@ -155,11 +156,21 @@ impl Translator {
                         params: None,
                     })
                 };
-                let cached = self
-                    .last_publish
-                    .as_deref()
-                    .filter(|c| c.down == channel && c.use_ == use_)
-                    .map(|c| (c.up.clone(), c.args.clone()));
+                // A publish made on a subscription it names, to that subscription's own
+                // name (an Action Cable `perform`), goes where the subscription went: its
+                // rule may have needed the subscription's parameters (`{"id":7}` to
+                // `private-room-7`), which the publish does not carry, and the plain name
+                // would reach another channel.
+                let on_named = named
+                    .and_then(|s| self.subs.get(&s))
+                    .filter(|e| e.down_channel == channel)
+                    .map(|e| (e.up_channel.clone(), e.up_args.clone()));
+                let cached = on_named.or_else(|| {
+                    self.last_publish
+                        .as_deref()
+                        .filter(|c| c.down == channel && c.use_ == use_)
+                        .map(|c| (c.up.clone(), c.args.clone()))
+                });
                 let (up, mut rule_args) = match cached {
                     Some(hit) => hit,
                     None => match self.mapping.to_upstream(name, None, use_) {

@@ -389,6 +389,31 @@ fn rules_with_parameters_build_and_match_identifiers() {
         })
         .unwrap();
     assert!(matches!(op, ClientOp::Subscribe { channel, .. } if channel == "chat-room-7"));
+    // Its `perform` names the subscription and the channel class: it goes where the
+    // subscription went, not to the class's plain name (another channel, every room's).
+    let perform = |sub| ClientOp::Publish {
+        meta: vec![],
+        channel: Bytes::from("Chats::RoomChannel"),
+        event: Some(Bytes::from("speak")),
+        args: vec![],
+        payload: Payload::null(),
+        reply: None,
+        broadcast: false,
+        sub,
+    };
+    for _ in 0..2 {
+        let op = t.down_op(perform(Some(2))).unwrap();
+        assert!(
+            matches!(&op, ClientOp::Publish { channel, sub: Some(2), .. } if channel == "chat-room-7"),
+            "{op:?}"
+        );
+    }
+    // Without a subscription named, the plain name as before.
+    let op = t.down_op(perform(None)).unwrap();
+    assert!(
+        matches!(&op, ClientOp::Publish { channel, .. } if channel != "chat-room-7"),
+        "{op:?}"
+    );
 }
 
 #[test]
