@@ -4,8 +4,8 @@
 //!
 //! Owns: the decisions and their state: the count of open sessions per address (an entry
 //! lives only while that address has a session, so it is bounded by the open connections),
-//! the `governor` rate limiters (one per route, one keyed by address within
-//! `tracked_addresses`, one pair per admitted client), the [`Reason`] of each refusal and its
+//! the `governor` rate limiters (one per route, one per address for up to
+//! `tracked_addresses` addresses, one pair per admitted client), the [`Reason`] of each refusal and its
 //! metric label.
 //!
 //! Must not touch: sockets, wire bytes, dialects. The listener asks [`Admission::origin_allowed`]
@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::ClientLimits;
 
@@ -82,13 +82,32 @@ pub struct Admission {
     /// Open sessions per address key; an entry exists only while its count is above 0.
     open: DashMap<IpAddr, u32>,
     route_rate: Option<DefaultDirectRateLimiter>,
-    address_rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    address_rate: Option<AddressRates>,
     tracked: usize,
     /// Milliseconds from `epoch` at the last sweep of `address_rate`.
     last_sweep: AtomicU64,
     epoch: Instant,
     messages: Option<Quota>,
     bytes: Option<Quota>,
+}
+
+/// The per-address connection rate: one limiter per tracked address. An address already in
+/// the table is always checked; when the table is full, only a new address goes untracked
+/// (a hot address is never swept, so a flood of new ones cannot free it from its limit).
+#[derive(Debug)]
+struct AddressRates {
+    quota: Quota,
+    table: DashMap<IpAddr, Tracked>,
+    /// How long an address must be idle before its limiter is back to a full burst and its
+    /// entry may go.
+    idle_ms: u64,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    limiter: DefaultDirectRateLimiter,
+    /// Milliseconds from the admission's `epoch` at its last connection.
+    last: AtomicU64,
 }
 
 /// A quota of `n` per second with a burst of `burst` (at least `n`); `None` when `n` is 0.
@@ -120,8 +139,14 @@ impl Admission {
             per_address: limits.connections_per_address,
             open: DashMap::new(),
             route_rate: quota(limits.connections_per_second, 0).map(RateLimiter::direct),
-            address_rate: quota(limits.connections_per_second_per_address, 0)
-                .map(RateLimiter::keyed),
+            address_rate: quota(limits.connections_per_second_per_address, 0).map(|quota| {
+                let refill = quota.replenish_interval() * quota.burst_size().get();
+                AddressRates {
+                    quota,
+                    table: DashMap::new(),
+                    idle_ms: u64::try_from(refill.as_millis()).unwrap_or(u64::MAX),
+                }
+            }),
             tracked: limits.tracked_addresses.max(1),
             last_sweep: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -166,9 +191,8 @@ impl Admission {
             // From here on, a refusal gives the slot back (`Admitted`'s drop).
             admitted.counted = Some(k);
         }
-        if let (Some(k), Some(limiter)) = (key, &self.address_rate)
-            && self.room_for(limiter)
-            && limiter.check_key(&k).is_err()
+        if let (Some(k), Some(rates)) = (key, &self.address_rate)
+            && !self.address_rate_allows(rates, k)
         {
             return Err(Reason::ConnectionRate);
         }
@@ -180,26 +204,39 @@ impl Admission {
         Ok(admitted)
     }
 
-    /// Whether the per-address rate table may take one more address. When it is full, keys
-    /// whose bucket has refilled (idle for a second) are dropped, at most every
-    /// [`SWEEP_EVERY_MS`]; if it is still full, the address is not tracked this time (the
-    /// route's own rate still applies), so a flood of addresses cannot grow it.
-    fn room_for(&self, limiter: &DefaultKeyedRateLimiter<IpAddr>) -> bool {
-        if limiter.len() < self.tracked {
-            return true;
-        }
+    /// Whether `key`'s connection rate allows one more. A tracked address is always
+    /// checked. A new one is tracked when the table has room; when it is full, addresses
+    /// idle long enough for a full burst are dropped, at most every [`SWEEP_EVERY_MS`], and
+    /// if it is still full the new address is not tracked this time (the route's own rate
+    /// still applies), so a flood of addresses cannot grow it.
+    fn address_rate_allows(&self, rates: &AddressRates, key: IpAddr) -> bool {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= SWEEP_EVERY_MS
-            && self
-                .last_sweep
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+        if let Some(t) = rates.table.get(&key) {
+            t.last.store(now, Ordering::Relaxed);
+            return t.limiter.check().is_ok();
         }
-        limiter.len() < self.tracked
+        if rates.table.len() >= self.tracked {
+            let last = self.last_sweep.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= SWEEP_EVERY_MS
+                && self
+                    .last_sweep
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                rates.table.retain(|_, t| {
+                    now.saturating_sub(t.last.load(Ordering::Relaxed)) < rates.idle_ms
+                });
+                rates.table.shrink_to_fit();
+            }
+            if rates.table.len() >= self.tracked {
+                return true;
+            }
+        }
+        let t = rates.table.entry(key).or_insert_with(|| Tracked {
+            limiter: RateLimiter::direct(rates.quota),
+            last: AtomicU64::new(now),
+        });
+        t.limiter.check().is_ok()
     }
 
     /// Sessions open now from `ip`'s key (tests and diagnostics).
@@ -367,10 +404,29 @@ mod tests {
         for i in 0..10_000u32 {
             let _ = a.admit(Some(IpAddr::V4(Ipv4Addr::from(i))));
         }
-        let limiter = a.address_rate.as_ref().unwrap();
-        assert!(limiter.len() <= 100, "{}", limiter.len());
+        let table = &a.address_rate.as_ref().unwrap().table;
+        assert!(table.len() <= 100, "{}", table.len());
         // Untracked addresses still get in (the route's rate is the guard then).
         assert!(a.admit(Some(IpAddr::V4(Ipv4Addr::from(99_999u32)))).is_ok());
+    }
+
+    /// A full table leaves new addresses untracked, never the ones it holds: an address
+    /// over its rate stays refused however many others come.
+    #[test]
+    fn a_full_table_still_limits_the_addresses_it_holds() {
+        let a = limits(|l| {
+            l.connections_per_second_per_address = 2;
+            l.tracked_addresses = 10;
+        });
+        let _held = (a.admit(Some(A)).unwrap(), a.admit(Some(A)).unwrap());
+        for i in 0..1000u32 {
+            let _ = a.admit(Some(IpAddr::V4(Ipv4Addr::from(i))));
+            assert_eq!(
+                a.admit(Some(A)).unwrap_err(),
+                Reason::ConnectionRate,
+                "after {i} others"
+            );
+        }
     }
 
     #[test]
