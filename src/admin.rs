@@ -64,8 +64,17 @@ pub type ReloadAsk = oneshot::Sender<Result<String, String>>;
 /// How long `POST /reload` waits for the runtime (binding, reading TLS files).
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// `POST /reload`: 200 with the summary, 422 with the reason a file was refused.
-async fn reload(method: &Method, asks: mpsc::Sender<ReloadAsk>) -> Response<Full<Bytes>> {
+/// `POST /reload`: 200 with the summary, 422 with the reason a file was refused; 403 for a
+/// request a browser sent on a web page's behalf (it carries `Origin`; `switchboard reload`
+/// and `curl` do not), so a page the operator has open cannot reload the proxy.
+async fn reload(
+    method: &Method,
+    cross_site: bool,
+    asks: mpsc::Sender<ReloadAsk>,
+) -> Response<Full<Bytes>> {
+    if cross_site {
+        return text(StatusCode::FORBIDDEN, "POST /reload is not for browsers\n");
+    }
     if method != Method::POST {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "POST /reload\n");
         r.headers_mut()
@@ -115,8 +124,9 @@ pub async fn serve(
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 if req.uri().path() == "/reload" {
                     let (method, reloads) = (req.method().clone(), reloads.clone());
+                    let cross_site = req.headers().contains_key(header::ORIGIN);
                     return futures_util::future::Either::Left(async move {
-                        Ok::<_, Infallible>(reload(&method, reloads).await)
+                        Ok::<_, Infallible>(reload(&method, cross_site, reloads).await)
                     });
                 }
                 let resp = match req.uri().path() {

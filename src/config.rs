@@ -857,10 +857,21 @@ fn bound(key: &str, value: impl TryInto<u64>, min: u64, max: u64) -> (String, u6
     )
 }
 
+/// The most clock-skew leeway a token may be given, in seconds.
+const MAX_LEEWAY_SECS: u64 = 3600;
+
 impl RouteAuth {
     /// The checks that need no file or environment: the key material fits the algorithm.
     /// Reading the key (`public_key_file`, `secret_env`) is [`crate::auth`]'s.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        // Leeway for clock skew is seconds; more than an hour is a mistake (milliseconds
+        // meant), and near u64 seconds the verifier's arithmetic overflows.
+        if self.leeway_secs > MAX_LEEWAY_SECS {
+            return Err((
+                "auth.leeway_secs",
+                format!("must be at most {MAX_LEEWAY_SECS} (seconds)"),
+            ));
+        }
         match self.algorithm {
             JwtAlgorithm::HS256 => {
                 if self.public_key_file.is_some() {
@@ -1305,6 +1316,17 @@ dialect = "socketio"
             assert_eq!((k.as_str(), line), (key, Some(14)));
         }
         assert!(Config::from_toml(&format!("[limits]\nidle_ping_ms = 0\n{MINIMAL}")).is_ok());
+        // Clock-skew leeway in seconds: more than an hour was meant as milliseconds.
+        let auth = |leeway: u64| {
+            format!(
+                "{MINIMAL}\n[route.auth]\nalgorithm = \"HS256\"\nsecret = \"s\"\nleeway_secs = {leeway}\n"
+            )
+        };
+        assert!(Config::from_toml(&auth(3600)).is_ok());
+        let ConfigError::Invalid { key, .. } = Config::from_toml(&auth(60_000)).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(key, "route.0.auth.leeway_secs");
     }
 
     #[test]

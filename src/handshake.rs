@@ -228,10 +228,16 @@ impl Upgrader {
             );
             return r;
         }
-        let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        // RFC 6455 §4.2.1: one key, the base64 of 16 bytes (24 characters, `==` ending).
+        let mut keys = req.headers().get_all(header::SEC_WEBSOCKET_KEY).iter();
+        let (Some(key), None) = (keys.next(), keys.next()) else {
             m::handshake_failed("ws_key");
             return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
         };
+        if !is_ws_key(key.as_bytes()) {
+            m::handshake_failed("ws_key");
+            return text(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key\n");
+        }
         let accept = derive_accept_key(key.as_bytes());
         let ctx = self.ctx.clone();
         if !ctx.allowed_origins.is_empty() {
@@ -310,9 +316,32 @@ fn run_default(
     Box::pin(Session::new(ctx, link, server, &up.handshake).run(shutdown))
 }
 
+/// Whether `key` is the base64 of 16 bytes, as RFC 6455 asks of `Sec-WebSocket-Key`.
+fn is_ws_key(key: &[u8]) -> bool {
+    let b64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    // 16 bytes are 22 characters and `==`.
+    key.strip_suffix(b"==")
+        .is_some_and(|k| k.len() == 22 && k.iter().all(b64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_websocket_key_is_base64_of_16_bytes() {
+        assert!(is_ws_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_ws_key(b"AAAAAAAAAAAAAAAAAAAA+/=="));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZQ==x",
+        ] {
+            assert!(!is_ws_key(bad), "{bad:?}");
+        }
+        assert!(!is_ws_key(b"dGhlIHNhbXBsZSBub25j*Q=="));
+    }
 
     #[test]
     fn subprotocol_follows_the_servers_preference() {

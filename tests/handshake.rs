@@ -120,6 +120,37 @@ async fn a_frame_sent_with_the_upgrade_request_is_read() {
     );
 }
 
+/// An upgrade whose `Sec-WebSocket-Key` is not one base64 of 16 bytes is answered 400
+/// (RFC 6455 §4.2.1), not 101.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_with_a_bad_key_is_answered_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_backend, _, _p, proxy) = stomp_to_socketio().await;
+    let good = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for keys in [
+        "Sec-WebSocket-Key: \r\n".to_owned(),
+        "Sec-WebSocket-Key: abc\r\n".to_owned(),
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=\r\n".to_owned(),
+        format!("{good}{good}"),
+    ] {
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{proxy}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{keys}\
+             Sec-WebSocket-Protocol: v12.stomp\r\n\r\n"
+        );
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy))
+            .await
+            .unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut got = [0u8; 12];
+        tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"HTTP/1.1 400", "{keys:?}");
+    }
+}
+
 /// A client that breaks the WebSocket protocol (a reserved bit set, no extension agreed)
 /// hears why: the connection is failed with 1002, not just dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -353,6 +353,23 @@ async fn bad_config_is_refused_and_the_old_one_keeps_serving() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
     let (status, _) = http_get(proxy.admin_addr(), "/reload").await.unwrap();
     assert_eq!(status, 405);
+    // A browser's POST on a web page's behalf (it says where from) is refused.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(proxy.admin_addr())
+            .await
+            .unwrap();
+        let req = "POST /reload HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n\
+                   Content-Length: 0\r\nConnection: close\r\n\r\n";
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        tcp.read_to_end(&mut got).await.unwrap();
+        assert!(
+            got.starts_with(b"HTTP/1.1 403"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
     assert_eq!(
         proxy.metric("switchboard_config_generation").await,
         Some(2.0)
