@@ -1005,7 +1005,7 @@ impl ClientLimits {
 }
 
 /// Whether `s` is a serialized origin as browsers send it in `Origin`.
-fn is_origin(s: &str) -> bool {
+pub(crate) fn is_origin(s: &str) -> bool {
     let Ok(u) = url::Url::parse(s) else {
         return false;
     };

@@ -242,7 +242,12 @@ impl Upgrader {
         let ctx = self.ctx.clone();
         if !ctx.allowed_origins.is_empty() {
             let origin = req.headers().get(header::ORIGIN).map(HeaderValue::as_bytes);
-            if !origin.is_some_and(|o| ctx.allowed_origins.iter().any(|a| a.as_bytes() == o)) {
+            let listed = |o: &[u8]| {
+                ctx.allowed_origins
+                    .iter()
+                    .any(|a| a.as_bytes().eq_ignore_ascii_case(o))
+            };
+            if !origin.is_some_and(listed) {
                 // As Rails answers a missing or foreign Origin.
                 m::handshake_failed("origin");
                 return text(StatusCode::NOT_FOUND, "Page not found\n");

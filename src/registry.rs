@@ -114,7 +114,7 @@ pub static ENTRIES: &[Entry] = &[
         transport: None,
         client: Some(cable_client),
         client_message_limit: global_limit,
-        check_server: no_checks,
+        check_server: cable_server_checks,
         check_client: cable_client_checks,
         allowed_origins: cable_origins,
     },
@@ -645,6 +645,22 @@ fn cable_origins(r: &Route) -> Vec<String> {
     r.actioncable.allowed_origins.clone()
 }
 
+fn cable_server_checks(r: &Route, _: Shared<'_>) -> Result<(), (String, String)> {
+    // Compared with what browsers send: `https://app.example`, no path, no slash.
+    match r
+        .actioncable
+        .allowed_origins
+        .iter()
+        .find(|o| !crate::config::is_origin(o))
+    {
+        Some(o) => Err((
+            "actioncable.allowed_origins".into(),
+            format!("`{o}` is not an origin (scheme://host[:port], no path)"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn cable_client(r: &Route, s: Shared<'_>) -> ClientFactory {
     use actioncable::client::TokenAs;
     let up = &r.upstream;
@@ -742,6 +758,26 @@ mod tests {
         // A STOMP route's unused Socket.IO defaults do not fail a small global limit.
         let text = format!("[limits]\nmax_message_size = 65536\n{MINIMAL}");
         assert!(from_toml(&text).is_ok());
+    }
+
+    #[test]
+    fn action_cable_origins_are_origins() {
+        let cable = MINIMAL.replace("client = \"stomp\"", "client = \"actioncable\"");
+        for (origins, ok) in [
+            (r#"["https://app.example", "http://127.0.0.1:3000"]"#, true),
+            (r#"["https://app.example/"]"#, false),
+            (r#"["app.example"]"#, false),
+        ] {
+            let text = format!("{cable}\n[route.actioncable]\nallowed_origins = {origins}\n");
+            match from_toml(&text) {
+                Ok(_) => assert!(ok, "{origins}"),
+                Err(ConfigError::Invalid { key, .. }) => {
+                    assert!(!ok, "{origins}");
+                    assert_eq!(key, "route.0.actioncable.allowed_origins");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     #[test]
