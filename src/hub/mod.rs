@@ -278,9 +278,11 @@ struct State {
 pub trait Bridge: Send + Sync + std::fmt::Debug {
     /// A message published on this instance, already delivered locally.
     fn published(&self, msg: &Arc<HubMessage>);
-    /// A user's first connection on this instance joined a presence channel.
+    /// A user's first connection on this instance joined a presence channel. Called under
+    /// the hub's lock (joins and leaves go out in the order they happened): must not call
+    /// the hub, nor block.
     fn joined(&self, channel: &Bytes, user_id: &Bytes, member: &Bytes);
-    /// A user's last connection on this instance left a presence channel.
+    /// A user's last connection on this instance left a presence channel. As `joined`.
     fn left(&self, channel: &Bytes, user_id: &Bytes);
     /// Whether `user_id` is a member of presence `channel` on another instance: a user
     /// counts once across instances (no `member_added` here for a user present elsewhere,
@@ -474,13 +476,16 @@ impl Hub {
         if snapshot.is_none() {
             broadcast_count(channel, ch, Some(conn));
         }
+        // Told to the bridge under the lock, so that a leave and a join of one user (a page
+        // reload) reach other instances in the order they happened here. The bridge's
+        // calls do not block and never take the hub's lock.
+        if let Some((uid, json)) = added {
+            self.bridge.joined(channel, &uid, &json);
+        }
         drop(st);
         gauge!(m::HUB_SUBSCRIBERS).increment(1.0);
         if new_channel {
             gauge!(m::HUB_CHANNELS).increment(1.0);
-        }
-        if let Some((uid, json)) = added {
-            self.bridge.joined(channel, &uid, &json);
         }
         Joined { snapshot, count }
     }
@@ -532,10 +537,11 @@ impl Hub {
             st.channels.remove(channel);
             gauge!(m::HUB_CHANNELS).decrement(1.0);
         }
-        drop(st);
+        // Under the lock, as in `subscribe`.
         if let Some(uid) = removed {
             self.bridge.left(channel, &uid);
         }
+        drop(st);
     }
 
     /// A presence change another instance reported: told to this instance's subscribers of

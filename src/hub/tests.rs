@@ -536,3 +536,47 @@ fn presence_events_reach_a_connection_once_however_many_subscriptions() {
     bob.op(ClientOp::Unsubscribe { sub: 1 }, &mut out);
     assert_eq!(presence_events(&mut ann).len(), 1);
 }
+
+/// A bridge that records each join and leave it is told of, and whether the hub's lock was
+/// held then.
+#[derive(Debug, Default)]
+struct Recorder {
+    hub: std::sync::OnceLock<std::sync::Weak<Hub>>,
+    told: std::sync::RwLock<Vec<(&'static str, bool)>>,
+}
+
+impl Recorder {
+    fn record(&self, what: &'static str) {
+        let hub = self.hub.get().and_then(std::sync::Weak::upgrade).unwrap();
+        let locked = hub.state.try_read().is_err();
+        self.told.write().unwrap().push((what, locked));
+    }
+}
+
+impl Bridge for Recorder {
+    fn published(&self, _: &Arc<HubMessage>) {}
+    fn joined(&self, _: &Bytes, _: &Bytes, _: &Bytes) {
+        self.record("joined");
+    }
+    fn left(&self, _: &Bytes, _: &Bytes) {
+        self.record("left");
+    }
+}
+
+/// Joins and leaves reach the bridge under the hub's lock, so other instances hear them in
+/// the order they happened here (a page reload's leave, then its join).
+#[test]
+fn the_bridge_hears_joins_and_leaves_under_the_lock() {
+    let recorder = Arc::new(Recorder::default());
+    let hub = Arc::new(Hub::new(recorder.clone()));
+    recorder.hub.set(Arc::downgrade(&hub)).unwrap();
+    let who = Some(ident(Some("ann"), None, &["presence-*"]));
+    let mut ann = attach(&hub, true, false, who);
+    sub(&mut ann, 1, "presence-room", SubParams::default());
+    let mut out = Vec::new();
+    ann.op(ClientOp::Unsubscribe { sub: 1 }, &mut out);
+    assert_eq!(
+        *recorder.told.read().unwrap(),
+        [("joined", true), ("left", true)]
+    );
+}
