@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{SocketioClient, State};
 use crate::dialect::socketio::packet::{self, Decoder, Packet, PacketType};
-use crate::dialect::{ClientOut, ClientRole};
+use crate::dialect::{ClientOut, ClientRole, Close};
 use crate::frame::{BackendEvent, ErrorInfo, ErrorKind, Payload};
 
 impl SocketioClient {
@@ -51,10 +51,20 @@ impl SocketioClient {
                 );
             }
             PacketType::Disconnect => {
-                self.fail(
-                    ErrorInfo::new(ErrorKind::Unavailable, "backend disconnected the namespace"),
-                    out,
-                );
+                // The backend's `socket.disconnect()`: "io server disconnect", which
+                // socket.io-client does not reconnect from; a kick, not an outage.
+                if self.state == State::Closed {
+                    return;
+                }
+                self.state = State::Closed;
+                let e =
+                    ErrorInfo::new(ErrorKind::Unavailable, "backend disconnected the namespace");
+                self.fail_pending(&e, out);
+                out.events.push(BackendEvent::Closing {
+                    reason: e,
+                    retry: false,
+                });
+                out.close = Some(Close::normal());
             }
             PacketType::Event | PacketType::BinaryEvent => {
                 let Some(data) = p.data else { return };
