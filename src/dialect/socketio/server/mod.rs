@@ -137,8 +137,11 @@ struct Nsp {
 struct Sub {
     nsp: Bytes,
     topic: Bytes,
-    /// The `subscribe` emit's ack id, answered on `Subscribed`/`SubscribeFailed`.
-    ack: Option<u64>,
+    /// The ack ids of the `subscribe` emits waiting for the backend's answer (the first,
+    /// and any repeat of it made meanwhile), answered on `Subscribed`/`SubscribeFailed`.
+    acks: Vec<u64>,
+    /// The backend confirmed it: a repeat is answered at once.
+    confirmed: bool,
 }
 
 /// The Socket.IO server role of one connection.

@@ -75,23 +75,23 @@ impl ServerRole for SocketioServer {
         match ev {
             BackendEvent::Ready { .. } => self.on_ready(out),
             BackendEvent::Subscribed { sub, .. } => {
-                if let Some(s) = self.subs.get_mut(&sub)
-                    && let Some(id) = s.ack.take()
-                {
-                    let nsp = s.nsp.clone();
-                    out.to_client.push(ack(&nsp, id, b"[null]"));
+                if let Some(s) = self.subs.get_mut(&sub) {
+                    s.confirmed = true;
+                    for id in std::mem::take(&mut s.acks) {
+                        out.to_client.push(ack(&s.nsp, id, b"[null]"));
+                    }
                 }
             }
             BackendEvent::SubscribeFailed { sub, reason } => {
-                if let Some(s) = self.subs.remove(&sub)
-                    && let Some(id) = s.ack
-                {
-                    out.to_client.push(named_error_ack(
-                        &s.nsp,
-                        id,
-                        "SubscribeError",
-                        &reason.message,
-                    ));
+                if let Some(s) = self.subs.remove(&sub) {
+                    for id in s.acks {
+                        out.to_client.push(named_error_ack(
+                            &s.nsp,
+                            id,
+                            "SubscribeError",
+                            &reason.message,
+                        ));
+                    }
                 }
             }
             BackendEvent::Message {

@@ -56,9 +56,18 @@ impl SocketioServer {
             }
             return;
         }
-        if self.subs.values().any(|s| s.nsp == nsp && s.topic == topic) {
+        if let Some(s) = self
+            .subs
+            .values_mut()
+            .find(|s| s.nsp == nsp && s.topic == topic)
+        {
+            // A repeat: answered with the first one's outcome (at once once confirmed).
             if let Some(id) = id {
-                out.to_client.push(ack(nsp, id, b"[null]"));
+                if s.confirmed {
+                    out.to_client.push(ack(nsp, id, b"[null]"));
+                } else {
+                    s.acks.push(id);
+                }
             }
             return;
         }
@@ -80,7 +89,8 @@ impl SocketioServer {
             Sub {
                 nsp: nsp.clone(),
                 topic: topic.clone(),
-                ack: id,
+                acks: id.into_iter().collect(),
+                confirmed: false,
             },
         );
         out.ops.push(ClientOp::Subscribe {
@@ -116,9 +126,9 @@ impl SocketioServer {
             .collect();
         gone.sort_unstable();
         for sub in gone {
-            if let Some(waiting) = self.subs.remove(&sub).and_then(|s| s.ack) {
-                // Its subscribe's ack would otherwise never come: the backend's answer
-                // finds no subscription.
+            // Its subscribes' acks would otherwise never come: the backend's answer finds no
+            // subscription.
+            for waiting in self.subs.remove(&sub).map(|s| s.acks).unwrap_or_default() {
                 out.to_client.push(named_error_ack(
                     nsp,
                     waiting,

@@ -1380,3 +1380,45 @@ fn an_unsubscribe_before_the_confirmation_answers_the_subscribes_ack() {
     let out = backend(&mut r, BackendEvent::Subscribed { sub, data: None });
     assert!(out.to_client.is_empty(), "{:?}", texts(&out));
 }
+
+/// A repeat of a subscribe the backend has not answered yet waits for that answer: both
+/// acks say `[null]` on the confirmation, or both the error on a refusal; once confirmed, a
+/// repeat is answered at once.
+#[test]
+fn a_repeated_subscribe_gets_the_first_ones_outcome() {
+    let mut r = ready();
+    let out = feed(&mut r, r#"421["subscribe","a"]"#);
+    let [ClientOp::Subscribe { sub, .. }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    let sub = *sub;
+    let again = feed(&mut r, r#"422["subscribe","a"]"#);
+    assert!(again.ops.is_empty() && again.to_client.is_empty());
+    let out = backend(
+        &mut r,
+        BackendEvent::SubscribeFailed {
+            sub,
+            reason: ErrorInfo::new(ErrorKind::Unauthorized, "no"),
+        },
+    );
+    assert_eq!(
+        texts(&out),
+        [
+            r#"431[{"error":{"name":"SubscribeError","message":"no"}}]"#,
+            r#"432[{"error":{"name":"SubscribeError","message":"no"}}]"#
+        ]
+    );
+    // Confirmed: the waiting repeat on the confirmation, a later one at once.
+    let out = feed(&mut r, r#"423["subscribe","b"]"#);
+    let [ClientOp::Subscribe { sub, .. }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    let sub = *sub;
+    feed(&mut r, r#"424["subscribe","b"]"#);
+    let out = backend(&mut r, BackendEvent::Subscribed { sub, data: None });
+    assert_eq!(texts(&out), ["433[null]", "434[null]"]);
+    assert_eq!(
+        texts(&feed(&mut r, r#"425["subscribe","b"]"#)),
+        ["435[null]"]
+    );
+}
