@@ -420,6 +420,24 @@ async fn actioncable_to_socketio(e: &Env) {
     .await;
     let got = cable_received(&mut d, "as", &room, |m| m["event"] == "newMessage").await;
     assert_eq!(got["body"], "x");
+    // A perform on that subscription goes where the subscription went (its rule needed the
+    // identifier's `id`), not to the channel class's plain name.
+    d.send(json!({"op":"perform","c":"as","identifier":room,"action":"speak","data":{"body":"y"}}))
+        .await;
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = sio_control_received(e.sio)
+            .await
+            .into_iter()
+            .filter(|r| r["sub"] == "acuser")
+            .collect();
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["event"], "chat-room-5", "{seen:?}");
 }
 
 /// Malformed commands get Action Cable's answers; others go on.
