@@ -239,12 +239,27 @@ impl SocketioServer {
                 self.close(close.code, &close.reason, false, out);
             }
             Refusal::Rate => {
-                for n in self.nsps.iter().filter(|n| n.joined) {
-                    out.to_client
-                        .push(wire(PacketType::Disconnect, &n.name, None, 0, &[]));
-                }
+                self.disconnect_joined(out);
                 self.close(close.code, &close.reason, true, out);
             }
+        }
+    }
+
+    /// The backend ended the session and does not want it back (it kicked the client): `41`
+    /// for each joined namespace, "io server disconnect", which socket.io-client does not
+    /// reconnect from, then a normal close.
+    pub(super) fn kicked(&mut self, out: &mut ServerOut) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.disconnect_joined(out);
+        self.close(1000, "disconnected by the backend", true, out);
+    }
+
+    fn disconnect_joined(&self, out: &mut ServerOut) {
+        for n in self.nsps.iter().filter(|n| n.joined) {
+            out.to_client
+                .push(wire(PacketType::Disconnect, &n.name, None, 0, &[]));
         }
     }
 }

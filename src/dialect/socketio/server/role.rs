@@ -120,6 +120,11 @@ impl ServerRole for SocketioServer {
             | BackendEvent::Left { .. }
             | BackendEvent::Emit { .. }
             | BackendEvent::Answered { .. }) => self.on_shaped_event(ev, now, out),
+            // Not for a refused token: the client reconnects, and its `auth` may be fresh.
+            BackendEvent::Closing {
+                retry: false,
+                reason,
+            } if reason.kind != crate::frame::ErrorKind::Unauthorized => self.kicked(out),
             BackendEvent::Error(e) | BackendEvent::Closing { reason: e, .. } => {
                 self.upstream_failed(&e, out);
             }

@@ -1422,3 +1422,31 @@ fn a_repeated_subscribe_gets_the_first_ones_outcome() {
         ["435[null]"]
     );
 }
+
+/// A backend that ends the session for good (a kick: Action Cable's `reconnect:false`, a
+/// Socket.IO backend's own `socket.disconnect()`) is `41` for each joined namespace ("io
+/// server disconnect": no reconnection) and a normal close; one that may come back is the
+/// 1011 close socket.io-client reconnects from.
+#[test]
+fn a_backends_kick_is_a_server_disconnect() {
+    let mut r = ready();
+    let out = backend(
+        &mut r,
+        BackendEvent::Closing {
+            reason: ErrorInfo::new(ErrorKind::Unavailable, "kicked"),
+            retry: false,
+        },
+    );
+    assert_eq!(texts(&out), ["41"]);
+    assert_eq!(out.close.map(|c| c.code), Some(1000));
+    let mut r = ready();
+    let out = backend(
+        &mut r,
+        BackendEvent::Closing {
+            reason: ErrorInfo::new(ErrorKind::Unavailable, "restart"),
+            retry: true,
+        },
+    );
+    assert!(out.to_client.is_empty());
+    assert_eq!(out.close.map(|c| c.code), Some(1011));
+}
