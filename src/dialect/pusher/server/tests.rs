@@ -659,40 +659,35 @@ fn presence_client_events_say_who_sent_them() {
         &vec![(Bytes::from_static(crate::frame::SENDER), Bytes::from("10"))]
     );
     // Another member's event, as the backend hands it back.
-    let out = backend(
-        &mut r,
-        BackendEvent::Message {
+    let sender = |u: &str| {
+        (
+            Bytes::from_static(crate::frame::SENDER),
+            Bytes::from(u.to_owned()),
+        )
+    };
+    let typing = |r: &mut PusherServer, sub, channel: &str, meta| {
+        let ev = BackendEvent::Message {
             sub: Some(sub),
-            channel: Bytes::from("presence-room"),
+            channel: Bytes::from(channel.to_owned()),
             event: Some(Bytes::from("client-typing")),
             args: vec![],
             payload: Payload::json(Bytes::from(r#"{"on":true}"#)),
-            meta: vec![(Bytes::from_static(crate::frame::SENDER), Bytes::from("11"))],
+            meta,
             ack: None,
-        },
-    );
+        };
+        texts(&backend(r, ev))
+    };
     assert_eq!(
-        texts(&out),
+        typing(&mut r, sub, "presence-room", vec![sender("11")]),
         [
             r#"{"event":"client-typing","channel":"presence-room","data":"{\"on\":true}","user_id":"11"}"#
         ]
     );
     // A header of that name from another dialect's client is only a header.
-    let out = backend(
-        &mut r,
-        BackendEvent::Message {
-            sub: Some(sub),
-            channel: Bytes::from("presence-room"),
-            event: Some(Bytes::from("client-typing")),
-            args: vec![],
-            payload: Payload::json(Bytes::from("{}")),
-            meta: vec![(Bytes::from("user_id"), Bytes::from("alice"))],
-            ack: None,
-        },
-    );
+    let header = (Bytes::from("user_id"), Bytes::from("alice"));
     assert_eq!(
-        texts(&out),
-        [r#"{"event":"client-typing","channel":"presence-room","data":"{}"}"#]
+        typing(&mut r, sub, "presence-room", vec![header]),
+        [r#"{"event":"client-typing","channel":"presence-room","data":"{\"on\":true}"}"#]
     );
     // A private channel's event names nobody.
     let private = subscribed(
@@ -702,20 +697,8 @@ fn presence_client_events_say_who_sent_them() {
             sign("private-x", None)
         ),
     );
-    let out = backend(
-        &mut r,
-        BackendEvent::Message {
-            sub: Some(private),
-            channel: Bytes::from("private-x"),
-            event: Some(Bytes::from("client-typing")),
-            args: vec![],
-            payload: Payload::json(Bytes::from("{}")),
-            meta: vec![(Bytes::from_static(crate::frame::SENDER), Bytes::from("11"))],
-            ack: None,
-        },
-    );
     assert_eq!(
-        texts(&out),
-        [r#"{"event":"client-typing","channel":"private-x","data":"{}"}"#]
+        typing(&mut r, private, "private-x", vec![sender("11")]),
+        [r#"{"event":"client-typing","channel":"private-x","data":"{\"on\":true}"}"#]
     );
 }
