@@ -38,6 +38,20 @@ fn texts(out: &ServerOut) -> Vec<String> {
         .collect()
 }
 
+/// A backend message of `{}` on `channel` (a subscription's, or the backend's own emit)
+/// that wants an ack with `token`.
+fn wants_ack(sub: Option<SubId>, channel: &str, token: &str) -> BackendEvent {
+    BackendEvent::Message {
+        sub,
+        channel: Bytes::from(channel.to_owned()),
+        event: None,
+        args: vec![],
+        payload: Payload::json(Bytes::from("{}")),
+        meta: vec![],
+        ack: Some(Bytes::from(token.to_owned())),
+    }
+}
+
 /// Handshaken with token `t`, the upstream ready.
 fn open(version: Version) -> ScServer {
     let mut r = role(version);
@@ -270,18 +284,7 @@ fn tokens_both_ways() {
 #[test]
 fn the_backends_emits_are_answered_by_the_client() {
     let mut r = open(Version::V2);
-    let out = backend(
-        &mut r,
-        BackendEvent::Message {
-            sub: None,
-            channel: Bytes::from("confirm"),
-            event: None,
-            args: vec![],
-            payload: Payload::json(Bytes::from("{}")),
-            meta: vec![],
-            ack: Some(Bytes::from("tok")),
-        },
-    );
+    let out = backend(&mut r, wants_ack(None, "confirm", "tok"));
     assert_eq!(texts(&out), [r#"{"event":"confirm","data":{},"cid":1}"#]);
     let out = feed(&mut r, r#"{"rid":1,"data":{"ok":true}}"#);
     assert_eq!(
@@ -374,18 +377,7 @@ fn a_message_for_a_subscription_that_is_gone_is_dropped() {
             reason: ErrorInfo::new(ErrorKind::Unauthorized, "bye"),
         },
     );
-    let out = backend(
-        &mut r,
-        BackendEvent::Message {
-            sub: Some(sub),
-            channel: Bytes::from("news"),
-            event: None,
-            args: vec![],
-            payload: Payload::json(Bytes::from("{}")),
-            meta: vec![],
-            ack: Some(Bytes::from("tok")),
-        },
-    );
+    let out = backend(&mut r, wants_ack(Some(sub), "news", "tok"));
     assert!(out.to_client.is_empty(), "{:?}", texts(&out));
     assert_eq!(
         out.ops,
@@ -412,15 +404,7 @@ fn the_backends_calls_are_bounded_in_time_and_number() {
     let mut r = ScServer::new(settings, &hs(), "sock-1".into(), t0);
     feed(&mut r, r##"{"event":"#handshake","data":{},"cid":1}"##);
     backend(&mut r, BackendEvent::Ready { session: None });
-    let call = |token: &'static str| BackendEvent::Message {
-        sub: None,
-        channel: Bytes::from("confirm"),
-        event: None,
-        args: vec![],
-        payload: Payload::json(Bytes::from("{}")),
-        meta: vec![],
-        ack: Some(Bytes::from(token)),
-    };
+    let call = |token: &'static str| wants_ack(None, "confirm", token);
     let nack = |token: &'static str| ClientOp::Ack {
         token: Bytes::from(token),
         positive: false,
