@@ -497,7 +497,8 @@ fn pusher_server(r: &Route, _: Shared<'_>) -> ServerFactory {
             p.activity_timeout
         }),
         upstream_presence: upstream_spec(r.upstream.dialect).is_some_and(|s| s.caps.presence),
-        upstream_codes: r.upstream.dialect == Dialect::Pusher,
+        // The upstream speaks the client's own dialect: its close codes mean the same.
+        upstream_codes: r.upstream.dialect == r.client,
         upstream_echoes: upstream_spec(r.upstream.dialect).is_some_and(|s| s.caps.echoes_sender),
         // pusher-js carries a token only in its signin: a route that requires one waits for it.
         await_signin: r.auth.as_ref().is_some_and(|a| a.required),

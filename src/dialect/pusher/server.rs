@@ -40,8 +40,8 @@ pub struct Settings {
     /// The upstream has presence of its own; without it presence channels are refused
     /// (PROTOCOLS §6.5: never a fabricated member list).
     pub upstream_presence: bool,
-    /// The upstream speaks Pusher: a close code it gave means to pusher-js what it meant to
-    /// the proxy and goes through. Another dialect's 4000–4399 (SocketCluster's 4000 ping
+    /// The upstream speaks Pusher too (the route's client dialect): a close code it gave
+    /// means to pusher-js what it meant to the proxy and goes through. Another dialect's 4000–4399 (SocketCluster's 4000 ping
     /// timeout) would read as Pusher's "TLS only" or "do not reconnect".
     pub upstream_codes: bool,
     /// The upstream delivers a client's publish back to it: its own client events are then
