@@ -284,25 +284,8 @@ impl CableClient {
                 else {
                     return;
                 };
-                let Some(w) = self.wires.remove(&canonical) else {
-                    return;
-                };
-                self.by_sent.remove(w.identifier.as_bytes());
                 let reason = ErrorInfo::new(ErrorKind::Unauthorized, "subscription rejected");
-                for sub in w.subs {
-                    self.by_sub.remove(&sub);
-                    out.events.push(if w.confirmed {
-                        BackendEvent::Unsubscribed {
-                            sub,
-                            reason: reason.clone(),
-                        }
-                    } else {
-                        BackendEvent::SubscribeFailed {
-                            sub,
-                            reason: reason.clone(),
-                        }
-                    });
-                }
+                self.end_wire(&canonical, &reason, out);
             }
             Some("disconnect") => {
                 let reason = m.reason.unwrap_or_else(|| "disconnected".into());
@@ -342,6 +325,29 @@ impl CableClient {
                 }
             }
         }
+    }
+
+    /// The wire subscription `canonical` ended from the server's side (rejected, or never
+    /// answered): each subscription sharing it hears why, as a failure while unconfirmed.
+    /// Its identifier, if it was there.
+    fn end_wire(
+        &mut self,
+        canonical: &str,
+        reason: &ErrorInfo,
+        out: &mut ClientOut,
+    ) -> Option<String> {
+        let w = self.wires.remove(canonical)?;
+        self.by_sent.remove(w.identifier.as_bytes());
+        for sub in w.subs {
+            self.by_sub.remove(&sub);
+            let reason = reason.clone();
+            out.events.push(if w.confirmed {
+                BackendEvent::Unsubscribed { sub, reason }
+            } else {
+                BackendEvent::SubscribeFailed { sub, reason }
+            });
+        }
+        Some(w.identifier)
     }
 
     fn wire_of(&mut self, identifier: Option<&Bytes>) -> Option<&mut Wire> {
@@ -497,26 +503,17 @@ impl ClientRole for CableClient {
             .filter(|(_, w)| !w.confirmed && w.deadline <= now)
             .map(|(c, _)| c.clone())
             .collect();
+        let reason = ErrorInfo::new(
+            ErrorKind::Timeout,
+            "the Action Cable server neither confirmed nor rejected the subscription",
+        );
         for canonical in late {
-            let Some(w) = self.wires.remove(&canonical) else {
-                continue;
-            };
-            self.by_sent.remove(w.identifier.as_bytes());
-            // Should the server confirm it after all, it is not left subscribed.
-            Self::text(
-                out,
-                codec::command("unsubscribe", w.identifier.as_bytes(), None),
-            );
-            let reason = ErrorInfo::new(
-                ErrorKind::Timeout,
-                "the Action Cable server neither confirmed nor rejected the subscription",
-            );
-            for sub in w.subs {
-                self.by_sub.remove(&sub);
-                out.events.push(BackendEvent::SubscribeFailed {
-                    sub,
-                    reason: reason.clone(),
-                });
+            if let Some(identifier) = self.end_wire(&canonical, &reason, out) {
+                // Should the server confirm it after all, it is not left subscribed.
+                Self::text(
+                    out,
+                    codec::command("unsubscribe", identifier.as_bytes(), None),
+                );
             }
         }
     }
