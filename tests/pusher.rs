@@ -591,7 +591,7 @@ async fn a_dead_backend_closes_with_a_reconnect_code() {
     let mut soketi = start_soketi();
     let proxy_port = free_port();
     let (_sio_child, sio) = start_sio_backend(&[]);
-    let _proxy = Proxy::start(&config(proxy_port, soketi.port, sio, free_port())).await;
+    let proxy = Proxy::start(&config(proxy_port, soketi.port, sio, free_port())).await;
     let mut d = Driver::pusher().await;
     d.send(pusher_connect_cmd("ann", proxy_port)).await;
     pusher_connected(&mut d, "ann").await;
@@ -607,6 +607,18 @@ async fn a_dead_backend_closes_with_a_reconnect_code() {
     assert!((4100..4300).contains(&code), "{close}");
     // pusher-js tries again on its own.
     d.expect(T, |v| v["c"] == "ann" && v["ev"] == "open").await;
+    // Counted as the backend's doing, not the client's (the close code is the client's
+    // dialect's way of saying so): once lost, and again for each try while it is down.
+    for outcome in ["upstream_lost", "upstream_unavailable"] {
+        let series =
+            format!("switchboard_sessions_total{{route=\"pusher-soketi\",outcome=\"{outcome}\"}}");
+        assert!(
+            proxy.metric_reaches(&series, 1.0, T).await >= 1.0,
+            "{series}"
+        );
+    }
+    let series = "switchboard_sessions_total{route=\"pusher-soketi\",outcome=\"protocol_error\"}";
+    assert_eq!(proxy.metric(series).await.unwrap_or(0.0), 0.0);
 }
 
 /// pusher-js against RabbitMQ web-stomp: what a STOMP client publishes on the broker

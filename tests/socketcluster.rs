@@ -557,7 +557,7 @@ async fn a_dead_backend_gets_each_client_a_retryable_close() {
     let (mut sc9, sc9_port) = start_sc_backend(9, 1, &[]);
     let (_sio, sio) = start_sio_backend(&[]);
     let proxy = free_port();
-    let _p = Proxy::start(&config(proxy, sc9_port, sc9_port, sio)).await;
+    let p = Proxy::start(&config(proxy, sc9_port, sc9_port, sio)).await;
     let e = Env {
         proxy,
         sc9: sc9_port,
@@ -588,6 +588,15 @@ async fn a_dead_backend_gets_each_client_a_retryable_close() {
             .contains("upstream"),
         "{err}"
     );
+    // Counted as the backend's doing, whatever close code told each client.
+    for route in ["sc-sc9", "stomp-sc"] {
+        let series =
+            format!("switchboard_sessions_total{{route=\"{route}\",outcome=\"upstream_lost\"}}");
+        assert!(p.metric_reaches(&series, 1.0, T).await >= 1.0, "{series}");
+        let series =
+            format!("switchboard_sessions_total{{route=\"{route}\",outcome=\"protocol_error\"}}");
+        assert_eq!(p.metric(&series).await.unwrap_or(0.0), 0.0, "{series}");
+    }
 }
 
 /// A SocketCluster client on RabbitMQ web-stomp: a channel is a topic; what a STOMP client

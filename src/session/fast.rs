@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::up::backend_ended;
 use super::{Ev, Session};
 use crate::admission::Reason;
 use crate::dialect::{ClientOut, ServerOut};
@@ -218,8 +219,10 @@ impl Session {
                     // As the async path: what is left to deliver is dropped.
                     return true;
                 }
+                let ends = backend_ended(&ev);
                 let mut out = ServerOut::default();
                 self.server.on_backend(ev, now, &mut out);
+                self.note_backend_end(ends, &out);
                 if !self.apply_server_now(out, now, rest) {
                     let left: Vec<BackendEvent> = translated.collect();
                     if !left.is_empty() {

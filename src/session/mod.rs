@@ -541,13 +541,13 @@ impl Session {
                     // The hub let go of this connection (it keeps every attached one, so
                     // this is the process going away): the client hears the backend is gone.
                     self.hub = None;
+                    self.done.get_or_insert(Outcome::UpstreamLost);
                     let mut out = ServerOut::default();
                     self.server.on_upstream_lost(
                         ErrorInfo::new(ErrorKind::Unavailable, "hub detached"),
                         &mut out,
                     );
                     self.apply_server(out).await;
-                    self.done.get_or_insert(Outcome::UpstreamLost);
                 }
                 Ev::Tick => self.on_tick().await,
             }

@@ -52,11 +52,12 @@ impl Session {
                     UpstreamError::Timeout(_) => ErrorKind::Timeout,
                     _ => ErrorKind::Unavailable,
                 };
+                // Set first: the role's close code would otherwise read as a protocol error.
+                self.done.get_or_insert(Outcome::UpstreamUnavailable);
                 let mut out = ServerOut::default();
                 self.server
                     .on_upstream_lost(ErrorInfo::new(kind, e.to_string()), &mut out);
                 self.apply_server(out).await;
-                self.done.get_or_insert(Outcome::UpstreamUnavailable);
             }
         }
     }
@@ -99,10 +100,11 @@ impl Session {
             code: None,
             ..reason
         };
+        // Set before the role's close, whose code would otherwise read as a protocol error.
+        self.done.get_or_insert(Outcome::UpstreamLost);
         let mut sout = ServerOut::default();
         self.server.on_upstream_lost(reason, &mut sout);
         self.apply_server(sout).await;
-        self.done.get_or_insert(Outcome::UpstreamLost);
     }
 
     /// The client is gone or going: leave the backend as a client that disconnects would.
@@ -229,13 +231,37 @@ impl Session {
             if self.done.is_some() {
                 return false;
             }
+            let ends = backend_ended(&ev);
             let mut out = ServerOut::default();
             self.server.on_backend(ev, Instant::now(), &mut out);
+            self.note_backend_end(ends, &out);
             let ops = self.apply_server_writes(out).await;
             if !ops.is_empty() {
                 Box::pin(self.route_ops(ops)).await;
             }
         }
         true
+    }
+}
+
+/// How a session ends when the backend's event makes the server role close the client: the
+/// backend's doing, whatever code the role tells its client with (a Pusher 4200, a
+/// Socket.IO kick's 1000, a STOMP ERROR's close).
+pub(super) fn backend_ended(ev: &BackendEvent) -> Option<Outcome> {
+    match ev {
+        BackendEvent::Error(e) if e.kind == ErrorKind::Unauthorized => Some(Outcome::Unauthorized),
+        BackendEvent::Error(_) | BackendEvent::Closing { .. } => Some(Outcome::UpstreamLost),
+        _ => None,
+    }
+}
+
+impl Session {
+    /// Records the outcome [`backend_ended`] gave when the role closes the client for it.
+    pub(super) fn note_backend_end(&mut self, ends: Option<Outcome>, out: &ServerOut) {
+        if let Some(o) = ends
+            && out.close.is_some()
+        {
+            self.done.get_or_insert(o);
+        }
     }
 }
