@@ -58,10 +58,16 @@ fn main() -> ExitCode {
     }
     if let Some(Command::Check { file }) = cli.command {
         return match registry::load(&file) {
-            Ok(c) => {
-                println!("{}: ok ({} route(s))", file.display(), c.routes.len());
-                ExitCode::SUCCESS
-            }
+            Ok(c) => match switchboard::server::check(&c) {
+                Ok(()) => {
+                    println!("{}: ok ({} route(s))", file.display(), c.routes.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    ExitCode::from(2)
+                }
+            },
             Err(e) => {
                 eprintln!("{}: {e}", file.display());
                 ExitCode::from(2)

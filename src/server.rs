@@ -247,6 +247,13 @@ fn build_route(
     })
 }
 
+/// Everything `start` builds from `config` short of binding and serving: the TLS files of
+/// listeners and upstreams, the routes' keys and templates. `switchboard check` runs it, so
+/// a file the proxy could not read fails the check as it would fail the start or a reload.
+pub fn check(config: &Config) -> Result<(), StartError> {
+    plan(config, None, &CancellationToken::new(), &mut None).map(drop)
+}
+
 /// Build and bind everything. Returns once every listener is bound.
 pub async fn start(config: &Config, metrics: PrometheusHandle) -> Result<Running, StartError> {
     let sessions_stop = CancellationToken::new();

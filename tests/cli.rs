@@ -111,3 +111,54 @@ fn systemd_unit_contract() {
         "TimeoutStopSec must exceed the grace period"
     );
 }
+
+/// `check` reads the TLS files the proxy would (a listener's certificate and key, an
+/// upstream's CA file): a file it cannot read fails the check as it would fail the start,
+/// so the unit's `ExecStartPre` and a deploy script catch it before a restart.
+#[test]
+fn check_reads_the_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |pem: &std::path::Path, ca: &std::path::Path| {
+        format!(
+            r#"
+[[route]]
+name = "chat"
+listen = "127.0.0.1:8443"
+client = "stomp"
+[route.tls]
+cert = "{pem}"
+key = "{pem}"
+[route.upstream]
+url = "wss://127.0.0.1:9443/socket.io/"
+dialect = "socketio"
+ca_file = "{ca}"
+"#,
+            pem = pem.display(),
+            ca = ca.display()
+        )
+    };
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let pem = dir.path().join("both.pem");
+    std::fs::write(
+        &pem,
+        format!("{}{}", ck.cert.pem(), ck.signing_key.serialize_pem()),
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.pem");
+    let file = dir.path().join("tls.toml");
+    let check = |text: String| {
+        std::fs::write(&file, text).unwrap();
+        bin().arg("check").arg(&file).output().unwrap()
+    };
+    let out = check(config(&pem, &pem));
+    assert!(out.status.success(), "{out:?}");
+    for text in [config(&missing, &pem), config(&pem, &missing)] {
+        let out = check(text);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("route chat") && err.contains("missing.pem"),
+            "{err}"
+        );
+    }
+}
