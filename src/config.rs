@@ -46,12 +46,19 @@ impl ConfigError {
     /// for checks made above this module (the dialect registry's).
     pub fn at(text: &str, key: String, reason: String) -> Self {
         let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-        Self::Invalid {
-            line: locate(text, &path),
-            key,
-            reason,
-        }
+        let (line, reason) = place(text, &path, reason);
+        Self::Invalid { key, line, reason }
     }
+}
+
+/// Where a bad value was set: the environment variable that set it (the file's line would
+/// point at a value that is not the one in force), else its line in the file.
+fn place(text: &str, path: &[String], reason: String) -> (Option<usize>, String) {
+    let var = format!("SWITCHBOARD_{}", path.join("__").to_ascii_uppercase());
+    if !path.is_empty() && std::env::var_os(&var).is_some() {
+        return (None, format!("{reason} (set by {var})"));
+    }
+    (locate(text, path), reason)
 }
 
 fn format_invalid(key: &str, line: &Option<usize>, reason: &str) -> String {
@@ -60,6 +67,13 @@ fn format_invalid(key: &str, line: &Option<usize>, reason: &str) -> String {
         None => format!("key `{key}`: {reason}"),
     }
 }
+
+/// The top-level keys the environment layer may set. Other `SWITCHBOARD_*` variables are
+/// not ours to refuse (Kubernetes sets `SWITCHBOARD_PORT` and the like for a Service named
+/// `switchboard`); a wrong key inside one of these tables is still refused.
+const ENV_TABLES: &[&str] = &[
+    "admin", "limits", "shutdown", "log", "route", "listen", "hub",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -590,7 +604,14 @@ impl Config {
     pub fn parse_with_env(text: &str) -> Result<Self, ConfigError> {
         let figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(text))
-            .merge(Env::prefixed("SWITCHBOARD_").split("__"));
+            .merge(Env::prefixed("SWITCHBOARD_").split("__").filter(|k| {
+                ENV_TABLES.iter().any(|t| {
+                    k.as_str()
+                        .split('.')
+                        .next()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(t))
+                })
+            }));
         Self::extract(figment, text)
     }
 
@@ -613,12 +634,8 @@ impl Config {
             } else {
                 e.path.join(".")
             };
-            let line = locate(text, &e.path);
-            ConfigError::Invalid {
-                key,
-                line,
-                reason: e.kind.to_string(),
-            }
+            let (line, reason) = place(text, &e.path, e.kind.to_string());
+            ConfigError::Invalid { key, line, reason }
         })
     }
 
@@ -1188,6 +1205,26 @@ impl HubConfig {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The environment layer lets through exactly the config's own top-level keys.
+    #[test]
+    fn env_tables_are_the_top_level_keys() {
+        let config = Config {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 1))),
+            ..Config::default()
+        };
+        let value = serde_json::to_value(&config).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut tables = ENV_TABLES.to_vec();
+        tables.sort_unstable();
+        assert_eq!(keys, tables);
+    }
 
     pub(crate) const MINIMAL: &str = r#"
 [admin]

@@ -75,7 +75,9 @@ fn main() -> ExitCode {
         };
     }
     let Some(path) = cli.config else {
-        eprintln!("usage: switchboard --config FILE | switchboard check FILE");
+        eprintln!(
+            "usage: switchboard --config FILE | switchboard check FILE | switchboard reload [FILE]"
+        );
         return ExitCode::from(2);
     };
     let config = match registry::load(&path) {

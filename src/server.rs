@@ -410,6 +410,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.log.format != new.log.format {
         keys.push("log.format");
     }
+    if old.log.filter != new.log.filter {
+        keys.push("log.filter");
+    }
     // One hub per process, and its Redis link, are made at start.
     if serde_json::to_value(&old.hub).ok() != serde_json::to_value(&new.hub).ok() {
         keys.push("hub");
@@ -636,9 +639,12 @@ dialect = "stomp"
         let old = cfg("", BASE);
         assert!(needs_restart(&old, &old).is_empty());
         let new = cfg(
-            "[admin]\nlisten = \"127.0.0.1:9999\"\n[log]\nlevel = \"debug\"\n[shutdown]\ngrace_period_ms = 5\n",
+            "[admin]\nlisten = \"127.0.0.1:9999\"\n[log]\nlevel = \"debug\"\nfilter = \"hyper=warn\"\n[shutdown]\ngrace_period_ms = 5\n",
             BASE,
         );
-        assert_eq!(needs_restart(&old, &new), vec!["admin.listen", "log.level"]);
+        assert_eq!(
+            needs_restart(&old, &new),
+            vec!["admin.listen", "log.level", "log.filter"]
+        );
     }
 }

@@ -81,7 +81,34 @@ fn environment_overrides_the_file() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.queue_depth"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Named by the variable that set it, not by the file's line (which holds another value).
+    assert!(
+        err.contains("key `limits.queue_depth`: ")
+            && err.contains("(set by SWITCHBOARD_LIMITS__QUEUE_DEPTH)"),
+        "{err}"
+    );
+}
+
+/// `SWITCHBOARD_*` variables that name no table of ours are not refused (Kubernetes sets
+/// `SWITCHBOARD_PORT` and others for a Service named `switchboard`); a wrong key in one of
+/// our tables still is.
+#[test]
+fn foreign_environment_variables_are_left_alone() {
+    let out = bin()
+        .args(["check", "config.toml"])
+        .env("SWITCHBOARD_PORT", "tcp://10.0.0.1:8080")
+        .env("SWITCHBOARD_SERVICE_HOST", "10.0.0.1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = bin()
+        .args(["check", "config.toml"])
+        .env("SWITCHBOARD_LIMITS__QUEUE_DPETH", "8")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("queue_dpeth"));
 }
 
 #[test]
