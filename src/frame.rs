@@ -301,7 +301,73 @@ pub enum ClientOp {
     },
 }
 
+/// `b` in a buffer of its own (see [`ClientOp::detach`]); its length.
+fn own(b: &mut Bytes) -> usize {
+    *b = Bytes::copy_from_slice(b);
+    b.len()
+}
+
+fn own_opt(b: &mut Option<Bytes>) -> usize {
+    b.as_mut().map_or(0, own)
+}
+
 impl ClientOp {
+    /// Moves every byte string this operation holds into buffers of its own, and returns the
+    /// bytes copied. An operation read off the wire holds slices of the message it came in,
+    /// and a slice keeps that whole message alive: a 20-byte header of a 1 MiB WebSocket
+    /// message held 1 MiB. Queues that hold operations for long (a STOMP transaction, ops
+    /// waiting for a backend's handshake) detach what they hold, so that their byte budget,
+    /// [`ClientOp::held_bytes`], is what they keep.
+    pub fn detach(&mut self) -> usize {
+        match self {
+            Self::Publish {
+                channel,
+                event,
+                args,
+                payload,
+                meta,
+                ..
+            } => {
+                own(channel)
+                    + own_opt(event)
+                    + args.iter_mut().map(own).sum::<usize>()
+                    + own(&mut payload.data)
+                    + meta.iter_mut().map(|(k, v)| own(k) + own(v)).sum::<usize>()
+            }
+            Self::Subscribe {
+                channel, params, ..
+            } => {
+                own(channel)
+                    + own_opt(&mut params.auth)
+                    + own_opt(&mut params.channel_data)
+                    + params.data.as_mut().map_or(0, |p| own(&mut p.data))
+            }
+            Self::Ack { token, result, .. } => {
+                own(token) + result.as_mut().map_or(0, |p| own(&mut p.data))
+            }
+            Self::Connect { credentials } | Self::Reauth { credentials } => {
+                own_opt(&mut credentials.token)
+                    + own_opt(&mut credentials.login)
+                    + own_opt(&mut credentials.passcode)
+                    + own_opt(&mut credentials.auth_json)
+                    + own_opt(&mut credentials.cookie)
+                    + own_opt(&mut credentials.origin)
+            }
+            Self::Unsubscribe { .. } | Self::Disconnect => 0,
+            Self::Join { scope, auth } => own(scope) + own_opt(auth),
+            Self::Leave { scope } => own(scope),
+            Self::Emit { scope, values, .. }
+            | Self::Answer {
+                token: scope,
+                values,
+            } => {
+                own(scope)
+                    + own(&mut values.list)
+                    + values.attachments.iter_mut().map(own).sum::<usize>()
+            }
+        }
+    }
+
     /// The bytes this operation keeps alive while it waits (for a backend being dialed, or a
     /// CONNECT in flight): what bounds such queues besides their length.
     pub fn held_bytes(&self) -> usize {

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use crate::dialect::Copied;
 use crate::frame::{ClientOp, ErrorInfo, ErrorKind};
 
 /// Why [`HoldQueue::push`] refused an op. The texts are the session's; a role that words
@@ -39,6 +40,8 @@ pub struct HoldQueue {
     bytes: usize,
     max_ops: usize,
     max_bytes: usize,
+    /// The copies [`ClientOp::detach`] made of held ops, until the owner takes them.
+    copied: Copied,
 }
 
 impl HoldQueue {
@@ -49,12 +52,14 @@ impl HoldQueue {
             bytes: 0,
             max_ops,
             max_bytes,
+            copied: Copied::default(),
         }
     }
 
     /// Hold `op` at the back, or refuse it (and drop it) when the count or the byte budget
-    /// would be exceeded; the count is checked first. Exactly the budget is accepted.
-    pub fn push(&mut self, op: ClientOp) -> Result<(), HoldError> {
+    /// would be exceeded; the count is checked first. Exactly the budget is accepted. A held
+    /// op is detached from the message it was read from (its budget is then what it keeps).
+    pub fn push(&mut self, mut op: ClientOp) -> Result<(), HoldError> {
         if self.ops.len() >= self.max_ops {
             return Err(HoldError::TooMany {
                 max_ops: self.max_ops,
@@ -66,9 +71,15 @@ impl HoldQueue {
                 max_bytes: self.max_bytes,
             });
         }
+        self.copied.one(op.detach());
         self.bytes += bytes;
         self.ops.push_back(op);
         Ok(())
+    }
+
+    /// The copies made of held ops since the last call.
+    pub fn take_copied(&mut self) -> Copied {
+        std::mem::take(&mut self.copied)
     }
 
     /// The oldest held op.
@@ -178,6 +189,24 @@ mod tests {
             broadcast: false,
             sub: None,
         }
+    }
+
+    /// A held op keeps its own bytes, not the message it was sliced from; the copy counts.
+    #[test]
+    fn held_ops_are_detached_from_their_message() {
+        let msg = Bytes::from(format!("chan{}", " ".repeat(1 << 20)));
+        let mut q = HoldQueue::new(10, 100);
+        q.push(ClientOp::Leave {
+            scope: msg.slice(..4),
+        })
+        .unwrap();
+        let copied = q.take_copied();
+        assert_eq!((copied.copies, copied.bytes), (1, 4));
+        let Some(ClientOp::Leave { scope }) = q.pop_front() else {
+            panic!("not held")
+        };
+        assert_eq!(&scope[..], b"chan");
+        assert!(!msg.as_ptr_range().contains(&scope.as_ptr()));
     }
 
     #[test]

@@ -238,7 +238,9 @@ impl Session {
                 Box::pin(self.apply_client(out)).await;
             }
             None => {
-                if let Err(why) = self.pending_ops.push(op) {
+                let held = self.pending_ops.push(op);
+                self.copied.add(self.pending_ops.take_copied());
+                if let Err(why) = held {
                     if let Some(sub) = failed_sub {
                         self.translator.forget(sub);
                     }

@@ -99,7 +99,9 @@ impl Translator {
                 self.subs.insert(
                     sub,
                     SubEntry {
-                        down_channel: channel,
+                        // Its own copy: kept for the subscription's life, where a slice
+                        // would keep the whole message it came in.
+                        down_channel: Bytes::copy_from_slice(&channel),
                         up_channel: up.clone(),
                         up_args: args,
                         event_from_key,

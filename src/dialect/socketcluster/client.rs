@@ -604,7 +604,9 @@ impl ClientRole for ScClient {
     }
 
     fn take_copied(&mut self) -> crate::dialect::Copied {
-        std::mem::take(&mut self.copied)
+        let mut copied = std::mem::take(&mut self.copied);
+        copied.add(self.held.take_copied());
+        copied
     }
 }
 

@@ -237,6 +237,8 @@ impl ClientRole for SocketioClient {
     }
 
     fn take_copied(&mut self) -> crate::dialect::Copied {
-        std::mem::take(&mut self.copied)
+        let mut copied = std::mem::take(&mut self.copied);
+        copied.add(self.queued.take_copied());
+        copied
     }
 }

@@ -78,23 +78,25 @@ impl SocketioServer {
                     },
                 });
                 self.connect_sent = true;
-                self.auth = p.data;
-                self.token = token;
-                self.primary = Some(p.nsp.clone());
+                // Copies: kept for the connection's life, where a slice would keep the whole
+                // CONNECT packet it came in (up to the largest message).
+                self.auth = p.data.as_deref().map(Bytes::copy_from_slice);
+                self.token = token.as_deref().map(Bytes::copy_from_slice);
+                self.primary = Some(Bytes::copy_from_slice(&p.nsp));
                 self.state = State::Connecting;
                 self.nsps.push(Nsp {
-                    name: p.nsp,
+                    name: Bytes::copy_from_slice(&p.nsp),
                     joined: false,
                 });
             }
             State::Connecting => self.nsps.push(Nsp {
-                name: p.nsp,
+                name: Bytes::copy_from_slice(&p.nsp),
                 joined: false,
             }),
             State::Ready => {
                 out.to_client.push(self.connect_reply(&p.nsp));
                 self.nsps.push(Nsp {
-                    name: p.nsp,
+                    name: Bytes::copy_from_slice(&p.nsp),
                     joined: true,
                 });
             }

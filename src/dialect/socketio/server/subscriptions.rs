@@ -15,6 +15,10 @@ use crate::dialect::ServerOut;
 use crate::frame::{ClientOp, SubId};
 use crate::template::Captures;
 
+/// Most repeats of one subscribe that wait for the backend's answer; more are answered at
+/// once with an error (each waiting one is an answer to build when the backend answers).
+const MAX_WAITING_ACKS: usize = 64;
+
 impl SocketioServer {
     pub(super) fn on_subscribe(
         &mut self,
@@ -65,6 +69,13 @@ impl SocketioServer {
             if let Some(id) = id {
                 if s.confirmed {
                     out.to_client.push(ack(nsp, id, b"[null]"));
+                } else if s.acks.len() >= MAX_WAITING_ACKS {
+                    out.to_client.push(named_error_ack(
+                        nsp,
+                        id,
+                        "SubscribeError",
+                        b"too many subscribe requests waiting for this topic",
+                    ));
                 } else {
                     s.acks.push(id);
                 }
@@ -88,7 +99,9 @@ impl SocketioServer {
             sub,
             Sub {
                 nsp: nsp.clone(),
-                topic: topic.clone(),
+                // Its own copy: kept for the subscription's life, where a slice would keep
+                // the whole message it came in.
+                topic: Bytes::copy_from_slice(&topic),
                 acks: id.into_iter().collect(),
                 confirmed: false,
             },

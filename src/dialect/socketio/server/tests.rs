@@ -1423,6 +1423,34 @@ fn a_repeated_subscribe_gets_the_first_ones_outcome() {
     );
 }
 
+/// Repeats waiting for one subscription's answer are bounded: past 64 (the first one's
+/// included), a repeat is answered at once with an error, and the confirmation answers the
+/// ones that waited.
+#[test]
+fn waiting_repeats_of_a_subscribe_are_bounded() {
+    let mut r = ready();
+    let out = feed(&mut r, r#"420["subscribe","a"]"#);
+    let [ClientOp::Subscribe { sub, .. }] = out.ops.as_slice() else {
+        panic!("{:?}", out.ops)
+    };
+    let sub = *sub;
+    for id in 1..64 {
+        assert!(
+            feed(&mut r, &format!(r#"42{id}["subscribe","a"]"#))
+                .to_client
+                .is_empty()
+        );
+    }
+    assert_eq!(
+        texts(&feed(&mut r, r#"4264["subscribe","a"]"#)),
+        [
+            r#"4364[{"error":{"name":"SubscribeError","message":"too many subscribe requests waiting for this topic"}}]"#
+        ]
+    );
+    let out = backend(&mut r, BackendEvent::Subscribed { sub, data: None });
+    assert_eq!(out.to_client.len(), 64);
+}
+
 /// A backend that ends the session for good (a kick: Action Cable's `reconnect:false`, a
 /// Socket.IO backend's own `socket.disconnect()`) is `41` for each joined namespace ("io
 /// server disconnect": no reconnection) and a normal close; one that may come back is the

@@ -67,7 +67,7 @@ impl StompServer {
             // Acked only on COMMIT: after an ABORT the message can still be acknowledged.
             Some(tx) => {
                 let item = TxItem::Ack { id, positive };
-                self.buffer(tx, item, 0, receipt.clone(), out);
+                self.buffer(tx, item, receipt.clone(), out);
                 if self.state == State::Closed {
                     // Refused: its ERROR carried the receipt-id.
                     return;

@@ -56,7 +56,6 @@ impl StompServer {
                 out,
             );
         }
-        let size = f.body.len();
         let op = ClientOp::Publish {
             meta: meta_of(&f, kind),
             channel: dest,
@@ -78,7 +77,6 @@ impl StompServer {
                     op: Box::new(op),
                     receipt: receipt.clone(),
                 },
-                size,
                 receipt,
                 out,
             ),

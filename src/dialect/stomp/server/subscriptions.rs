@@ -60,6 +60,10 @@ impl StompServer {
                 return;
             }
         }
+        // Its own copy: kept for the subscription's life, where a slice would keep the
+        // whole message it came in.
+        let id = Bytes::copy_from_slice(&id);
+        self.copied.one(id.len());
         self.by_stomp_id.insert(id.clone(), sub);
         self.subs.insert(
             sub,

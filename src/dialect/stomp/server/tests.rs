@@ -664,3 +664,56 @@ fn a_frame_in_an_unknown_transaction_errs_with_its_receipt_id_and_nothing_else()
         assert_eq!(out.close.map(|c| c.code), Some(1002));
     }
 }
+
+/// A transaction's budget counts all a held frame keeps, headers included: SENDs with
+/// 480 KB of headers and no body are refused once 4 MiB (the default) is held, not after
+/// 1,023 of them per transaction.
+#[test]
+fn held_frames_count_their_headers() {
+    let mut r = role();
+    connected(&mut r);
+    feed(&mut r, "BEGIN\ntransaction:t\n\n\0");
+    let big = "x".repeat(8000);
+    let headers: String = (0..60).map(|i| format!("h{i}:{big}\n")).collect();
+    let frame = format!("SEND\ndestination:/a\ntransaction:t\n{headers}\n\0");
+    let refused = (0..20).find(|_| !feed(&mut r, &frame).to_client.is_empty());
+    // 4 MiB / (60 × 8,003 + the rest) = 8.7: the ninth is one too many.
+    assert_eq!(refused, Some(8));
+}
+
+/// A held frame keeps its own bytes, not the message it came in: a SEND followed by a
+/// megabyte of heart-beat newlines in one WebSocket message must not keep the megabyte for
+/// as long as its transaction is open.
+#[test]
+fn held_frames_do_not_keep_their_message_alive() {
+    let mut r = role();
+    connected(&mut r);
+    feed(&mut r, "BEGIN\ntransaction:t\n\n\0");
+    let msg = Bytes::from(format!(
+        "SEND\ndestination:/a\ntransaction:t\nh:v\n\nbody\0{}",
+        "\n".repeat(1 << 20)
+    ));
+    let range = msg.as_ptr() as usize..msg.as_ptr() as usize + msg.len();
+    let mut out = ServerOut::default();
+    r.on_client(WsMsg::Text(msg), Instant::now(), &mut out);
+    assert!(out.to_client.is_empty());
+    let out = feed(&mut r, "COMMIT\ntransaction:t\n\n\0");
+    let [
+        ClientOp::Publish {
+            channel,
+            payload,
+            meta,
+            ..
+        },
+    ] = out.ops.as_slice()
+    else {
+        panic!("{:?}", out.ops)
+    };
+    assert_eq!(&payload.data[..], b"body");
+    for b in [channel, &payload.data, &meta[0].0, &meta[0].1] {
+        assert!(
+            !range.contains(&(b.as_ptr() as usize)),
+            "{b:?} is a slice of the message"
+        );
+    }
+}

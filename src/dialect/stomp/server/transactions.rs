@@ -10,6 +10,34 @@ use super::{MAX_TRANSACTIONS, State, StompServer, Tx, TxItem, Wait};
 use crate::dialect::ServerOut;
 use crate::dialect::stomp::codec::{Command, Frame};
 
+/// What one held frame costs besides its bytes (its entry in the transaction's list), charged
+/// to `max_transaction_bytes` so that empty frames are not free.
+const ITEM_COST: usize = 64;
+
+impl TxItem {
+    /// The bytes this held frame keeps.
+    fn held_bytes(&self) -> usize {
+        match self {
+            Self::Publish { op, receipt } => {
+                op.held_bytes() + receipt.as_ref().map_or(0, Bytes::len)
+            }
+            Self::Ack { id, .. } => id.len(),
+        }
+    }
+
+    /// Copies what this frame holds out of the message it was read from; the bytes copied.
+    fn detach(&mut self) -> usize {
+        let own = |b: &mut Bytes| {
+            *b = Bytes::copy_from_slice(b);
+            b.len()
+        };
+        match self {
+            Self::Publish { op, receipt } => op.detach() + receipt.as_mut().map_or(0, own),
+            Self::Ack { id, .. } => own(id),
+        }
+    }
+}
+
 impl StompServer {
     /// Holds `item` in transaction `tx` until COMMIT or ABORT; a refusal is an ERROR that
     /// answers the frame's `receipt` (STOMP: an ERROR for a frame that asked for one
@@ -17,8 +45,7 @@ impl StompServer {
     pub(super) fn buffer(
         &mut self,
         tx: &Bytes,
-        item: TxItem,
-        size: usize,
+        mut item: TxItem,
         receipt: Option<Bytes>,
         out: &mut ServerOut,
     ) {
@@ -31,6 +58,11 @@ impl StompServer {
                 out,
             );
         };
+        // Everything the frame keeps (headers, ids, receipt: not just its body) counts, as
+        // what it keeps: a held frame is copied out of the message it came in, whose other
+        // frames (or padding) would otherwise stay alive with it. Each frame also costs its
+        // place in the list.
+        let size = item.held_bytes() + ITEM_COST;
         if t.items.len() >= self.settings.max_transaction_frames
             || self.tx_bytes.saturating_add(size) > self.settings.max_transaction_bytes
         {
@@ -42,6 +74,7 @@ impl StompServer {
                 out,
             );
         }
+        self.copied.one(item.detach());
         t.items.push(item);
         t.bytes += size;
         self.tx_bytes += size;
@@ -54,7 +87,10 @@ impl StompServer {
         if self.transactions.len() >= MAX_TRANSACTIONS || self.transactions.contains_key(&tx) {
             return self.fatal("bad transaction", tx.as_ref(), receipt, 1002, out);
         }
-        self.transactions.insert(tx, Tx::default());
+        // Its own copy: the name is kept for as long as the transaction is open.
+        self.copied.one(tx.len());
+        self.transactions
+            .insert(Bytes::copy_from_slice(&tx), Tx::default());
         if let Some(r) = receipt {
             self.queue_receipt(r, Wait::Nothing, out);
         }
