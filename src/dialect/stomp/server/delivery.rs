@@ -27,6 +27,7 @@ impl StompServer {
             Some(s) if s.ack == AckMode::Client => {
                 while let Some(front) = s.unacked.pop_front() {
                     if let Some((_, token)) = self.ack_tokens.remove(&front) {
+                        s.tokens = s.tokens.saturating_sub(1);
                         out.ops.push(ClientOp::Ack {
                             token,
                             positive,
@@ -38,8 +39,11 @@ impl StompServer {
                     }
                 }
             }
-            _ => {
+            s => {
                 if let Some((_, token)) = self.ack_tokens.remove(id) {
+                    if let Some(s) = s {
+                        s.tokens = s.tokens.saturating_sub(1);
+                    }
                     out.ops.push(ClientOp::Ack {
                         token,
                         positive,
@@ -133,8 +137,9 @@ impl StompServer {
                             out,
                         );
                     }
-                    if mode == AckMode::Client {
-                        if let Some(s) = self.subs.get_mut(&sub) {
+                    if let Some(s) = self.subs.get_mut(&sub) {
+                        s.tokens += 1;
+                        if mode == AckMode::Client {
                             s.unacked.push_back(ack_id.clone());
                         }
                     }

@@ -137,6 +137,9 @@ struct Sub {
     /// `client` mode: ack ids with an upstream token, oldest first (an ACK covers every
     /// earlier one).
     unacked: VecDeque<Bytes>,
+    /// How many of `ack_tokens` are this subscription's: ending one that has none (or, in
+    /// `client` mode, only those in `unacked`) does not scan the whole table.
+    tokens: usize,
 }
 
 /// The STOMP server role of one session.

@@ -136,7 +136,7 @@ impl ServerRole for StompServer {
             BackendEvent::Unsubscribed { sub, .. } => {
                 if let Some(s) = self.subs.remove(&sub) {
                     self.by_stomp_id.remove(&s.stomp_id);
-                    self.ack_tokens.retain(|_, (t, _)| *t != sub);
+                    self.forget_tokens(sub, s);
                 }
             }
             // Nothing in STOMP carries these.

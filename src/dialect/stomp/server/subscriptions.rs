@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::{AckMode, StompServer, Sub, Wait};
 use crate::dialect::ServerOut;
 use crate::dialect::stomp::codec::{Frame, Version};
-use crate::frame::ClientOp;
+use crate::frame::{ClientOp, SubId};
 
 impl StompServer {
     pub(super) fn on_subscribe(&mut self, f: Frame, receipt: Option<Bytes>, out: &mut ServerOut) {
@@ -71,6 +71,7 @@ impl StompServer {
                 stomp_id: id,
                 ack,
                 unacked: VecDeque::new(),
+                tokens: 0,
             },
         );
         out.ops.push(ClientOp::Subscribe {
@@ -97,15 +98,32 @@ impl StompServer {
             );
         };
         if let Some(sub) = self.by_stomp_id.remove(&id) {
-            self.subs.remove(&sub);
-            // The broker takes back what was not acknowledged when the subscription ends.
-            self.ack_tokens.retain(|_, (s, _)| *s != sub);
+            if let Some(s) = self.subs.remove(&sub) {
+                // The broker takes back what was not acknowledged when the subscription ends.
+                self.forget_tokens(sub, s);
+            }
             // Its confirmation no longer matters; a receipt waiting on it must not block.
             self.resolve(Wait::Subscribed(sub), out);
             out.ops.push(ClientOp::Unsubscribe { sub });
         }
         if let Some(r) = receipt {
             self.queue_receipt(r, Wait::Nothing, out);
+        }
+    }
+
+    /// Drops the ack tokens of an ended subscription: by its own list in `client` mode,
+    /// else by a scan, made only when it holds any (a SUBSCRIBE and UNSUBSCRIBE repeated
+    /// against a full table cost a scan of 65,536 entries each).
+    pub(super) fn forget_tokens(&mut self, sub: SubId, s: Sub) {
+        if s.tokens == 0 {
+            return;
+        }
+        if s.ack == AckMode::Client {
+            for id in &s.unacked {
+                self.ack_tokens.remove(id);
+            }
+        } else {
+            self.ack_tokens.retain(|_, (t, _)| *t != sub);
         }
     }
 }

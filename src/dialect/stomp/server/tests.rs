@@ -403,6 +403,37 @@ fn unsubscribe_forgets_unacked_messages() {
     assert!(acks(&feed(&mut r, "ACK\nid:s1-1\n\n\0")).is_empty());
 }
 
+/// Ending a subscription drops its own unacked tokens and no other's, in both ack modes,
+/// and one without tokens leaves the table alone (its count is what spares the scan).
+#[test]
+fn an_ended_subscription_forgets_only_its_own_tokens() {
+    let mut r = role();
+    connected(&mut r);
+    feed(
+        &mut r,
+        "SUBSCRIBE\nid:c\ndestination:/topic/a\nack:client\n\n\0SUBSCRIBE\nid:i\ndestination:/topic/b\nack:client-individual\n\n\0",
+    );
+    for (sub, token) in [(1, "c1"), (2, "i1"), (1, "c2"), (2, "i2")] {
+        backend(&mut r, msg_with_ack(sub, token));
+    }
+    // Acked individually: the count follows.
+    feed(&mut r, "ACK\nid:s1-2\n\n\0");
+    assert_eq!(r.subs[&2].tokens, 1);
+    assert_eq!(r.subs[&1].tokens, 2);
+    for _ in 0..3 {
+        feed(
+            &mut r,
+            "SUBSCRIBE\nid:x\ndestination:/topic/x\nack:client\n\n\0UNSUBSCRIBE\nid:x\n\n\0",
+        );
+        assert_eq!(r.ack_tokens.len(), 3);
+    }
+    feed(&mut r, "UNSUBSCRIBE\nid:c\n\n\0");
+    let left: Vec<_> = r.ack_tokens.values().map(|(_, t)| t.clone()).collect();
+    assert_eq!(left, [Bytes::from("i2")]);
+    feed(&mut r, "UNSUBSCRIBE\nid:i\n\n\0");
+    assert!(r.ack_tokens.is_empty());
+}
+
 #[test]
 fn unsubscribe_needs_an_id_after_1_0() {
     let mut r = role();
