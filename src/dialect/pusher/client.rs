@@ -50,6 +50,9 @@ pub struct Settings {
     pub confirm_timeout: Duration,
 }
 
+/// How much of a code-null `pusher:error`'s message is searched for the channel it names.
+const MAX_ERROR_SEARCH: usize = 1024;
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -286,14 +289,16 @@ impl PusherClient {
 
     /// The unconfirmed channel a code-null `pusher:error` is about: Pusher answers a bad
     /// signature that way, naming the signed string (`<socket id>:<channel>...`), and no
-    /// channel field. The longest pending name it contains (one may contain another).
+    /// channel field. The longest pending name it contains (one may contain another). Only
+    /// the message's start is searched, in linear time: Pusher's names the channel in its
+    /// first few hundred bytes, and a backend's megabyte of message against 256 pending
+    /// names searched naively held the worker for over a second.
     fn refused_channel(&self, message: &[u8]) -> Option<Bytes> {
+        let message = &message[..message.len().min(MAX_ERROR_SEARCH)];
         self.channels
             .iter()
             .filter(|(name, ch)| {
-                !ch.confirmed
-                    && !name.is_empty()
-                    && message.windows(name.len()).any(|w| w == &name[..])
+                !ch.confirmed && !name.is_empty() && memchr::memmem::find(message, name).is_some()
             })
             .max_by_key(|(name, _)| name.len())
             .map(|(name, _)| name.clone())
@@ -461,8 +466,10 @@ impl PusherClient {
                 out,
             );
         };
+        // A server's 0 would be a ping on every tick: it is no timeout, and ours applies.
         let activity = e
             .activity_timeout
+            .filter(|&a| a > 0)
             .map(Duration::from_secs)
             .map_or(self.settings.activity_timeout, |a| {
                 a.min(self.settings.activity_timeout)

@@ -71,6 +71,22 @@ fn ready_on_connection_established_with_the_servers_activity_timeout() {
     assert!(k.periodic);
 }
 
+/// A server's `activity_timeout` of 0 is no timeout (a ping on every tick): ours applies.
+#[test]
+fn a_zero_activity_timeout_is_ours() {
+    let s = settings();
+    let ours = s.activity_timeout;
+    let mut c = PusherClient::new(s, Credentials::default());
+    let mut out = ClientOut::default();
+    c.start(Instant::now(), &mut out);
+    c.on_backend(
+        txt(r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":0}"}"#),
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(c.keepalive().send_every, Some(ours));
+}
+
 #[test]
 fn ops_wait_for_connection_established() {
     let mut c = PusherClient::new(settings(), Credentials::default());
