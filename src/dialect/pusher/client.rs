@@ -294,7 +294,7 @@ impl PusherClient {
     /// first few hundred bytes, and a backend's megabyte of message against 256 pending
     /// names searched naively held the worker for over a second.
     fn refused_channel(&self, message: &[u8]) -> Option<Bytes> {
-        let message = &message[..message.len().min(MAX_ERROR_SEARCH)];
+        let message = message.get(..MAX_ERROR_SEARCH).unwrap_or(message);
         self.channels
             .iter()
             .filter(|(name, ch)| {
