@@ -97,6 +97,8 @@ impl Engine {
             inbound(ends.inbound, shared.kill.clone()),
             ends.outbound,
             writer,
+            ctx.queue_depth,
+            ctx.queue_bytes,
         )
         .with_tally(shared.counters.tally.clone());
         let handshake = handshake_of(&req, Some(up.peer()), None);

@@ -86,12 +86,19 @@ pub(super) struct Pings {
     pub(super) timeout: Duration,
 }
 
+/// Most messages in each hand-off channel toward a long-polling client (session link to
+/// writer, writer to the next poll): a poll answers with up to this many at once.
+const HANDOFF_DEPTH: usize = 32;
+
 impl Shared {
     /// A fresh long-polling session's shared state, and the channel ends it does not keep.
     pub(super) fn new(depth: usize, counters: LegCounters, pings: Pings) -> (Self, Ends) {
         let (in_tx, in_rx) = mpsc::channel(depth);
-        let (out_tx, out_rx) = mpsc::channel(depth);
-        let (poll_tx, poll_rx) = mpsc::channel(depth);
+        // Hand-offs only: what waits for the client waits in the session's link, bounded in
+        // messages and in bytes (`queue_depth`, `queue_bytes`); channels this deep in
+        // messages alone held a gigabyte for a client that stopped polling.
+        let (out_tx, out_rx) = mpsc::channel(depth.clamp(1, HANDOFF_DEPTH));
+        let (poll_tx, poll_rx) = mpsc::channel(depth.clamp(1, HANDOFF_DEPTH));
         let (hand_tx, hand_rx) = oneshot::channel();
         let shared = Self {
             inbound: in_tx,

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -135,6 +136,8 @@ pub struct Conn {
     id: ConnId,
     rx: mpsc::Receiver<Delivery>,
     lagged: CancellationToken,
+    /// The bytes charged for what `rx` holds, given back here as deliveries are taken.
+    queued: Arc<AtomicUsize>,
     who: Who,
     subs: HashMap<SubId, Sub>,
 }
@@ -145,6 +148,7 @@ impl Conn {
         id: ConnId,
         rx: mpsc::Receiver<Delivery>,
         lagged: CancellationToken,
+        queued: Arc<AtomicUsize>,
         who: Who,
     ) -> Self {
         Self {
@@ -152,6 +156,7 @@ impl Conn {
             id,
             rx,
             lagged,
+            queued,
             who,
             subs: HashMap::new(),
         }
@@ -164,12 +169,21 @@ impl Conn {
 
     /// The next delivery (cancel-safe).
     pub async fn recv(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
+        let d = self.rx.recv().await;
+        self.taken(d)
     }
 
     /// A delivery already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Delivery> {
-        self.rx.try_recv().ok()
+        let d = self.rx.try_recv().ok();
+        self.taken(d)
+    }
+
+    fn taken(&self, d: Option<Delivery>) -> Option<Delivery> {
+        if let Some(d) = &d {
+            self.queued.fetch_sub(d.held_bytes(), Ordering::Relaxed);
+        }
+        d
     }
 
     /// Cancelled when a publish found this connection's queue full: it is a slow consumer.

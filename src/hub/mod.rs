@@ -36,7 +36,7 @@ pub mod redis;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -210,6 +210,23 @@ pub enum Delivery {
     Event(BackendEvent),
 }
 
+impl Delivery {
+    /// What a queue holding it is charged: a message's payload, names and headers (events
+    /// are small and bounded by the channels' own limits).
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            Self::Message(m, _) => {
+                m.channel.len()
+                    + m.event.as_ref().map_or(0, Bytes::len)
+                    + m.args.iter().map(Bytes::len).sum::<usize>()
+                    + m.payload.data.len()
+                    + m.meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            }
+            Self::Event(_) => 0,
+        }
+    }
+}
+
 /// How a connection takes part, decided from its route's client dialect.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Attach {
@@ -220,6 +237,10 @@ pub struct Attach {
     pub everything: bool,
     /// Its queue's depth: a connection whose queue is full is a slow consumer.
     pub depth: usize,
+    /// The payload bytes its queue may hold (one message whatever its size; 0: no bound
+    /// beyond `depth`): past them it is a slow consumer too. Deliveries share a message,
+    /// but one a slow connection has not taken stays alive for it.
+    pub bytes: usize,
 }
 
 /// Where a delivery goes: a connection's queue, and how it takes part.
@@ -228,19 +249,34 @@ struct Target {
     tx: mpsc::Sender<Delivery>,
     lagged: CancellationToken,
     attach: Attach,
+    /// The payload bytes of what is in `tx` ([`Delivery::held_bytes`]), which [`Conn`]
+    /// takes back as it receives.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Target {
     /// Queue without waiting: the publisher never waits for a slow subscriber; a full queue
-    /// makes this connection a slow consumer (its session closes it).
+    /// (in messages or in bytes) makes this connection a slow consumer (its session closes
+    /// it).
     fn send(&self, d: Delivery) -> bool {
+        let size = d.held_bytes();
+        let before = self.queued.fetch_add(size, Ordering::Relaxed);
+        if self.attach.bytes > 0 && before > 0 && before.saturating_add(size) > self.attach.bytes {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            self.lagged.cancel();
+            return false;
+        }
         match self.tx.try_send(d) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued.fetch_sub(size, Ordering::Relaxed);
                 self.lagged.cancel();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued.fetch_sub(size, Ordering::Relaxed);
+                false
+            }
         }
     }
 }
@@ -357,10 +393,12 @@ impl Hub {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(attach.depth.max(1));
         let lagged = CancellationToken::new();
+        let queued = Arc::new(AtomicUsize::new(0));
         let t = Target {
             tx,
             lagged: lagged.clone(),
             attach,
+            queued: queued.clone(),
         };
         let mut st = self.write();
         if attach.everything {
@@ -368,7 +406,7 @@ impl Hub {
         }
         st.conns.insert(id, t);
         drop(st);
-        Conn::new(self.clone(), id, rx, lagged, identity)
+        Conn::new(self.clone(), id, rx, lagged, queued, identity)
     }
 
     /// Publish from connection `from`: fan out locally, then tell other instances. Returns

@@ -92,6 +92,7 @@ fn attach(hub: &Arc<Hub>, echo: bool, everything: bool, who: Option<Identity>) -
             echo,
             everything,
             depth: 16,
+            bytes: 0,
         },
         who.map(Arc::new),
     )
@@ -440,6 +441,7 @@ fn a_full_queue_marks_a_slow_consumer() {
             echo: true,
             everything: false,
             depth: 2,
+            bytes: 0,
         },
         None,
     );
@@ -456,6 +458,49 @@ fn a_full_queue_marks_a_slow_consumer() {
     assert!(!fine.lagged().is_cancelled());
     assert_eq!(messages(&mut fine).len(), 3);
     assert_eq!(messages(&mut slow).len(), 2);
+}
+
+/// A queue is bounded in bytes too: one message whatever its size, then no more than the
+/// budget; what the connection takes is given back.
+#[test]
+fn a_queue_over_its_bytes_marks_a_slow_consumer() {
+    let hub = Arc::new(Hub::default());
+    let attach_bytes = |bytes| {
+        hub.attach(
+            Attach {
+                echo: true,
+                everything: false,
+                depth: 100,
+                bytes,
+            },
+            None,
+        )
+    };
+    // "news" (4) + a 6-byte body: 10 bytes a message.
+    let mut taker = attach_bytes(25);
+    let mut slow = attach_bytes(25);
+    sub(&mut taker, 1, "news", SubParams::default());
+    sub(&mut slow, 1, "news", SubParams::default());
+    drain(&mut taker);
+    drain(&mut slow);
+    let mut publisher = attach(&hub, true, false, None);
+    for i in 0..2 {
+        publish(&mut publisher, "news", &format!("\"{i:04}\""), None);
+    }
+    assert_eq!(messages(&mut taker).len(), 2);
+    assert!(!slow.lagged().is_cancelled());
+    for i in 2..4 {
+        publish(&mut publisher, "news", &format!("\"{i:04}\""), None);
+    }
+    assert!(!taker.lagged().is_cancelled(), "it took what it was sent");
+    assert!(slow.lagged().is_cancelled(), "30 bytes queued");
+    assert_eq!(messages(&mut slow).len(), 2);
+    // One message is taken whatever its size.
+    let mut small = attach_bytes(1);
+    sub(&mut small, 1, "news", SubParams::default());
+    drain(&mut small);
+    publish(&mut publisher, "news", "\"big body\"", None);
+    assert!(!small.lagged().is_cancelled());
 }
 
 /// A private or presence channel takes messages only from a connection subscribed to it or

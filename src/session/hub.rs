@@ -28,6 +28,9 @@ impl Session {
             // Deliveries wait here before the client's own queue; a burst of publishes gets
             // room beyond it before this client counts as a slow consumer.
             depth: self.ctx.queue_depth.saturating_mul(HUB_QUEUE_FACTOR),
+            // As the client's own queue's byte bound: deliveries share their message, but one
+            // this client has not taken keeps it alive.
+            bytes: self.ctx.queue_bytes,
         };
         self.hub = Some(hub.attach(attach, credentials.identity.clone()));
         self.deliver_events(vec![BackendEvent::Ready { session: None }])

@@ -252,9 +252,15 @@ impl Link {
         )
     }
 
-    /// A link over channels a transport of its own drains (Engine.IO): bounded by depth.
-    pub fn new(inbound: Inbound, outbound: mpsc::Sender<LinkOut>, writer: JoinHandle<()>) -> Self {
-        let depth = outbound.max_capacity();
+    /// A link over channels a transport of its own drains (Engine.IO): what waits for the
+    /// transport is bounded by `depth` messages and `max_bytes` bytes, as a WebSocket's.
+    pub fn new(
+        inbound: Inbound,
+        outbound: mpsc::Sender<LinkOut>,
+        writer: JoinHandle<()>,
+        depth: usize,
+        max_bytes: usize,
+    ) -> Self {
         let counters = LegCounters::detached();
         Self::with_io(
             Io::Chan(Box::new(Chan {
@@ -263,7 +269,7 @@ impl Link {
                 writer: Some(writer),
             })),
             depth,
-            usize::MAX,
+            max_bytes,
             Duration::from_secs(10),
             counters,
             LegTally::default(),
