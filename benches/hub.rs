@@ -63,6 +63,7 @@ fn sessions(hub: &Arc<Hub>, same_id: bool) -> Vec<Session> {
                     echo: true,
                     everything: false,
                     depth: 256,
+                    bytes: 8 << 20,
                 },
                 None,
             );
