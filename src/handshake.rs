@@ -194,17 +194,15 @@ impl Upgrader {
     }
 
     /// Spawn a session task that is not a WebSocket upgrade (an Engine.IO long-polling
-    /// session): it is tracked for the drain and holds `permit` until it ends.
-    pub fn spawn_session<F, Fut>(&self, permit: OwnedSemaphorePermit, start: F)
+    /// session): it is tracked for the drain and is handed `permit` (none for a session that
+    /// only answers a refusal), to hold while the session runs (not while what is left of it
+    /// lingers).
+    pub fn spawn_session<F, Fut>(&self, permit: Option<OwnedSemaphorePermit>, start: F)
     where
-        F: FnOnce(CancellationToken) -> Fut,
+        F: FnOnce(CancellationToken, Option<OwnedSemaphorePermit>) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let fut = start(self.shutdown.clone());
-        self.tracker.spawn(async move {
-            let _permit = permit;
-            fut.await;
-        });
+        self.tracker.spawn(start(self.shutdown.clone(), permit));
     }
 
     /// Answer `101` and spawn the session once hyper hands over the connection. `custom`

@@ -624,3 +624,31 @@ fn check_names_a_bad_client_limit_with_its_line() {
         assert!(err.contains(why), "{key}: {err}");
     }
 }
+
+/// Engine.IO long-polling handshakes refused by the address limit give their connection slot
+/// back at once: only what lingers for the client's next poll (the refusal's answer) stays.
+/// Before, each refused session held a slot for its linger, and one client's handshakes
+/// took every slot of `max_connections` (503 for everyone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_long_polling_sessions_hold_no_connection_slot() {
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:{}\"\n[limits]\nmax_connections = 6\n{}",
+        free_port(),
+        hub_routes(
+            port,
+            &["socketio"],
+            "[route.client_limits]\nconnections_per_address = 1\n"
+        )
+    );
+    let proxy = Proxy::start(&cfg).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for i in 0..20 {
+        let (status, body) = http_get(addr, "/socket.io/?EIO=4&transport=polling")
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "handshake {i}: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refusals(&proxy, "socketio", "connections_per_address").await >= 19.0);
+}

@@ -131,6 +131,8 @@ pub struct Engine {
     /// `socketio.cors_origins` and `client_limits.allowed_origins`: a page the route's own
     /// allowlist lets through gets its CORS answer too.
     origins: Vec<String>,
+    /// Long-polling sessions answering a refusal now (see `polling::MAX_REFUSING`).
+    refusing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Transport for Engine {
@@ -151,6 +153,7 @@ impl Transport for Engine {
             origins: Engine::origins(&ctx),
             ctx,
             sessions: self.sessions.clone(),
+            refusing: self.refusing.clone(),
         }))
     }
 }
@@ -163,6 +166,7 @@ impl Engine {
             origins: Self::origins(&ctx),
             ctx,
             sessions: Arc::new(Mutex::new(HashMap::new())),
+            refusing: Arc::default(),
         }
     }
 

@@ -7,7 +7,7 @@
 //! (`upgrade.rs`), CORS (`cors.rs`), request validation (`mod.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,6 +38,30 @@ const PROBE_NOOP_AFTER: Duration = Duration::from_millis(100);
 const POLL_LINGER: Duration = Duration::from_secs(5);
 /// The same, once the proxy is shutting down.
 const POLL_LINGER_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// Long-polling sessions of one route that exist only to answer a refusal (client limits),
+/// at once: they hold no connection slot, so they have a bound of their own.
+const MAX_REFUSING: usize = 1024;
+
+/// One refusing session's place under [`MAX_REFUSING`], given back when dropped.
+struct Refusing(Arc<AtomicUsize>);
+
+impl Refusing {
+    fn enter(count: &Arc<AtomicUsize>) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_REFUSING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A long-polling payload response.
 fn payload(packets: &[Eio]) -> Response<Full<Bytes>> {
@@ -76,8 +100,20 @@ impl Engine {
         };
         let (shared, ends) = Shared::new(ctx.queue_depth, ctx.metrics.down.for_session(), pings);
         let shared = Arc::new(shared);
-        let Some(permit) = up.session_permit() else {
-            return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
+        // Asked before a connection slot is taken: a session the route refuses lives on only
+        // to answer that refusal at the client's next requests, and holds no slot. One
+        // keep-alive connection's handshakes took a slot each until they had answered, and
+        // so every slot. Such sessions are bounded apart.
+        let admission = ctx.admission.admit(Some(up.peer().ip()));
+        let (permit, refusing) = match &admission {
+            Ok(_) => match up.session_permit() {
+                Some(p) => (Some(p), None),
+                None => return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new()),
+            },
+            Err(_) => match Refusing::enter(&self.refusing) {
+                Some(r) => (None, Some(r)),
+                None => return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new()),
+            },
         };
         {
             let mut sessions = self.sessions.lock().await;
@@ -107,10 +143,16 @@ impl Engine {
         let open = self.open_packet(sid.clone(), vec!["websocket".into()]);
         // The `open` answer is the session's first message out.
         shared.counters.count_out(1, open.len() as u64);
-        up.spawn_session(permit, move |shutdown| async move {
+        up.spawn_session(permit, move |shutdown, permit| async move {
             Session::new(ctx, link, role, &handshake)
+                .with_admission(admission)
                 .run(shutdown.clone())
                 .await;
+            // The connection slot is the session's: what lingers for the client's last poll
+            // (a refusal's answer, the close) holds none. One keep-alive connection opening
+            // refused sessions held a slot each for the linger, and so every slot.
+            drop(permit);
+            drop(refusing);
             if shared.transport() != WEBSOCKET && !shared.gone.is_cancelled() {
                 let linger = if shutdown.is_cancelled() {
                     POLL_LINGER_SHUTDOWN

@@ -244,6 +244,10 @@ pub struct Session {
     verified_token: Option<bytes::Bytes>,
     /// The client's message and byte rates, set once admitted.
     rate: ClientRate,
+    /// The route's answer to this client when its transport asked before the session
+    /// started (Engine.IO long-polling: a refused session takes no connection slot); else
+    /// the session asks when it runs.
+    admission: Option<Result<crate::admission::Admitted, crate::admission::Reason>>,
     /// The upstream leg's counters: the route's, plus this session's own counts.
     up_counters: LegCounters,
     /// The client's address: the route's per-address limits, the session-end line.
@@ -289,10 +293,21 @@ impl Session {
             shutting: false,
             verified_token: None,
             rate: ClientRate::default(),
+            admission: None,
             up_counters: ctx_up_counters,
             peer: handshake.peer,
             copied: crate::dialect::Copied::default(),
         }
+    }
+
+    /// The route's answer to this client, asked for by its transport before the session
+    /// was made (see the `admission` field).
+    pub fn with_admission(
+        mut self,
+        a: Result<crate::admission::Admitted, crate::admission::Reason>,
+    ) -> Self {
+        self.admission = Some(a);
+        self
     }
 
     /// Run to completion.
@@ -307,7 +322,11 @@ impl Session {
     pub fn run(mut self, shutdown: CancellationToken) -> impl Future<Output = ()> + Send {
         async move {
             // Held until the session ends: its address's slot.
-            let admitted = match self.ctx.admission.admit(self.peer.map(|p| p.ip())) {
+            let decided = match self.admission.take() {
+                Some(d) => d,
+                None => self.ctx.admission.admit(self.peer.map(|p| p.ip())),
+            };
+            let admitted = match decided {
                 Ok(a) => {
                     self.rate = a.client_rate();
                     a
