@@ -124,6 +124,44 @@ pub struct RedisBridge {
     remote: RwLock<Mirror>,
 }
 
+/// Most messages from other instances waiting for this instance's link; more are dropped
+/// and counted (`switchboard_hub_redis_dropped_total`).
+const BUS_QUEUE: usize = 4096;
+
+/// Other instances' messages, read off the Redis subscription as they come by a task of its
+/// own: the Redis driver buffers what it reads without bound, and this link's loop spends
+/// round trips (publishing, heartbeats) between two reads, so a busy instance's messages
+/// piled up in memory. Read at once, they wait here, bounded.
+struct Bus {
+    rx: mpsc::Receiver<redis::Msg>,
+    /// The reading task, stopped with the link.
+    _pump: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl Bus {
+    fn new<S>(mut stream: S) -> Self
+    where
+        S: futures_util::Stream<Item = redis::Msg> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel(BUS_QUEUE);
+        let pump = tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                match tx.try_send(msg) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        counter!(m::HUB_REDIS_DROPPED).increment(1);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+        });
+        Self {
+            rx,
+            _pump: tokio_util::task::AbortOnDropHandle::new(pump),
+        }
+    }
+}
+
 impl RedisBridge {
     /// Whether the link is up (shared with `/readyz`).
     pub fn up(&self) -> Arc<AtomicBool> {
@@ -342,9 +380,7 @@ impl Link {
             .map_err(|e| (true, e))
     }
 
-    async fn connect(
-        &self,
-    ) -> Result<(MultiplexedConnection, redis::aio::PubSubStream), LinkError> {
+    async fn connect(&self) -> Result<(MultiplexedConnection, Bus), LinkError> {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(IO_TIMEOUT))
             .set_response_timeout(Some(IO_TIMEOUT));
@@ -355,7 +391,7 @@ impl Link {
         .await?;
         let mut ps = timed(self.client.get_async_pubsub()).await?;
         timed(ps.subscribe(&self.keys.bus)).await?;
-        Ok((con, ps.into_on_message()))
+        Ok((con, Bus::new(ps.into_on_message())))
     }
 
     async fn serve(
@@ -363,7 +399,7 @@ impl Link {
         hub: &Hub,
         stop: &CancellationToken,
         con: &mut MultiplexedConnection,
-        bus: &mut redis::aio::PubSubStream,
+        bus: &mut Bus,
     ) -> Result<(), LinkError> {
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -374,7 +410,7 @@ impl Link {
                     let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.goodbye(con)).await;
                     return Ok(());
                 }
-                msg = bus.next() => {
+                msg = bus.rx.recv() => {
                     let msg = msg.ok_or(LinkError::Closed)?;
                     self.on_bus(hub, con, msg.get_payload_bytes()).await?;
                 }
@@ -917,6 +953,27 @@ fn decode_message(b: &mut Bytes) -> Option<HubMessage> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Other instances' messages wait for the link in a bounded queue, read off the
+    /// subscription as they come; past the bound they are dropped, not buffered.
+    #[tokio::test]
+    async fn the_bus_is_read_at_once_into_a_bounded_queue() {
+        let msgs = (0..BUS_QUEUE + 100).map(|i| {
+            redis::Msg::from_owned_value(redis::Value::Array(vec![
+                redis::Value::BulkString(b"message".to_vec()),
+                redis::Value::BulkString(b"bus".to_vec()),
+                redis::Value::BulkString(i.to_string().into_bytes()),
+            ]))
+            .unwrap()
+        });
+        let mut bus = Bus::new(futures_util::stream::iter(msgs.collect::<Vec<_>>()));
+        let mut n = 0;
+        while let Some(m) = bus.rx.recv().await {
+            assert_eq!(m.get_payload_bytes(), n.to_string().as_bytes());
+            n += 1;
+        }
+        assert_eq!(n, BUS_QUEUE);
+    }
     use super::*;
 
     #[test]
