@@ -490,7 +490,8 @@ impl LegTally {
 pub const HUB_REDIS_UP: &str = "switchboard_hub_redis_up";
 /// Times the hub's Redis link was lost and dialed again.
 pub const HUB_REDIS_RECONNECTS: &str = "switchboard_hub_redis_reconnects_total";
-/// Publishes delivered on this instance only: Redis was down or its queue full.
+/// Publishes delivered on this instance only (Redis was down or its queue full), and other
+/// instances' messages dropped because this one fell 4,096 behind.
 pub const HUB_REDIS_DROPPED: &str = "switchboard_hub_redis_dropped_total";
 /// Messages other instances published, received through Redis.
 pub const HUB_REDIS_RECEIVED: &str = "switchboard_hub_redis_received_total";
@@ -506,7 +507,7 @@ pub fn hub_redis_describe() {
     );
     describe_counter!(
         HUB_REDIS_DROPPED,
-        "Publishes delivered locally only (Redis down or its queue full)"
+        "Publishes delivered locally only (Redis down or its queue full), or received ones dropped (too far behind)"
     );
     describe_counter!(
         HUB_REDIS_RECEIVED,
