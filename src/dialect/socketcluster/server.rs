@@ -299,9 +299,8 @@ impl ScServer {
         let sub = self.next_sub;
         self.next_sub += 1;
         // Its own copy: kept for the subscription's life, where a slice would keep the whole
-        // message it came in.
+        // message it came in (a name, not payload: not a counted copy).
         let channel = Bytes::copy_from_slice(&channel);
-        self.copied.one(channel.len());
         self.subs.insert(sub, channel.clone());
         self.by_channel.insert(channel.clone(), sub);
         if let Some(cid) = p.cid {

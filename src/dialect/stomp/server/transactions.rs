@@ -87,8 +87,8 @@ impl StompServer {
         if self.transactions.len() >= MAX_TRANSACTIONS || self.transactions.contains_key(&tx) {
             return self.fatal("bad transaction", tx.as_ref(), receipt, 1002, out);
         }
-        // Its own copy: the name is kept for as long as the transaction is open.
-        self.copied.one(tx.len());
+        // Its own copy: the name is kept for as long as the transaction is open (a name,
+        // not payload: not a counted copy).
         self.transactions
             .insert(Bytes::copy_from_slice(&tx), Tx::default());
         if let Some(r) = receipt {
