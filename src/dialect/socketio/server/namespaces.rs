@@ -68,21 +68,22 @@ impl SocketioServer {
         }
         match self.state {
             State::AwaitConnect => {
+                // Copies, shared with the upstream's credentials: kept for the connection's
+                // life (here and by the client role), where a slice would keep the whole
+                // received message it came in (a read buffer's worth).
+                self.auth = p.data.as_deref().map(Bytes::copy_from_slice);
+                self.token = token.as_deref().map(Bytes::copy_from_slice);
+                self.primary = Some(Bytes::copy_from_slice(&p.nsp));
                 out.ops.push(ClientOp::Connect {
                     credentials: Credentials {
-                        token: token.clone(),
+                        token: self.token.clone(),
                         login: None,
                         passcode: None,
-                        auth_json: p.data.clone(),
+                        auth_json: self.auth.clone(),
                         ..Default::default()
                     },
                 });
                 self.connect_sent = true;
-                // Copies: kept for the connection's life, where a slice would keep the whole
-                // CONNECT packet it came in (up to the largest message).
-                self.auth = p.data.as_deref().map(Bytes::copy_from_slice);
-                self.token = token.as_deref().map(Bytes::copy_from_slice);
-                self.primary = Some(Bytes::copy_from_slice(&p.nsp));
                 self.state = State::Connecting;
                 self.nsps.push(Nsp {
                     name: Bytes::copy_from_slice(&p.nsp),

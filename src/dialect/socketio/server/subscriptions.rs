@@ -98,7 +98,7 @@ impl SocketioServer {
         self.subs.insert(
             sub,
             Sub {
-                nsp: nsp.clone(),
+                nsp: Bytes::copy_from_slice(nsp),
                 // Its own copy: kept for the subscription's life, where a slice would keep
                 // the whole message it came in.
                 topic: Bytes::copy_from_slice(&topic),
