@@ -22,7 +22,13 @@ fuzz_target!(|data: &[u8]| {
             encode(&f, Version::V1_2, &mut out);
             let mut again = Vec::new();
             let mut d2 = Decoder::new(Limits { max_frame_size: 1 << 20, ..Limits::default() });
-            let _ = d2.decode(out.freeze(), &mut again);
+            let wire = out.freeze();
+            d2.decode(wire.clone(), &mut again)
+                .unwrap_or_else(|e| panic!("{f:?} re-encoded as {wire:?} does not decode: {e}"));
+            match again.as_slice() {
+                [Item::Frame(g)] => assert_eq!(g, &f, "re-encoded as {wire:?}"),
+                other => panic!("{f:?} re-encoded as {wire:?} decodes to {other:?}"),
+            }
         }
     }
 });
