@@ -1,6 +1,9 @@
 //! Action Cable message decoding, identifier parsing and the server role on arbitrary
 //! bytes: never panics; a parsed identifier rebuilds to the same canonical form.
 #![no_main]
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -32,4 +35,17 @@ fuzz_target!(|data: &[u8]| {
     let mut out = ServerOut::default();
     role.on_start(Instant::now(), &mut out);
     role.on_client(WsMsg::Text(bytes), Instant::now(), &mut out);
+    // And as a sequence of messages on a fresh connection.
+    let mut role = server::CableServer::new(
+        server::Settings::default(),
+        &Handshake::default(),
+        0,
+        Instant::now(),
+    );
+    role.on_start(Instant::now(), &mut ServerOut::default());
+    common::drive(
+        &mut role,
+        data,
+        br#"{"command":"subscribe","identifier":"{\"channel\":\"X\"}"}"#,
+    );
 });

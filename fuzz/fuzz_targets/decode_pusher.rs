@@ -1,6 +1,9 @@
 //! Pusher envelope decoding, its data helpers and the server role on arbitrary bytes: never
 //! panics; decoded envelopes re-encode and decode to the same fields.
 #![no_main]
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -32,14 +35,21 @@ fuzz_target!(|data: &[u8]| {
         query: "protocol=7".into(),
         ..Default::default()
     };
-    let settings = server::Settings {
+    let mut role = server::PusherServer::new(role_settings(), &hs, "1.2".into());
+    let mut out = ServerOut::default();
+    role.on_start(Instant::now(), &mut out);
+    role.on_client(WsMsg::Text(bytes), Instant::now(), &mut out);
+    // And as a sequence of messages on a fresh connection.
+    let mut role = server::PusherServer::new(role_settings(), &hs, "1.2".into());
+    role.on_start(Instant::now(), &mut ServerOut::default());
+    common::drive(&mut role, data, br#"{"event":"pusher:ping","data":{}}"#);
+});
+
+fn role_settings() -> server::Settings {
+    server::Settings {
         app_key: "key".into(),
         app_secret: "secret".into(),
         upstream_presence: true,
         ..Default::default()
-    };
-    let mut role = server::PusherServer::new(settings, &hs, "1.2".into());
-    let mut out = ServerOut::default();
-    role.on_start(Instant::now(), &mut out);
-    role.on_client(WsMsg::Text(bytes), Instant::now(), &mut out);
-});
+    }
+}

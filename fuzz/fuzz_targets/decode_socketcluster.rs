@@ -2,6 +2,9 @@
 //! server role on arbitrary bytes: never panics; decoded packets re-encode and decode to
 //! the same fields.
 #![no_main]
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -48,5 +51,7 @@ fuzz_target!(|data: &[u8]| {
             &mut out,
         );
         role.on_client(WsMsg::Text(bytes.clone()), Instant::now(), &mut out);
+        // And as a sequence of messages after the handshake.
+        common::drive(&mut role, data, br##"{"event":"#publish","data":{"channel":"a","data":1},"cid":9}"##);
     }
 });
