@@ -4,11 +4,14 @@
 //! so that replies, confirmations and deliveries have something to match; deadlines and
 //! the connection's loss are run at the end. Never panics.
 #![no_main]
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use switchboard::dialect::{ClientOut, ClientRole, WsMsg};
+use switchboard::dialect::{ClientOut, ClientRole};
 use switchboard::dialect::{actioncable, pusher, socketcluster, socketio, stomp};
 use switchboard::frame::{
     ClientOp, Credentials, ErrorInfo, ErrorKind, Payload, Reply, SubParams,
@@ -54,13 +57,7 @@ fuzz_target!(|data: &[u8]| {
         now,
         &mut out,
     );
-    for chunk in rest.split(|b| *b == 0xff) {
-        let bytes = Bytes::copy_from_slice(chunk);
-        let msg = if std::str::from_utf8(chunk).is_ok() {
-            WsMsg::Text(bytes)
-        } else {
-            WsMsg::Binary(bytes)
-        };
+    for msg in common::messages(rest) {
         let mut out = ClientOut::default();
         role.on_backend(msg, now, &mut out);
     }

@@ -2,6 +2,9 @@
 //! 0xff; text when UTF-8, binary otherwise) fed to a role whose backend answers as a ready
 //! one would (connected, subscribed, replied), and the check that a role that closed the
 //! connection says nothing more.
+// Each target uses part of it.
+#![allow(dead_code)]
+
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,13 +15,7 @@ use switchboard::frame::{BackendEvent, ClientOp};
 /// an open connection.
 pub fn drive(role: &mut dyn ServerRole, data: &[u8], after_close: &'static [u8]) {
     let now = Instant::now();
-    for chunk in data.split(|b| *b == 0xff) {
-        let bytes = Bytes::copy_from_slice(chunk);
-        let msg = if std::str::from_utf8(chunk).is_ok() {
-            WsMsg::Text(bytes)
-        } else {
-            WsMsg::Binary(bytes)
-        };
+    for msg in messages(data) {
         let mut out = ServerOut::default();
         role.on_client(msg, now, &mut out);
         let closed = out.close.is_some();
@@ -41,4 +38,16 @@ pub fn drive(role: &mut dyn ServerRole, data: &[u8], after_close: &'static [u8])
             return;
         }
     }
+}
+
+/// `data` as WebSocket messages: split on 0xff, text when UTF-8, binary otherwise.
+pub fn messages(data: &[u8]) -> impl Iterator<Item = WsMsg> + '_ {
+    data.split(|b| *b == 0xff).map(|chunk| {
+        let bytes = Bytes::copy_from_slice(chunk);
+        if std::str::from_utf8(chunk).is_ok() {
+            WsMsg::Text(bytes)
+        } else {
+            WsMsg::Binary(bytes)
+        }
+    })
 }
