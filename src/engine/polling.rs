@@ -152,7 +152,6 @@ impl Engine {
             // (a refusal's answer, the close) holds none. One keep-alive connection opening
             // refused sessions held a slot each for the linger, and so every slot.
             drop(permit);
-            drop(refusing);
             if shared.transport() != WEBSOCKET && !shared.gone.is_cancelled() {
                 let linger = if shutdown.is_cancelled() {
                     POLL_LINGER_SHUTDOWN
@@ -162,6 +161,9 @@ impl Engine {
                 let _ = tokio::time::timeout(linger, shared.finished.cancelled()).await;
             }
             registry.lock().await.remove(&sid);
+            // A refusing session's place is given back only now: with its linger, so that
+            // refused sessions stay bounded, lingering ones included.
+            drop(refusing);
         });
         let mut r = respond(StatusCode::OK, open);
         let h = r.headers_mut();
