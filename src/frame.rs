@@ -302,7 +302,7 @@ pub enum ClientOp {
 }
 
 /// `b` in a buffer of its own (see [`ClientOp::detach`]); its length.
-fn own(b: &mut Bytes) -> usize {
+pub(crate) fn own(b: &mut Bytes) -> usize {
     *b = Bytes::copy_from_slice(b);
     b.len()
 }

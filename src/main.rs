@@ -57,17 +57,18 @@ fn main() -> ExitCode {
         return reload(admin);
     }
     if let Some(Command::Check { file }) = cli.command {
-        return match registry::load(&file) {
-            Ok(c) => match switchboard::server::check(&c) {
-                Ok(()) => {
-                    println!("{}: ok ({} route(s))", file.display(), c.routes.len());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{}: {e}", file.display());
-                    ExitCode::from(2)
-                }
-            },
+        let checked = registry::load(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                switchboard::server::check(&c)
+                    .map(|()| c)
+                    .map_err(|e| e.to_string())
+            });
+        return match checked {
+            Ok(c) => {
+                println!("{}: ok ({} route(s))", file.display(), c.routes.len());
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("{}: {e}", file.display());
                 ExitCode::from(2)

@@ -132,7 +132,7 @@ pub struct Engine {
     /// allowlist lets through gets its CORS answer too.
     origins: Vec<String>,
     /// Long-polling sessions answering a refusal now (see `polling::MAX_REFUSING`).
-    refusing: Arc<std::sync::atomic::AtomicUsize>,
+    refusing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Transport for Engine {
@@ -166,7 +166,7 @@ impl Engine {
             origins: Self::origins(&ctx),
             ctx,
             sessions: Arc::new(Mutex::new(HashMap::new())),
-            refusing: Arc::default(),
+            refusing: Arc::new(tokio::sync::Semaphore::new(polling::MAX_REFUSING)),
         }
     }
 

@@ -7,7 +7,7 @@
 //! (`upgrade.rs`), CORS (`cors.rs`), request validation (`mod.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,28 +40,9 @@ const POLL_LINGER: Duration = Duration::from_secs(5);
 const POLL_LINGER_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// Long-polling sessions of one route that exist only to answer a refusal (client limits),
-/// at once: they hold no connection slot, so they have a bound of their own.
-const MAX_REFUSING: usize = 1024;
-
-/// One refusing session's place under [`MAX_REFUSING`], given back when dropped.
-struct Refusing(Arc<AtomicUsize>);
-
-impl Refusing {
-    fn enter(count: &Arc<AtomicUsize>) -> Option<Self> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_REFUSING).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(count.clone()))
-    }
-}
-
-impl Drop for Refusing {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+/// at once: they hold no connection slot, so they have a bound of their own
+/// (`Engine::refusing`'s permits).
+pub(super) const MAX_REFUSING: usize = 1024;
 
 /// A long-polling payload response.
 fn payload(packets: &[Eio]) -> Response<Full<Bytes>> {
@@ -110,9 +91,9 @@ impl Engine {
                 Some(p) => (Some(p), None),
                 None => return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new()),
             },
-            Err(_) => match Refusing::enter(&self.refusing) {
-                Some(r) => (None, Some(r)),
-                None => return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new()),
+            Err(_) => match self.refusing.clone().try_acquire_owned() {
+                Ok(r) => (None, Some(r)),
+                Err(_) => return respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new()),
             },
         };
         {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::{MAX_TRANSACTIONS, State, StompServer, Tx, TxItem, Wait};
 use crate::dialect::ServerOut;
 use crate::dialect::stomp::codec::{Command, Frame};
+use crate::frame::own;
 
 /// What one held frame costs besides its bytes (its entry in the transaction's list), charged
 /// to `max_transaction_bytes` so that empty frames are not free.
@@ -27,10 +28,6 @@ impl TxItem {
 
     /// Copies what this frame holds out of the message it was read from; the bytes copied.
     fn detach(&mut self) -> usize {
-        let own = |b: &mut Bytes| {
-            *b = Bytes::copy_from_slice(b);
-            b.len()
-        };
         match self {
             Self::Publish { op, receipt } => op.detach() + receipt.as_mut().map_or(0, own),
             Self::Ack { id, .. } => own(id),
